@@ -1,0 +1,1 @@
+"""edgequant: quantize neural networks for edge targets, and prove what ships."""
