@@ -1,0 +1,362 @@
+"""One lowering function per float op: DQ → op [→ Relu|Clip] → Q becomes integer operators.
+
+Each function takes the anchor node and a :class:`QdqIndex` and returns either an
+:class:`Emit` (the integer nodes that replace anchor + fused activation + Q) or a string
+saying why the op stays in float. Integer outputs keep the Q node's output name, and
+integer inputs are the DQ nodes' inputs, so lowered neighbours connect directly and the
+DQ nodes in between become dead (removed by the caller).
+
+onnxruntime kernels used (checked against ORT 1.31 on CPU, uint8 and int8 activations):
+QLinearConv, QLinearMatMul (per-column B scales), com.microsoft QGemm (int32 bias,
+per-column B), QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool,
+QLinearSigmoid, QLinearLeakyRelu, QLinearConcat, QLinearSoftmax; integer Clip, MaxPool,
+Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgequant.graph.passes.lower_graph import KERNEL_ACTIVATION_DTYPES, OutputQ, QdqIndex, QTensor
+
+log = logging.getLogger(__name__)
+
+MS = "com.microsoft"
+
+#: Relative difference allowed between a bias DQ's scale and input_scale·weight_scale before
+#: the int32 bias is re-scaled (float32 products computed in a different order differ by
+#: a few ulp; anything larger means the bias was quantized with another scale).
+BIAS_SCALE_RTOL = 1e-6
+
+#: Ops that only move or select values: exact on the integer tensor when the input and
+#: output carry identical qparams.
+PASS_THROUGH = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity")
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Integer nodes replacing an anchor, and the nodes (activation, Q) they absorb."""
+
+    nodes: list[onnx.NodeProto]
+    consumed: list[onnx.NodeProto]
+
+
+Lowering = Callable[[onnx.NodeProto, QdqIndex], "Emit | str"]
+
+
+def _attrs(node: onnx.NodeProto, drop: tuple[str, ...] = ()) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in drop}
+
+
+def _activation_input(node: onnx.NodeProto, idx: QdqIndex, i: int) -> QTensor | str:
+    """Per-tensor uint8/int8 DQ input ``i`` of ``node`` (an activation), or why not."""
+    qt = idx.dq_input(node.input[i])
+    if isinstance(qt, str):
+        return qt
+    if not qt.per_tensor:
+        return f"input '{node.input[i]}' is quantized per channel; kernels need per tensor"
+    if qt.dtype not in KERNEL_ACTIVATION_DTYPES:
+        return f"input '{node.input[i]}' is {qt.dtype}; onnxruntime QLinear kernels take uint8/int8"
+    return qt
+
+
+def _output(node: onnx.NodeProto, idx: QdqIndex, like: QTensor | None) -> OutputQ | str:
+    oq = idx.output_q(node)
+    if isinstance(oq, str):
+        return oq
+    if not oq.out.per_tensor:
+        return f"output '{oq.out.name}' is quantized per channel; kernels need per tensor"
+    if like is not None and oq.out.dtype != like.dtype:
+        return f"output is {oq.out.dtype} but input is {like.dtype}; kernels need one type"
+    if oq.out.dtype not in KERNEL_ACTIVATION_DTYPES:
+        return f"output '{oq.out.name}' is {oq.out.dtype}; QLinear kernels take uint8/int8"
+    return oq
+
+
+def _quantize_bound(value: float, out: QTensor) -> int:
+    """Q(value) with the output's qparams (ONNX QuantizeLinear: half-to-even, saturate)."""
+    if np.isinf(value):
+        return out.qmin if value < 0 else out.qmax
+    q = np.rint(np.float32(value) / out.scale_value.astype(np.float32).ravel()[0])
+    return int(np.clip(q + int(out.zp_value.ravel()[0]), out.qmin, out.qmax))
+
+
+def _finish(idx: QdqIndex, core: onnx.NodeProto, oq: OutputQ, extra_lo: float = -np.inf,
+            extra_hi: float = np.inf) -> Emit:
+    """Wire ``core`` (whose output is still unnamed) to the Q output, clamping if needed.
+
+    A fused Relu/Clip becomes an integer Clip to [Q(lo), Q(hi)]: quantization is monotonic
+    and saturating, so Q(clip(y, lo, hi)) = clip(Q(y), Q(lo), Q(hi)) exactly. The Clip is
+    dropped when that range already covers [qmin, qmax] (e.g. Relu with uint8 zero point 0).
+    """
+    lo, hi = max(oq.lo, extra_lo), min(oq.hi, extra_hi)
+    qlo, qhi = _quantize_bound(lo, oq.out), _quantize_bound(hi, oq.out)
+    if qlo <= oq.out.qmin and qhi >= oq.out.qmax:
+        core.output[:] = [oq.out.name]
+        return Emit([core], oq.consumed)
+    tmp = idx.unique(f"{oq.out.name}_unclamped")
+    core.output[:] = [tmp]
+    lo_name = idx.add_const(f"{oq.out.name}_qmin", np.asarray(qlo, dtype=oq.out.dtype))
+    hi_name = idx.add_const(f"{oq.out.name}_qmax", np.asarray(qhi, dtype=oq.out.dtype))
+    clip = helper.make_node("Clip", [tmp, lo_name, hi_name], [oq.out.name],
+                            name=idx.unique(f"{core.name}_clamp"))
+    return Emit([core, clip], oq.consumed)
+
+
+def _new_name(idx: QdqIndex, node: onnx.NodeProto, suffix: str) -> str:
+    return idx.unique(f"{node.name or node.op_type}_{suffix}")
+
+
+def _int32_bias(node: onnx.NodeProto, idx: QdqIndex, i: int, x: QTensor, w: QTensor,
+                n_out: int) -> str | tuple[str]:
+    """Name of an int32 bias with scale x_scale·w_scale for input ``i``; a 1-tuple on error."""
+    b = idx.dq_input(node.input[i])
+    if isinstance(b, str) or b.name not in idx.consts or b.dtype != np.int32:
+        return (f"bias '{node.input[i]}' is not an int32 initializer behind DequantizeLinear",)
+    q = idx.consts[b.name].astype(np.int64) - b.zp_value.astype(np.int64)  # (N,)
+    want = (x.scale_value.astype(np.float32) * w.scale_value.astype(np.float32)).ravel()
+    have = np.broadcast_to(b.scale_value.ravel(), want.shape) if want.size > 1 else b.scale_value
+    if q.ndim != 1 or q.shape[0] != n_out:
+        return (f"bias '{node.input[i]}' has shape {q.shape}; expected ({n_out},)",)
+    if np.allclose(have, want, rtol=BIAS_SCALE_RTOL, atol=0) and not b.zp_value.any():
+        return b.name
+    # Re-express the bias at the kernel's implied scale; one rounding, logged.
+    log.warning("%s '%s': bias scale differs from input_scale*weight_scale; re-scaling bias",
+                node.op_type, node.name)
+    real = q.astype(np.float64) * np.asarray(have, np.float64).ravel()  # (N,) float bias
+    q32 = np.clip(np.rint(real / want.astype(np.float64)), -(2**31), 2**31 - 1)
+    return idx.add_const(f"{node.input[i]}_int32", q32.astype(np.int32))
+
+
+def _weight(node: onnx.NodeProto, idx: QdqIndex, i: int, channel_axis: int, x: QTensor,
+            n_dims: int) -> QTensor | str:
+    w = idx.dq_input(node.input[i])
+    if isinstance(w, str):
+        return w
+    if w.dtype not in KERNEL_ACTIVATION_DTYPES:
+        return f"weight '{node.input[i]}' is {w.dtype}; kernels take int8/uint8 weights"
+    if x.dtype == np.int8 and w.dtype == np.uint8:
+        return "int8 activations with uint8 weights have no onnxruntime kernel"
+    if w.axis is not None and w.axis % n_dims != channel_axis:
+        return f"weight '{node.input[i]}' is per-channel on axis {w.axis}; need {channel_axis}"
+    return w
+
+
+def lower_conv(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+    """Conv → QLinearConv (per-channel int8 weights, int32 bias)."""
+    x = _activation_input(node, idx, 0)
+    if isinstance(x, str):
+        return x
+    w_const = idx.consts.get(idx.producer[node.input[1]].input[0]) \
+        if idx.is_op(idx.producer.get(node.input[1]), "DequantizeLinear") else None
+    if w_const is None:
+        return f"weight '{node.input[1]}' is not a constant integer tensor behind DQ"
+    w = _weight(node, idx, 1, 0, x, w_const.ndim)
+    if isinstance(w, str):
+        return w
+    oq = _output(node, idx, x)
+    if isinstance(oq, str):
+        return oq
+    inputs = [x.name, x.scale, x.zero_point, w.name, w.scale, w.zero_point,
+              oq.out.scale, oq.out.zero_point]
+    if len(node.input) > 2 and node.input[2]:
+        bias = _int32_bias(node, idx, 2, x, w, w_const.shape[0])
+        if isinstance(bias, tuple):
+            return bias[0]
+        inputs.append(bias)
+    core = helper.make_node("QLinearConv", inputs, [""], name=_new_name(idx, node, "qlinear"),
+                            **_attrs(node))
+    return _finish(idx, core, oq)
+
+
+def lower_matmul(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+    """MatMul → QLinearMatMul (B per tensor or per column)."""
+    a = _activation_input(node, idx, 0)
+    if isinstance(a, str):
+        return a
+    b = idx.dq_input(node.input[1])
+    if isinstance(b, str):
+        return b
+    if not b.per_tensor:
+        b_const = idx.consts.get(b.name)
+        if b_const is None or b_const.ndim != 2:
+            return "per-column B needs a 2-D constant weight"
+        b = _weight(node, idx, 1, 1, a, 2)
+        if isinstance(b, str):
+            return b
+    elif b.dtype not in KERNEL_ACTIVATION_DTYPES:
+        return f"input '{node.input[1]}' is {b.dtype}; QLinearMatMul takes uint8/int8"
+    oq = _output(node, idx, a)
+    if isinstance(oq, str):
+        return oq
+    core = helper.make_node(
+        "QLinearMatMul",
+        [a.name, a.scale, a.zero_point, b.name, b.scale, b.zero_point,
+         oq.out.scale, oq.out.zero_point], [""], name=_new_name(idx, node, "qlinear"))
+    return _finish(idx, core, oq)
+
+
+def lower_gemm(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+    """Gemm → com.microsoft QGemm: int32 bias added in the accumulator, as ORT's own fusion.
+
+    Chosen over QLinearMatMul + QLinearAdd (would re-quantize the bias to 8 bits, not exact)
+    and over MatMulInteger + Add + float requantization (three kernels instead of one).
+    """
+    at = _attrs(node)
+    if at.get("transA", 0) or at.get("alpha", 1.0) != 1.0 or at.get("beta", 1.0) != 1.0:
+        return "Gemm with transA or alpha/beta != 1 is not lowered"
+    a = _activation_input(node, idx, 0)
+    if isinstance(a, str):
+        return a
+    b_dq = idx.producer.get(node.input[1])
+    b_const = idx.consts.get(b_dq.input[0]) if idx.is_op(b_dq, "DequantizeLinear") else None
+    if b_const is None or b_const.ndim != 2:
+        return f"weight '{node.input[1]}' is not a 2-D constant integer tensor behind DQ"
+    trans_b = int(at.get("transB", 0))
+    n_out = b_const.shape[0] if trans_b else b_const.shape[1]
+    b = _weight(node, idx, 1, 0 if trans_b else 1, a, 2)
+    if isinstance(b, str):
+        return b
+    oq = _output(node, idx, a)
+    if isinstance(oq, str):
+        return oq
+    bias = ""
+    if len(node.input) > 2 and node.input[2]:
+        bias = _int32_bias(node, idx, 2, a, b, n_out)
+        if isinstance(bias, tuple):
+            return bias[0]
+    core = helper.make_node(
+        "QGemm",
+        [a.name, a.scale, a.zero_point, b.name, b.scale, b.zero_point, bias,
+         oq.out.scale, oq.out.zero_point], [""], name=_new_name(idx, node, "qgemm"),
+        domain=MS, transB=trans_b)
+    return _finish(idx, core, oq)
+
+
+def _lower_elementwise(contrib_op: str, n_inputs: int, attrs: dict | None = None) -> Lowering:
+    """Op with per-tensor quantized inputs → com.microsoft ``contrib_op`` (x, s, zp)*, y_s, y_zp."""
+
+    def lower(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+        ins = [_activation_input(node, idx, i) for i in range(n_inputs)]
+        bad = next((q for q in ins if isinstance(q, str)), None)
+        if bad is not None:
+            return bad
+        if len({q.dtype for q in ins}) != 1:
+            return "inputs have different integer types"
+        oq = _output(node, idx, ins[0])
+        if isinstance(oq, str):
+            return oq
+        names = [n for q in ins for n in (q.name, q.scale, q.zero_point)]
+        kw = dict(attrs(node) if callable(attrs) else (attrs or {}))
+        core = helper.make_node(contrib_op, [*names, oq.out.scale, oq.out.zero_point], [""],
+                                name=_new_name(idx, node, "qlinear"), domain=MS, **kw)
+        return _finish(idx, core, oq)
+
+    lower.__doc__ = f"→ com.microsoft {contrib_op}."
+    return lower
+
+
+def _avgpool_attrs(node: onnx.NodeProto) -> dict:
+    return {**_attrs(node, drop=("dilations",)), "channels_last": 0}
+
+
+def lower_avgpool(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+    """AveragePool → QLinearAveragePool (no dilations in the contrib kernel)."""
+    if any(d != 1 for d in _attrs(node).get("dilations", [])):
+        return "AveragePool with dilations has no QLinearAveragePool kernel"
+    return _lower_elementwise("QLinearAveragePool", 1, _avgpool_attrs)(node, idx)
+
+
+def lower_softmax(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+    """Softmax → QLinearSoftmax (opset-13 semantics: normalise along ``axis`` only)."""
+    attrs = {"axis": _attrs(node).get("axis", -1), "opset": 13}
+    return _lower_elementwise("QLinearSoftmax", 1, attrs)(node, idx)
+
+
+def lower_concat(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+    """Concat → integer Concat when all qparams agree, else QLinearConcat."""
+    ins = [_activation_input(node, idx, i) for i in range(len(node.input))]
+    bad = next((q for q in ins if isinstance(q, str)), None)
+    if bad is not None:
+        return bad
+    oq = _output(node, idx, ins[0])
+    if isinstance(oq, str):
+        return oq
+    if any(q.dtype != oq.out.dtype for q in ins):
+        return "inputs have different integer types"
+    axis = _attrs(node)["axis"]
+    if all(q.same_qparams(oq.out) for q in ins):
+        core = helper.make_node("Concat", [q.name for q in ins], [""],
+                                name=_new_name(idx, node, "int"), axis=axis)
+    else:
+        names = [n for q in ins for n in (q.name, q.scale, q.zero_point)]
+        core = helper.make_node("QLinearConcat", [oq.out.scale, oq.out.zero_point, *names],
+                                [""], name=_new_name(idx, node, "qlinear"), domain=MS, axis=axis)
+    return _finish(idx, core, oq)
+
+
+def lower_pass_through(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+    """MaxPool / Reshape / Flatten / ... run on the integer tensor when qparams are identical."""
+    if node.op_type == "MaxPool" and len(node.output) > 1:
+        return "MaxPool with an Indices output is not lowered"
+    x = idx.dq_input(node.input[0])
+    if isinstance(x, str):
+        return x
+    for name in node.input[1:]:  # shape / axes / perm operands must stay non-float
+        if name and idx.producer.get(name) is not None and \
+                idx.is_op(idx.producer[name], "DequantizeLinear"):
+            return f"operand '{name}' is a quantized tensor"
+    oq = idx.output_q(node)
+    if isinstance(oq, str):
+        return oq
+    if not x.same_qparams(oq.out):
+        return "input and output qparams differ; the integer op would not be exact"
+    core = helper.make_node(node.op_type, [x.name, *node.input[1:]], [""],
+                            name=_new_name(idx, node, "int"), **_attrs(node))
+    return _finish(idx, core, oq)
+
+
+def lower_activation(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+    """Standalone Relu / Clip with identical qparams → integer Clip to [Q(lo), Q(hi)]."""
+    x = idx.dq_input(node.input[0])
+    if isinstance(x, str):
+        return x
+    bounds = idx.activation_bounds(node)
+    if isinstance(bounds, str):
+        return bounds
+    oq = idx.output_q(node)
+    if isinstance(oq, str):
+        return oq
+    if not x.same_qparams(oq.out):
+        return "input and output qparams differ; an integer clamp would not be exact"
+    core = helper.make_node("Identity", [x.name], [""], name=_new_name(idx, node, "int"))
+    emit = _finish(idx, core, oq, *bounds)
+    if len(emit.nodes) == 2:  # Identity → Clip: read the integer tensor directly
+        emit.nodes[1].input[0] = x.name
+        return Emit([emit.nodes[1]], emit.consumed)
+    return emit
+
+
+LOWERINGS: dict[str, Lowering] = {
+    "Conv": lower_conv,
+    "MatMul": lower_matmul,
+    "Gemm": lower_gemm,
+    "Add": _lower_elementwise("QLinearAdd", 2),
+    "Mul": _lower_elementwise("QLinearMul", 2),
+    "GlobalAveragePool": _lower_elementwise("QLinearGlobalAveragePool", 1, {"channels_last": 0}),
+    "AveragePool": lower_avgpool,
+    "Sigmoid": _lower_elementwise("QLinearSigmoid", 1),
+    "LeakyRelu": _lower_elementwise(
+        "QLinearLeakyRelu", 1, lambda n: {"alpha": _attrs(n).get("alpha", 0.01)}),
+    "Softmax": lower_softmax,
+    "Concat": lower_concat,
+    "Relu": lower_activation,
+    "Clip": lower_activation,
+    **dict.fromkeys(PASS_THROUGH, lower_pass_through),
+}
