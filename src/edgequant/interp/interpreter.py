@@ -1,0 +1,139 @@
+"""The reference interpreter: runs float, QDQ and QOperator ONNX graphs with numpy.
+
+Nodes execute in topological order, each through the op function registered for its
+``(domain, op_type)``. Integer ops are integer-only by construction; the only float
+arithmetic in an integer path is the requantization multiplier in ``float`` mode, which
+reproduces onnxruntime's CPU kernels (see docs/arithmetic.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+
+import edgequant.interp.ops  # noqa: F401  (fills the registry)
+from edgequant.errors import UnsupportedOpError
+from edgequant.interp.loading import attribute_values, elem_numpy_dtype, load_proto, tensor_value
+from edgequant.interp.registry import OPS, NodeContext, Requantization, normalize_domain
+
+logger = logging.getLogger(__name__)
+
+REQUANTIZATION_KEY = "edgequant.requantization"
+MODES = ("float", "fixedpoint")
+
+
+def topological_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes ordered so every input is produced before it is read (Kahn, stable)."""
+    produced_by = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    deps = [
+        {produced_by[t] for t in n.input if t in produced_by and produced_by[t] != i}
+        for i, n in enumerate(graph.node)
+    ]
+    users: dict[int, list[int]] = {i: [] for i in range(len(graph.node))}
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    missing = [len(d) for d in deps]
+    ready = [i for i, m in enumerate(missing) if m == 0]
+    order: list[int] = []
+    while ready:
+        i = ready.pop(0)
+        order.append(i)
+        for u in users[i]:
+            missing[u] -= 1
+            if missing[u] == 0:
+                ready.append(u)
+    if len(order) != len(graph.node):
+        stuck = [graph.node[i].name or graph.node[i].op_type for i in range(len(graph.node))
+                 if i not in set(order)]
+        raise ValueError(f"graph has a cycle through nodes {stuck[:5]}: cannot order it")
+    return [graph.node[i] for i in order]
+
+
+class Interpreter:
+    """Bit-exact numpy reference for an ONNX model.
+
+    ``requantization``: ``"float"`` (onnxruntime's arithmetic), ``"fixedpoint"`` (TFLite /
+    integer hardware) or ``None`` to read the model's ``edgequant.requantization`` metadata
+    (default ``float``).
+    """
+
+    def __init__(self, model: Any, requantization: Requantization | None = None) -> None:
+        self.model = load_proto(model)
+        graph = self.model.graph
+        meta = {p.key: p.value for p in self.model.metadata_props}
+        mode = requantization or meta.get(REQUANTIZATION_KEY, "float")
+        if mode not in MODES:
+            raise ValueError(f"requantization {mode!r} is not allowed: use one of {MODES}")
+        self.requantization: Requantization = mode
+        self.initializers = {t.name: tensor_value(t) for t in graph.initializer}
+        self.nodes = topological_order(graph)
+        self.input_names = [i.name for i in graph.input if i.name not in self.initializers]
+        self.output_names = [o.name for o in graph.output]
+        self._input_dtypes = {i.name: elem_numpy_dtype(i) for i in graph.input}
+        self._steps = [self._compile(n, i) for i, n in enumerate(self.nodes)]
+
+    def _compile(self, node: onnx.NodeProto, index: int):
+        domain = normalize_domain(node.domain)
+        fn = OPS.get((domain, node.op_type))
+        name = node.name or f"{node.op_type}_{index}"
+        if fn is None:
+            raise UnsupportedOpError(
+                f"op {node.op_type!r} (domain {domain or 'ai.onnx'!r}) of node {name!r} is not "
+                f"supported by the reference interpreter; supported: "
+                f"{sorted(k[1] for k in OPS if k[0] == domain)}"
+            )
+        ctx = NodeContext(name=name, op_type=node.op_type, attrs=attribute_values(node),
+                          requantization=self.requantization, n_outputs=len(node.output))
+        return fn, ctx, list(node.input), list(node.output)
+
+    def _prepare_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        unknown = sorted(set(feeds) - set(self.input_names) - set(self.initializers))
+        if unknown:
+            raise ValueError(f"feeds {unknown} are not inputs of the model: {self.input_names}")
+        env: dict[str, np.ndarray] = {}
+        for name in self.input_names:
+            if name not in feeds:
+                raise ValueError(
+                    f"input {name!r} is missing from the feeds: need {self.input_names}"
+                )
+            value = np.asarray(feeds[name])
+            want = self._input_dtypes.get(name)
+            env[name] = value.astype(want) if want is not None and value.dtype != want else value
+        return env
+
+    def _execute(self, feeds: Mapping[str, np.ndarray], keep: Iterable[str] | None):
+        env: dict[str, Any] = dict(self.initializers)
+        env.update(self._prepare_feeds(feeds))
+        for fn, ctx, inputs, outputs in self._steps:
+            args = [env[t] if t else None for t in inputs]
+            try:
+                result = fn(ctx, *args)
+            except Exception as e:
+                e.add_note(f"while running {ctx.op_type} node {ctx.name!r}")
+                raise
+            if not isinstance(result, tuple):
+                result = (result,)
+            for name, value in zip(outputs, result, strict=False):
+                if name:
+                    env[name] = value
+        return env
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None
+            ) -> dict[str, np.ndarray]:
+        """Run the model; return ``{output name: array}`` for ``outputs`` (default: all)."""
+        names = outputs or self.output_names
+        env = self._execute(feeds, names)
+        missing = [n for n in names if n not in env]
+        if missing:
+            raise ValueError(f"outputs {missing} are not tensors of the model")
+        return {n: np.asarray(env[n]) for n in names}
+
+    def run_all(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model; return every graph input and node output tensor by name."""
+        env = self._execute(feeds, None)
+        return {k: np.asarray(v) for k, v in env.items() if k not in self.initializers}
