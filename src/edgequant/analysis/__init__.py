@@ -1,0 +1,1 @@
+"""Analysis: fidelity metrics, interleaved latency and model comparison."""

@@ -1,0 +1,1 @@
+"""Report rendering: JSON and Markdown writers."""
