@@ -29,7 +29,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if real == 0.0:
         return 0, 0
     frac, shift = math.frexp(real)  # real = frac · 2^shift, frac in [0.5, 1)
-    q = int(math.floor(frac * (1 << 31) + 0.5))  # TFLite's std::round: half away (frac > 0)
+    q = math.floor(frac * (1 << 31) + 0.5)  # TFLite's std::round: half away (frac > 0)
     if q == 1 << 31:
         q //= 2
         shift += 1

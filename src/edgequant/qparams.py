@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgequant.spec import Granularity, PerChannel, PerGroup, PerTensor, QType, QuantSpec
+from edgequant.spec import Granularity, PerChannel, PerTensor, QType, QuantSpec
 
 #: Smallest scale ever produced: a constant or all-zero tensor still gets a finite, positive
 #: scale, so ``x / scale`` never divides by zero (float32 tiny is ~1.2e-38; this leaves room).

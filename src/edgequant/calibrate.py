@@ -1,0 +1,74 @@
+"""Calibration: run the float model in onnxruntime and stream activations into observers.
+
+Memory stays independent of the number of samples: each batch's intermediate tensors are
+handed to the observers and dropped before the next batch runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edgequant.errors import CalibrationError
+from edgequant.observers import make_observer
+from edgequant.qparams import QParams
+from edgequant.spec import QuantSpec
+
+log = logging.getLogger(__name__)
+
+#: Samples per onnxruntime call when the model's batch dimension is dynamic.
+DEFAULT_BATCH = 32
+
+Progress = Callable[[int, int], None]
+
+
+def session_with_outputs(model: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
+    """An onnxruntime session of ``model`` that also returns the tensors ``names``."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    existing = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in existing:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT,
+                                                                     None))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def calibrate(model: onnx.ModelProto, specs: Mapping[str, QuantSpec],
+              batches: Iterable[Mapping[str, np.ndarray]], *, total: int | None = None,
+              progress: Progress | None = None) -> dict[str, QParams]:
+    """Observe every tensor in ``specs`` over ``batches``; return qparams per tensor.
+
+    ``batches`` yields feeds (input name → array with samples on the first axis).
+    ``progress(done_samples, total_samples)`` is called after each batch.
+    """
+    names = sorted(specs)
+    observers = {n: make_observer(specs[n]) for n in names}
+    sess = session_with_outputs(model, names)
+    out_names = [o.name for o in sess.get_outputs()]
+    wanted = [out_names.index(n) for n in names]
+    seen = 0
+    for feeds in batches:
+        n = len(next(iter(feeds.values())))
+        try:
+            results = sess.run(None, dict(feeds))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CalibrationError(f"onnxruntime failed on a calibration batch: {exc}") from exc
+        for name, idx in zip(names, wanted, strict=True):
+            try:
+                observers[name].update(np.asarray(results[idx]))
+            except ValueError as exc:
+                raise CalibrationError(f"tensor {name!r}: {exc}") from exc
+        seen += n
+        if progress:
+            progress(seen, total or seen)
+    if seen == 0:
+        raise CalibrationError("the calibration set is empty: give at least one sample")
+    log.info("calibrated %d tensors on %d samples", len(names), seen)
+    return {n: observers[n].qparams() for n in names}

@@ -1,0 +1,1 @@
+"""Graph loading, saving and passes (on onnx_ir / onnx)."""

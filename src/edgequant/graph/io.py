@@ -1,0 +1,131 @@
+"""Safe model loading and atomic saving.
+
+Loading checks what users most often get wrong before anything else touches the model: a
+missing or truncated file, a file that is not ONNX, external-data paths escaping the model's
+folder, and NaN/Inf in weights. Saving writes to a temporary file in the target folder and
+renames it, so a failure never leaves a half-written model and an input is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgequant.errors import EdgequantError, ModelLoadError
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX model, refusing anything unsafe or malformed with a one-line reason."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"model file {str(p)!r} does not exist")
+    if p.stat().st_size == 0:
+        raise ModelLoadError(f"model file {str(p)!r} is empty")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-ish subclasses...
+        raise ModelLoadError(
+            f"{str(p)!r} is not a readable ONNX model (truncated or not ONNX): "
+            f"{type(exc).__name__}"
+        ) from exc
+    if not model.HasField("graph") or len(model.graph.node) == 0:
+        raise ModelLoadError(f"{str(p)!r} is not an ONNX model: it has no graph nodes")
+    check_external_data(model, p.parent)
+    if any(_is_external(t) for t in model.graph.initializer):
+        onnx.load_external_data_for_model(model, str(p.parent))
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+        raise ModelLoadError(f"{str(p)!r} fails onnx.checker: {first}") from exc
+    return model
+
+
+def as_model_proto(model) -> onnx.ModelProto:
+    """Accept a path, an ``onnx.ModelProto`` or an ``onnx_ir.Model``; return a ModelProto copy."""
+    if isinstance(model, str | os.PathLike):
+        return load_model(model)
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
+    try:
+        import onnx_ir as ir
+
+        if isinstance(model, ir.Model):
+            return ir.to_proto(model)
+    except ImportError:  # pragma: no cover - onnx_ir is a core dependency
+        pass
+    raise TypeError(
+        f"model of type {type(model).__name__} is not allowed: "
+        "use a path, onnx.ModelProto or onnx_ir.Model"
+    )
+
+
+def _is_external(t: onnx.TensorProto) -> bool:
+    return t.data_location == onnx.TensorProto.EXTERNAL
+
+
+def check_external_data(model: onnx.ModelProto, folder: Path) -> None:
+    """Every external-data location must resolve inside ``folder`` (no ``..``, no absolute)."""
+    root = folder.resolve()
+    for t in model.graph.initializer:
+        if not _is_external(t):
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (root / loc).resolve()
+        if Path(loc).is_absolute() or not target.is_relative_to(root):
+            raise ModelLoadError(
+                f"initializer {t.name!r} points to external data {loc!r} outside the model's "
+                f"folder {str(root)!r}; only paths inside that folder are allowed"
+            )
+        if not target.is_file():
+            raise ModelLoadError(f"initializer {t.name!r}: external data file {loc!r} is missing")
+
+
+def check_finite_weights(model: onnx.ModelProto) -> None:
+    """Refuse NaN/Inf in float initializers, naming the first offending tensor."""
+    for t in model.graph.initializer:
+        if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                               onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16):
+            continue
+        arr = numpy_helper.to_array(t)
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise EdgequantError(
+                f"initializer {t.name!r} holds {bad} NaN/Inf value(s); weights must be finite"
+            )
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None],
+                 inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``; never overwrite one of ``inputs``."""
+    out = Path(path)
+    for src in inputs:
+        if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
+            raise EdgequantError(
+                f"output path {str(out)!r} is the input model; choose another output path"
+            )
+    if not out.parent.exists():
+        raise EdgequantError(f"output folder {str(out.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike,
+               inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Write ``model`` atomically as a single .onnx file (models here stay under 2 GB)."""
+    return atomic_write(path, lambda tmp: onnx.save_model(model, tmp), inputs)

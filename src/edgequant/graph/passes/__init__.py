@@ -1,0 +1,1 @@
+"""Graph rewrites: BN folding, activation fusion, QDQ insertion, lowering."""

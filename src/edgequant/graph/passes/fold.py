@@ -1,0 +1,119 @@
+"""Float-graph clean-up before quantization: opset 21, constant folding, BN folding.
+
+All three keep the model's float outputs (BN folding to float rounding), so the ``fp32``
+recipe is these passes alone and still a deployable model.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgequant.errors import EdgequantError
+from edgequant.graph.info import GraphInfo, attr
+
+log = logging.getLogger(__name__)
+
+#: Q/DQ of int4, int16 and blocked quantization need opset 21 of the default domain.
+TARGET_OPSET = 21
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's default-domain opset version."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def to_target_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Raise the default-domain opset to 21 (models at 21 or newer are left alone)."""
+    if default_opset(model) >= TARGET_OPSET:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, TARGET_OPSET)
+    except Exception as exc:  # the converter raises RuntimeError / ConvertError
+        raise EdgequantError(
+            f"cannot convert the model from opset {default_opset(model)} to {TARGET_OPSET}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold constant subgraphs and drop unused nodes (onnxscript's optimizer)."""
+    try:
+        import onnxscript.optimizer as opt
+
+        folded = opt.optimize(model, num_iterations=2)
+        return folded if isinstance(folded, onnx.ModelProto) else model
+    except Exception as exc:  # folding is an optimisation: keep the model if it fails
+        log.warning("constant folding skipped: %s", exc)
+        return model
+
+
+def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold ``BatchNormalization`` (inference form) into the preceding ``Conv``.
+
+    ``w' = w · γ/√(σ²+ε)`` per output channel and ``b' = (b − μ) · γ/√(σ²+ε) + β``.
+    Only when the Conv output feeds the BN alone and every BN parameter is constant.
+    """
+    info = GraphInfo.build(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    remove: set[int] = set()
+    rename: dict[str, str] = {}
+    for bn in model.graph.node:
+        if bn.op_type != "BatchNormalization" or (len(bn.output) > 1 and any(bn.output[1:])):
+            continue
+        conv = info.producer.get(bn.input[0])
+        if (conv is None or conv.op_type != "Conv" or len(info.consumers[bn.input[0]]) != 1
+                or not all(info.is_constant(i) for i in bn.input[1:5])
+                or not info.is_constant(conv.input[1])
+                or (len(conv.input) > 2 and conv.input[2] and not info.is_constant(conv.input[2]))):
+            continue
+        gamma, beta, mean, var = (info.const_array(i).astype(np.float64) for i in bn.input[1:5])
+        eps = attr(bn, "epsilon", 1e-5)
+        w = info.const_array(conv.input[1]).astype(np.float64)  # (O, I/g, kh, kw)
+        b = (info.const_array(conv.input[2]).astype(np.float64)
+             if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0]))
+        k = gamma / np.sqrt(var + eps)  # (O,)
+        w_new = (w * k.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32)
+        b_new = ((b - mean) * k + beta).astype(np.float32)
+        wname, bname = f"{conv.name or conv.output[0]}_folded_weight", \
+            f"{conv.name or conv.output[0]}_folded_bias"
+        model.graph.initializer.append(numpy_helper.from_array(w_new, wname))
+        model.graph.initializer.append(numpy_helper.from_array(b_new, bname))
+        del conv.input[1:]
+        conv.input.extend([wname, bname])
+        rename[bn.output[0]] = conv.output[0]
+        remove.add(id(bn))
+    if not remove:
+        return model
+    kept = [n for n in model.graph.node if id(n) not in remove]
+    outputs = {o.name for o in model.graph.output}
+    for n in kept:
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
+    for conv_out_of_bn, conv_out in rename.items():
+        if conv_out_of_bn in outputs:  # keep the graph's output name: rename the conv output
+            for n in kept:
+                for i, o in enumerate(n.output):
+                    if o == conv_out:
+                        n.output[i] = conv_out_of_bn
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    used = {i for n in model.graph.node for i in n.input}
+    keep_inits = [t for t in model.graph.initializer if t.name in used or t.name not in inits]
+    keep_inits = [t for t in keep_inits if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep_inits)
+    log.info("folded %d BatchNormalization node(s)", len(remove))
+    return model
+
+
+def prepare_float(model: onnx.ModelProto) -> onnx.ModelProto:
+    """opset 21 → fold constants → fold BN → fold constants again (cheap when nothing left)."""
+    model = to_target_opset(model)
+    model = fold_constants(model)
+    model = fold_batchnorm(model)
+    return model

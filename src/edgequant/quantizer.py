@@ -1,0 +1,204 @@
+"""The public entry point: ``quantize(model, recipe, calibration)`` → ``QuantizedModel``.
+
+Stages (each hands plain data to the next): load + float clean-up → ``resolve`` the recipe
+into a ``QuantPlan`` → calibrate activations (static mode) → graph edits → checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgequant.calibrate import DEFAULT_BATCH, Progress, calibrate
+from edgequant.data import fixed_batch, iter_batches, load_feeds, model_inputs
+from edgequant.errors import CalibrationError, RecipeError, UnsupportedOpError
+from edgequant.graph.io import as_model_proto, atomic_write, check_finite_weights, save_model
+from edgequant.graph.passes.dynamic import dynamic_matmuls
+from edgequant.graph.passes.fold import prepare_float
+from edgequant.graph.passes.fp16 import store_fp16
+from edgequant.graph.passes.insert_qdq import insert_qdq
+from edgequant.graph.passes.weight_only import dequantize_weights
+from edgequant.qparams import QParams
+from edgequant.recipes.builtin import get_recipe
+from edgequant.recipes.plan import QuantPlan, resolve
+from edgequant.recipes.recipe import Recipe
+from edgequant.spec import PerTensor, QType, QuantSpec
+
+log = logging.getLogger(__name__)
+
+IO_CHOICES = ("float", "int8", "uint8")
+
+Calibration = str | os.PathLike | Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]]
+
+
+@dataclass
+class QuantizedModel:
+    """A quantized ONNX model with the plan that made it and a report of what happened."""
+
+    model: onnx.ModelProto
+    plan: QuantPlan
+    qparams: dict[str, QParams] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def save(self, path: str | os.PathLike, **export_options) -> Path:
+        """Write atomically; ``.tflite`` goes through the TFLite exporter, else ONNX QDQ.
+
+        ``format="qop"`` (ONNX only) writes the integer-only QOperator model instead.
+        """
+        p = Path(path)
+        inputs = (self.source,) if self.source else ()
+        if p.suffix == ".tflite" or export_options.get("to") == "tflite":
+            from edgequant.export import export_tflite
+
+            return export_tflite(self, p, inputs=inputs, **{k: v for k, v in export_options.items()
+                                                            if k != "to"})
+        fmt = export_options.get("format", "qdq")
+        model = self.model
+        if fmt == "qop":
+            from edgequant.export import lower_model
+
+            model = lower_model(self)
+        elif fmt != "qdq":
+            raise ValueError(f"format {fmt!r} is not allowed: use qdq or qop")
+        return save_model(model, p, inputs)
+
+
+def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | None = None, *,
+             io: str = "float", strict: bool = False, qparams: Mapping[str, QParams] | None = None,
+             batch_size: int = DEFAULT_BATCH, progress: Progress | None = None,
+             check_speed: bool = False) -> QuantizedModel:
+    """Quantize a float ONNX model (path, ``onnx.ModelProto`` or ``onnx_ir.Model``).
+
+    ``calibration`` (static recipes) is a DATA.npz path, a dict input name → array (samples on
+    the first axis) or an iterable of such dicts. ``io`` makes model inputs/outputs integer
+    (static recipes). ``strict`` turns every op left in float and every rule that matched
+    nothing into an error. ``qparams`` overrides calibrated / computed qparams by tensor name
+    (quantization-aware training hands its trained ranges here).
+    """
+    source = str(model) if isinstance(model, str | os.PathLike) else None
+    rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if not isinstance(rec, Recipe):
+        raise TypeError(f"recipe of type {type(recipe).__name__} is not allowed: use a name or Recipe")
+    if io not in IO_CHOICES:
+        raise ValueError(f"io={io!r} is not allowed: use one of {IO_CHOICES}")
+    if io != "float" and rec.mode != "static":
+        raise RecipeError(f"--io {io} needs a full-integer recipe (w8a8, w8a16); {rec.name!r} "
+                          f"is {rec.mode}")
+    proto = as_model_proto(model)
+    check_finite_weights(proto)
+    float_model = prepare_float(proto)
+    plan = resolve(rec, float_model, io=io)
+    overrides = dict(qparams or {})
+    report: dict[str, Any] = {"recipe": rec.name, "mode": rec.mode, "io": io, "notes": [],
+                              "warnings": []}
+    _strict_check(plan, strict)
+
+    qm = float_model
+    used: dict[str, QParams] = {}
+    if rec.mode == "fp16":
+        qm, notes = store_fp16(qm, plan)
+        report["notes"] += notes
+    elif rec.mode == "weight_only":
+        qm, used = dequantize_weights(qm, plan, weight_qparams=overrides)
+    elif rec.mode == "dynamic":
+        qm, used, done = dynamic_matmuls(qm, plan, weight_qparams=overrides)
+        rest = [t.tensor for t in plan.quantized("weight") if t.tensor not in done]
+        qm, more = dequantize_weights(qm, plan, names=rest, weight_qparams=overrides)
+        used.update(more)
+        if rest:
+            report["notes"].append(f"{len(rest)} conv weight(s) stored int8, computed in float "
+                                   "(no dynamic int8 convolution kernel in onnxruntime)")
+    elif rec.mode == "static":
+        act = _activation_qparams(float_model, plan, calibration, overrides, io, batch_size,
+                                  progress)
+        qm, used, notes = insert_qdq(qm, plan, act, overrides, io)
+        report["notes"] += notes
+    elif calibration is not None:
+        report["notes"].append(f"calibration data ignored: recipe {rec.name} needs none")
+
+    props = {p.key: p.value for p in qm.metadata_props}
+    props.update({"edgequant.recipe": rec.name, "edgequant.format": "qdq"})
+    onnx.helper.set_model_props(qm, props)
+    try:
+        onnx.checker.check_model(qm)
+    except onnx.checker.ValidationError as exc:  # a bug of ours, not the user's
+        raise AssertionError(f"edgequant produced an invalid model: {exc}") from exc
+    report["plan"] = {
+        "quantized_nodes": sum(d.action == "quantize" for d in plan.nodes),
+        "float_nodes": [{"node": d.node, "op_type": d.op_type, "reason": d.reason}
+                        for d in plan.float_nodes()],
+        "unmatched_rules": list(plan.unmatched_rules),
+        "quantized_tensors": len(used),
+    }
+    if io != "float":
+        report["io_qparams"] = json.loads(props.get("edgequant.io", "{}"))
+    result = QuantizedModel(qm, plan, used, report, source)
+    if check_speed:
+        from edgequant.analysis.speed_check import speed_warning
+
+        warning = speed_warning(float_model, qm)
+        if warning:
+            report["warnings"].append(warning)
+    return result
+
+
+def _strict_check(plan: QuantPlan, strict: bool) -> None:
+    if not strict:
+        return
+    floats = plan.float_nodes()
+    problems = [f"{d.node} ({d.op_type}): {d.reason}" for d in floats]
+    problems += [f"rule {r} matched no node" for r in plan.unmatched_rules]
+    if problems:
+        raise UnsupportedOpError(
+            f"--strict: {len(problems)} problem(s): " + "; ".join(problems)
+        )
+
+
+def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, overrides,
+                        io: str, batch_size: int, progress) -> dict[str, QParams]:
+    specs: dict[str, QuantSpec] = {}
+    ins = {i.name for i in model_inputs(model)}
+    outs = {o.name for o in model.graph.output}
+    for d in plan.tensors.values():
+        if d.role != "activation" or d.action != "quantize" or d.tensor in overrides:
+            continue
+        spec = d.spec
+        if io != "float" and (d.tensor in ins or d.tensor in outs):
+            spec = replace(spec, qtype=QType(8, io == "int8"), granularity=PerTensor(),
+                           symmetric=False)
+        specs[d.tensor] = spec
+    result = {k: v for k, v in overrides.items()}
+    if not specs:
+        return result
+    if calibration is None:
+        raise CalibrationError(
+            f"recipe {plan.recipe.name!r} calibrates activations: give calibration data "
+            "(--calibration DATA.npz, one array per model input, samples on the first axis)"
+        )
+    inputs = model_inputs(model)
+    if isinstance(calibration, str | os.PathLike | Mapping):
+        feeds = load_feeds(calibration, inputs, what="calibration data")
+        fixed = fixed_batch(inputs)
+        n = len(next(iter(feeds.values())))
+        batches: Iterable = iter_batches(feeds, fixed or batch_size)
+        total = n
+    else:
+        batches = (load_feeds(b, inputs, what="calibration batch") for b in calibration)
+        total = None
+    result.update(calibrate(model, specs, batches, total=total, progress=progress))
+    return result
+
+
+def save_report(report: dict, path: str | os.PathLike) -> Path:
+    """Write a report dict as JSON atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2,
+                                                                         default=str)))
