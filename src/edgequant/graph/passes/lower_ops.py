@@ -38,6 +38,10 @@ BIAS_SCALE_RTOL = 1e-6
 #: output carry identical qparams.
 PASS_THROUGH = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity")
 
+#: Integer types the layout-only ops accept in ONNX and onnxruntime; MaxPool and Clip take
+#: 8-bit types only (KERNEL_ACTIVATION_DTYPES).
+LAYOUT_DTYPES = (*KERNEL_ACTIVATION_DTYPES, np.dtype(np.int16), np.dtype(np.uint16))
+
 
 @dataclass(frozen=True)
 class Emit:
@@ -308,6 +312,9 @@ def lower_pass_through(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     x = idx.dq_input(node.input[0])
     if isinstance(x, str):
         return x
+    allowed = KERNEL_ACTIVATION_DTYPES if node.op_type == "MaxPool" else LAYOUT_DTYPES
+    if x.dtype not in allowed:
+        return f"input '{node.input[0]}' is {x.dtype}; integer {node.op_type} takes {allowed}"
     for name in node.input[1:]:  # shape / axes / perm operands must stay non-float
         if name and idx.producer.get(name) is not None and \
                 idx.is_op(idx.producer[name], "DequantizeLinear"):
@@ -327,6 +334,8 @@ def lower_activation(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     x = idx.dq_input(node.input[0])
     if isinstance(x, str):
         return x
+    if x.dtype not in KERNEL_ACTIVATION_DTYPES:
+        return f"input '{node.input[0]}' is {x.dtype}; integer Clip is used for uint8/int8"
     bounds = idx.activation_bounds(node)
     if isinstance(bounds, str):
         return bounds

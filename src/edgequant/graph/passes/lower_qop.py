@@ -36,6 +36,12 @@ REQUANTIZATION_MODES = ("float", "fixedpoint")
 #: Nodes removed when nothing reads their outputs any more.
 _REMOVABLE_WHEN_DEAD = ("QuantizeLinear", "DequantizeLinear", "Constant")
 
+#: Ops whose outputs are integer tensors whatever their inputs.
+_INTEGER_OPS = ("QuantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd",
+                "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid",
+                "QLinearLeakyRelu", "QLinearConcat", "QLinearSoftmax", "MatMulInteger",
+                "ConvInteger")
+
 #: com.microsoft contrib opset the lowered ops need (onnxruntime registers version 1).
 MS_OPSET = 1
 
@@ -67,8 +73,12 @@ def lower(model: onnx.ModelProto, requantization: str = "float") -> LoweringResu
     replaced: dict[int, Emit] = {}
     consumed: set[int] = set()
     float_nodes: list[tuple[str, str, str]] = []
+    integer = _integer_tensors(work)
     for node in work.graph.node:
         if node.op_type in _REMOVABLE_WHEN_DEAD or id(node) in consumed:
+            continue
+        if node.input and node.input[0] in integer:  # already integer (e.g. lowered before)
+            integer.update(node.output)
             continue
         fn = LOWERINGS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if fn is None:
@@ -96,6 +106,20 @@ def lower(model: onnx.ModelProto, requantization: str = "float") -> LoweringResu
 def lower_to_qop(model: onnx.ModelProto, requantization: str = "float") -> onnx.ModelProto:
     """Lowered model only (see :func:`lower`); nodes left in float are logged at INFO."""
     return lower(model, requantization).model
+
+
+def _integer_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors known to hold integers: typed so, or written by Q / integer-only ops."""
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                   onnx.TensorProto.BFLOAT16}
+    g = model.graph
+    names = {vi.name for vi in [*g.input, *g.value_info]
+             if vi.type.HasField("tensor_type")
+             and vi.type.tensor_type.elem_type not in (0, *float_types)}
+    for node in g.node:
+        if node.op_type in _INTEGER_OPS:
+            names.update(node.output)
+    return names
 
 
 def _with_types(model: onnx.ModelProto) -> onnx.ModelProto:
