@@ -91,7 +91,8 @@ class Interpreter:
                           requantization=self.requantization, n_outputs=len(node.output))
         return fn, ctx, list(node.input), list(node.output)
 
-    def _prepare_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def prepare_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Check ``feeds`` names every graph input; cast each to its declared dtype."""
         unknown = sorted(set(feeds) - set(self.input_names) - set(self.initializers))
         if unknown:
             raise ValueError(f"feeds {unknown} are not inputs of the model: {self.input_names}")
@@ -108,7 +109,7 @@ class Interpreter:
 
     def _execute(self, feeds: Mapping[str, np.ndarray], keep: Iterable[str] | None):
         env: dict[str, Any] = dict(self.initializers)
-        env.update(self._prepare_feeds(feeds))
+        env.update(self.prepare_feeds(feeds))
         for fn, ctx, inputs, outputs in self._steps:
             args = [env[t] if t else None for t in inputs]
             try:

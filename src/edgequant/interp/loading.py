@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgequant.errors import ModelLoadError
+from edgequant.graph.io import load_model
 
 
 def load_proto(model: Any) -> onnx.ModelProto:
@@ -18,10 +18,8 @@ def load_proto(model: Any) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, str | os.PathLike):
-        try:
-            return onnx.load(os.fspath(model))
-        except Exception as e:  # onnx raises DecodeError / OSError variants
-            raise ModelLoadError(f"model {os.fspath(model)!r} cannot be read as ONNX: {e}") from e
+        # the project's safe loader: external data must stay in the model's folder, checker
+        return load_model(model)
     try:
         import onnx_ir as ir
     except ImportError:  # pragma: no cover - onnx_ir is a dependency

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgequant.interp.integers import as_int, centered, exact_matmul, to_int32
 from edgequant.interp.ops.conv import as_2d, conv_gemm, conv_shapes, restore_rank
-from edgequant.interp.registry import NodeContext, register
+from edgequant.interp.registry import MS_DOMAIN, NodeContext, register
 from edgequant.interp.requant import real_multiplier, requantize
 
 
@@ -80,3 +80,33 @@ def QLinearMatMul(ctx: NodeContext, a, a_scale, a_zero_point, b, b_scale, b_zero
         mult = mult.reshape(())
     y = requantize(acc, mult, y_zero_point, np.asarray(y_zero_point).dtype, ctx.requantization)
     return y
+
+
+@register(MS_DOMAIN)
+def QGemm(ctx: NodeContext, A, a_scale, a_zero_point, B, b_scale, b_zero_point, C=None,
+          y_scale=None, y_zero_point=None):
+    """com.microsoft QGemm: int32 ``A'B' + C`` then requantized by ``alpha·s_a·s_b / s_y``.
+
+    Without ``y_scale`` the output is float: ``float32(acc) · (alpha·s_a·s_b)`` (ORT's
+    scale-bias output processor).
+    """
+    a = as_int(A).T if ctx.attr("transA", 0) else as_int(A)
+    b = as_int(B).T if ctx.attr("transB", 0) else as_int(B)
+    acc = _matmul_acc(a, a_zero_point, b, b_zero_point)  # (M, N) int32
+    if C is not None:
+        acc = acc + np.asarray(C, dtype=np.int32)  # int32 bias, broadcast as Gemm's C
+    alpha = np.float32(ctx.attr("alpha", 1.0))
+    # ORT: output_scale = (alpha · s_a · s_b) / s_y, left to right in float32.
+    scale = (alpha * np.float32(np.asarray(a_scale).reshape(-1)[0])) * np.asarray(
+        b_scale, dtype=np.float32).reshape(-1)  # (1,) or (N,) float32
+    if y_scale is None:
+        return acc.astype(np.float32) * scale
+    if ctx.requantization == "fixedpoint":
+        mult = (float(alpha) * np.float64(np.asarray(a_scale).reshape(-1)[0])
+                * np.asarray(b_scale, np.float64).reshape(-1)
+                / np.float64(np.asarray(y_scale).reshape(-1)[0]))
+    else:
+        mult = scale / np.float32(np.asarray(y_scale).reshape(-1)[0])
+    mult = mult.reshape(()) if mult.size == 1 else mult
+    return requantize(acc, mult, y_zero_point, np.asarray(y_zero_point).dtype,
+                      ctx.requantization)

@@ -1,0 +1,213 @@
+"""Compare the reference interpreter with onnxruntime on the same inputs, in LSB.
+
+``verify`` runs both engines and reports, per graph output (and, with ``per_node``, per
+intermediate tensor both engines expose), the largest difference and the share of
+bit-identical values:
+
+* integer tensors: integer difference (LSB of that tensor);
+* float tensors produced by a DequantizeLinear: difference / scale (LSB of the quantized
+  tensor it came from);
+* other float tensors: absolute difference (reported as a float, not in LSB).
+
+``run`` executes a model on either engine and returns ``{output name: array}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+
+from edgequant.interp import Interpreter
+from edgequant.interp.integers import as_int
+from edgequant.interp.loading import load_proto
+
+logger = logging.getLogger(__name__)
+
+Engine = Literal["reference", "onnxruntime"]
+ENGINES = ("reference", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class TensorDiff:
+    """How one tensor differs between the interpreter and onnxruntime."""
+
+    name: str
+    kind: Literal["integer", "dequantized", "float"]
+    shape: tuple[int, ...]
+    dtype: str
+    max_diff: float  # LSB for integer / dequantized tensors, absolute for float ones
+    identical: float  # share of bit-identical values, 0..1
+    producer: str = ""  # op type of the node that wrote the tensor
+
+    @property
+    def in_lsb(self) -> bool:
+        """True when ``max_diff`` is measured in LSB (integer or dequantized tensors)."""
+        return self.kind != "float"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Per-output (and optionally per-node) differences between the two engines."""
+
+    outputs: list[TensorDiff]
+    nodes: list[TensorDiff] = field(default_factory=list)
+    engine: str = "onnxruntime"
+    requantization: str = "float"
+
+    def ok(self, max_lsb: float = 0, float_atol: float | None = None) -> bool:
+        """True when every LSB-measured output is within ``max_lsb`` (and every other float
+        output within ``float_atol`` when given)."""
+        for d in self.outputs:
+            if d.in_lsb and d.max_diff > max_lsb:
+                return False
+            if not d.in_lsb and float_atol is not None and d.max_diff > float_atol:
+                return False
+        return True
+
+    @property
+    def max_lsb(self) -> float:
+        """Largest LSB difference over the outputs measured in LSB (0 if none)."""
+        return max((d.max_diff for d in self.outputs if d.in_lsb), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: engine, mode, outputs, nodes, max_lsb."""
+        return {
+            "engine": self.engine,
+            "requantization": self.requantization,
+            "max_lsb": self.max_lsb,
+            "outputs": [d.to_dict() for d in self.outputs],
+            "nodes": [d.to_dict() for d in self.nodes],
+        }
+
+
+def _ort_session(model: onnx.ModelProto, optimize: bool):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """Copy of ``model`` whose graph also outputs ``names`` (untyped value infos)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    return m
+
+
+def run_onnxruntime(model: Any, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None,
+                    optimize: bool = True) -> dict[str, np.ndarray]:
+    """Run ``model`` on onnxruntime's CPU provider; ``outputs`` may name intermediate tensors."""
+    proto = load_proto(model)
+    declared = [o.name for o in proto.graph.output]
+    names = outputs or declared
+    extra = [n for n in names if n not in declared]
+    sess = _ort_session(_with_outputs(proto, extra) if extra else proto, optimize)
+    inputs = {i.name for i in sess.get_inputs()}
+    values = sess.run(names, {k: v for k, v in feeds.items() if k in inputs})
+    return dict(zip(names, values, strict=True))
+
+
+def run(model: Any, feeds: Mapping[str, np.ndarray], engine: Engine = "reference",
+        requantization: str | None = None) -> dict[str, np.ndarray]:
+    """Run ``model`` on ``engine`` (``reference`` interpreter or ``onnxruntime``)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r} is not allowed: use one of {ENGINES}")
+    interp = Interpreter(model, requantization=requantization)
+    if engine == "reference":
+        return interp.run(feeds)
+    return run_onnxruntime(interp.model, interp.prepare_feeds(feeds))
+
+
+def _dq_scales(model: onnx.ModelProto, interp: Interpreter) -> dict[str, np.ndarray]:
+    """Scale (broadcastable to the tensor) of every float tensor written by DequantizeLinear."""
+    out: dict[str, np.ndarray] = {}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 2:
+            continue
+        scale = interp.initializers.get(node.input[1])
+        if scale is None:
+            continue
+        out[node.output[0]] = np.asarray(scale, dtype=np.float64)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
+        if scale.size > 1:
+            out[node.output[0]] = np.asarray(scale, np.float64)
+            out[node.output[0] + "\0axis"] = np.asarray([axis, block])
+    return out
+
+
+def _scale_like(scale: np.ndarray, meta: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if scale.size == 1 or meta is None:
+        return scale.reshape(())
+    axis, block = int(meta[0]) % len(shape), int(meta[1])
+    if block > 0:
+        return np.repeat(scale, block, axis=axis).take(range(shape[axis]), axis=axis)
+    return scale.reshape([-1 if i == axis else 1 for i in range(len(shape))])
+
+
+def compare(name: str, ref: np.ndarray, other: np.ndarray, scale: np.ndarray | None = None,
+            scale_meta: np.ndarray | None = None, producer: str = "") -> TensorDiff:
+    """Difference of one tensor (see the module docstring for the units)."""
+    ref, other = np.asarray(ref), np.asarray(other)
+    if ref.shape != other.shape:
+        raise ValueError(f"tensor {name!r}: shapes differ, reference {ref.shape} vs {other.shape}")
+    identical = float(np.mean(ref == other)) if ref.size else 1.0
+    if ref.dtype.kind in "iub" or as_int(ref).dtype.kind in "iu":
+        d = np.abs(as_int(ref).astype(np.int64) - as_int(other).astype(np.int64))
+        return TensorDiff(name, "integer", ref.shape, str(ref.dtype),
+                          float(d.max()) if d.size else 0.0, identical, producer)
+    d = np.abs(ref.astype(np.float64) - other.astype(np.float64))
+    d = np.where(np.isnan(ref) & np.isnan(other), 0.0, d)
+    if scale is not None:
+        lsb = d / _scale_like(scale, scale_meta, ref.shape)
+        return TensorDiff(name, "dequantized", ref.shape, str(ref.dtype),
+                          float(np.round(lsb.max(), 6)) if d.size else 0.0, identical, producer)
+    return TensorDiff(name, "float", ref.shape, str(ref.dtype),
+                      float(d.max()) if d.size else 0.0, identical, producer)
+
+
+def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
+           engine: Literal["onnxruntime"] = "onnxruntime", requantization: str | None = None,
+           optimize: bool = True) -> VerifyReport:
+    """Run ``model`` on the interpreter and on ``engine``; report differences in LSB.
+
+    ``optimize=False`` turns onnxruntime's graph optimizations off (then QDQ groups run as
+    float ops on both engines instead of being fused into integer kernels by onnxruntime).
+    """
+    if engine != "onnxruntime":
+        raise ValueError(f"engine {engine!r} is not allowed: only 'onnxruntime' is supported")
+    interp = Interpreter(model, requantization=requantization)
+    proto = interp.model
+    prepared = interp.prepare_feeds(feeds)
+    producers = {o: n.op_type for n in proto.graph.node for o in n.output}
+    scales = _dq_scales(proto, interp)
+    ref_all = interp.run_all(prepared) if per_node else interp.run(prepared)
+    names = list(interp.output_names)
+    node_names = [o for n in interp.nodes for o in n.output if o and o not in names] \
+        if per_node else []
+    theirs = run_onnxruntime(proto, prepared, names + node_names, optimize=optimize)
+
+    def diff(n: str) -> TensorDiff:
+        return compare(n, ref_all[n], theirs[n], scales.get(n), scales.get(n + "\0axis"),
+                       producers.get(n, ""))
+
+    report = VerifyReport([diff(n) for n in names], [diff(n) for n in node_names],
+                          engine, interp.requantization)
+    logger.info("verify: max %.3g LSB over %d outputs", report.max_lsb, len(names))
+    return report
