@@ -26,11 +26,11 @@ def _channel_param(p, ndim: int, axis: int) -> np.ndarray:
 
 def _conv_acc(ctx: NodeContext, x, x_zp, w, w_zp) -> np.ndarray:
     """Exact int32 accumulator of a quantized convolution: (N, M, OH, OW) int32."""
+    win, group = conv_shapes(ctx, x, w)  # geometry from the original (1-D or 2-D) ranks
     xc = centered(as_2d(as_int(x)), x_zp)  # (N, C, H, W) int32
     w2 = as_2d(as_int(w))
     wzp = None if w_zp is None else _channel_param(as_int(w_zp), w2.ndim, 0)
     wc = centered(w2, wzp)  # (M, C/g, kh, kw) int32
-    win, group = conv_shapes(ctx, xc, wc)
     return to_int32(conv_gemm(xc, wc, win, group, exact_matmul))  # (N, M, OH, OW)
 
 

@@ -219,8 +219,7 @@ def QLinearSoftmax(ctx: NodeContext, X, X_scale, x_zero_point, y_scale, y_zero_p
         vsum = vsum + vals[:, j: j + 1]
     ys = f32(np.floor(f32(1.0) / f32(_scalar(y_scale))))
     q = np.rint((vals * ys) / vsum).astype(np.int64) + _zp(y_zero_point)  # (N, D)
-    q = np.where(q > 255, 255, q)
-    out = (q & 0xFF).astype(np.uint8).view(X.dtype)  # C narrowing cast wraps
+    out = saturate(q, X.dtype)  # onnxruntime 1.31 saturates (older sources wrapped int8)
     if opset >= 13:
         return np.moveaxis(out.reshape(x.shape), -1, axis)
     return out.reshape(X.shape)
