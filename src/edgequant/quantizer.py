@@ -20,7 +20,7 @@ import onnx
 from edgequant.calibrate import DEFAULT_BATCH, Progress, calibrate
 from edgequant.data import fixed_batch, iter_batches, load_feeds, model_inputs
 from edgequant.errors import CalibrationError, RecipeError, UnsupportedOpError
-from edgequant.graph.io import as_model_proto, atomic_write, check_finite_weights, save_model
+from edgequant.graph.io import as_model_proto, atomic_write, check_finite_weights
 from edgequant.graph.passes.dynamic import dynamic_matmuls
 from edgequant.graph.passes.fold import prepare_float
 from edgequant.graph.passes.fp16 import store_fp16
@@ -49,27 +49,15 @@ class QuantizedModel:
     report: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
 
-    def save(self, path: str | os.PathLike, **export_options) -> Path:
-        """Write atomically; ``.tflite`` goes through the TFLite exporter, else ONNX QDQ.
+    def save(self, path: str | os.PathLike, *, format: str | None = None,
+             to: str | None = None, strict: bool = False) -> Path:
+        """Write atomically. ``.tflite`` (or ``to="tflite"``) uses the TFLite exporter;
+        otherwise ONNX, as QDQ (``format="qdq"``, default) or integer-only (``"qop"``)."""
+        from edgequant.export import export, format_for
 
-        ``format="qop"`` (ONNX only) writes the integer-only QOperator model instead.
-        """
-        p = Path(path)
+        fmt = format_for(path, format, to)
         inputs = (self.source,) if self.source else ()
-        if p.suffix == ".tflite" or export_options.get("to") == "tflite":
-            from edgequant.export import export_tflite
-
-            return export_tflite(self, p, inputs=inputs, **{k: v for k, v in export_options.items()
-                                                            if k != "to"})
-        fmt = export_options.get("format", "qdq")
-        model = self.model
-        if fmt == "qop":
-            from edgequant.export import lower_model
-
-            model = lower_model(self)
-        elif fmt != "qdq":
-            raise ValueError(f"format {fmt!r} is not allowed: use qdq or qop")
-        return save_model(model, p, inputs)
+        return export(self, path, fmt, strict=strict, inputs=inputs)
 
 
 def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | None = None, *,
@@ -143,12 +131,22 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         report["io_qparams"] = json.loads(props.get("edgequant.io", "{}"))
     result = QuantizedModel(qm, plan, used, report, source)
     if check_speed:
-        from edgequant.analysis.speed_check import speed_warning
-
-        warning = speed_warning(float_model, qm)
-        if warning:
-            report["warnings"].append(warning)
+        _speed_check(float_model, qm, calibration, report)
     return result
+
+
+def _speed_check(float_model, qm, calibration, report) -> None:
+    from edgequant.analysis.speed_check import SLOWER_THRESHOLD, relative_speed
+
+    sample = None
+    if isinstance(calibration, str | os.PathLike | Mapping):
+        sample = load_feeds(calibration, model_inputs(float_model), what="calibration data")
+    ratio = relative_speed(float_model, qm, sample)
+    report["speedup_vs_float"] = None if ratio != ratio else round(ratio, 3)
+    if ratio == ratio and ratio < SLOWER_THRESHOLD:
+        report["warnings"].append(
+            f"the quantized model runs at {ratio:.2f}x the float model's speed in onnxruntime "
+            "on this CPU: it is slower than float")
 
 
 def _strict_check(plan: QuantPlan, strict: bool) -> None:

@@ -1,0 +1,280 @@
+"""The ``edgequant`` command line: parses arguments, calls the public API, prints results.
+
+Every failure the user can cause prints one line (``error: …``) and exits with code 2;
+nothing is written on failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Quantize ONNX / PyTorch models for onnxruntime and LiteRT, and prove "
+                       "what ships with a bit-exact integer reference interpreter.")
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_USER_ERROR = 2
+EXIT_CHECK_FAILED = 1
+
+
+def user_errors(fn):
+    """Turn expected errors into one line on stderr and exit code 2 (no traceback)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from edgequant.errors import EdgequantError
+
+        try:
+            return fn(*args, **kwargs)
+        except (EdgequantError, ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+    return wrapper
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=True)
+
+
+def _recipe_arg(text: str):
+    from edgequant.recipes import Recipe, get_recipe
+
+    if text.endswith(".json"):
+        p = Path(text)
+        if not p.is_file():
+            raise FileNotFoundError(f"recipe file {text!r} does not exist")
+        return Recipe.from_json(p.read_text())
+    return get_recipe(text)
+
+
+@app.command()
+@user_errors
+def quantize(
+    model: Annotated[Path, typer.Argument(help="float ONNX model")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="output .onnx or .tflite")],
+    recipe: Annotated[str, typer.Option(help="fp32 | fp16 | w8_dynamic | w8a8 | w8a16 | "
+                                             "w4a16_g128 | recipe.json")] = "w8a8",
+    calibration: Annotated[Path | None, typer.Option(help="DATA.npz for static recipes")] = None,
+    io: Annotated[str, typer.Option(help="float | int8 | uint8 model inputs/outputs")] = "float",
+    strict: Annotated[bool, typer.Option(help="fail on any op left in float")] = False,
+    format: Annotated[str, typer.Option(help="qdq | qop (ONNX output)")] = "qdq",
+    to: Annotated[str | None, typer.Option(help="onnx | tflite (default: by suffix)")] = None,
+    report: Annotated[Path | None, typer.Option(help="also write the report as JSON")] = None,
+    speed_check: Annotated[bool, typer.Option(help="time float vs quantized")] = True,
+) -> None:
+    """Quantize MODEL with a recipe and write it to OUTPUT."""
+    from edgequant.export import format_for
+    from edgequant.quantizer import quantize as run_quantize
+    from edgequant.quantizer import save_report
+
+    fmt = format_for(output, format, to)
+    if output.exists() and model.exists() and output.resolve() == model.resolve():
+        raise ValueError(f"output path {str(output)!r} is the input model; choose another path")
+    if not output.parent.exists():
+        raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
+    rec = _recipe_arg(recipe)
+    with _progress() as bar:
+        task = bar.add_task("calibrating", total=None)
+        qm = run_quantize(model, rec, calibration, io=io, strict=strict,
+                          progress=lambda done, total: bar.update(task, completed=done,
+                                                                  total=total),
+                          check_speed=speed_check and fmt != "tflite")
+    out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict)
+    _print_quantize_summary(model, out, qm)
+    if report:
+        save_report(qm.report, report)
+
+
+def _print_quantize_summary(src: Path, out: Path, qm) -> None:
+    r = qm.report
+    a, b = src.stat().st_size, out.stat().st_size
+    console.print(f"[bold]{out}[/]: recipe {r['recipe']} ({r['mode']}), "
+                  f"{b:,} bytes ({a / b:.2f}x smaller than {a:,}), "
+                  f"{r['plan']['quantized_nodes']} node(s) quantized")
+    if r.get("speedup_vs_float") is not None:
+        console.print(f"onnxruntime speed vs float: {r['speedup_vs_float']:.2f}x")
+    floats = r["plan"]["float_nodes"]
+    if floats:
+        t = Table("node", "op", "kept in float because", title="float nodes")
+        for f in floats:
+            t.add_row(f["node"], f["op_type"], f["reason"])
+        console.print(t)
+    for rule in r["plan"]["unmatched_rules"]:
+        console.print(f"[yellow]rule matched no node:[/] {rule}")
+    if r.get("io_qparams"):
+        t = Table("tensor", "role", "dtype", "scale", "zero point", title="integer I/O")
+        for name, q in r["io_qparams"].items():
+            t.add_row(name, q["role"], q["dtype"], f"{q['scale']:.9g}", str(q["zero_point"]))
+        console.print(t)
+    for note in r.get("notes", []):
+        console.print(f"note: {note}")
+    for w in r.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {w}")
+
+
+@app.command()
+@user_errors
+def inspect(
+    model: Annotated[Path, typer.Argument(help=".onnx or .tflite model")],
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List ops, dtypes and every quantized tensor's scale, zero point and axis."""
+    from edgequant.inspect_model import inspect_model
+
+    summary = inspect_model(model)
+    if json_out:
+        print(summary.to_json())
+        return
+    for part in summary.to_rich():
+        console.print(part)
+
+
+def _load_data(data: Path, model: Path):
+    from edgequant.data import load_feeds, model_inputs
+    from edgequant.graph.io import load_model
+
+    return load_feeds(data, model_inputs(load_model(model)))
+
+
+@app.command()
+@user_errors
+def compare(
+    reference: Annotated[Path, typer.Argument(help="reference (float) model")],
+    models: Annotated[list[Path], typer.Argument(help="models to compare")],
+    data: Annotated[Path, typer.Option(help="DATA.npz")],
+    labels: Annotated[Path | None, typer.Option(help="LABELS.npy for accuracy")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    repeats: Annotated[int, typer.Option(help="interleaved latency rounds")] = 30,
+) -> None:
+    """Size, accuracy, agreement, cosine, SQNR and latency of MODELs vs REFERENCE."""
+    import numpy as np
+
+    from edgequant.analysis.compare import compare as run_compare
+    from edgequant.analysis.compare import rows_to_json
+
+    feeds = _load_data(data, reference) if reference.suffix == ".onnx" else \
+        dict(np.load(data, allow_pickle=False))
+    lab = np.load(labels, allow_pickle=False) if labels else None
+    rows = run_compare(reference, models, feeds, labels=lab, latency_repeats=repeats)
+    out = rows_to_json(rows)
+    if json_out:
+        print(json.dumps({"reference": str(reference), "rows": out},
+                         default=lambda v: None if isinstance(v, float) and math.isinf(v) else v,
+                         allow_nan=True))
+        return
+    t = Table("model", "bytes", "size ratio", "accuracy", "top-1 agree", "cosine", "SQNR dB",
+              "latency ms", "speedup")
+    for r in out:
+        t.add_row(r["model"], f"{r['bytes']:,}", f"{r['size_ratio']:.2f}x", _pct(r["accuracy"]),
+                  _pct(r["top1_agreement"]), f"{r['cosine']:.5f}", f"{r['sqnr_db']:.1f}",
+                  _num(r["latency_ms"]), _num(r["speedup"], "x"))
+    console.print(t)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _num(v, suffix: str = "") -> str:
+    return "-" if v is None else f"{v:.3f}{suffix}"
+
+
+@app.command()
+@user_errors
+def run(
+    model: Annotated[Path, typer.Argument(help=".onnx or .tflite model")],
+    data: Annotated[Path, typer.Option(help="DATA.npz")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="OUT.npz")],
+    engine: Annotated[str | None, typer.Option(help="reference | onnxruntime | litert")] = None,
+) -> None:
+    """Run MODEL on DATA and save every output to OUT.npz."""
+    import numpy as np
+
+    from edgequant.analysis.compare import run_batched
+    from edgequant.graph.io import atomic_write
+    from edgequant.runners import open_runner
+
+    runner = open_runner(model, engine=engine)
+    feeds = dict(np.load(data, allow_pickle=False)) if data.is_file() else None
+    if feeds is None:
+        raise FileNotFoundError(f"data file {str(data)!r} does not exist")
+    if len(feeds) == 1 and len(runner.input_names) == 1:
+        feeds = {runner.input_names[0]: next(iter(feeds.values()))}
+    outs = run_batched(runner, feeds, 32)
+    arrays = dict(zip(runner.output_names, outs, strict=True))
+    atomic_write(output, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    console.print(f"{output}: {', '.join(f'{k} {v.shape} {v.dtype}' for k, v in arrays.items())}")
+
+
+@app.command()
+@user_errors
+def verify(
+    model: Annotated[Path, typer.Argument(help="quantized .onnx or .tflite model")],
+    data: Annotated[Path, typer.Option(help="DATA.npz")],
+    per_node: Annotated[bool, typer.Option(help="compare every intermediate tensor")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    max_lsb: Annotated[int, typer.Option(help="allowed difference in LSB")] = 0,
+) -> None:
+    """Run the reference interpreter beside the runtime; fail beyond --max-lsb."""
+    import numpy as np
+
+    feeds = dict(np.load(data, allow_pickle=False))
+    if model.suffix == ".tflite":
+        from edgequant.tflite.runner import verify_tflite
+
+        result = verify_tflite(model, feeds)
+        ok = all(v.get("max_lsb", 0) <= max_lsb for v in result.get("outputs", {}).values())
+        print(json.dumps(result, indent=2, default=str)) if json_out else console.print(result)
+        raise typer.Exit(0 if ok else EXIT_CHECK_FAILED)
+    from edgequant.verify import verify as run_verify
+
+    report = run_verify(model, feeds, per_node=per_node)
+    d = report.to_dict()
+    if json_out:
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        t = Table("tensor", "max LSB", "bit-identical", title=f"{model.name}: interpreter vs "
+                  "onnxruntime")
+        for row in d.get("outputs", []) + d.get("nodes", []):
+            t.add_row(str(row.get("name")), str(row.get("max_lsb")),
+                      f"{100 * float(row.get('identical_share', 0)):.3f}%")
+        console.print(t)
+    raise typer.Exit(0 if report.ok(max_lsb) else EXIT_CHECK_FAILED)
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("demo_out"),
+) -> None:
+    """Train the seed tutorial CNN on MNIST, quantize it in every mode, print one table."""
+    from edgequant.demo import run_demo
+
+    result = run_demo(out, console=console)
+    console.print(f"models and report written to {out}/ (report.json, report.md)")
+    if result.get("failures"):
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app(prog_name="edgequant")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

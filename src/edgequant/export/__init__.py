@@ -1,0 +1,58 @@
+"""Exporters: one registry keyed by format name.
+
+| format   | writes                                          | runs on                    |
+|----------|-------------------------------------------------|----------------------------|
+| ``qdq``    | ONNX with QuantizeLinear/DequantizeLinear pairs | onnxruntime, the interpreter |
+| ``qop``    | integer-only ONNX (QLinearConv, QLinearMatMul…) | onnxruntime, the interpreter |
+| ``tflite`` | a ``.tflite`` flatbuffer (no TensorFlow)        | LiteRT, edgequant's TFLite reference |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgequant.graph.io import save_model
+
+FORMATS = ("qdq", "qop", "tflite")
+
+
+def format_for(path: str | os.PathLike, fmt: str | None = None, to: str | None = None) -> str:
+    """Pick the export format from ``--to`` / ``--format`` / the file suffix."""
+    if to == "tflite" or Path(path).suffix == ".tflite":
+        return "tflite"
+    if to not in (None, "onnx"):
+        raise ValueError(f"--to {to!r} is not allowed: use onnx or tflite")
+    fmt = fmt or "qdq"
+    if fmt not in ("qdq", "qop"):
+        raise ValueError(f"--format {fmt!r} is not allowed: use qdq or qop")
+    return fmt
+
+
+def lower_model(qm, requantization: str = "float"):
+    """The QuantizedModel's QDQ graph lowered to integer-only QOperator form."""
+    from edgequant.graph.passes.lower_qop import lower
+
+    result = lower(qm.model, requantization)
+    qm.report.setdefault("lowering", {})["float_nodes"] = [
+        {"node": n, "op_type": o, "reason": r} for n, o, r in result.float_nodes]
+    return result.model
+
+
+def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
+           inputs: tuple = ()) -> Path:
+    """Write ``qm`` in format ``fmt`` atomically; never onto one of ``inputs``."""
+    out = Path(path)
+    for src in inputs:
+        if src and Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
+            raise ValueError(f"output path {str(out)!r} is the input model; choose another path")
+    if fmt == "tflite":
+        from edgequant.tflite.export import export_tflite
+
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist")
+        result = export_tflite(qm.model, out, strict=strict)
+        qm.report["tflite"] = getattr(result, "to_dict", lambda: {})()
+        return out
+    model = lower_model(qm) if fmt == "qop" else qm.model
+    return save_model(model, out, inputs)
