@@ -22,7 +22,7 @@ _QLINEAR = {
     "QLinearMatMul": ([(0, 1, 2), (3, 4, 5)], (6, 7)),
     "QLinearAdd": ([(0, 1, 2), (3, 4, 5)], (6, 7)),
     "QLinearMul": ([(0, 1, 2), (3, 4, 5)], (6, 7)),
-    "QLinearGemm": ([(0, 1, 2), (3, 4, 5)], (7, 8)),
+    "QGemm": ([(0, 1, 2), (3, 4, 5)], (7, 8)),  # input 6 is the int32 bias C
     "QLinearAveragePool": ([(0, 1, 2)], (3, 4)),
     "QLinearGlobalAveragePool": ([(0, 1, 2)], (3, 4)),
     "QLinearLeakyRelu": ([(0, 1, 2)], (3, 4)),
@@ -40,7 +40,11 @@ _INTEGER = {
 
 
 def _dtype_name(elem_type: int) -> str:
-    return onnx.helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower()
+    """numpy-style name (``float32``, ``uint8``, ``int4``), the same names .tflite reports."""
+    try:
+        return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
+    except (KeyError, TypeError, ValueError):
+        return onnx.helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower()
 
 
 def _tensor_info(v: onnx.ValueInfoProto) -> dict[str, Any]:
@@ -125,14 +129,19 @@ def _qlinear(c: _Collector, node: onnx.NodeProto) -> None:
         triples = [(i, i + 1, i + 2) for i in range(2, len(node.input), 3)]
     for ti, si, zi in [*triples, (None, os_, oz)]:
         name = node.output[0] if ti is None else _input(node, ti)
-        if not name:
+        if not name or _input(node, si) is None:  # e.g. QGemm with a float output
             continue
         scale, zp = c.value(_input(node, si)), c.value(_input(node, zi))
         axis = None
         if scale is not None and scale.size > 1:
-            # weights: Conv per output channel (axis 0), MatMul/Gemm per column (last axis)
+            # weights per output channel: Conv (O, I, kh, kw) axis 0; MatMul B (K, N) its
+            # last axis; QGemm B (N, K) axis 0 when transB=1
             w = c.value(name)
-            axis = 0 if node.op_type == "QLinearConv" else (w.ndim - 1 if w is not None else -1)
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            if node.op_type == "QLinearConv" or (node.op_type == "QGemm" and trans_b):
+                axis = 0
+            else:
+                axis = w.ndim - 1 if w is not None else -1
         c.add(name, c.dtype_of(name, zp), scale, zp, axis, None, node.op_type)
 
 

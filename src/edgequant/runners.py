@@ -125,9 +125,8 @@ class _IORunner:
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> list[np.ndarray]:
-        """Run one batch. Float feeds are quantized for integer inputs, integer outputs
-        dequantized (``raw=True``: feeds and outputs in the model's own types)."""
+    def prepare_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Float feeds → the model's own input types (quantized for integer I/O inputs)."""
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise ValueError(
@@ -138,12 +137,22 @@ class _IORunner:
         for name in self.input_names:
             x = np.asarray(feeds[name])
             want = self.input_dtypes[name]
-            if raw:
-                prepared[name] = x
-            elif name in self.io and np.issubdtype(x.dtype, np.floating):
+            if name in self.io and np.issubdtype(x.dtype, np.floating):
                 prepared[name] = quantize(x, self.io[name].qparams).astype(want)
             else:
                 prepared[name] = x.astype(want, copy=False)
+        return prepared
+
+    def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> list[np.ndarray]:
+        """Run one batch. Float feeds are quantized for integer inputs, integer outputs
+        dequantized (``raw=True``: feeds and outputs in the model's own types)."""
+        if raw:
+            missing = [n for n in self.input_names if n not in feeds]
+            if missing:
+                raise ValueError(f"feeds lack model input(s) {missing}; inputs: {self.input_names}")
+            prepared = {n: np.asarray(feeds[n]) for n in self.input_names}
+        else:
+            prepared = self.prepare_feeds(feeds)
         outs = self._run(prepared)
         if raw:
             return outs
@@ -192,8 +201,8 @@ class ReferenceRunner(_IORunner):
 
         from edgequant.interp import Interpreter  # lazy: the interpreter is optional here
 
-        model = onnx.load(str(path))
-        self.interpreter = Interpreter(model)
+        self.interpreter = Interpreter(str(path))
+        model = self.interpreter.model  # loaded (safely) by the interpreter
         init = {t.name for t in model.graph.initializer}
         ins = [i for i in model.graph.input if i.name not in init]
         self.input_names = [i.name for i in ins]
@@ -224,11 +233,12 @@ class TFLiteRunner(_IORunner):
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         try:
             from edgequant.tflite.runner import LiteRTRunner
+        except ModuleNotFoundError as e:
+            if e.name not in ("edgequant.tflite", "edgequant.tflite.runner"):
+                raise _litert_missing(path, e) from e
+            LiteRTRunner = LiteRTInterpreterRunner  # same role, plain LiteRT
         except ImportError as e:
-            raise ImportError(
-                f"running {Path(path).name} needs LiteRT: install the tflite extra "
-                f"(pip install 'edgequant[tflite]'); import failed with: {e}"
-            ) from e
+            raise _litert_missing(path, e) from e
         from edgequant.inspect_tflite import tflite_io_quant
 
         self.inner = LiteRTRunner(str(path), threads=threads)
@@ -248,6 +258,50 @@ class TFLiteRunner(_IORunner):
         if isinstance(out, Mapping):
             return [np.asarray(out[n]) for n in self.output_names]
         return [np.asarray(y) for y in out]
+
+
+def _litert_missing(path: str | Path, e: Exception) -> ImportError:
+    return ImportError(
+        f"running {Path(path).name} needs LiteRT: install the tflite extra "
+        f"(pip install 'edgequant[tflite]'); import failed with: {e}"
+    )
+
+
+class LiteRTInterpreterRunner:
+    """Raw LiteRT interpreter (model's own I/O types), used when ``edgequant.tflite.runner``
+    is not available. Resizes the inputs when a batch's shape differs from the current one."""
+
+    def __init__(self, path: str, threads: int | None = None) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as e:
+            raise _litert_missing(path, e) from e
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self._ins = self.interpreter.get_input_details()
+        self._outs = self.interpreter.get_output_details()
+        self.input_names = [d["name"] for d in self._ins]
+        self.output_names = [d["name"] for d in self._outs]
+        self.input_dtypes = {d["name"]: np.dtype(d["dtype"]) for d in self._ins}
+        self.input_shapes = {
+            d["name"]: tuple(None if int(s) < 0 else int(s) for s in d["shape_signature"])
+            for d in self._ins
+        }
+
+    def run(self, feeds: Mapping[str, np.ndarray], raw: bool = True) -> list[np.ndarray]:
+        it = self.interpreter
+        resized = False
+        for d in self._ins:
+            x = feeds[d["name"]]
+            if tuple(it.get_tensor(d["index"]).shape) != x.shape:
+                it.resize_tensor_input(d["index"], list(x.shape))
+                resized = True
+        if resized:
+            it.allocate_tensors()
+        for d in self._ins:
+            it.set_tensor(d["index"], np.ascontiguousarray(feeds[d["name"]]))
+        it.invoke()
+        return [np.array(it.get_tensor(d["index"])) for d in self._outs]
 
 
 def open_runner(

@@ -138,7 +138,8 @@ def compare(
 
     Returns the reference's row first, then one row per model. ``latency_ms`` is the median
     batch-1 latency over ``latency_repeats`` interleaved rounds (``0`` skips timing: latency
-    and speedup are then ``None``). ``labels`` (N,) enables ``accuracy``.
+    and speedup are then ``None``) of the model itself: feeds are converted to its input
+    types beforehand, outputs stay raw. ``labels`` (N,) enables ``accuracy``.
     """
     paths = [Path(reference_path), *(Path(p) for p in model_paths)]
     names = _display_names(paths)
@@ -153,8 +154,12 @@ def compare(
         calls: dict[str, Callable[[], object]] = {}
         for name, r in zip(names, runners, strict=True):
             one = {k: np.asarray(v[:1]) for k, v in feeds_for(r, feeds).items()}
-            one = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in one.items()}
-            calls[name] = lambda r=r, one=one: r.run(one)
+            prepare = getattr(r, "prepare_feeds", None)
+            if prepare is not None:  # time the model alone, not our float → int8 conversion
+                raw = prepare(one)
+                calls[name] = lambda r=r, raw=raw: r.run(raw, raw=True)
+            else:
+                calls[name] = lambda r=r, one=one: r.run(one)
         latencies = measure_interleaved(calls, repeats=latency_repeats, warmup=latency_warmup)
 
     ref_bytes = model_file_bytes(paths[0])

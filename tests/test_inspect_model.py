@@ -1,0 +1,136 @@
+"""inspect_model: quantization tables read back against the model files themselves.
+
+Oracles: the QDQ model's own initializers (read with onnx.numpy_helper), the op list
+counted here, and for .tflite LiteRT's interpreter (``get_tensor_details``), which decodes
+the flatbuffer independently of our schema walk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+from onnx import helper as h
+from onnx import numpy_helper as nh
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from rich.console import Console
+
+from edgequant.inspect_model import describe_values, inspect_model, model_file_bytes
+
+C_OUT = 6
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, x):
+        self.it = iter([{"x": x[i : i + 1]} for i in range(len(x))])
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+@pytest.fixture(scope="module")
+def qdq_conv(tmp_path_factory):
+    """Conv(1→6, 3×3) → Relu → Flatten → Gemm(10), QDQ per-channel int8 by onnxruntime."""
+    rng = np.random.default_rng(0)
+    g = h.make_graph(
+        [h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+         h.make_node("Relu", ["c"], ["r"]),
+         h.make_node("Flatten", ["r"], ["f"]),
+         h.make_node("Gemm", ["f", "w2", "b2"], ["y"], transB=1)],
+        "conv",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [nh.from_array(rng.normal(0, 0.5, (C_OUT, 1, 3, 3)).astype(np.float32), "w"),
+         nh.from_array(rng.normal(0, 0.1, C_OUT).astype(np.float32), "b"),
+         nh.from_array(rng.normal(0, 0.1, (10, C_OUT * 64)).astype(np.float32), "w2"),
+         nh.from_array(np.zeros(10, np.float32), "b2")],
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 21)])
+    m.ir_version = 10
+    d = tmp_path_factory.mktemp("inspect")
+    onnx.save(m, d / "f.onnx")
+    x = rng.uniform(0, 1, (16, 1, 8, 8)).astype(np.float32)
+    quantize_static(str(d / "f.onnx"), str(d / "q.onnx"), _Reader(x),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    return d / "q.onnx"
+
+
+def _conv_weight_dq(model):
+    consts = {t.name: nh.to_array(t) for t in model.graph.initializer}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    dq = next(n for n in model.graph.node if n.output[0] == conv.input[1])
+    assert dq.op_type == "DequantizeLinear"
+    return dq, consts
+
+
+def test_per_channel_conv_weight_scales_equal_initializers(qdq_conv):
+    model = onnx.load(qdq_conv)
+    dq, consts = _conv_weight_dq(model)
+    s = inspect_model(qdq_conv)
+    by_name = {q.name: q for q in s.quantized}
+    w = by_name[dq.input[0]]
+    np.testing.assert_array_equal(w.scale, consts[dq.input[1]])
+    np.testing.assert_array_equal(w.zero_point, consts[dq.input[2]])
+    assert w.scale.shape == (C_OUT,)
+    assert w.dtype == "int8" and w.axis == 0 and w.constant and w.block_size is None
+    # the activation entering the Conv: per tensor uint8, written by Q and read by DQ
+    q_x = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    act = by_name[q_x.output[0]]
+    assert act.dtype == "uint8" and act.axis is None and act.scale.shape == ()
+    assert act.scale == consts[q_x.input[1]] and not act.constant
+    assert sorted(act.ops) == ["DequantizeLinear", "QuantizeLinear"]
+
+
+def test_ops_io_params_and_sizes(qdq_conv):
+    model = onnx.load(qdq_conv)
+    s = inspect_model(qdq_conv)
+    assert s.op_counts == dict(Counter(n.op_type for n in model.graph.node))
+    assert s.parameter_bytes == sum(nh.to_array(t).nbytes for t in model.graph.initializer)
+    assert s.file_bytes == model_file_bytes(qdq_conv) == qdq_conv.stat().st_size
+    assert [(t.name, t.dtype, t.shape) for t in s.inputs] == [("x", "float32", [1, 1, 8, 8])]
+    assert s.opset == {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
+    d = json.loads(json.dumps(s.to_dict()))  # JSON-able, full arrays
+    dq, consts = _conv_weight_dq(model)
+    w = next(q for q in d["quantized"] if q["name"] == dq.input[0])
+    assert w["scale"] == consts[dq.input[1]].tolist()
+
+
+def test_rich_rendering_shows_per_channel_summary(qdq_conv):
+    s = inspect_model(qdq_conv)
+    console = Console(record=True, width=250)
+    for r in s.to_rich():
+        console.print(r)
+    text = console.export_text()
+    assert f"{C_OUT}× [" in text and "QuantizeLinear" in text
+
+
+def test_describe_values():
+    assert describe_values(np.float32(0.5)) == "0.5"
+    assert describe_values(None) == "dynamic"
+    t = describe_values(np.array([0.1, 0.2, 0.3, 0.4, 0.05]))
+    assert t.startswith("5× [0.1, 0.2, 0.3, …]") and "min 0.05" in t and "max 0.4" in t
+
+
+def test_qoperator_model_lists_qlinear_scales(qdq_conv):
+    """Lowered QLinearConv keeps the same per-channel weight scales as the QDQ model."""
+    from edgequant.graph.passes.lower_qop import lower_to_qop
+
+    model = onnx.load(qdq_conv)
+    dq, consts = _conv_weight_dq(model)
+    qop = lower_to_qop(model)
+    p = qdq_conv.parent / "qop.onnx"
+    onnx.save(qop, p)
+    s = inspect_model(p)
+    assert s.op_counts.get("QLinearConv") == 1
+    conv = next(q for q in s.quantized if "QLinearConv" in q.ops and q.axis == 0)
+    np.testing.assert_array_equal(conv.scale, consts[dq.input[1]])
+
+
+def test_bad_suffix():
+    with pytest.raises(ValueError, match=r"\.tflite"):
+        inspect_model("model.pt")
