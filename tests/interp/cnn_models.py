@@ -52,8 +52,12 @@ def images(n: int, seed: int = SEED) -> np.ndarray:
 
 def quantized_cnn(tmp: Path, fmt: str = "qdq", per_channel: bool = True) -> onnx.ModelProto:
     """The CNN quantized by ``onnxruntime.quantization.quantize_static`` (u8 act, s8 weight)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -45,7 +45,10 @@ def QuantizeLinear(ctx: NodeContext, x, y_scale, y_zero_point=None):
         if qtype is None:
             raise TypeError(f"QuantizeLinear {ctx.name!r}: output_dtype not supported")
     qp = _params(ctx, y_scale, y_zero_point, qtype, max(np.ndim(x), 1))
-    q = quantize(np.asarray(x, dtype=np.float32), qp)  # container int8/uint8/int16
+    xf = np.asarray(x, dtype=np.float32)
+    q = quantize(xf, qp)  # container int8/uint8/int16
+    # NaN has no ONNX-specified integer; onnxruntime's clamp (max/min) turns it into qmin.
+    q = np.where(np.isnan(xf), np.asarray(qtype.qmin).astype(q.dtype), q)
     return q.astype(container_dtype(qtype))
 
 

@@ -99,7 +99,8 @@ def Slice(ctx: NodeContext, x, starts, ends, axes=None, steps=None):
     sp = [1] * len(st) if steps is None else _ints(steps)
     index = [slice(None)] * x.ndim
     for s, e, a, k in zip(st, en, ax, sp, strict=True):
-        index[a] = slice(*slice(s, e, k).indices(x.shape[a]))
+        start, stop, step = slice(s, e, k).indices(x.shape[a])
+        index[a] = slice(start, None if stop < 0 else stop, step)  # −1 here means "before 0"
     return x[tuple(index)]
 
 
