@@ -134,3 +134,54 @@ def test_qoperator_model_lists_qlinear_scales(qdq_conv):
 def test_bad_suffix():
     with pytest.raises(ValueError, match=r"\.tflite"):
         inspect_model("model.pt")
+
+
+@pytest.fixture(scope="module")
+def tflite_int8(qdq_conv):
+    """The QDQ model exported by edgequant's TFLite exporter, integer int8 I/O."""
+    pytest.importorskip("ai_edge_litert")
+    from edgequant.tflite.export import export_tflite
+
+    p = qdq_conv.parent / "q_int8io.tflite"
+    export_tflite(qdq_conv, p, io="int8")
+    return p
+
+
+def test_tflite_quantization_matches_litert(tflite_int8):
+    from ai_edge_litert.interpreter import Interpreter
+
+    s = inspect_model(tflite_int8)
+    assert s.format == "tflite" and s.file_bytes == tflite_int8.stat().st_size
+    it = Interpreter(model_path=str(tflite_int8))
+    want = {}
+    for d in it.get_tensor_details():
+        qp = d["quantization_parameters"]
+        if len(qp["scales"]):
+            want[d["name"]] = (np.dtype(d["dtype"]).name, qp["scales"], qp["zero_points"],
+                               qp["quantized_dimension"] if len(qp["scales"]) > 1 else None)
+    got = {q.name: q for q in s.quantized}
+    assert set(got) == set(want)
+    for name, (dtype, scales, zps, axis) in want.items():
+        q = got[name]
+        assert q.dtype == dtype
+        np.testing.assert_array_equal(q.scale.reshape(-1), scales)
+        np.testing.assert_array_equal(q.zero_point.reshape(-1), zps)
+        assert q.axis == axis
+    per_channel = [q for q in s.quantized if q.axis is not None and q.dtype == "int8"]
+    assert {q.scale.size for q in per_channel} == {C_OUT, 10}  # conv and fully-connected
+    assert s.op_counts.get("CONV_2D") == 1 and s.op_counts.get("FULLY_CONNECTED") == 1
+    assert [t.dtype for t in s.inputs] == ["int8"]
+
+
+def test_tflite_io_quant_matches_litert(tflite_int8):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgequant.inspect_tflite import tflite_io_quant
+
+    io = tflite_io_quant(tflite_int8)
+    it = Interpreter(model_path=str(tflite_int8))
+    for d in [*it.get_input_details(), *it.get_output_details()]:
+        scale, zp = d["quantization"]
+        assert io[d["name"]].scale == scale  # both the stored float32, widened
+        assert io[d["name"]].zero_point == zp
+        assert io[d["name"]].dtype == np.dtype(d["dtype"]).name

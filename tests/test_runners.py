@@ -140,5 +140,5 @@ def test_errors_name_what_is_allowed(float_model, tmp_path):
         open_runner(tfl, engine="reference")
     with pytest.raises(ValueError, match="'x'"):
         open_runner(float_model).run({"input": _x()})
-    with pytest.raises(ValueError, match="edgequant.io"):
+    with pytest.raises(ValueError, match=r"edgequant\.io"):
         parse_io_metadata('{"x": {"dtype": "uint8"}}')

@@ -20,6 +20,9 @@ METRIC_RTOL = 1e-9
 #: float32; scales, zero points and Q/DQ nodes cost a little).
 MIN_INT8_SIZE_RATIO = 3.0
 N_EVAL = 300
+N_TFLITE = 100
+#: int8 vs float argmax agreement on digits (measured 0.998 over all 1797 images).
+MIN_INT8_AGREEMENT = 0.97
 #: float32 tolerance between batch-1 and batch-N runs of the same model: onnxruntime's GEMM
 #: may block the product differently per batch size, changing the summation order.
 BATCH_RTOL, BATCH_ATOL = 1e-5, 1e-6
@@ -120,3 +123,45 @@ def test_label_count_mismatch_is_an_error(digits_models):
     m = digits_models
     with pytest.raises(ValueError, match="labels"):
         compare(m["fp32"], [], {"x": m["x"][:5]}, labels=m["y"][:4], latency_repeats=0)
+
+
+def test_tflite_models_compare_against_litert_run_directly(digits_models):
+    """int8 .tflite with float I/O and with int8 I/O: compare's numbers equal metrics of
+    LiteRT outputs computed here (LiteRT invoked sample by sample, I/O converted by hand)."""
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgequant.tflite.export import export_tflite
+
+    m = digits_models
+    x, y = m["x"][:N_TFLITE], m["y"][:N_TFLITE]
+    paths = {io: m["dir"] / f"digits_{io}io.tflite" for io in ("float", "int8")}
+    for io, p in paths.items():
+        export_tflite(m["int8"], p, io=io)
+    rows = compare(m["fp32"], list(paths.values()), {"x": x}, labels=y, latency_repeats=2,
+                   latency_warmup=0)
+    r = _ort(m["fp32"], x).astype(np.float64)
+    for row, p in zip(rows[1:], paths.values(), strict=True):
+        it = Interpreter(model_path=str(p))
+        it.allocate_tensors()
+        (i,), (o,) = it.get_input_details(), it.get_output_details()
+        outs = []
+        for k in range(len(x)):
+            xi = x[k : k + 1]
+            if i["dtype"] != np.float32:  # int8 I/O: quantize with the tensor's own qparams
+                s, z = i["quantization"]
+                xi = np.clip(np.rint(xi / np.float32(s)) + z, -128, 127).astype(i["dtype"])
+            it.set_tensor(i["index"], xi)
+            it.invoke()
+            yo = it.get_tensor(o["index"])
+            if o["dtype"] != np.float32:  # DequantizeLinear: float32 (q − zp) · scale
+                s, z = o["quantization"]
+                yo = (yo.astype(np.int32) - z).astype(np.float32) * np.float32(s)
+            outs.append(yo.astype(np.float64))
+        t = np.concatenate(outs)  # (N, 10)
+        assert row.bytes == os.path.getsize(p)
+        assert row.sqnr_db == pytest.approx(
+            10 * np.log10((r**2).sum() / ((r - t) ** 2).sum()), rel=METRIC_RTOL)
+        assert row.accuracy == np.count_nonzero(t.argmax(1) == y) / N_TFLITE
+        assert row.top1_agreement > MIN_INT8_AGREEMENT
+        assert row.latency_ms > 0
