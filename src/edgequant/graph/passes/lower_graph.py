@@ -92,6 +92,7 @@ class QdqIndex:
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
     graph_outputs: set[str] = field(default_factory=set)
     elem_types: dict[str, int] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
     new_initializers: list[onnx.TensorProto] = field(default_factory=list)
     _names: set[str] = field(default_factory=set)
 
@@ -116,6 +117,8 @@ class QdqIndex:
         for vi in [*g.input, *g.output, *g.value_info]:
             if vi.type.HasField("tensor_type"):
                 idx.elem_types[vi.name] = vi.type.tensor_type.elem_type
+                if vi.type.tensor_type.HasField("shape"):
+                    idx.ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
         idx._names = {n for node in g.node for n in [*node.input, *node.output, node.name]}
         idx._names |= set(idx.consts) | {vi.name for vi in g.input}
         return idx

@@ -277,6 +277,22 @@ def lower_avgpool(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     return _lower_elementwise("QLinearAveragePool", 1, _avgpool_attrs)(node, idx)
 
 
+def lower_reduce_mean(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
+    """ReduceMean over H, W of a 4-D tensor with keepdims → QLinearGlobalAveragePool.
+
+    torch exports ``AdaptiveAvgPool2d(1)`` / ``x.mean((2, 3), keepdim=True)`` this way.
+    """
+    at = _attrs(node)
+    rank = idx.ranks.get(node.input[0])
+    axes_name = node.input[1] if len(node.input) > 1 else ""
+    axes = idx.consts.get(axes_name) if axes_name else at.get("axes")
+    if rank != 4 or axes is None or not at.get("keepdims", 1):
+        return "only ReduceMean over axes (2, 3) of a 4-D tensor with keepdims=1 is lowered"
+    if sorted(int(a) % 4 for a in np.asarray(axes).ravel()) != [2, 3]:
+        return f"ReduceMean over axes {list(np.asarray(axes).ravel())}; only (2, 3) is lowered"
+    return _lower_elementwise("QLinearGlobalAveragePool", 1, {"channels_last": 0})(node, idx)
+
+
 def lower_softmax(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     """Softmax → QLinearSoftmax (opset-13 semantics: normalise along ``axis`` only)."""
     attrs = {"axis": _attrs(node).get("axis", -1), "opset": 13}
@@ -360,6 +376,7 @@ LOWERINGS: dict[str, Lowering] = {
     "Mul": _lower_elementwise("QLinearMul", 2),
     "GlobalAveragePool": _lower_elementwise("QLinearGlobalAveragePool", 1, {"channels_last": 0}),
     "AveragePool": lower_avgpool,
+    "ReduceMean": lower_reduce_mean,
     "Sigmoid": _lower_elementwise("QLinearSigmoid", 1),
     "LeakyRelu": _lower_elementwise(
         "QLinearLeakyRelu", 1, lambda n: {"alpha": _attrs(n).get("alpha", 0.01)}),
