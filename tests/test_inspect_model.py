@@ -185,3 +185,24 @@ def test_tflite_io_quant_matches_litert(tflite_int8):
         assert io[d["name"]].scale == scale  # both the stored float32, widened
         assert io[d["name"]].zero_point == zp
         assert io[d["name"]].dtype == np.dtype(d["dtype"]).name
+
+
+def test_blocked_int4_weights_show_block_size(qdq_conv, tmp_path):
+    """edgequant's ``w4a16_g128``: int4 weights, scales blocked along the input axis."""
+    from edgequant.quantizer import quantize
+
+    float_path = qdq_conv.parent / "f.onnx"
+    p = quantize(float_path, "w4a16_g128").save(tmp_path / "w4.onnx")
+    model = onnx.load(p)
+    consts = {t.name: nh.to_array(t) for t in model.graph.initializer}
+    s = inspect_model(p)
+    blocked = [q for q in s.quantized if q.block_size is not None]
+    assert blocked, "w4a16_g128 produced no blocked tensor"
+    for q in blocked:
+        dq = next(n for n in model.graph.node
+                  if n.op_type == "DequantizeLinear" and n.input[0] == q.name)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in dq.attribute}
+        assert q.dtype == "int4" and q.block_size == attrs["block_size"] == 128
+        assert q.axis == attrs.get("axis", 1)
+        np.testing.assert_array_equal(q.scale, consts[dq.input[1]])
+    assert s.parameter_bytes < sum(nh.to_array(t).nbytes for t in model.graph.initializer)

@@ -165,3 +165,26 @@ def test_tflite_models_compare_against_litert_run_directly(digits_models):
         assert row.accuracy == np.count_nonzero(t.argmax(1) == y) / N_TFLITE
         assert row.top1_agreement > MIN_INT8_AGREEMENT
         assert row.latency_ms > 0
+
+
+def test_edgequant_integer_io_model_matches_its_float_io_twin(digits_models):
+    """``quantize(io="uint8")`` records I/O qparams in ``edgequant.io``; the runner quantizes
+    the float feeds and dequantizes the outputs with them, so the integer-I/O model's outputs
+    equal (bit for bit) those of the same model with float I/O, whose Q/DQ do the same
+    arithmetic inside onnxruntime."""
+    from edgequant.quantizer import quantize
+
+    m = digits_models
+    calib = {"x": m["x"][:64]}
+    paths = {}
+    for io in ("float", "uint8"):
+        qm = quantize(m["fp32"], "w8a8", calibration=calib, io=io)
+        paths[io] = qm.save(m["dir"] / f"eq_w8a8_{io}io.onnx")
+    runners = {io: open_runner(p) for io, p in paths.items()}
+    assert runners["uint8"].input_dtypes["x"] == np.uint8
+    assert set(runners["uint8"].io) == {"x", "logits"}
+    x = m["x"][:N_EVAL]
+    outs = {io: run_batched(r, {"x": x})[0] for io, r in runners.items()}
+    np.testing.assert_array_equal(outs["uint8"], outs["float"])
+    rows = compare(m["fp32"], [paths["float"], paths["uint8"]], {"x": x}, latency_repeats=0)
+    assert rows[1].sqnr_db == rows[2].sqnr_db and rows[1].cosine == rows[2].cosine
