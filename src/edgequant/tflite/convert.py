@@ -223,15 +223,16 @@ class Converter:
         for name in self.g.inputs:
             shape = self.g.shapes[name]
             io = self._io_dtype(name)
+            public = self.g.public_names.get(name, name)
             if io is None:
-                tv = self.temp(name, shape, np.float32)
+                tv = self.temp(public, shape, np.float32)
             else:
                 quant = self.act_quant(name)
                 if quant is None:
                     raise UnsupportedOpError(f"input {name!r}: integer I/O needs qparams")
                 if io == np.uint8:
                     quant = Quant.of(quant.scale, quant.zero_point + 128)
-                tv = self.temp(name, shape, io, quant)
+                tv = self.temp(public, shape, io, quant)
                 if io == np.uint8:  # uint8 → int8 QUANTIZE: exact, zero point shifted by 128
                     q8 = self.temp(f"{name}_int8", shape, self.act_dtype, self.act_quant(name))
                     self.op(OP.QUANTIZE, [tv], [q8])
@@ -269,7 +270,14 @@ class Converter:
                 self.op(OP.RESHAPE, [tv, self.const(f"{name}_shape",
                                                     np.array(tv.shape, np.int32))], [out])
                 tv = out
-            self.b.tensors[tv.idx].name = self.b.unique_name(f"{name}")
+            public = self.g.public_names.get(name, name)
+            old = self.b.tensors[tv.idx].name
+            self.b.names.discard(old)
+            clash = next((t for t in self.b.tensors if t.name == public), None)
+            if clash is not None:  # free the public name for the output tensor
+                clash.name = self.b.unique_name(f"{public}_internal")
+            self.b.names.add(public)
+            self.b.tensors[tv.idx].name = public
             self.b.outputs.append(tv.idx)
 
     def convert(self, handlers: dict) -> bytes:

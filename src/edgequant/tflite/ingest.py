@@ -89,6 +89,7 @@ class Graph:
     io_dtype: dict[str, np.dtype] = field(default_factory=dict)  # integer I/O, by tensor
     recipe: str | None = None
     quantized: bool = False  # True when the model had Q/DQ nodes
+    public_names: dict[str, str] = field(default_factory=dict)  # internal → ONNX I/O name
 
     def consumers(self, name: str) -> list[Node]:
         """Nodes reading ``name``."""
@@ -176,6 +177,7 @@ def read_graph(model: onnx.ModelProto) -> Graph:
     io_dtype: dict[str, np.dtype] = {}
     graph_inputs = [i.name for i in g.input if i.name not in consts]
     graph_outputs = [o.name for o in g.output]
+    public = {o: o for o in graph_outputs}
     producer = {o: n for n in nodes for o in n.outputs}
     keep: list[Node] = []
     quantized = False
@@ -207,6 +209,7 @@ def read_graph(model: onnx.ModelProto) -> Graph:
                 io_dtype[n.outputs[0]] = zp.dtype
                 act_q[n.outputs[0]] = ActQ(float(scale), int(zp), zp.dtype)
                 graph_inputs[graph_inputs.index(src)] = n.outputs[0]
+                public[n.outputs[0]] = src
                 shapes[n.outputs[0]] = shapes.get(src, ())
             else:
                 raise UnsupportedOpError(f"node {n.name!r}: DequantizeLinear input {src!r} is "
@@ -229,14 +232,18 @@ def read_graph(model: onnx.ModelProto) -> Graph:
             if n.outputs[0] in graph_outputs:  # integer model output
                 io_dtype[x] = zp.dtype
                 graph_outputs[graph_outputs.index(n.outputs[0])] = x
+                public[x] = n.outputs[0]
     for n in keep:
         n.inputs = [alias.get(i, i) for i in n.inputs]
+    for o in list(graph_outputs):
+        if o in alias:
+            public[alias[o]] = public.pop(o, o)
     graph_outputs = [alias.get(o, o) for o in graph_outputs]
     for name, spec in io_meta.items():  # metadata wins when present (documents integer I/O)
         if name in io_dtype:
             io_dtype[name] = np.dtype(spec["dtype"])
     graph = Graph(keep, graph_inputs, graph_outputs, shapes, consts, qconsts, act_q, io_dtype,
-                  meta.get("edgequant.recipe"), quantized)
+                  meta.get("edgequant.recipe"), quantized, public)
     _fuse_activations(graph)
     return graph
 

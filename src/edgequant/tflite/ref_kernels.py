@@ -1,0 +1,281 @@
+"""Integer kernels of the TFLite reference executor, numerically as LiteRT's builtin kernels.
+
+Every function takes numpy arrays (NHWC for spatial ops) plus the tensors' qparams and
+returns the output array. Requantization uses :mod:`edgequant.fixedpoint`
+(``QuantizeMultiplier`` of a double multiplier + ``MultiplyByQuantizedMultiplier``); integer
+GEMMs run on float64 BLAS, exact because |acc| < 2^53 for any int8/int16 model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgequant.fixedpoint import (
+    quantize_multiplier,
+    requantize,
+    saturating_rounding_doubling_high_mul,
+)
+
+
+def tfl_round(x: np.ndarray) -> np.ndarray:
+    """``std::round``: half away from zero."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised ``QuantizeMultiplier`` of double multipliers."""
+    pairs = [quantize_multiplier(float(r)) for r in np.ravel(reals)]
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
+def act_range(act: str, scale: float, zp: int, dtype: np.dtype) -> tuple[int, int]:
+    """``CalculateActivationRangeQuantized``: clamp bounds of a fused activation."""
+    info = np.iinfo(dtype)
+    qmin, qmax = int(info.min), int(info.max)
+
+    def q(v: float) -> int:
+        return zp + int(tfl_round(np.float32(v) / np.float32(scale)))
+
+    if act == "RELU":
+        return max(qmin, q(0.0)), qmax
+    if act == "RELU6":
+        return max(qmin, q(0.0)), min(qmax, q(6.0))
+    if act == "RELU_N1_TO_1":
+        return max(qmin, q(-1.0)), min(qmax, q(1.0))
+    return qmin, qmax
+
+
+def patches(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+            pads: tuple[int, int, int, int], fill: float) -> np.ndarray:
+    """im2col: (N, H, W, C) → (N, OH, OW, kh, kw, C), padding with ``fill``."""
+    t, left, b, r = pads
+    xp = np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)), constant_values=fill)
+    n, hp, wp, c = xp.shape
+    oh = (hp - ((kh - 1) * dh + 1)) // sh + 1
+    ow = (wp - ((kw - 1) * dw + 1)) // sw + 1
+    out = np.empty((n, oh, ow, kh, kw, c), xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, :, i, j, :] = xp[:, i * dh: i * dh + (oh - 1) * sh + 1: sh,
+                                       j * dw: j * dw + (ow - 1) * sw + 1: sw, :]
+    return out
+
+
+def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """TFLite SAME padding (before, after) along one axis."""
+    eff = (k - 1) * d + 1
+    total = max((math.ceil(size / s) - 1) * s + eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def spatial_pads(padding: str, hw, k, s, d) -> tuple[int, int, int, int]:
+    """(t, l, b, r) for SAME / VALID."""
+    if padding == "VALID":
+        return 0, 0, 0, 0
+    ph, pw = same_pads(hw[0], k[0], s[0], d[0]), same_pads(hw[1], k[1], s[1], d[1])
+    return ph[0], pw[0], ph[1], pw[1]
+
+
+def requantize_avx2(acc: np.ndarray, m, s) -> np.ndarray:
+    """LiteRT's x86 (AVX2) ``MultiplyByQuantizedMultiplier`` for conv / FC outputs, measured
+    against LiteRT and matching ``avx2_quantization_utils.h``: the gemmlowp high multiply
+    (round half away) followed by a rounding right shift that rounds ties **up**
+    (``(v + 2^(r−1)) >> r``), not gemmlowp's ``RoundingDivideByPOT`` (ties away from zero).
+    The two differ on negative ties, ~0.1% of outputs."""
+    acc = np.asarray(acc, np.int64)
+    m = np.asarray(m, np.int64)
+    s = np.asarray(s, np.int64)
+    v = saturating_rounding_doubling_high_mul(acc * (np.int64(1) << np.maximum(s, 0)), m)
+    r = np.maximum(-s, 0)
+    nudge = np.where(r > 0, np.left_shift(np.int64(1), np.maximum(r - 1, 0)), 0)
+    return (v + nudge) >> r
+
+
+def requant_out(acc: np.ndarray, in_scale: float, w_scale: np.ndarray, out_scale: float,
+                out_zp: int, lo: int, hi: int, wide: bool = False) -> np.ndarray:
+    """Per-channel ``acc · (in_s·w_s/out_s)`` (last axis = channel) + zp, clamped."""
+    reals = [float(in_scale) * float(ws) / float(out_scale) for ws in np.ravel(w_scale)]
+    m, s = multipliers(reals)
+    if wide:
+        y = requantize_int64(acc, m, s)
+    else:
+        y = requantize_avx2(acc, m, s)
+    return np.clip(y + out_zp, lo, hi)
+
+
+def requantize_int64(acc: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """TFLite ``MultiplyByQuantizedMultiplier(int64 x, …)`` (16x8 conv / FC)."""
+    acc = np.asarray(acc, np.int64)
+    reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF).astype(np.int64)
+    total = (15 - s).astype(np.int64)
+    rnd = np.left_shift(np.int64(1), total - 1)
+    # x · reduced may exceed int64 only for |x| ≥ 2^48: far beyond any 16x8 accumulator
+    return (acc * reduced + rnd) >> total
+
+
+def conv2d(x, w, bias, xq, wq, yq, stride, dil, padding, act, depth_multiplier=None,
+           out_dtype=np.int8):
+    """CONV_2D (w: OHWI) or DEPTHWISE_CONV_2D (w: 1HWC) with per-channel requantization."""
+    in_scale, in_zp = float(xq[0][0]), int(xq[1][0])
+    out_scale, out_zp = float(yq[0][0]), int(yq[1][0])
+    wide = np.dtype(out_dtype) == np.int16
+    xo = x.astype(np.int64) - in_zp  # (N, H, W, C) offset input; padding adds 0 here
+    if depth_multiplier is None:
+        kh, kw = w.shape[1:3]
+    else:
+        kh, kw = w.shape[1:3]
+    pads = spatial_pads(padding, x.shape[1:3], (kh, kw), stride, dil)
+    p = patches(xo.astype(np.float64), kh, kw, *stride, *dil, pads, 0.0)  # (N,OH,OW,kh,kw,C)
+    if depth_multiplier is None:
+        wf = w.reshape(w.shape[0], -1).astype(np.float64)  # (O, kh·kw·C)
+        acc = p.reshape(*p.shape[:3], -1) @ wf.T  # (N, OH, OW, O) exact in float64
+    else:
+        c = x.shape[3]
+        pr = np.repeat(p, depth_multiplier, axis=5)  # (N,OH,OW,kh,kw,C·M), channel c·M+m
+        acc = np.einsum("nhwijc,ijc->nhwc", pr, w[0].astype(np.float64))
+        del c
+    acc = acc.astype(np.int64)
+    if bias is not None:
+        acc = acc + bias.astype(np.int64)
+    lo, hi = act_range(act, out_scale, out_zp, out_dtype)
+    y = requant_out(acc, in_scale, wq[0], out_scale, out_zp, lo, hi, wide)
+    return y.astype(out_dtype)
+
+
+def fully_connected(x, w, bias, xq, wq, yq, act, out_dtype=np.int8):
+    """FULLY_CONNECTED: (…, K) · (O, K)ᵀ + bias, requantized per channel (or per tensor)."""
+    in_scale, in_zp = float(xq[0][0]), int(xq[1][0])
+    out_scale, out_zp = float(yq[0][0]), int(yq[1][0])
+    xo = (x.astype(np.int64) - in_zp).astype(np.float64)
+    acc = (xo @ w.astype(np.float64).T).astype(np.int64)  # (…, O)
+    if bias is not None:
+        acc = acc + bias.astype(np.int64)
+    lo, hi = act_range(act, out_scale, out_zp, out_dtype)
+    wscale = wq[0] if wq[0].size > 1 else wq[0][:1]
+    y = requant_out(acc, in_scale, wscale, out_scale, out_zp, lo, hi,
+                    np.dtype(out_dtype) == np.int16)
+    return y.astype(out_dtype)
+
+
+def add_sub(a, b, aq, bq, yq, act, sign: int, dtype=np.int8):
+    """int8 ADD / SUB (``sign`` −1) with TFLite's left-shift-20 scheme."""
+    left_shift = 15 if np.dtype(dtype) == np.int16 else 20
+    sa, sb, so = float(aq[0][0]), float(bq[0][0]), float(yq[0][0])
+    twice_max = 2 * max(sa, sb)
+    m1, s1 = quantize_multiplier(sa / twice_max)
+    m2, s2 = quantize_multiplier(sb / twice_max)
+    mo, s_o = quantize_multiplier(twice_max / ((1 << left_shift) * so))
+    xa = (a.astype(np.int64) - int(aq[1][0])) * (1 << left_shift)
+    xb = (b.astype(np.int64) - int(bq[1][0])) * (1 << left_shift)
+    ra = requantize(xa, m1, s1)
+    rb = requantize(xb, m2, s2)
+    raw = requantize(ra + sign * rb, mo, s_o) + int(yq[1][0])
+    lo, hi = act_range(act, so, int(yq[1][0]), dtype)
+    return np.clip(raw, lo, hi).astype(dtype)
+
+
+def mul(a, b, aq, bq, yq, act, dtype=np.int8):
+    """int8 MUL: (a − za)(b − zb) · (sa·sb/so)."""
+    sa, sb, so = float(aq[0][0]), float(bq[0][0]), float(yq[0][0])
+    m, s = quantize_multiplier(sa * sb / so)
+    prod = (a.astype(np.int64) - int(aq[1][0])) * (b.astype(np.int64) - int(bq[1][0]))
+    y = requantize(prod, m, s) + int(yq[1][0])
+    lo, hi = act_range(act, so, int(yq[1][0]), dtype)
+    return np.clip(y, lo, hi).astype(dtype)
+
+
+def pool(x, kind: str, k, stride, padding, act, yq, dtype=np.int8):
+    """MAX_POOL_2D / AVERAGE_POOL_2D on raw integers (qparams unchanged); SAME padding is
+    excluded from the window (average divides by the valid count, rounding half away)."""
+    pads = spatial_pads(padding, x.shape[1:3], k, stride, (1, 1))
+    info = np.iinfo(dtype)
+    if kind == "max":
+        p = patches(x.astype(np.int64), *k, *stride, 1, 1, pads, int(info.min) - 1)
+        y = p.max(axis=(3, 4))
+    else:
+        p = patches(x.astype(np.float64), *k, *stride, 1, 1, pads, 0.0)
+        ones = patches(np.ones(x.shape[:3] + (1,)), *k, *stride, 1, 1, pads, 0.0)
+        acc = p.sum(axis=(3, 4)).astype(np.int64)  # (N, OH, OW, C)
+        cnt = ones.sum(axis=(3, 4)).astype(np.int64)  # (N, OH, OW, 1)
+        half = cnt // 2
+        num = np.where(acc > 0, acc + half, acc - half)
+        y = np.sign(num) * (np.abs(num) // cnt)  # C++ truncating division
+    lo, hi = act_range(act, float(yq[0][0]), int(yq[1][0]), dtype)
+    return np.clip(y, lo, hi).astype(dtype)
+
+
+def mean(x, axes, keep, xq, yq, dtype=np.int8):
+    """MEAN over ``axes``: sum(x − zx) · (sx / (so · n)) + zo with fixed-point rounding."""
+    n = int(np.prod([x.shape[a] for a in axes]))
+    acc = (x.astype(np.int64) - int(xq[1][0])).sum(axis=tuple(axes), keepdims=keep)
+    m, s = quantize_multiplier(float(xq[0][0]) / (float(yq[0][0]) * n))
+    y = requantize(acc, m, s) + int(yq[1][0])
+    info = np.iinfo(dtype)
+    return np.clip(y, info.min, info.max).astype(dtype)
+
+
+def requantize_tensor(x, xq, yq, out_dtype):
+    """QUANTIZE integer → integer: (x − zx) · (sx/so) + zo (fixed point)."""
+    if float(xq[0][0]) == float(yq[0][0]):  # same scale: pure zero-point shift (uint8 ↔ int8)
+        y = x.astype(np.int64) - int(xq[1][0]) + int(yq[1][0])
+    else:
+        m, s = quantize_multiplier(float(xq[0][0]) / float(yq[0][0]))
+        y = requantize(x.astype(np.int64) - int(xq[1][0]), m, s) + int(yq[1][0])
+    info = np.iinfo(out_dtype)
+    return np.clip(y, info.min, info.max).astype(out_dtype)
+
+
+def quantize_float(x, yq, out_dtype):
+    """QUANTIZE float → integer as LiteRT (both kernel paths, measured): ``x · (1/scale)`` in
+    float32, rounded half to even, + zero point, saturated."""
+    info = np.iinfo(out_dtype)
+    inv = np.float32(1) / np.float32(yq[0][0])
+    v = np.rint((x.astype(np.float32) * inv).astype(np.float32))
+    return np.clip(v + int(yq[1][0]), info.min, info.max).astype(out_dtype)
+
+
+def dequantize(x, xq) -> np.ndarray:
+    """DEQUANTIZE integer → float32 as LiteRT's optimized kernel (measured): blocks of 8
+    compute ``x·s + (−zp·s)`` in float32; the tail computes ``(x − zp)·s`` in double."""
+    s, zp = np.float32(xq[0][0]), int(xq[1][0])
+    flat = x.reshape(-1).astype(np.int64)
+    n8 = flat.size // 8 * 8
+    head = (flat[:n8].astype(np.float32) * s + np.float32(-np.float32(zp) * s)).astype(np.float32)
+    tail = ((flat[n8:] - zp) * float(s)).astype(np.float32)
+    return np.concatenate([head, tail]).reshape(x.shape)
+
+
+def lut_activation(x, xq, yq, fn: str, dtype=np.int8):
+    """int8 LOGISTIC / TANH as LiteRT's optimized kernels: a 256-entry float32 LUT."""
+    info = np.iinfo(dtype)
+    vals = np.arange(info.min, info.max + 1)
+    deq = (np.float32(xq[0][0]) * (vals - int(xq[1][0])).astype(np.float32)).astype(np.float32)
+    if fn == "logistic":
+        e = np.exp(-deq.astype(np.float64)).astype(np.float32)  # expf, correctly rounded
+        t = (np.float32(1) / (np.float32(1) + e)).astype(np.float32)
+    else:
+        t = np.tanh(deq.astype(np.float64)).astype(np.float32)
+    inv = np.float32(1) / np.float32(yq[0][0])
+    q = tfl_round((t * inv).astype(np.float32)) + int(yq[1][0])
+    table = np.clip(q, info.min, info.max)
+    return table[x.astype(np.int64) - info.min].astype(dtype)
+
+
+def softmax(x, xq, yq, beta: float = 1.0, dtype=np.int8):
+    """int8 SOFTMAX as LiteRT's optimized kernel (x86): float32 exp LUT, float32 sums."""
+    scale = np.float32(-np.float32(xq[0][0]) * np.float32(beta))
+    table = np.exp((scale * np.arange(256, dtype=np.float32)).astype(np.float64))
+    table = table.astype(np.float32)[::-1]  # table[255 − v] = expf(scale · v)
+    xi = x.astype(np.int64)
+    mx = xi.max(axis=-1, keepdims=True)
+    e = table[255 - mx + xi]  # (…, K) float32
+    s = np.zeros(e.shape[:-1], np.float32)
+    for j in range(e.shape[-1]):  # sequential float32 sum, as the kernel's loop
+        s = (s + e[..., j]).astype(np.float32)
+    inv = (np.float32(1) / (s * np.float32(yq[0][0])).astype(np.float32)).astype(np.float32)
+    prob = (e * inv[..., None]).astype(np.float32)
+    q = tfl_round(prob) + int(yq[1][0])
+    info = np.iinfo(dtype)
+    return np.clip(q, info.min, info.max).astype(dtype)

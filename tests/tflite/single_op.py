@@ -1,0 +1,151 @@
+"""Single-operator ``.tflite`` models built directly with the flatbuffer writer.
+
+Each builder returns ``(bytes, feeds)``: one TFLite op with random integer data and qparams,
+so the reference executor's kernel can be checked against LiteRT op by op.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from edgequant.tflite.builder import Quant, TFLiteBuilder
+from edgequant.tflite.convert import OP, OPT
+
+
+def _q(rng, lo=0.005, hi=0.05, zp=True, dtype=np.int8) -> Quant:
+    z = int(rng.integers(-20, 20)) if zp and dtype == np.int8 else 0
+    return Quant.of(np.float32(rng.uniform(lo, hi)), z)
+
+
+def _finish(b: TFLiteBuilder, ins: list[int], outs: list[int]) -> bytes:
+    b.inputs, b.outputs = ins, outs
+    return b.finish()
+
+
+def _rand(rng, shape, dtype=np.int8):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+
+def conv(rng, depthwise=False, padding="SAME", stride=1, act=0, cin=8, mult=1, k=3,
+         dtype=np.int8):
+    """CONV_2D (OHWI) or DEPTHWISE_CONV_2D (1HWC), per-channel int8 weights, int32 bias."""
+    b = TFLiteBuilder()
+    n, h, w = 1, 9, 10
+    cout = cin * mult if depthwise else 16
+    xq = _q(rng, dtype=dtype)
+    wshape = (1, k, k, cout) if depthwise else (cout, k, k, cin)
+    wv = rng.integers(-127, 128, wshape).astype(np.int8)
+    ws = rng.uniform(0.002, 0.02, cout).astype(np.float32)
+    bias_dtype = np.int64 if dtype == np.int16 else np.int32
+    bs = (np.float32(xq.scale[0]) * ws).astype(np.float32)
+    bv = rng.integers(-3000, 3000, cout).astype(bias_dtype)
+    yq = _q(rng, 0.05, 0.3, dtype=dtype)
+    x = b.add_tensor("x", (n, h, w, cin), dtype, quant=xq)
+    wt = b.add_tensor("w", wshape, np.int8, wv, Quant.of(ws, 0, 3 if depthwise else 0))
+    bt = b.add_tensor("b", (cout,), bias_dtype, bv, Quant.of(bs, 0))
+    oh = -(-h // stride) if padding == "SAME" else (h - k) // stride + 1
+    ow = -(-w // stride) if padding == "SAME" else (w - k) // stride + 1
+    y = b.add_tensor("y", (n, oh, ow, cout), dtype, quant=yq)
+    if depthwise:
+        opt = schema.DepthwiseConv2DOptionsT()
+        opt.depthMultiplier = mult
+        code, ot = OP.DEPTHWISE_CONV_2D, OPT.DepthwiseConv2DOptions
+    else:
+        opt = schema.Conv2DOptionsT()
+        code, ot = OP.CONV_2D, OPT.Conv2DOptions
+    opt.padding = getattr(schema.Padding, padding)
+    opt.strideH = opt.strideW = stride
+    opt.fusedActivationFunction = act
+    b.add_op(code, [x, wt, bt], [y], ot, opt)
+    return _finish(b, [x], [y]), {"x": _rand(rng, (n, h, w, cin), dtype)}
+
+
+def fully_connected(rng, act=0, k=64, o=10, per_channel=True):
+    """FULLY_CONNECTED (O, K) int8 weights, int32 bias."""
+    b = TFLiteBuilder()
+    xq = _q(rng)
+    ws = rng.uniform(0.002, 0.02, o if per_channel else 1).astype(np.float32)
+    wv = rng.integers(-127, 128, (o, k)).astype(np.int8)
+    bs = (np.float32(xq.scale[0]) * ws).astype(np.float32)
+    x = b.add_tensor("x", (1, k), np.int8, quant=xq)
+    wt = b.add_tensor("w", (o, k), np.int8, wv, Quant.of(ws, 0))
+    bt = b.add_tensor("b", (o,), np.int32, rng.integers(-3000, 3000, o).astype(np.int32),
+                      Quant.of(bs, 0))
+    y = b.add_tensor("y", (1, o), np.int8, quant=_q(rng, 0.05, 0.3))
+    opt = schema.FullyConnectedOptionsT()
+    opt.fusedActivationFunction = act
+    b.add_op(OP.FULLY_CONNECTED, [x, wt, bt], [y], OPT.FullyConnectedOptions, opt)
+    return _finish(b, [x], [y]), {"x": _rand(rng, (1, k))}
+
+
+def binary(rng, code, act=0, shape=(1, 5, 6, 8), bshape=None):
+    """ADD / SUB / MUL of two int8 activations (``bshape`` broadcasts the second)."""
+    b = TFLiteBuilder()
+    bshape = bshape or shape
+    a = b.add_tensor("a", shape, np.int8, quant=_q(rng))
+    c = b.add_tensor("b", bshape, np.int8, quant=_q(rng))
+    y = b.add_tensor("y", shape, np.int8, quant=_q(rng, 0.01, 0.06))
+    opts = {OP.ADD: (OPT.AddOptions, schema.AddOptionsT()),
+            OP.SUB: (OPT.SubOptions, schema.SubOptionsT()),
+            OP.MUL: (OPT.MulOptions, schema.MulOptionsT())}
+    ot, opt = opts[code]
+    opt.fusedActivationFunction = act
+    b.add_op(code, [a, c], [y], ot, opt)
+    return _finish(b, [a, c], [y]), {"a": _rand(rng, shape), "b": _rand(rng, bshape)}
+
+
+def pool(rng, code, k=3, stride=2, padding="SAME", shape=(1, 9, 10, 8)):
+    """MAX_POOL_2D / AVERAGE_POOL_2D int8 (same qparams in and out)."""
+    b = TFLiteBuilder()
+    q = _q(rng)
+    x = b.add_tensor("x", shape, np.int8, quant=q)
+    oh = -(-shape[1] // stride) if padding == "SAME" else (shape[1] - k) // stride + 1
+    ow = -(-shape[2] // stride) if padding == "SAME" else (shape[2] - k) // stride + 1
+    y = b.add_tensor("y", (shape[0], oh, ow, shape[3]), np.int8, quant=q)
+    opt = schema.Pool2DOptionsT()
+    opt.padding = getattr(schema.Padding, padding)
+    opt.strideH = opt.strideW = stride
+    opt.filterHeight = opt.filterWidth = k
+    b.add_op(code, [x], [y], OPT.Pool2DOptions, opt)
+    return _finish(b, [x], [y]), {"x": _rand(rng, shape)}
+
+
+def unary(rng, code, out_q: Quant | None = None, shape=(2, 10), opt_type=0, opt=None):
+    """LOGISTIC / TANH / SOFTMAX / RELU / QUANTIZE(requant) / DEQUANTIZE on int8."""
+    b = TFLiteBuilder()
+    x = b.add_tensor("x", shape, np.int8, quant=_q(rng, 0.02, 0.2))
+    if code == OP.DEQUANTIZE:
+        y = b.add_tensor("y", shape, np.float32)
+    else:
+        y = b.add_tensor("y", shape, np.int8, quant=out_q or _q(rng))
+    b.add_op(code, [x], [y], opt_type, opt)
+    return _finish(b, [x], [y]), {"x": _rand(rng, shape)}
+
+
+def mean(rng, shape=(1, 7, 7, 16), axes=(1, 2), keep=True):
+    """MEAN over axes of an int8 tensor with different output qparams."""
+    b = TFLiteBuilder()
+    x = b.add_tensor("x", shape, np.int8, quant=_q(rng))
+    out_shape = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep else \
+        tuple(d for i, d in enumerate(shape) if i not in axes)
+    y = b.add_tensor("y", out_shape, np.int8, quant=_q(rng, 0.003, 0.02))
+    ax = b.add_tensor("axes", (len(axes),), np.int32, np.array(axes, np.int32))
+    opt = schema.ReducerOptionsT()
+    opt.keepDims = keep
+    b.add_op(OP.MEAN, [x, ax], [y], OPT.ReducerOptions, opt)
+    return _finish(b, [x], [y]), {"x": _rand(rng, shape)}
+
+
+def quantize_input(rng, n=4099):
+    """QUANTIZE float → int8 on values placed at and around rounding ties."""
+    b = TFLiteBuilder()
+    q = _q(rng)
+    x = b.add_tensor("x", (1, n), np.float32)
+    y = b.add_tensor("y", (1, n), np.int8, quant=q)
+    b.add_op(OP.QUANTIZE, [x], [y])
+    k = rng.integers(-100, 100, n)
+    v = ((k + 0.5) * q.scale[0]).astype(np.float32)
+    v = np.nextafter(v, v + rng.choice([-1, 0, 1], n).astype(np.float32)).astype(np.float32)
+    return _finish(b, [x], [y]), {"x": v[None]}
