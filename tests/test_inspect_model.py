@@ -106,14 +106,14 @@ def test_rich_rendering_shows_per_channel_summary(qdq_conv):
     for r in s.to_rich():
         console.print(r)
     text = console.export_text()
-    assert f"{C_OUT}× [" in text and "QuantizeLinear" in text
+    assert f"{C_OUT}× [" in text and "DQ,Q" in text
 
 
 def test_describe_values():
     assert describe_values(np.float32(0.5)) == "0.5"
     assert describe_values(None) == "dynamic"
-    t = describe_values(np.array([0.1, 0.2, 0.3, 0.4, 0.05]))
-    assert t.startswith("5× [0.1, 0.2, 0.3, …]") and "min 0.05" in t and "max 0.4" in t
+    assert describe_values(np.array([0.1, 0.2, 0.3, 0.4, 0.05])) == "5× [0.1, 0.2, 0.3, …] 0.05..0.4"
+    assert describe_values(np.zeros(6, np.int8)) == "0 (all 6)"
 
 
 def test_qoperator_model_lists_qlinear_scales(qdq_conv):

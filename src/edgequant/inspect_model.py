@@ -125,8 +125,9 @@ class ModelSummary:
             ops.add_row(op, str(n))
 
         q = Table(title=f"quantized tensors ({len(self.quantized)})")
-        for col in ("name", "dtype", "scale", "zero point", "axis", "block", "ops"):
-            q.add_column(col)
+        q.add_column("name", overflow="fold", max_width=48)
+        for col in ("dtype", "scale", "zero point", "axis", "block", "ops"):
+            q.add_column(col, overflow="fold")
         for t in self.quantized:
             q.add_row(
                 t.name,
@@ -135,22 +136,28 @@ class ModelSummary:
                 describe_values(t.zero_point),
                 "" if t.axis is None else str(t.axis),
                 "" if t.block_size is None else str(t.block_size),
-                ",".join(sorted(set(t.ops))),
+                ",".join(sorted({_SHORT_OPS.get(o, o) for o in t.ops})),
             )
         return [over, io, ops, q]
 
 
+_SHORT_OPS = {"QuantizeLinear": "Q", "DequantizeLinear": "DQ"}
+
+
 def describe_values(v: np.ndarray | None, preview: int = PREVIEW_VALUES) -> str:
-    """Short text for a scale / zero point: the value, or count + first few + min/max."""
+    """Short text for a scale / zero point: the value; for arrays the count, the first few
+    values and the range (``6× [0.0051, 0.0092, 0.0054, …] 0.004..0.0092``), or ``0 (all 6)``
+    when every value is the same."""
     if v is None:
         return "dynamic"
-    a = np.asarray(v)
-    if a.size == 1:
-        return f"{a.reshape(-1)[0]:.6g}"
-    flat = a.reshape(-1)
-    head = ", ".join(f"{x:.4g}" for x in flat[:preview])
+    flat = np.asarray(v).reshape(-1)
+    if flat.size == 1:
+        return f"{flat[0]:.6g}"
+    if flat.size and np.all(flat == flat[0]):
+        return f"{flat[0]:.4g} (all {flat.size})"
+    head = ", ".join(f"{x:.2g}" for x in flat[:preview])
     more = ", …" if flat.size > preview else ""
-    return f"{flat.size}× [{head}{more}] min {flat.min():.4g} max {flat.max():.4g}"
+    return f"{flat.size}× [{head}{more}] {flat.min():.2g}..{flat.max():.2g}"
 
 
 def model_file_bytes(path: str | Path) -> int:
