@@ -102,5 +102,7 @@ def qparams_for(x: np.ndarray, spec: QuantSpec) -> QParams:
 def bias_qparams(input_scale: np.ndarray, weight: QParams) -> QParams:
     """int32 bias qparams: ``scale = input_scale · weight_scale`` (per channel), zero point 0."""
     scale = (np.float32(input_scale) * weight.scale).astype(np.float32)
-    gran = weight.granularity if scale.ndim else PerTensor()
+    # The bias is 1-D over output channels, so its channel axis is 0 whatever the weight's
+    # (a Gemm transB=0 / MatMul weight (K, N) is per channel on axis 1).
+    gran = PerChannel(0) if scale.ndim else PerTensor()
     return QParams(scale, np.zeros(scale.shape, np.int32), QType(32, True), gran)

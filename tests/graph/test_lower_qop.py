@@ -424,3 +424,22 @@ def test_bad_arguments_name_what_is_allowed():
         lower(model, requantization="double")
     with pytest.raises(TypeError, match=r"onnx\.ModelProto"):
         lower("model.onnx")  # type: ignore[arg-type]
+
+
+# -- edgequant's own QDQ output -------------------------------------------------------------
+def _eq_qdq(model: onnx.ModelProto, calib: np.ndarray, recipe: str = "w8a8") -> onnx.ModelProto:
+    from edgequant import quantize
+
+    return quantize(model, recipe, {model.graph.input[0].name: calib}).model
+
+
+@pytest.mark.parametrize("build", [cnn, resnet_block, branches, mlp])
+def test_edgequant_w8a8_models_lower_completely(build):
+    rng = np.random.default_rng(20)
+    model, shape = build(rng)
+    qdq = _eq_qdq(model, _data(rng, shape, N_CALIB))
+    min_exact = SOFTMAX_MIN_EXACT_FRACTION if build is mlp else MIN_EXACT_FRACTION
+    res, _ = check_lowering(qdq, _data(rng, shape, N_EVAL), min_exact)
+    assert res.float_nodes == []
+    ops = _ops(res.model)
+    assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1, ops
