@@ -1,0 +1,119 @@
+"""``fixedpoint`` requantization vs an exact ``fractions.Fraction`` oracle.
+
+The oracle derives the int32 multiplier and shift from the float64 real multiplier with exact
+rational arithmetic and applies TFLite's two roundings (``SaturatingRoundingDoublingHighMul``
+then ``RoundingDivideByPOT``, both half away from zero) to exact int64 accumulators. The
+interpreter must match it bit for bit, and stay within 1 LSB of the ideal single rounding.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from single_op import run_ref, single_op_model
+
+#: fixed point rounds twice (high-mul, then shift) and uses a 31-bit multiplier: at most 1 LSB
+#: from round(acc · real) — the documented TFLite behaviour.
+MAX_LSB_FROM_IDEAL = 1
+EXAMPLES = 30
+
+
+def half_away(q: Fraction) -> int:
+    """Round a rational half away from zero."""
+    n = abs(q)
+    r = int(n.numerator * 2 + n.denominator) // (2 * n.denominator)
+    return r if q >= 0 else -r
+
+
+def multiplier_oracle(real: float) -> tuple[int, int]:
+    """(m, shift) with real ≈ m · 2^(shift − 31), m in [2^30, 2^31], exactly."""
+    r = Fraction(real)
+    shift = 0
+    while r >= Fraction(2) ** shift:
+        shift += 1
+    while r < Fraction(2) ** (shift - 1):
+        shift -= 1
+    m = half_away(r * Fraction(2) ** (31 - shift))
+    if m == 2**31:
+        m, shift = 2**30, shift + 1
+    return m, shift
+
+
+def requant_oracle(acc: int, real: float, zp: int, qmin: int, qmax: int) -> int:
+    m, shift = multiplier_oracle(real)
+    left, right = max(shift, 0), max(-shift, 0)
+    high = half_away(Fraction(acc * 2**left * m, 2**31))
+    return min(max(half_away(Fraction(high, 2**right)) + zp, qmin), qmax)
+
+
+def check(acc: np.ndarray, real: np.ndarray, zp: int, out: np.ndarray, qmin: int, qmax: int):
+    real = np.broadcast_to(real, acc.shape)
+    for idx in np.ndindex(acc.shape):
+        a, r = int(acc[idx]), float(real[idx])
+        assert int(out[idx]) == requant_oracle(a, r, zp, qmin, qmax), (idx, a, r)
+        ideal = min(max(half_away(Fraction(a) * Fraction(r)) + zp, qmin), qmax)
+        assert abs(int(out[idx]) - ideal) <= MAX_LSB_FROM_IDEAL
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), per_column=st.booleans())
+def test_qlinearmatmul_fixedpoint(seed, per_column):
+    rng = np.random.default_rng(seed)
+    m, k, n = int(rng.integers(1, 6)), int(rng.integers(1, 200)), int(rng.integers(1, 6))
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    b = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    sa, sy = np.float32(rng.uniform(0.001, 0.1)), np.float32(rng.uniform(0.01, 2.0))
+    sb = (rng.uniform(0.001, 0.05, n) if per_column else rng.uniform(0.001, 0.05, ())).astype(
+        np.float32)
+    za, zy = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+    consts = dict(sa=sa, za=np.int8(za), b=b, sb=sb, zb=np.zeros(sb.shape, np.int8), sy=sy,
+                  zy=np.int8(zy))
+    model = single_op_model("QLinearMatMul", {"a": a}, consts,
+                            ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"])
+    out = run_ref(model, {"a": a}, requantization="fixedpoint")[0]
+    acc = (a.astype(np.int64) - za) @ b.astype(np.int64)  # exact int64 oracle accumulator
+    real = np.float64(sa) * sb.astype(np.float64) / np.float64(sy)
+    check(acc, real, zy, out, -128, 127)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_qlinearconv_fixedpoint(seed):
+    rng = np.random.default_rng(seed)
+    c, m = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    x = rng.integers(0, 256, (1, c, 5, 6)).astype(np.uint8)
+    w = rng.integers(-127, 128, (m, c, 3, 3)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, m).astype(np.int32)
+    sx, sy = np.float32(rng.uniform(0.002, 0.05)), np.float32(rng.uniform(0.02, 1.0))
+    sw = rng.uniform(0.001, 0.05, m).astype(np.float32)
+    zx, zy = int(rng.integers(0, 256)), int(rng.integers(0, 256))
+    consts = dict(sx=sx, zx=np.uint8(zx), w=w, sw=sw, zw=np.zeros(m, np.int8), sy=sy,
+                  zy=np.uint8(zy), b=bias)
+    model = single_op_model("QLinearConv", {"x": x}, consts,
+                            ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"], pads=[1, 1, 1, 1])
+    out = run_ref(model, {"x": x}, requantization="fixedpoint")[0]
+    xp = np.pad(x.astype(np.int64) - zx, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    acc = np.zeros(out.shape, np.int64)  # direct convolution loops, the oracle
+    for o in range(m):
+        for i in range(5):
+            for j in range(6):
+                acc[0, o, i, j] = (xp[0, :, i:i + 3, j:j + 3] * w[o].astype(np.int64)).sum()
+    acc += bias.reshape(1, -1, 1, 1)
+    real = (np.float64(sx) * sw.astype(np.float64) / np.float64(sy)).reshape(1, -1, 1, 1)
+    check(acc, real, zy, out, 0, 255)
+
+
+def test_metadata_selects_fixedpoint():
+    a = np.array([[100, -100, 37]], np.int8)
+    consts = dict(sa=np.float32(0.05), za=np.int8(0), b=np.ones((3, 1), np.int8),
+                  sb=np.float32(0.01), zb=np.int8(0), sy=np.float32(0.003), zy=np.int8(0))
+    model = single_op_model("QLinearMatMul", {"a": a}, consts,
+                            ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"])
+    model.metadata_props.add(key="edgequant.requantization", value="fixedpoint")
+    from edgequant.interp import Interpreter
+
+    assert Interpreter(model).requantization == "fixedpoint"
+    assert Interpreter(model, requantization="float").requantization == "float"
