@@ -142,3 +142,35 @@ def test_errors_name_what_is_allowed(float_model, tmp_path):
         open_runner(float_model).run({"input": _x()})
     with pytest.raises(ValueError, match=r"edgequant\.io"):
         parse_io_metadata('{"x": {"dtype": "uint8"}}')
+
+
+def _two_output_model(path, w):
+    g = h.make_graph(
+        [h.make_node("MatMul", ["x", "w"], ["a"]), h.make_node("Relu", ["a"], ["b"])], "two",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [h.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
+         h.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3])],
+        [nh.from_array(w, "w")],
+    )
+    return _save(g, path)
+
+
+def test_compare_reports_every_output_of_multi_output_models(tmp_path):
+    w = _w()
+    ref = _two_output_model(tmp_path / "ref.onnx", w)
+    noisy = _two_output_model(tmp_path / "noisy.onnx", w + np.float32(0.01))
+    x = _x(32) - 0.5
+    rows = compare(ref, [noisy], {"x": x}, latency_repeats=0)
+    xr = x.astype(np.float32)
+    a_ref, a_t = (xr @ w).astype(np.float64), (xr @ (w + np.float32(0.01))).astype(np.float64)
+    b_ref, b_t = np.maximum(a_ref, 0), np.maximum(a_t, 0)
+
+    def sqnr(r, t):
+        return 10 * np.log10((r**2).sum() / ((r - t) ** 2).sum())
+
+    row = rows[1]
+    assert set(row.outputs) == {"a", "b"}
+    # first output is the row's headline number; every output is in ``outputs``
+    assert row.sqnr_db == pytest.approx(sqnr(a_ref, a_t), rel=FLOAT32_RTOL)
+    assert row.outputs["a"]["sqnr_db"] == row.sqnr_db
+    assert row.outputs["b"]["sqnr_db"] == pytest.approx(sqnr(b_ref, b_t), rel=FLOAT32_RTOL)
