@@ -16,6 +16,7 @@ outputs with them. ``run(feeds, raw=True)`` skips that and exchanges the model's
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -239,22 +240,25 @@ class TFLiteRunner(_IORunner):
             LiteRTRunner = LiteRTInterpreterRunner  # same role, plain LiteRT
         except ImportError as e:
             raise _litert_missing(path, e) from e
-        from edgequant.inspect_tflite import tflite_io_quant
+        from edgequant.inspect_tflite import inspect_tflite, tflite_io_quant
 
-        self.inner = LiteRTRunner(str(path), threads=threads)
-        self.input_names = list(self.inner.input_names)
-        self.output_names = list(self.inner.output_names)
-        self.input_dtypes = {n: np.dtype(d) for n, d in self.inner.input_dtypes.items()}
-        shapes = getattr(self.inner, "input_shapes", None) or {}
-        self.input_shapes = {n: tuple(shapes.get(n, ())) for n in self.input_names}
+        inner = LiteRTRunner(str(path), threads=threads)
+        if not all(hasattr(inner, a) for a in ("input_names", "output_names", "input_dtypes")):
+            log.debug("%s lacks the Runner attributes; using plain LiteRT", type(inner).__name__)
+            inner = LiteRTInterpreterRunner(str(path), threads=threads)
+        self.inner = inner
+        self.input_names = list(inner.input_names)
+        self.output_names = list(inner.output_names)
+        self.input_dtypes = {n: np.dtype(d) for n, d in inner.input_dtypes.items()}
+        # declared shapes straight from the flatbuffer (-1 in shape_signature = dynamic)
+        declared = {t["name"]: tuple(t["shape"]) for t in inspect_tflite(path)["inputs"]}
+        self.input_shapes = {n: declared.get(n, ()) for n in self.input_names}
         self.io = tflite_io_quant(path)
+        # the inner runner must exchange raw tensors: our base class maps float ↔ integer
+        self._raw_kw = "raw" in inspect.signature(inner.run).parameters
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        # the inner runner exchanges raw tensors; our base class does the float ↔ int mapping
-        try:
-            out: Any = self.inner.run(feeds, raw=True)
-        except TypeError:
-            out = self.inner.run(feeds)
+        out: Any = self.inner.run(feeds, raw=True) if self._raw_kw else self.inner.run(feeds)
         if isinstance(out, Mapping):
             return [np.asarray(out[n]) for n in self.output_names]
         return [np.asarray(y) for y in out]
