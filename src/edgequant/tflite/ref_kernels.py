@@ -94,8 +94,18 @@ def requantize_avx2(acc: np.ndarray, m, s) -> np.ndarray:
 
 
 def requant_out(acc: np.ndarray, in_scale: float, w_scale: np.ndarray, out_scale: float,
-                out_zp: int, lo: int, hi: int, wide: bool = False) -> np.ndarray:
-    """Per-channel ``acc · (in_s·w_s/out_s)`` (last axis = channel) + zp, clamped."""
+                out_zp: int, lo: int, hi: int, wide: bool = False,
+                flavor: str = "builtin") -> np.ndarray:
+    """Per-channel ``acc · (in_s·w_s/out_s)`` (last axis = channel) + zp, clamped.
+
+    ``flavor="xnnpack"``: XNNPACK's fp32 requantization, ``rint(float32(acc) · scale)`` with
+    ``scale = float32(in_s · w_s) / out_s`` in float32 (round half to even).
+    """
+    if flavor == "xnnpack" and not wide:
+        ws = np.asarray(w_scale, np.float32).ravel()
+        scale = ((np.float32(in_scale) * ws).astype(np.float32) / np.float32(out_scale))
+        y = np.rint((acc.astype(np.float32) * scale.astype(np.float32)).astype(np.float32))
+        return np.clip(y.astype(np.int64) + out_zp, lo, hi)
     reals = [float(in_scale) * float(ws) / float(out_scale) for ws in np.ravel(w_scale)]
     m, s = multipliers(reals)
     if wide:
@@ -116,7 +126,7 @@ def requantize_int64(acc: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarra
 
 
 def conv2d(x, w, bias, xq, wq, yq, stride, dil, padding, act, depth_multiplier=None,
-           out_dtype=np.int8):
+           out_dtype=np.int8, flavor="builtin"):
     """CONV_2D (w: OHWI) or DEPTHWISE_CONV_2D (w: 1HWC) with per-channel requantization."""
     in_scale, in_zp = float(xq[0][0]), int(xq[1][0])
     out_scale, out_zp = float(yq[0][0]), int(yq[1][0])
@@ -140,11 +150,11 @@ def conv2d(x, w, bias, xq, wq, yq, stride, dil, padding, act, depth_multiplier=N
     if bias is not None:
         acc = acc + bias.astype(np.int64)
     lo, hi = act_range(act, out_scale, out_zp, out_dtype)
-    y = requant_out(acc, in_scale, wq[0], out_scale, out_zp, lo, hi, wide)
+    y = requant_out(acc, in_scale, wq[0], out_scale, out_zp, lo, hi, wide, flavor)
     return y.astype(out_dtype)
 
 
-def fully_connected(x, w, bias, xq, wq, yq, act, out_dtype=np.int8):
+def fully_connected(x, w, bias, xq, wq, yq, act, out_dtype=np.int8, flavor="builtin"):
     """FULLY_CONNECTED: (…, K) · (O, K)ᵀ + bias, requantized per channel (or per tensor)."""
     in_scale, in_zp = float(xq[0][0]), int(xq[1][0])
     out_scale, out_zp = float(yq[0][0]), int(yq[1][0])
@@ -155,7 +165,7 @@ def fully_connected(x, w, bias, xq, wq, yq, act, out_dtype=np.int8):
     lo, hi = act_range(act, out_scale, out_zp, out_dtype)
     wscale = wq[0] if wq[0].size > 1 else wq[0][:1]
     y = requant_out(acc, in_scale, wscale, out_scale, out_zp, lo, hi,
-                    np.dtype(out_dtype) == np.int16)
+                    np.dtype(out_dtype) == np.int16, flavor)
     return y.astype(out_dtype)
 
 
@@ -176,12 +186,17 @@ def add_sub(a, b, aq, bq, yq, act, sign: int, dtype=np.int8):
     return np.clip(raw, lo, hi).astype(dtype)
 
 
-def mul(a, b, aq, bq, yq, act, dtype=np.int8):
-    """int8 MUL: (a − za)(b − zb) · (sa·sb/so)."""
+def mul(a, b, aq, bq, yq, act, dtype=np.int8, flavor="builtin"):
+    """int8 MUL: (a − za)(b − zb) · (sa·sb/so); XNNPACK: fp32 requantization."""
     sa, sb, so = float(aq[0][0]), float(bq[0][0]), float(yq[0][0])
-    m, s = quantize_multiplier(sa * sb / so)
     prod = (a.astype(np.int64) - int(aq[1][0])) * (b.astype(np.int64) - int(bq[1][0]))
-    y = requantize(prod, m, s) + int(yq[1][0])
+    if flavor == "xnnpack":
+        scale = np.float32(np.float32(np.float32(sa) * np.float32(sb)) / np.float32(so))
+        y = np.rint((prod.astype(np.float32) * scale).astype(np.float32)).astype(np.int64)
+    else:
+        m, s = quantize_multiplier(sa * sb / so)
+        y = requantize(prod, m, s)
+    y = y + int(yq[1][0])
     lo, hi = act_range(act, so, int(yq[1][0]), dtype)
     return np.clip(y, lo, hi).astype(dtype)
 
@@ -206,19 +221,47 @@ def pool(x, kind: str, k, stride, padding, act, yq, dtype=np.int8):
     return np.clip(y, lo, hi).astype(dtype)
 
 
-def mean(x, axes, keep, xq, yq, dtype=np.int8):
-    """MEAN over ``axes``: sum(x − zx) · (sx / (so · n)) + zo with fixed-point rounding."""
+def mean(x, axes, keep, xq, yq, dtype=np.int8, flavor="builtin"):
+    """int8 MEAN as LiteRT (measured against it).
+
+    * builtin, 4-D over H, W with keep_dims (TFLite's Mean4D fast path): raw sum · fixed-point
+      ``in_s / (n · out_s)`` (AVX2 rounding) + ``zo − round(zi · in_s / out_s)``;
+    * builtin otherwise (integer QuantizedMeanOrSum): ``QuantizeMultiplier(in_s/out_s)`` with
+      ``1/n`` folded into the multiplier (``(m << k) / n``, exponent − k), gemmlowp rounding;
+    * XNNPACK: fp32 requantization of ``sum(x − zi)`` by ``in_s / (out_s · n)``.
+    """
+    si, so = np.float32(xq[0][0]), np.float32(yq[0][0])
+    zi, zo = int(xq[1][0]), int(yq[1][0])
     n = int(np.prod([x.shape[a] for a in axes]))
-    acc = (x.astype(np.int64) - int(xq[1][0])).sum(axis=tuple(axes), keepdims=keep)
-    m, s = quantize_multiplier(float(xq[0][0]) / (float(yq[0][0]) * n))
-    y = requantize(acc, m, s) + int(yq[1][0])
+    raw = x.astype(np.int64).sum(axis=tuple(axes), keepdims=keep)  # int32 in the kernel
     info = np.iinfo(dtype)
+    if flavor == "xnnpack":
+        scale = np.float32(si / (so * np.float32(n)))
+        y = np.rint(((raw - zi * n).astype(np.float32) * scale).astype(np.float32)) + zo
+    elif x.ndim == 4 and keep and sorted(axes) == [1, 2]:
+        temp = np.float32(np.float32(zi * si) / so)
+        temp = np.float32(temp + 0.5) if temp > 0 else np.float32(temp - 0.5)
+        bias = zo - int(temp)  # static_cast<int32_t> truncates
+        m, s = quantize_multiplier(float(np.float32(si / (np.float32(n) * so))))
+        y = requantize_avx2(raw, m, s) + bias
+    else:
+        m0, s0 = quantize_multiplier(float(si) / float(so))
+        k = min(n.bit_length() - 1, 32, 31 + s0)
+        y = requantize(raw - zi * n, (m0 << k) // n, s0 - k) + zo
     return np.clip(y, info.min, info.max).astype(dtype)
 
 
-def requantize_tensor(x, xq, yq, out_dtype):
-    """QUANTIZE integer → integer: (x − zx) · (sx/so) + zo (fixed point)."""
-    if float(xq[0][0]) == float(yq[0][0]):  # same scale: pure zero-point shift (uint8 ↔ int8)
+def requantize_tensor(x, xq, yq, out_dtype, flavor="builtin"):
+    """QUANTIZE integer → integer: (x − zx) · (sx/so) + zo (fixed point).
+
+    ``flavor="xnnpack"`` (measured): XNNPACK's Q8 convert, multiplier ``rint(256·sx/so)``,
+    ``((x − zx)·m + (zo << 8) + 128) >> 8``.
+    """
+    if flavor == "xnnpack" and np.dtype(out_dtype) == np.int8 and x.dtype == np.int8:
+        ratio = np.float32(np.float32(xq[0][0]) / np.float32(yq[0][0]))
+        m = int(np.rint(np.float32(256) * ratio))
+        y = ((x.astype(np.int64) - int(xq[1][0])) * m + (int(yq[1][0]) << 8) + 0x80) >> 8
+    elif float(xq[0][0]) == float(yq[0][0]):  # same scale: pure zero-point shift (uint8 ↔ int8)
         y = x.astype(np.int64) - int(xq[1][0]) + int(yq[1][0])
     else:
         m, s = quantize_multiplier(float(xq[0][0]) / float(yq[0][0]))
@@ -227,19 +270,27 @@ def requantize_tensor(x, xq, yq, out_dtype):
     return np.clip(y, info.min, info.max).astype(out_dtype)
 
 
-def quantize_float(x, yq, out_dtype):
-    """QUANTIZE float → integer as LiteRT (both kernel paths, measured): ``x · (1/scale)`` in
-    float32, rounded half to even, + zero point, saturated."""
+def quantize_float(x, yq, out_dtype, flavor="builtin"):
+    """QUANTIZE float → integer as LiteRT (measured): ``x · (1/scale)`` in float32, rounded
+    half to even, + zero point, saturated. The builtin kernel does this in blocks of 8 and
+    computes the tail as ``round(x / scale)`` in double (half away from zero)."""
     info = np.iinfo(out_dtype)
-    inv = np.float32(1) / np.float32(yq[0][0])
-    v = np.rint((x.astype(np.float32) * inv).astype(np.float32))
+    s = np.float32(yq[0][0])
+    flat = x.astype(np.float32).reshape(-1)
+    n8 = flat.size if flavor == "xnnpack" else flat.size // 8 * 8
+    head = np.rint((flat[:n8] * (np.float32(1) / s)).astype(np.float32))
+    tail = tfl_round(flat[n8:].astype(np.float64) / float(s))
+    v = np.concatenate([head, tail]).reshape(x.shape)
     return np.clip(v + int(yq[1][0]), info.min, info.max).astype(out_dtype)
 
 
-def dequantize(x, xq) -> np.ndarray:
+def dequantize(x, xq, flavor="builtin") -> np.ndarray:
     """DEQUANTIZE integer → float32 as LiteRT's optimized kernel (measured): blocks of 8
-    compute ``x·s + (−zp·s)`` in float32; the tail computes ``(x − zp)·s`` in double."""
+    compute ``x·s + (−zp·s)`` in float32; the tail computes ``(x − zp)·s`` in double.
+    XNNPACK computes ``float32(x − zp) · s``."""
     s, zp = np.float32(xq[0][0]), int(xq[1][0])
+    if flavor == "xnnpack":
+        return ((x.astype(np.int64) - zp).astype(np.float32) * s).astype(np.float32)
     flat = x.reshape(-1).astype(np.int64)
     n8 = flat.size // 8 * 8
     head = (flat[:n8].astype(np.float32) * s + np.float32(-np.float32(zp) * s)).astype(np.float32)

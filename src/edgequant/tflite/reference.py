@@ -62,7 +62,10 @@ def _tensor_infos(m: schema.ModelT) -> list[TInfo]:
 class ReferenceInterpreter:
     """Runs a ``.tflite`` (single subgraph) with numpy: ``run(feeds) -> list[np.ndarray]``."""
 
-    def __init__(self, path_or_bytes: str | Path | bytes) -> None:
+    def __init__(self, path_or_bytes: str | Path | bytes, kernels: str = "builtin") -> None:
+        if kernels not in ("builtin", "xnnpack"):
+            raise ValueError(f"kernels {kernels!r} is not allowed: use builtin or xnnpack")
+        self.kernels = kernels
         data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
         self.model = load_model(data)
         self.sub = self.model.subgraphs[0]
@@ -88,7 +91,7 @@ class ReferenceInterpreter:
             fn = _OPS.get(name)
             if fn is None:
                 raise UnsupportedOpError(f"reference executor: op {name} is not implemented")
-            y = fn(ins, infos, out_info, op.builtinOptions)
+            y = fn(ins, infos, out_info, op.builtinOptions, self.kernels)
             vals[int(op.outputs[0])] = np.asarray(y).reshape(out_info.shape)
         return [vals[int(i)] for i in self.sub.outputs]
 
@@ -106,7 +109,7 @@ def _is_int(info: TInfo) -> bool:
     return info.dtype.kind in "iu"
 
 
-def _conv(ins, infos, out, opt, depthwise=False):
+def _conv(ins, infos, out, opt, flavor="builtin", depthwise=False):
     x, w, b = ins[0], ins[1], ins[2] if len(ins) > 2 else None
     stride = (opt.strideH, opt.strideW)
     dil = (opt.dilationHFactor, opt.dilationWFactor)
@@ -114,7 +117,7 @@ def _conv(ins, infos, out, opt, depthwise=False):
     dm = opt.depthMultiplier if depthwise else None
     if _is_int(infos[0]):
         return K.conv2d(x, w, b, infos[0].q, infos[1].q, out.q, stride, dil, padding, _act(opt),
-                        dm, out.dtype)
+                        dm, out.dtype, flavor)
     w = w.astype(np.float64)
     if _is_int(infos[1]):  # hybrid: dequantize the weight (per channel)
         axis = 3 if depthwise else 0
@@ -133,11 +136,12 @@ def _conv(ins, infos, out, opt, depthwise=False):
     return _float_act(y, _act(opt)).astype(np.float32)
 
 
-def _fc(ins, infos, out, opt):
+def _fc(ins, infos, out, opt, flavor="builtin"):
     x, w, b = ins[0], ins[1], ins[2] if len(ins) > 2 else None
     if _is_int(infos[0]):
         x2 = x.reshape(-1, w.shape[1])
-        return K.fully_connected(x2, w, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype)
+        return K.fully_connected(x2, w, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype,
+                                 flavor)
     wf = w.astype(np.float64)
     if _is_int(infos[1]):
         wf = wf * infos[1].scale.reshape(-1, 1)
@@ -148,11 +152,11 @@ def _fc(ins, infos, out, opt):
 
 
 def _binary(kind):
-    def run(ins, infos, out, opt):
+    def run(ins, infos, out, opt, flavor="builtin"):
         a, b = ins
         if _is_int(infos[0]):
             if kind == "MUL":
-                return K.mul(a, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype)
+                return K.mul(a, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype, flavor)
             return K.add_sub(a, b, infos[0].q, infos[1].q, out.q, _act(opt),
                              1 if kind == "ADD" else -1, out.dtype)
         y = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply}[kind](a, b)
@@ -161,7 +165,7 @@ def _binary(kind):
 
 
 def _pool(kind):
-    def run(ins, infos, out, opt):
+    def run(ins, infos, out, opt, flavor="builtin"):
         x = ins[0]
         k, s = (opt.filterHeight, opt.filterWidth), (opt.strideH, opt.strideW)
         padding = PAD_NAMES[opt.padding]
@@ -178,24 +182,24 @@ def _pool(kind):
     return run
 
 
-def _quantize(ins, infos, out, opt):
+def _quantize(ins, infos, out, opt, flavor="builtin"):
     if _is_int(infos[0]):
-        return K.requantize_tensor(ins[0], infos[0].q, out.q, out.dtype)
-    return K.quantize_float(ins[0], out.q, out.dtype)
+        return K.requantize_tensor(ins[0], infos[0].q, out.q, out.dtype, flavor)
+    return K.quantize_float(ins[0], out.q, out.dtype, flavor)
 
 
-def _dequantize(ins, infos, out, opt):
+def _dequantize(ins, infos, out, opt, flavor="builtin"):
     x, info = ins[0], infos[0]
     if info.dtype == np.float16:
         return x.astype(np.float32)
     scale, zp = info.q
     if scale.size > 1:  # per-channel constant
         raise UnsupportedOpError("reference executor: per-channel DEQUANTIZE not implemented")
-    return K.dequantize(x, info.q)
+    return K.dequantize(x, info.q, flavor)
 
 
 def _unary(fn_name):
-    def run(ins, infos, out, opt):
+    def run(ins, infos, out, opt, flavor="builtin"):
         x = ins[0]
         if _is_int(infos[0]):
             if fn_name == "softmax":
@@ -219,22 +223,22 @@ def _unary(fn_name):
     return run
 
 
-def _mean(ins, infos, out, opt):
+def _mean(ins, infos, out, opt, flavor="builtin"):
     axes = tuple(int(a) % ins[0].ndim for a in np.ravel(ins[1]))
     if _is_int(infos[0]):
-        return K.mean(ins[0], axes, bool(opt.keepDims), infos[0].q, out.q, out.dtype)
+        return K.mean(ins[0], axes, bool(opt.keepDims), infos[0].q, out.q, out.dtype, flavor)
     return ins[0].astype(np.float64).mean(axis=axes, keepdims=bool(opt.keepDims)).astype(
         np.float32)
 
 
-def _pad(ins, infos, out, opt):
+def _pad(ins, infos, out, opt, flavor="builtin"):
     fill = int(out.zero_point[0]) if _is_int(out) and out.zero_point is not None else 0
     return np.pad(ins[0], [tuple(p) for p in ins[1]], constant_values=fill)
 
 
 _OPS = {
     "CONV_2D": _conv,
-    "DEPTHWISE_CONV_2D": lambda i, f, o, p: _conv(i, f, o, p, depthwise=True),
+    "DEPTHWISE_CONV_2D": lambda i, f, o, p, k: _conv(i, f, o, p, k, depthwise=True),
     "FULLY_CONNECTED": _fc,
     "ADD": _binary("ADD"),
     "SUB": _binary("SUB"),
@@ -244,9 +248,9 @@ _OPS = {
     "MEAN": _mean,
     "QUANTIZE": _quantize,
     "DEQUANTIZE": _dequantize,
-    "RESHAPE": lambda i, f, o, p: i[0].reshape(o.shape),
-    "TRANSPOSE": lambda i, f, o, p: i[0].transpose([int(a) for a in i[1]]),
-    "CONCATENATION": lambda i, f, o, p: np.concatenate(i, axis=p.axis),
+    "RESHAPE": lambda i, f, o, p, k: i[0].reshape(o.shape),
+    "TRANSPOSE": lambda i, f, o, p, k: i[0].transpose([int(a) for a in i[1]]),
+    "CONCATENATION": lambda i, f, o, p, k: np.concatenate(i, axis=p.axis),
     "PAD": _pad,
     "SOFTMAX": _unary("softmax"),
     "LOGISTIC": _unary("logistic"),
@@ -255,7 +259,7 @@ _OPS = {
     "RELU": _unary("RELU"),
     "RELU6": _unary("RELU6"),
     "RELU_N1_TO_1": _unary("RELU_N1_TO_1"),
-    "BATCH_MATMUL": lambda i, f, o, p: (np.matmul(i[0].astype(np.float64), i[1]).astype(
+    "BATCH_MATMUL": lambda i, f, o, p, k: (np.matmul(i[0].astype(np.float64), i[1]).astype(
         np.float32) if not _is_int(f[0]) else _raise("integer BATCH_MATMUL")),
 }
 

@@ -118,13 +118,14 @@ def verify_tflite(path: str | Path, feeds: Mapping[str, np.ndarray],
     """
     path = Path(path)
     ref = ReferenceInterpreter(path)
+    refs = {k: ReferenceInterpreter(path, k) for k in KERNEL_PATHS}
     calls = _prepare(feeds, ref)
     scales = _output_scales(path)
     runners = {k: LiteRTRunner(path, threads, xnnpack=v) for k, v in KERNEL_PATHS.items()}
     diffs: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in scales] for k in runners}
     for call in calls:
-        expect = ref.run(call)
         for k, r in runners.items():
+            expect = refs[k].run(call)
             got = r.run(call)
             for j, (g, e) in enumerate(zip(got, expect, strict=True)):
                 diffs[k][j].append(np.abs(g.astype(np.float64) - e.astype(np.float64)).ravel())
