@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -29,6 +30,23 @@ def test_sqnr_identical_is_inf_and_zero_signal_is_minus_inf():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert sqnr_db(x, x.copy()) == math.inf
     assert sqnr_db(np.zeros(3), np.ones(3)) == -math.inf
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(-1000, 1000), min_size=1, max_size=20).flatmap(
+        lambda r: st.tuples(st.just(r), st.lists(st.integers(-1000, 1000),
+                                                 min_size=len(r), max_size=len(r)))
+    )
+)
+def test_sqnr_matches_exact_fraction(pair):
+    """Integer-valued data: the power ratio is an exact Fraction, only log10 is float."""
+    ref, test = pair
+    signal = sum(Fraction(v) ** 2 for v in ref)
+    noise = sum((Fraction(a) - Fraction(b)) ** 2 for a, b in zip(ref, test, strict=True))
+    assume(noise > 0 and signal > 0)
+    want = 10 * math.log10(signal / noise)
+    assert sqnr_db(np.array(ref), np.array(test)) == pytest.approx(want, rel=RTOL, abs=1e-12)
 
 
 def test_cosine_hand_values():
