@@ -443,3 +443,46 @@ def test_edgequant_w8a8_models_lower_completely(build):
     assert res.float_nodes == []
     ops = _ops(res.model)
     assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1, ops
+
+
+@pytest.mark.parametrize("io", ["uint8", "int8"])
+def test_integer_model_io_of_either_type(io):
+    """Integer model I/O: int8 I/O around uint8 activations is bridged by integer ops (q ± 128)."""
+    from edgequant import quantize
+
+    rng = np.random.default_rng(21)
+    model, shape = cnn(rng)
+    qdq = quantize(model, "w8a8", {"x": _data(rng, shape, N_CALIB)}, io=io).model
+    res = lower(qdq)
+    onnx.checker.check_model(res.model, full_check=True)
+    ops = _ops(res.model)
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops, ops
+    assert res.float_nodes == []
+    lo, hi = (0, 256) if io == "uint8" else (-128, 128)
+    x = rng.integers(lo, hi, (N_EVAL, *shape)).astype(io)
+    got, want = _run(res.model, x), _run(qdq, x, optimize=False)
+    assert got.dtype == want.dtype == np.dtype(io)
+    diff = np.abs(got.astype(np.int64) - want)
+    assert diff.max() <= MAX_LSB_DIFF and np.mean(diff == 0) >= MIN_EXACT_FRACTION
+    assert np.mean(got.argmax(-1) == want.argmax(-1)) >= MIN_ARGMAX_AGREEMENT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["TutorialCNN", "MobileNetLike"])
+def test_torch_exported_models(arch, tmp_path):
+    """torch.onnx.export(dynamo=True) graphs (ReduceMean, Clip for ReLU6, residual Add)."""
+    torch = pytest.importorskip("torch")
+    from edgequant.zoo import convnets, tutorial_cnn
+    from edgequant.zoo.onnx_export import export_onnx
+
+    cls = getattr(tutorial_cnn, arch, None) or getattr(convnets, arch)
+    module = convnets.build_seeded(cls).eval()
+    path = export_onnx(module, tmp_path / "m.onnx", torch.zeros(1, 1, 28, 28),
+                       input_names=("x",))
+    rng = np.random.default_rng(22)
+    images = rng.uniform(0, 1, (N_CALIB + 200, 1, 28, 28)).astype(np.float32)
+    qdq = _eq_qdq(onnx.load(path), images[:N_CALIB])
+    res, _ = check_lowering(qdq, images[N_CALIB:])
+    assert res.float_nodes == []
+    ops = _ops(res.model)
+    assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1, ops

@@ -70,14 +70,12 @@ def _activation_input(node: onnx.NodeProto, idx: QdqIndex, i: int) -> QTensor | 
     return qt
 
 
-def _output(node: onnx.NodeProto, idx: QdqIndex, like: QTensor | None) -> OutputQ | str:
+def _output(node: onnx.NodeProto, idx: QdqIndex) -> OutputQ | str:
     oq = idx.output_q(node)
     if isinstance(oq, str):
         return oq
     if not oq.out.per_tensor:
         return f"output '{oq.out.name}' is quantized per channel; kernels need per tensor"
-    if like is not None and oq.out.dtype != like.dtype:
-        return f"output is {oq.out.dtype} but input is {like.dtype}; kernels need one type"
     if oq.out.dtype not in KERNEL_ACTIVATION_DTYPES:
         return f"output '{oq.out.name}' is {oq.out.dtype}; QLinear kernels take uint8/int8"
     return oq
@@ -91,8 +89,39 @@ def _quantize_bound(value: float, out: QTensor) -> int:
     return int(np.clip(q + int(out.zp_value.ravel()[0]), out.qmin, out.qmax))
 
 
+def _conform(idx: QdqIndex, qts: list[QTensor], dtype: np.dtype
+             ) -> tuple[list[QTensor], list[onnx.NodeProto]]:
+    """``qts`` re-expressed in the 8-bit ``dtype`` (the output's): kernels take one type.
+
+    int8 ↔ uint8 with the same scale is exact: q' = q ± 128 and zero point ± 128 give the
+    same real values and the same saturation range. Done with integer ops (Cast to int16,
+    Add, Cast back) so the model stays integer-only. This bridges integer model I/O of one
+    type and internal activations of the other (``io="int8"`` with uint8 activations).
+    """
+    out, pre = [], []
+    for q in qts:
+        if q.dtype == dtype:
+            out.append(q)
+            continue
+        shift = 128 if dtype == np.uint8 else -128
+        wide = idx.unique(f"{q.name}_int16")
+        shifted = idx.unique(f"{q.name}_shifted")
+        name = idx.unique(f"{q.name}_as_{dtype}")
+        k = idx.add_const(f"{q.name}_shift", np.asarray(shift, np.int16))
+        zp = (q.zp_value.astype(np.int64) + shift).astype(dtype)
+        zp_name = idx.add_const(f"{q.zero_point}_as_{dtype}", zp)
+        onnx_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        pre += [helper.make_node("Cast", [q.name], [wide], to=onnx.TensorProto.INT16,
+                                 name=idx.unique(f"{q.name}_widen")),
+                helper.make_node("Add", [wide, k], [shifted], name=idx.unique(f"{q.name}_shift")),
+                helper.make_node("Cast", [shifted], [name], to=onnx_type,
+                                 name=idx.unique(f"{q.name}_narrow"))]
+        out.append(QTensor(name, q.scale, zp_name, q.scale_value, zp, None, np.dtype(dtype)))
+    return out, pre
+
+
 def _finish(idx: QdqIndex, core: onnx.NodeProto, oq: OutputQ, extra_lo: float = -np.inf,
-            extra_hi: float = np.inf) -> Emit:
+            extra_hi: float = np.inf, pre: list[onnx.NodeProto] | None = None) -> Emit:
     """Wire ``core`` (whose output is still unnamed) to the Q output, clamping if needed.
 
     A fused Relu/Clip becomes an integer Clip to [Q(lo), Q(hi)]: quantization is monotonic
@@ -101,16 +130,17 @@ def _finish(idx: QdqIndex, core: onnx.NodeProto, oq: OutputQ, extra_lo: float = 
     """
     lo, hi = max(oq.lo, extra_lo), min(oq.hi, extra_hi)
     qlo, qhi = _quantize_bound(lo, oq.out), _quantize_bound(hi, oq.out)
+    pre = pre or []
     if qlo <= oq.out.qmin and qhi >= oq.out.qmax:
         core.output[:] = [oq.out.name]
-        return Emit([core], oq.consumed)
+        return Emit([*pre, core], oq.consumed)
     tmp = idx.unique(f"{oq.out.name}_unclamped")
     core.output[:] = [tmp]
     lo_name = idx.add_const(f"{oq.out.name}_qmin", np.asarray(qlo, dtype=oq.out.dtype))
     hi_name = idx.add_const(f"{oq.out.name}_qmax", np.asarray(qhi, dtype=oq.out.dtype))
     clip = helper.make_node("Clip", [tmp, lo_name, hi_name], [oq.out.name],
                             name=idx.unique(f"{core.name}_clamp"))
-    return Emit([core, clip], oq.consumed)
+    return Emit([*pre, core, clip], oq.consumed)
 
 
 def _new_name(idx: QdqIndex, node: onnx.NodeProto, suffix: str) -> str:
@@ -161,12 +191,13 @@ def lower_conv(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
         if idx.is_op(idx.producer.get(node.input[1]), "DequantizeLinear") else None
     if w_const is None:
         return f"weight '{node.input[1]}' is not a constant integer tensor behind DQ"
+    oq = _output(node, idx)
+    if isinstance(oq, str):
+        return oq
+    (x,), pre = _conform(idx, [x], oq.out.dtype)
     w = _weight(node, idx, 1, 0, x, w_const.ndim)
     if isinstance(w, str):
         return w
-    oq = _output(node, idx, x)
-    if isinstance(oq, str):
-        return oq
     inputs = [x.name, x.scale, x.zero_point, w.name, w.scale, w.zero_point,
               oq.out.scale, oq.out.zero_point]
     if len(node.input) > 2 and node.input[2]:
@@ -176,7 +207,7 @@ def lower_conv(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
         inputs.append(bias)
     core = helper.make_node("QLinearConv", inputs, [""], name=_new_name(idx, node, "qlinear"),
                             **_attrs(node))
-    return _finish(idx, core, oq)
+    return _finish(idx, core, oq, pre=pre)
 
 
 def lower_matmul(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
@@ -184,6 +215,10 @@ def lower_matmul(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     a = _activation_input(node, idx, 0)
     if isinstance(a, str):
         return a
+    oq = _output(node, idx)
+    if isinstance(oq, str):
+        return oq
+    (a,), pre = _conform(idx, [a], oq.out.dtype)
     b = idx.dq_input(node.input[1])
     if isinstance(b, str):
         return b
@@ -196,14 +231,14 @@ def lower_matmul(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
             return b
     elif b.dtype not in KERNEL_ACTIVATION_DTYPES:
         return f"input '{node.input[1]}' is {b.dtype}; QLinearMatMul takes uint8/int8"
-    oq = _output(node, idx, a)
-    if isinstance(oq, str):
-        return oq
+    elif b.name not in idx.consts:  # an activation: same type rule as A
+        (b,), pre_b = _conform(idx, [b], oq.out.dtype)
+        pre += pre_b
     core = helper.make_node(
         "QLinearMatMul",
         [a.name, a.scale, a.zero_point, b.name, b.scale, b.zero_point,
          oq.out.scale, oq.out.zero_point], [""], name=_new_name(idx, node, "qlinear"))
-    return _finish(idx, core, oq)
+    return _finish(idx, core, oq, pre=pre)
 
 
 def lower_gemm(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
@@ -224,12 +259,13 @@ def lower_gemm(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
         return f"weight '{node.input[1]}' is not a 2-D constant integer tensor behind DQ"
     trans_b = int(at.get("transB", 0))
     n_out = b_const.shape[0] if trans_b else b_const.shape[1]
+    oq = _output(node, idx)
+    if isinstance(oq, str):
+        return oq
+    (a,), pre = _conform(idx, [a], oq.out.dtype)
     b = _weight(node, idx, 1, 0 if trans_b else 1, a, 2)
     if isinstance(b, str):
         return b
-    oq = _output(node, idx, a)
-    if isinstance(oq, str):
-        return oq
     bias = ""
     if len(node.input) > 2 and node.input[2]:
         bias = _int32_bias(node, idx, 2, a, b, n_out)
@@ -240,7 +276,7 @@ def lower_gemm(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
         [a.name, a.scale, a.zero_point, b.name, b.scale, b.zero_point, bias,
          oq.out.scale, oq.out.zero_point], [""], name=_new_name(idx, node, "qgemm"),
         domain=MS, transB=trans_b)
-    return _finish(idx, core, oq)
+    return _finish(idx, core, oq, pre=pre)
 
 
 def _lower_elementwise(contrib_op: str, n_inputs: int, attrs: dict | None = None) -> Lowering:
@@ -251,16 +287,15 @@ def _lower_elementwise(contrib_op: str, n_inputs: int, attrs: dict | None = None
         bad = next((q for q in ins if isinstance(q, str)), None)
         if bad is not None:
             return bad
-        if len({q.dtype for q in ins}) != 1:
-            return "inputs have different integer types"
-        oq = _output(node, idx, ins[0])
+        oq = _output(node, idx)
         if isinstance(oq, str):
             return oq
+        ins, pre = _conform(idx, ins, oq.out.dtype)
         names = [n for q in ins for n in (q.name, q.scale, q.zero_point)]
         kw = dict(attrs(node) if callable(attrs) else (attrs or {}))
         core = helper.make_node(contrib_op, [*names, oq.out.scale, oq.out.zero_point], [""],
                                 name=_new_name(idx, node, "qlinear"), domain=MS, **kw)
-        return _finish(idx, core, oq)
+        return _finish(idx, core, oq, pre=pre)
 
     lower.__doc__ = f"→ com.microsoft {contrib_op}."
     return lower
@@ -305,11 +340,10 @@ def lower_concat(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     bad = next((q for q in ins if isinstance(q, str)), None)
     if bad is not None:
         return bad
-    oq = _output(node, idx, ins[0])
+    oq = _output(node, idx)
     if isinstance(oq, str):
         return oq
-    if any(q.dtype != oq.out.dtype for q in ins):
-        return "inputs have different integer types"
+    ins, pre = _conform(idx, ins, oq.out.dtype)
     axis = _attrs(node)["axis"]
     if all(q.same_qparams(oq.out) for q in ins):
         core = helper.make_node("Concat", [q.name for q in ins], [""],
@@ -318,7 +352,7 @@ def lower_concat(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
         names = [n for q in ins for n in (q.name, q.scale, q.zero_point)]
         core = helper.make_node("QLinearConcat", [oq.out.scale, oq.out.zero_point, *names],
                                 [""], name=_new_name(idx, node, "qlinear"), domain=MS, axis=axis)
-    return _finish(idx, core, oq)
+    return _finish(idx, core, oq, pre=pre)
 
 
 def lower_pass_through(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
