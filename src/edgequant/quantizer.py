@@ -90,7 +90,8 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
                               "warnings": []}
     _strict_check(plan, strict)
 
-    qm = float_model
+    qm = onnx.ModelProto()
+    qm.CopyFrom(float_model)  # passes edit in place; the float model stays for the speed check
     used: dict[str, QParams] = {}
     if rec.mode == "fp16":
         qm, notes = store_fp16(qm, plan)

@@ -3,6 +3,7 @@ and QuantizeLinear / DequantizeLinear nodes in the ONNX layout of a ``QParams``.
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -13,9 +14,11 @@ from edgequant.spec import PerChannel, PerGroup
 
 
 def int_initializer(values: np.ndarray, qtype_onnx: int, name: str) -> onnx.TensorProto:
-    """An integer initializer of ONNX type ``qtype_onnx`` (int4/uint4 are packed by onnx)."""
+    """An integer initializer of ONNX type ``qtype_onnx``; int4/uint4 are packed two per byte
+    in ``raw_data`` (``helper.make_tensor`` would spend a varint per pair)."""
     if qtype_onnx in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
-        return helper.make_tensor(name, qtype_onnx, values.shape, values.flatten().tolist())
+        packed = ml_dtypes.int4 if qtype_onnx == onnx.TensorProto.INT4 else ml_dtypes.uint4
+        return numpy_helper.from_array(np.asarray(values).astype(packed), name)
     np_type = helper.tensor_dtype_to_np_dtype(qtype_onnx)
     return numpy_helper.from_array(values.astype(np_type), name)
 
@@ -34,13 +37,20 @@ def qparam_initializers(qp: QParams, stem: str) -> tuple[list[onnx.TensorProto],
     return [scale, zp], attrs
 
 
-def dequantized_constant(values: np.ndarray, qp: QParams, stem: str, out_name: str
+def dequantized_constant(values: np.ndarray, qp: QParams, stem: str, out_name: str,
+                         omit_zero_point: bool = False
                          ) -> tuple[list[onnx.TensorProto], onnx.NodeProto]:
-    """Quantize a constant tensor and return its initializers and the DequantizeLinear node."""
+    """Quantize a constant tensor and return its initializers and the DequantizeLinear node.
+
+    ``omit_zero_point`` drops an all-zero zero point (ONNX's default), which saves half a
+    byte per group for blocked int4 weights.
+    """
     q = quantize(values, qp)  # same shape, integer container dtype
     qinit = int_initializer(q, qp.qtype.onnx_dtype, f"{stem}_quantized")
     inits, attrs = qparam_initializers(qp, stem)
-    node = helper.make_node("DequantizeLinear", [qinit.name, inits[0].name, inits[1].name],
+    if omit_zero_point and not np.any(qp.zero_point):
+        inits = inits[:1]
+    node = helper.make_node("DequantizeLinear", [qinit.name, *(t.name for t in inits)],
                             [out_name], name=f"{stem}_DequantizeLinear", **attrs)
     return [qinit, *inits], node
 

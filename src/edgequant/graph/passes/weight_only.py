@@ -28,7 +28,8 @@ def dequantize_weights(model: onnx.ModelProto, plan: QuantPlan, names: list[str]
         values = info.const_array(d.tensor).astype(np.float32)
         qp = weight_qparams.get(d.tensor) or qparams_for(values, d.spec)
         stem = d.tensor.replace("/", "_").replace(":", "_")
-        new, node = dequantized_constant(values, qp, stem, f"{stem}_dequantized")
+        new, node = dequantized_constant(values, qp, stem, f"{stem}_dequantized",
+                                         omit_zero_point=True)
         inits += new
         head.append(node)
         rename[d.tensor] = f"{stem}_dequantized"

@@ -1,0 +1,75 @@
+"""Small float ONNX models built with onnx.helper (no torch): fast fixtures for quantizer tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 21
+
+
+def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(arr.astype(np.float32), name)
+
+
+def cnn_bn(seed: int = 0, channels: int = 8, classes: int = 10, batch: int | None = None
+           ) -> onnx.ModelProto:
+    """input (N,1,12,12) → Conv 3×3 → BatchNormalization → Relu → MaxPool 2 → Flatten → Gemm."""
+    rng = np.random.default_rng(seed)
+    c = channels
+    inits = [
+        _init("conv.w", rng.normal(0, 0.5, (c, 1, 3, 3))),
+        _init("conv.b", rng.normal(0, 0.1, (c,))),
+        _init("bn.gamma", rng.uniform(0.5, 1.5, (c,))),
+        _init("bn.beta", rng.normal(0, 0.1, (c,))),
+        _init("bn.mean", rng.normal(0, 0.1, (c,))),
+        _init("bn.var", rng.uniform(0.5, 2.0, (c,))),
+        _init("fc.w", rng.normal(0, 0.1, (classes, c * 5 * 5))),
+        _init("fc.b", rng.normal(0, 0.1, (classes,))),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv.w", "conv.b"], ["c"], name="conv"),
+        helper.make_node("BatchNormalization", ["c", "bn.gamma", "bn.beta", "bn.mean", "bn.var"],
+                         ["bn"], name="bn"),
+        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["logits"], name="fc", transB=1),
+    ]
+    n = batch if batch else "N"
+    graph = helper.make_graph(
+        nodes, "cnn_bn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, 1, 12, 12])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, classes])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def mlp_softmax(seed: int = 0, k: int = 32, n: int = 16) -> onnx.ModelProto:
+    """input (N, T, K) → MatMul (K, N) → Add → Softmax → MatMul (N, N): a transformer-ish block."""
+    rng = np.random.default_rng(seed)
+    inits = [_init("w1", rng.normal(0, 0.2, (k, n))), _init("b1", rng.normal(0, 0.1, (n,))),
+             _init("w2", rng.normal(0, 0.2, (n, n)))]
+    nodes = [
+        helper.make_node("MatMul", ["input", "w1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"], name="add1"),
+        helper.make_node("Softmax", ["hb"], ["s"], name="softmax", axis=-1),
+        helper.make_node("Erf", ["s"], ["e"], name="erf"),
+        helper.make_node("MatMul", ["e", "w2"], ["out"], name="mm2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp_softmax",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", "T", k])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", "T", n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 10
+    return model
+
+
+def images(n: int, seed: int = 1) -> np.ndarray:
+    """Random (n, 1, 12, 12) float32 inputs in [0, 1)."""
+    return np.random.default_rng(seed).random((n, 1, 12, 12), dtype=np.float32)
