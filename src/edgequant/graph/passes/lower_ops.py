@@ -168,11 +168,22 @@ def _int32_bias(node: onnx.NodeProto, idx: QdqIndex, i: int, x: QTensor, w: QTen
     return idx.add_const(f"{node.input[i]}_int32", q32.astype(np.int32))
 
 
+def _widen_int4(idx: QdqIndex, w: QTensor) -> QTensor:
+    """A constant int4/uint4 weight stored as int8/uint8: same integers, so exact (w4a8)."""
+    wide = np.dtype(np.int8 if w.dtype.name == "int4" else np.uint8)
+    q = idx.consts[w.name].astype(wide)  # same shape, values in [-8, 7] or [0, 15]
+    zp = w.zp_value.astype(wide)
+    return QTensor(idx.add_const(f"{w.name}_8bit", q), w.scale,
+                   idx.add_const(f"{w.zero_point}_8bit", zp), w.scale_value, zp, w.axis, wide)
+
+
 def _weight(node: onnx.NodeProto, idx: QdqIndex, i: int, channel_axis: int, x: QTensor,
             n_dims: int) -> QTensor | str:
     w = idx.dq_input(node.input[i])
     if isinstance(w, str):
         return w
+    if w.dtype.name in ("int4", "uint4") and w.name in idx.consts:
+        w = _widen_int4(idx, w)
     if w.dtype not in KERNEL_ACTIVATION_DTYPES:
         return f"weight '{node.input[i]}' is {w.dtype}; kernels take int8/uint8 weights"
     if x.dtype == np.int8 and w.dtype == np.uint8:
