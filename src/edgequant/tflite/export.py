@@ -58,6 +58,12 @@ class ExportResult:
     ops: dict[str, int] = field(default_factory=dict)
     float_nodes: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict:
+        """JSON-able summary (the quantizer's report embeds it)."""
+        return {"path": str(self.path), "mode": self.mode, "io": self.io,
+                "size_bytes": self.size_bytes, "ops": dict(self.ops),
+                "float_nodes": list(self.float_nodes)}
+
 
 def _resolve_mode(graph, mode: str | None) -> str:
     if mode is not None:

@@ -211,7 +211,7 @@ def pool(x, kind: str, k, stride, padding, act, yq, dtype=np.int8):
         y = p.max(axis=(3, 4))
     else:
         p = patches(x.astype(np.float64), *k, *stride, 1, 1, pads, 0.0)
-        ones = patches(np.ones(x.shape[:3] + (1,)), *k, *stride, 1, 1, pads, 0.0)
+        ones = patches(np.ones((*x.shape[:3], 1)), *k, *stride, 1, 1, pads, 0.0)
         acc = p.sum(axis=(3, 4)).astype(np.int64)  # (N, OH, OW, C)
         cnt = ones.sum(axis=(3, 4)).astype(np.int64)  # (N, OH, OW, 1)
         half = cnt // 2

@@ -176,7 +176,7 @@ def _pool(kind):
             y = K.patches(x, *k, *s, 1, 1, pads, -np.inf).max(axis=(3, 4))
         else:
             p = K.patches(x.astype(np.float64), *k, *s, 1, 1, pads, 0.0).sum(axis=(3, 4))
-            c = K.patches(np.ones(x.shape[:3] + (1,)), *k, *s, 1, 1, pads, 0.0).sum(axis=(3, 4))
+            c = K.patches(np.ones((*x.shape[:3], 1)), *k, *s, 1, 1, pads, 0.0).sum(axis=(3, 4))
             y = p / c
         return _float_act(y, _act(opt)).astype(np.float32)
     return run
@@ -192,8 +192,7 @@ def _dequantize(ins, infos, out, opt, flavor="builtin"):
     x, info = ins[0], infos[0]
     if info.dtype == np.float16:
         return x.astype(np.float32)
-    scale, zp = info.q
-    if scale.size > 1:  # per-channel constant
+    if info.scale.size > 1:  # per-channel constant
         raise UnsupportedOpError("reference executor: per-channel DEQUANTIZE not implemented")
     return K.dequantize(x, info.q, flavor)
 
