@@ -64,6 +64,7 @@ class VerifyReport:
     nodes: list[TensorDiff] = field(default_factory=list)
     engine: str = "onnxruntime"
     requantization: str = "float"
+    lowered: bool = False  # the interpreter ran the QOperator lowering of a QDQ model
 
     def ok(self, max_lsb: float = 0, float_atol: float | None = None) -> bool:
         """True when every LSB-measured output is within ``max_lsb`` (and every other float
@@ -85,6 +86,7 @@ class VerifyReport:
         return {
             "engine": self.engine,
             "requantization": self.requantization,
+            "lowered": self.lowered,
             "max_lsb": self.max_lsb,
             "outputs": [d.to_dict() for d in self.outputs],
             "nodes": [d.to_dict() for d in self.nodes],
@@ -144,10 +146,9 @@ def _dq_scales(model: onnx.ModelProto, interp: Interpreter) -> dict[str, np.ndar
         if scale is None:
             continue
         out[node.output[0]] = np.asarray(scale, dtype=np.float64)
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
-        if scale.size > 1:
-            out[node.output[0]] = np.asarray(scale, np.float64)
+        if scale.size > 1:  # per axis / blocked: remember how to broadcast it
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
             out[node.output[0] + "\0axis"] = np.asarray([axis, block])
     return out
 
@@ -182,32 +183,61 @@ def compare(name: str, ref: np.ndarray, other: np.ndarray, scale: np.ndarray | N
                       float(d.max()) if d.size else 0.0, identical, producer)
 
 
+def has_qdq_compute(model: onnx.ModelProto) -> bool:
+    """True when some DequantizeLinear output feeds a compute op (a QDQ-quantized graph)."""
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return any(
+        n.op_type not in ("QuantizeLinear", "DequantizeLinear") and dq_outputs & set(n.input)
+        for n in model.graph.node
+    )
+
+
+def _lowered(proto: onnx.ModelProto, requantization: str | None) -> onnx.ModelProto | None:
+    """The QOperator graph onnxruntime fuses a QDQ model into, or None if lowering fails."""
+    try:
+        from edgequant.graph.passes.lower_qop import lower_to_qop
+
+        return lower_to_qop(proto, requantization=requantization or "float")
+    except Exception as e:  # lowering is best effort here: fall back to the QDQ graph
+        logger.warning("verify: cannot lower the QDQ model (%s); interpreting it as is", e)
+        return None
+
+
 def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
            engine: Literal["onnxruntime"] = "onnxruntime", requantization: str | None = None,
-           optimize: bool = True) -> VerifyReport:
+           optimize: bool = True, lower_qdq: bool | None = None) -> VerifyReport:
     """Run ``model`` on the interpreter and on ``engine``; report differences in LSB.
 
-    ``optimize=False`` turns onnxruntime's graph optimizations off (then QDQ groups run as
-    float ops on both engines instead of being fused into integer kernels by onnxruntime).
+    onnxruntime (with its default graph optimizations, ``optimize=True``) fuses QDQ groups into
+    integer kernels (QLinearConv, QLinearMatMul, QLinearAdd, QLinearSoftmax, ...). To compare
+    like with like, a QDQ model is then interpreted as its lowered QOperator graph
+    (``graph.passes.lower_qop``): ``lower_qdq=None`` does this automatically, ``False``
+    interprets the QDQ graph as float ops (compare with ``optimize=False``). With
+    ``per_node``, intermediate tensors are compared on the graph the interpreter runs.
     """
     if engine != "onnxruntime":
         raise ValueError(f"engine {engine!r} is not allowed: only 'onnxruntime' is supported")
-    interp = Interpreter(model, requantization=requantization)
-    proto = interp.model
+    proto = load_proto(model)
+    if lower_qdq is None:
+        lower_qdq = optimize and has_qdq_compute(proto)
+    target = (_lowered(proto, requantization) if lower_qdq else None) or proto
+    interp = Interpreter(target, requantization=requantization)
     prepared = interp.prepare_feeds(feeds)
-    producers = {o: n.op_type for n in proto.graph.node for o in n.output}
-    scales = _dq_scales(proto, interp)
+    producers = {o: n.op_type for n in target.graph.node for o in n.output}
+    scales = _dq_scales(target, interp)
     ref_all = interp.run_all(prepared) if per_node else interp.run(prepared)
     names = list(interp.output_names)
     node_names = [o for n in interp.nodes for o in n.output if o and o not in names] \
         if per_node else []
-    theirs = run_onnxruntime(proto, prepared, names + node_names, optimize=optimize)
+    theirs = run_onnxruntime(proto, prepared, names, optimize=optimize)
+    if node_names:  # extra outputs would block ORT's fusions: observe the graph we interpret
+        theirs.update(run_onnxruntime(target, prepared, node_names, optimize=optimize))
 
     def diff(n: str) -> TensorDiff:
         return compare(n, ref_all[n], theirs[n], scales.get(n), scales.get(n + "\0axis"),
                        producers.get(n, ""))
 
     report = VerifyReport([diff(n) for n in names], [diff(n) for n in node_names],
-                          engine, interp.requantization)
+                          engine, interp.requantization, lowered=target is not proto)
     logger.info("verify: max %.3g LSB over %d outputs", report.max_lsb, len(names))
     return report

@@ -51,7 +51,10 @@ def test_ort_quantized_cnn_is_bit_exact(ort_models, feeds, fmt):
 def test_edgequant_qdq_and_lowered_are_bit_exact(edgequant_qdq, feeds):
     from edgequant.graph.passes.lower_qop import lower_to_qop
 
-    assert verify(edgequant_qdq, feeds).ok(MAX_LSB_FLOAT_MODE)
+    shipped = verify(edgequant_qdq, feeds)  # ORT fuses QDQ: we interpret the lowering
+    assert shipped.lowered and shipped.ok(MAX_LSB_FLOAT_MODE)
+    as_float = verify(edgequant_qdq, feeds, optimize=False, lower_qdq=False)
+    assert not as_float.lowered and as_float.ok(MAX_LSB_FLOAT_MODE)
     lowered = lower_to_qop(edgequant_qdq, requantization="float")
     assert any(n.op_type == "QLinearConv" for n in lowered.graph.node)
     report = verify(lowered, feeds, per_node=True)

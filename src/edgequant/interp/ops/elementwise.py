@@ -206,3 +206,27 @@ def Cast(ctx: NodeContext, x):
 def Identity(ctx: NodeContext, x):
     """x."""
     return x
+
+
+@register()
+def GreaterOrEqual(ctx: NodeContext, a, b):
+    """a >= b (bool)."""
+    return np.greater_equal(a, b)
+
+
+@register()
+def LessOrEqual(ctx: NodeContext, a, b):
+    """a <= b (bool)."""
+    return np.less_equal(a, b)
+
+
+@register()
+def And(ctx: NodeContext, a, b):
+    """Logical and."""
+    return np.logical_and(a, b)
+
+
+@register()
+def Or(ctx: NodeContext, a, b):
+    """Logical or."""
+    return np.logical_or(a, b)

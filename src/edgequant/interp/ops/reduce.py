@@ -37,3 +37,16 @@ def ReduceMax(ctx: NodeContext, x, axes=None):
 def ReduceSum(ctx: NodeContext, x, axes=None):
     """Sum over ``axes``."""
     return _reduce(np.sum, ctx, x, axes)
+
+
+@register()
+def ReduceMin(ctx: NodeContext, x, axes=None):
+    """Minimum over ``axes``."""
+    return _reduce(np.min, ctx, x, axes)
+
+
+@register()
+def ReduceL2(ctx: NodeContext, x, axes=None):
+    """√(Σ x²) over ``axes``."""
+    return _reduce(lambda v, axis, keepdims: np.sqrt(np.sum(v * v, axis=axis, keepdims=keepdims)),
+                   ctx, x, axes)

@@ -149,3 +149,19 @@ def Constant(ctx: NodeContext):
 def Range(ctx: NodeContext, start, limit, delta):
     """[start, limit) by delta, in start's dtype."""
     return np.arange(start.item(), limit.item(), delta.item()).astype(np.asarray(start).dtype)
+
+
+@register()
+def GatherND(ctx: NodeContext, data, indices):
+    """Gather slices addressed by the last axis of ``indices`` (``batch_dims`` leading dims
+    shared by data and indices)."""
+    b = int(ctx.attr("batch_dims", 0))
+    idx = np.asarray(indices).astype(np.int64)
+    m = idx.shape[-1]
+    dims = np.asarray(data.shape[b: b + m], dtype=np.int64)
+    idx = np.where(idx < 0, idx + dims, idx)
+    n_batch = int(np.prod(data.shape[:b], dtype=np.int64))
+    flat_data = data.reshape((n_batch, *data.shape[b:]))
+    flat_idx = idx.reshape(n_batch, -1, m)  # (B, L, m)
+    out = np.stack([flat_data[i][tuple(flat_idx[i].T)] for i in range(n_batch)])
+    return out.reshape(idx.shape[:-1] + data.shape[b + m:])
