@@ -32,13 +32,10 @@ SMOOTH_EPS = 1e-4
 def smooth(p: np.ndarray, eps: float = SMOOTH_EPS) -> np.ndarray:
     """Give zero bins ``eps`` mass, taken evenly from the non-zero bins (MXNet)."""
     zero = p == 0
-    n_zero, n_nonzero = int(zero.sum()), int(p.size - zero.sum())
-    if n_zero == 0 or n_nonzero == 0:
+    n_zero = int(np.count_nonzero(zero))
+    if n_zero == 0 or n_zero == p.size:
         return p
-    out = p.astype(np.float64)
-    out[zero] = eps
-    out[~zero] -= eps * n_zero / n_nonzero
-    return out
+    return np.where(zero, eps, p - eps * n_zero / (p.size - n_zero))
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -47,28 +44,24 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     q = q / q.sum()
     mask = p > 0
     with np.errstate(divide="ignore"):
-        return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+        return float(np.dot(p[mask], np.log(p[mask] / q[mask])))
 
 
-def window_divergence(
-    counts: np.ndarray, start: int, stop: int, levels: int
-) -> float:
+def window_divergence(counts: np.ndarray, start: int, stop: int, levels: int) -> float:
     """KL between the clipped reference ``P`` and its ``levels``-level quantization ``Q``."""
     sliced = counts[start:stop].astype(np.float64)  # (n,) the window's own counts
     p = sliced.copy()
     p[0] += counts[:start].sum()  # mass clipped below lands in the first bin
     p[-1] += counts[stop:].sum()  # and above in the last
     n = stop - start
-    starts = np.linspace(0, n, levels + 1).astype(np.int64)[:-1]  # (levels,) chunk starts
-    lengths = np.diff(np.append(starts, n))  # (levels,) >= 1 because n >= levels
-    nonzero = (p != 0).astype(np.float64)  # (n,)
+    starts = np.arange(levels) * n // levels  # (levels,) chunk starts, as even as possible
+    lengths = np.diff(starts, append=n)  # (levels,) >= 1 because n >= levels
+    nonzero = p != 0  # (n,)
     chunk_mass = np.add.reduceat(sliced, starts)  # (levels,)
-    chunk_nonzero = np.add.reduceat(nonzero, starts)  # (levels,)
-    per_bin = np.divide(
-        chunk_mass, chunk_nonzero, out=np.zeros_like(chunk_mass), where=chunk_nonzero > 0
-    )
+    chunk_nonzero = np.add.reduceat(nonzero.astype(np.float64), starts)  # (levels,)
+    per_bin = chunk_mass / np.maximum(chunk_nonzero, 1.0)  # a chunk with no support gets 0
     q = np.repeat(per_bin, lengths) * nonzero  # (n,) expanded back, zero where P is zero
-    if q.sum() == 0:
+    if not q.any():
         return float("inf")
     return kl_divergence(smooth(p), smooth(q))
 
