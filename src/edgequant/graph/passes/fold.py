@@ -111,9 +111,64 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def reduce_mean_to_global_pool(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``ReduceMean`` over the spatial axes of a 4-D tensor → ``GlobalAveragePool``.
+
+    Exporters write global average pooling as ``mean(dim=(2, 3))``; as GlobalAveragePool it
+    has integer kernels (QLinearGlobalAveragePool, TFLite MEAN). ``keepdims=0`` adds a
+    ``Flatten`` so the output shape stays (N, C).
+    """
+    info = GraphInfo.build(model)
+    shapes = _ranks(model)
+    out = []
+    for node in model.graph.node:
+        axes = attr(node, "axes")
+        if node.op_type == "ReduceMean" and len(node.input) > 1 and info.is_constant(node.input[1]):
+            axes = info.const_array(node.input[1]).tolist()
+        rank = shapes.get(node.input[0]) if node.input else None
+        if (node.op_type != "ReduceMean" or rank != 4 or axes is None
+                or sorted(a % 4 for a in axes) != [2, 3]):
+            out.append(node)
+            continue
+        y = node.output[0]
+        if attr(node, "keepdims", 1):
+            out.append(onnx.helper.make_node("GlobalAveragePool", [node.input[0]], [y],
+                                             name=node.name))
+        else:
+            out += [onnx.helper.make_node("GlobalAveragePool", [node.input[0]], [f"{y}_pooled"],
+                                          name=node.name),
+                    onnx.helper.make_node("Flatten", [f"{y}_pooled"], [y], axis=1,
+                                          name=f"{node.name}_flatten")]
+    del model.graph.node[:]
+    model.graph.node.extend(out)
+    return model
+
+
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    vis = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in vis
+            if v.type.tensor_type.HasField("shape")}
+
+
+def strip_debug_info(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop per-node doc strings and metadata (exporter stack traces) and cached value_info.
+
+    torch's exporter stores a stack trace and module path on every node: tens of kilobytes
+    that nothing reads at run time. Model-level metadata (``edgequant.*``) is kept.
+    """
+    for node in model.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    model.graph.doc_string = ""
+    del model.graph.value_info[:]
+    return model
+
+
 def prepare_float(model: onnx.ModelProto) -> onnx.ModelProto:
-    """opset 21 → fold constants → fold BN → fold constants again (cheap when nothing left)."""
+    """opset 21 → fold constants → fold BN → canonical global pool → drop debug info."""
     model = to_target_opset(model)
     model = fold_constants(model)
     model = fold_batchnorm(model)
-    return model
+    model = reduce_mean_to_global_pool(model)
+    return strip_debug_info(model)
