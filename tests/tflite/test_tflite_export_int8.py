@@ -109,3 +109,25 @@ def test_float_island_kept_unless_strict(tfl_models, tmp_path):
     with pytest.raises(UnsupportedOpError, match="/Sub"):
         export_tflite(onnx.load(case.qdq_path), tmp_path / "s2.tflite", strict=True)
     assert not (tmp_path / "s2.tflite").exists()
+
+
+def test_16x8_export(tfl_models, tmp_path):
+    """int16 activations (zero point 0, onnxruntime QInt16 symmetric), int8 weights, int64
+    bias: bit-exact with the reference on MNIST; within 1 LSB of onnxruntime's QDQ model."""
+    import tflite_models as M
+
+    case = tfl_models["mnist"]
+    q = M.quantize_qdq(case.float_path, tmp_path / "m16.onnx", case.x, activation="QInt16")
+    res = export_tflite(onnx.load(q), tmp_path / "m16.tflite")
+    assert res.mode == "int16x8"
+    m = load_model(res.path.read_bytes())
+    types = {(t.type, len(t.shape)) for t in m.subgraphs[0].tensors
+             if t.quantization is not None and t.quantization.scale is not None}
+    assert (7, 4) in types and (4, 1) in types  # INT16 activations, INT64 bias
+    assert verify_tflite(res.path, {"x": case.x})["ok"]
+    sess = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"])
+    lite = LiteRTRunner(res.path)
+    scale = _out_scale(res.path)
+    diff = max(float(np.abs(sess.run(None, {"x": case.x[i:i + 1]})[0] -
+                            lite.run({"x": case.x[i:i + 1]})[0]).max()) for i in range(4))
+    assert round(diff / scale) <= 1

@@ -51,6 +51,17 @@ CASES = {
     "requantize": lambda r: S.unary(r, OP.QUANTIZE),
     "dequantize": lambda r: S.unary(r, OP.DEQUANTIZE, shape=(3, 37)),
     "quantize_float_ties": lambda r: S.quantize_input(r),
+    # 16x8: int16 activations (zero point 0), int8 weights, int64 bias
+    "conv_16x8": lambda r: S.conv(r, dtype=np.int16),
+    "depthwise_16x8": lambda r: S.conv(r, depthwise=True, dtype=np.int16),
+    "fully_connected_16x8": lambda r: S.fully_connected(r, dtype=np.int16),
+    "add_int16": lambda r: S.binary(r, OP.ADD, dtype=np.int16),
+    "mul_int16": lambda r: S.binary(r, OP.MUL, dtype=np.int16),
+    "max_pool_int16": lambda r: S.pool(r, OP.MAX_POOL_2D, dtype=np.int16),
+    "average_pool_int16": lambda r: S.pool(r, OP.AVERAGE_POOL_2D, dtype=np.int16),
+    "quantize_float_int16": lambda r: S.quantize_input(r, dtype=np.int16),
+    "dequantize_int16": lambda r: S.unary(r, OP.DEQUANTIZE, shape=(3, 37), dtype=np.int16),
+    "requantize_int16": lambda r: S.unary(r, OP.QUANTIZE, dtype=np.int16),
 }
 
 

@@ -62,66 +62,69 @@ def conv(rng, depthwise=False, padding="SAME", stride=1, act=0, cin=8, mult=1, k
     return _finish(b, [x], [y]), {"x": _rand(rng, (n, h, w, cin), dtype)}
 
 
-def fully_connected(rng, act=0, k=64, o=10, per_channel=True):
-    """FULLY_CONNECTED (O, K) int8 weights, int32 bias."""
+def fully_connected(rng, act=0, k=64, o=10, per_channel=True, dtype=np.int8):
+    """FULLY_CONNECTED (O, K) int8 weights, int32 bias (int64 for int16 activations)."""
     b = TFLiteBuilder()
-    xq = _q(rng)
+    xq = _q(rng, dtype=dtype)
+    bias_dtype = np.int64 if dtype == np.int16 else np.int32
     ws = rng.uniform(0.002, 0.02, o if per_channel else 1).astype(np.float32)
     wv = rng.integers(-127, 128, (o, k)).astype(np.int8)
     bs = (np.float32(xq.scale[0]) * ws).astype(np.float32)
-    x = b.add_tensor("x", (1, k), np.int8, quant=xq)
+    x = b.add_tensor("x", (1, k), dtype, quant=xq)
     wt = b.add_tensor("w", (o, k), np.int8, wv, Quant.of(ws, 0))
-    bt = b.add_tensor("b", (o,), np.int32, rng.integers(-3000, 3000, o).astype(np.int32),
+    bt = b.add_tensor("b", (o,), bias_dtype, rng.integers(-3000, 3000, o).astype(bias_dtype),
                       Quant.of(bs, 0))
-    y = b.add_tensor("y", (1, o), np.int8, quant=_q(rng, 0.05, 0.3))
+    y = b.add_tensor("y", (1, o), dtype, quant=_q(rng, 0.05, 0.3, dtype=dtype))
     opt = schema.FullyConnectedOptionsT()
     opt.fusedActivationFunction = act
     b.add_op(OP.FULLY_CONNECTED, [x, wt, bt], [y], OPT.FullyConnectedOptions, opt)
-    return _finish(b, [x], [y]), {"x": _rand(rng, (1, k))}
+    return _finish(b, [x], [y]), {"x": _rand(rng, (1, k), dtype)}
 
 
-def binary(rng, code, act=0, shape=(1, 5, 6, 8), bshape=None):
-    """ADD / SUB / MUL of two int8 activations (``bshape`` broadcasts the second)."""
+def binary(rng, code, act=0, shape=(1, 5, 6, 8), bshape=None, dtype=np.int8):
+    """ADD / SUB / MUL of two int8 / int16 activations (``bshape`` broadcasts the second)."""
     b = TFLiteBuilder()
     bshape = bshape or shape
-    a = b.add_tensor("a", shape, np.int8, quant=_q(rng))
-    c = b.add_tensor("b", bshape, np.int8, quant=_q(rng))
-    y = b.add_tensor("y", shape, np.int8, quant=_q(rng, 0.01, 0.06))
+    a = b.add_tensor("a", shape, dtype, quant=_q(rng, dtype=dtype))
+    c = b.add_tensor("b", bshape, dtype, quant=_q(rng, dtype=dtype))
+    y = b.add_tensor("y", shape, dtype, quant=_q(rng, 0.01, 0.06, dtype=dtype))
     opts = {OP.ADD: (OPT.AddOptions, schema.AddOptionsT()),
             OP.SUB: (OPT.SubOptions, schema.SubOptionsT()),
             OP.MUL: (OPT.MulOptions, schema.MulOptionsT())}
     ot, opt = opts[code]
     opt.fusedActivationFunction = act
     b.add_op(code, [a, c], [y], ot, opt)
-    return _finish(b, [a, c], [y]), {"a": _rand(rng, shape), "b": _rand(rng, bshape)}
+    return _finish(b, [a, c], [y]), {"a": _rand(rng, shape, dtype), "b": _rand(rng, bshape, dtype)}
 
 
-def pool(rng, code, k=3, stride=2, padding="SAME", shape=(1, 9, 10, 8)):
-    """MAX_POOL_2D / AVERAGE_POOL_2D int8 (same qparams in and out)."""
+def pool(rng, code, k=3, stride=2, padding="SAME", shape=(1, 9, 10, 8), dtype=np.int8):
+    """MAX_POOL_2D / AVERAGE_POOL_2D int8 / int16 (same qparams in and out)."""
     b = TFLiteBuilder()
-    q = _q(rng)
-    x = b.add_tensor("x", shape, np.int8, quant=q)
+    q = _q(rng, dtype=dtype)
+    x = b.add_tensor("x", shape, dtype, quant=q)
     oh = -(-shape[1] // stride) if padding == "SAME" else (shape[1] - k) // stride + 1
     ow = -(-shape[2] // stride) if padding == "SAME" else (shape[2] - k) // stride + 1
-    y = b.add_tensor("y", (shape[0], oh, ow, shape[3]), np.int8, quant=q)
+    y = b.add_tensor("y", (shape[0], oh, ow, shape[3]), dtype, quant=q)
     opt = schema.Pool2DOptionsT()
     opt.padding = getattr(schema.Padding, padding)
     opt.strideH = opt.strideW = stride
     opt.filterHeight = opt.filterWidth = k
     b.add_op(code, [x], [y], OPT.Pool2DOptions, opt)
-    return _finish(b, [x], [y]), {"x": _rand(rng, shape)}
+    return _finish(b, [x], [y]), {"x": _rand(rng, shape, dtype)}
 
 
-def unary(rng, code, out_q: Quant | None = None, shape=(2, 10), opt_type=0, opt=None):
-    """LOGISTIC / TANH / SOFTMAX / RELU / QUANTIZE(requant) / DEQUANTIZE on int8."""
+def unary(rng, code, out_q: Quant | None = None, shape=(2, 10), opt_type=0, opt=None,
+          dtype=np.int8):
+    """LOGISTIC / TANH / SOFTMAX / RELU / QUANTIZE(requant) / DEQUANTIZE on int8 / int16."""
     b = TFLiteBuilder()
-    x = b.add_tensor("x", shape, np.int8, quant=_q(rng, 0.02, 0.2))
+    lo, hi = (0.02, 0.2) if dtype == np.int8 else (1e-4, 1e-3)
+    x = b.add_tensor("x", shape, dtype, quant=_q(rng, lo, hi, dtype=dtype))
     if code == OP.DEQUANTIZE:
         y = b.add_tensor("y", shape, np.float32)
     else:
-        y = b.add_tensor("y", shape, np.int8, quant=out_q or _q(rng))
+        y = b.add_tensor("y", shape, dtype, quant=out_q or _q(rng, dtype=dtype))
     b.add_op(code, [x], [y], opt_type, opt)
-    return _finish(b, [x], [y]), {"x": _rand(rng, shape)}
+    return _finish(b, [x], [y]), {"x": _rand(rng, shape, dtype)}
 
 
 def mean(rng, shape=(1, 7, 7, 16), axes=(1, 2), keep=True):
@@ -138,12 +141,12 @@ def mean(rng, shape=(1, 7, 7, 16), axes=(1, 2), keep=True):
     return _finish(b, [x], [y]), {"x": _rand(rng, shape)}
 
 
-def quantize_input(rng, n=4099):
-    """QUANTIZE float → int8 on values placed at and around rounding ties."""
+def quantize_input(rng, n=4099, dtype=np.int8):
+    """QUANTIZE float → int8 / int16 on values placed at and around rounding ties."""
     b = TFLiteBuilder()
-    q = _q(rng)
+    q = _q(rng, dtype=dtype)
     x = b.add_tensor("x", (1, n), np.float32)
-    y = b.add_tensor("y", (1, n), np.int8, quant=q)
+    y = b.add_tensor("y", (1, n), dtype, quant=q)
     b.add_op(OP.QUANTIZE, [x], [y])
     k = rng.integers(-100, 100, n)
     v = ((k + 0.5) * q.scale[0]).astype(np.float32)

@@ -164,8 +164,8 @@ def fully_connected(x, w, bias, xq, wq, yq, act, out_dtype=np.int8, flavor="buil
         acc = acc + bias.astype(np.int64)
     lo, hi = act_range(act, out_scale, out_zp, out_dtype)
     wscale = wq[0] if wq[0].size > 1 else wq[0][:1]
-    y = requant_out(acc, in_scale, wscale, out_scale, out_zp, lo, hi,
-                    np.dtype(out_dtype) == np.int16, flavor)
+    # 16x8 FC requantizes its int64 accumulator like the int8 one (measured), unlike CONV_2D
+    y = requant_out(acc, in_scale, wscale, out_scale, out_zp, lo, hi, False, flavor)
     return y.astype(out_dtype)
 
 
@@ -300,6 +300,7 @@ def dequantize(x, xq, flavor="builtin") -> np.ndarray:
 
 def lut_activation(x, xq, yq, fn: str, dtype=np.int8):
     """int8 LOGISTIC / TANH as LiteRT's optimized kernels: a 256-entry float32 LUT."""
+    _int8_only(dtype, fn)
     info = np.iinfo(dtype)
     vals = np.arange(info.min, info.max + 1)
     deq = (np.float32(xq[0][0]) * (vals - int(xq[1][0])).astype(np.float32)).astype(np.float32)
@@ -314,8 +315,17 @@ def lut_activation(x, xq, yq, fn: str, dtype=np.int8):
     return table[x.astype(np.int64) - info.min].astype(dtype)
 
 
+def _int8_only(dtype, what: str) -> None:
+    if np.dtype(dtype) != np.int8:
+        from edgequant.errors import UnsupportedOpError
+
+        raise UnsupportedOpError(f"reference executor: {np.dtype(dtype)} {what} is not modelled "
+                                 "(int8 only; LiteRT's int16 kernels use other LUTs)")
+
+
 def softmax(x, xq, yq, beta: float = 1.0, dtype=np.int8):
     """int8 SOFTMAX as LiteRT's optimized kernel (x86): float32 exp LUT, float32 sums."""
+    _int8_only(dtype, "softmax")
     scale = np.float32(-np.float32(xq[0][0]) * np.float32(beta))
     table = np.exp((scale * np.arange(256, dtype=np.float32)).astype(np.float64))
     table = table.astype(np.float32)[::-1]  # table[255 − v] = expf(scale · v)

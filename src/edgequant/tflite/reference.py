@@ -91,7 +91,9 @@ class ReferenceInterpreter:
             fn = _OPS.get(name)
             if fn is None:
                 raise UnsupportedOpError(f"reference executor: op {name} is not implemented")
-            y = fn(ins, infos, out_info, op.builtinOptions, self.kernels)
+            # XNNPACK has no int16 kernels: such ops stay on LiteRT's builtin kernels
+            wide = any(t is not None and t.dtype == np.int16 for t in [*infos, out_info])
+            y = fn(ins, infos, out_info, op.builtinOptions, "builtin" if wide else self.kernels)
             vals[int(op.outputs[0])] = np.asarray(y).reshape(out_info.shape)
         return [vals[int(i)] for i in self.sub.outputs]
 
