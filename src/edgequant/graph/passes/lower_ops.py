@@ -1,9 +1,9 @@
 """One lowering function per float op: DQ → op [→ Relu|Clip] → Q becomes integer operators.
 
 Each function takes the anchor node and a :class:`QdqIndex` and returns either an
-:class:`Emit` (the integer nodes that replace anchor + fused activation + Q) or a string
-saying why the op stays in float. Integer outputs keep the Q node's output name, and
-integer inputs are the DQ nodes' inputs, so lowered neighbours connect directly and the
+``Emit`` (:mod:`lower_emit`: the integer nodes that replace anchor + fused activation + Q)
+or a string saying why the op stays in float. Integer outputs keep the Q node's output
+name, and integer inputs are the DQ nodes' inputs, so lowered neighbours connect and the
 DQ nodes in between become dead (removed by the caller).
 
 onnxruntime kernels used (checked against ORT 1.31 on CPU, uint8 and int8 activations):
@@ -15,24 +15,16 @@ Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper
 
+from edgequant.graph.passes.lower_emit import Emit, conform, finish, int32_bias, widen_int4
 from edgequant.graph.passes.lower_graph import KERNEL_ACTIVATION_DTYPES, OutputQ, QdqIndex, QTensor
 
-log = logging.getLogger(__name__)
-
 MS = "com.microsoft"
-
-#: Relative difference allowed between a bias DQ's scale and input_scale·weight_scale before
-#: the int32 bias is re-scaled (float32 products computed in a different order differ by
-#: a few ulp; anything larger means the bias was quantized with another scale).
-BIAS_SCALE_RTOL = 1e-6
 
 #: Ops that only move or select values: exact on the integer tensor when the input and
 #: output carry identical qparams.
@@ -41,15 +33,6 @@ PASS_THROUGH = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsque
 #: Integer types the layout-only ops accept in ONNX and onnxruntime; MaxPool and Clip take
 #: 8-bit types only (KERNEL_ACTIVATION_DTYPES).
 LAYOUT_DTYPES = (*KERNEL_ACTIVATION_DTYPES, np.dtype(np.int16), np.dtype(np.uint16))
-
-
-@dataclass(frozen=True)
-class Emit:
-    """Integer nodes replacing an anchor, and the nodes (activation, Q) they absorb."""
-
-    nodes: list[onnx.NodeProto]
-    consumed: list[onnx.NodeProto]
-
 
 Lowering = Callable[[onnx.NodeProto, QdqIndex], "Emit | str"]
 
@@ -81,100 +64,8 @@ def _output(node: onnx.NodeProto, idx: QdqIndex) -> OutputQ | str:
     return oq
 
 
-def _quantize_bound(value: float, out: QTensor) -> int:
-    """Q(value) with the output's qparams (ONNX QuantizeLinear: half-to-even, saturate)."""
-    if np.isinf(value):
-        return out.qmin if value < 0 else out.qmax
-    q = np.rint(np.float32(value) / out.scale_value.astype(np.float32).ravel()[0])
-    return int(np.clip(q + int(out.zp_value.ravel()[0]), out.qmin, out.qmax))
-
-
-def _conform(idx: QdqIndex, qts: list[QTensor], dtype: np.dtype
-             ) -> tuple[list[QTensor], list[onnx.NodeProto]]:
-    """``qts`` re-expressed in the 8-bit ``dtype`` (the output's): kernels take one type.
-
-    int8 ↔ uint8 with the same scale is exact: q' = q ± 128 and zero point ± 128 give the
-    same real values and the same saturation range. Done with integer ops (Cast to int16,
-    Add, Cast back) so the model stays integer-only. This bridges integer model I/O of one
-    type and internal activations of the other (``io="int8"`` with uint8 activations).
-    """
-    out, pre = [], []
-    for q in qts:
-        if q.dtype == dtype:
-            out.append(q)
-            continue
-        shift = 128 if dtype == np.uint8 else -128
-        wide = idx.unique(f"{q.name}_int16")
-        shifted = idx.unique(f"{q.name}_shifted")
-        name = idx.unique(f"{q.name}_as_{dtype}")
-        k = idx.add_const(f"{q.name}_shift", np.asarray(shift, np.int16))
-        zp = (q.zp_value.astype(np.int64) + shift).astype(dtype)
-        zp_name = idx.add_const(f"{q.zero_point}_as_{dtype}", zp)
-        onnx_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-        pre += [helper.make_node("Cast", [q.name], [wide], to=onnx.TensorProto.INT16,
-                                 name=idx.unique(f"{q.name}_widen")),
-                helper.make_node("Add", [wide, k], [shifted], name=idx.unique(f"{q.name}_shift")),
-                helper.make_node("Cast", [shifted], [name], to=onnx_type,
-                                 name=idx.unique(f"{q.name}_narrow"))]
-        out.append(QTensor(name, q.scale, zp_name, q.scale_value, zp, None, np.dtype(dtype)))
-    return out, pre
-
-
-def _finish(idx: QdqIndex, core: onnx.NodeProto, oq: OutputQ, extra_lo: float = -np.inf,
-            extra_hi: float = np.inf, pre: list[onnx.NodeProto] | None = None) -> Emit:
-    """Wire ``core`` (whose output is still unnamed) to the Q output, clamping if needed.
-
-    A fused Relu/Clip becomes an integer Clip to [Q(lo), Q(hi)]: quantization is monotonic
-    and saturating, so Q(clip(y, lo, hi)) = clip(Q(y), Q(lo), Q(hi)) exactly. The Clip is
-    dropped when that range already covers [qmin, qmax] (e.g. Relu with uint8 zero point 0).
-    """
-    lo, hi = max(oq.lo, extra_lo), min(oq.hi, extra_hi)
-    qlo, qhi = _quantize_bound(lo, oq.out), _quantize_bound(hi, oq.out)
-    pre = pre or []
-    if qlo <= oq.out.qmin and qhi >= oq.out.qmax:
-        core.output[:] = [oq.out.name]
-        return Emit([*pre, core], oq.consumed)
-    tmp = idx.unique(f"{oq.out.name}_unclamped")
-    core.output[:] = [tmp]
-    lo_name = idx.add_const(f"{oq.out.name}_qmin", np.asarray(qlo, dtype=oq.out.dtype))
-    hi_name = idx.add_const(f"{oq.out.name}_qmax", np.asarray(qhi, dtype=oq.out.dtype))
-    clip = helper.make_node("Clip", [tmp, lo_name, hi_name], [oq.out.name],
-                            name=idx.unique(f"{core.name}_clamp"))
-    return Emit([*pre, core, clip], oq.consumed)
-
-
 def _new_name(idx: QdqIndex, node: onnx.NodeProto, suffix: str) -> str:
     return idx.unique(f"{node.name or node.op_type}_{suffix}")
-
-
-def _int32_bias(node: onnx.NodeProto, idx: QdqIndex, i: int, x: QTensor, w: QTensor,
-                n_out: int) -> str | tuple[str]:
-    """Name of an int32 bias with scale x_scale·w_scale for input ``i``; a 1-tuple on error."""
-    b = idx.dq_input(node.input[i])
-    if isinstance(b, str) or b.name not in idx.consts or b.dtype != np.int32:
-        return (f"bias '{node.input[i]}' is not an int32 initializer behind DequantizeLinear",)
-    q = idx.consts[b.name].astype(np.int64) - b.zp_value.astype(np.int64)  # (N,)
-    want = (x.scale_value.astype(np.float32) * w.scale_value.astype(np.float32)).ravel()
-    have = np.broadcast_to(b.scale_value.ravel(), want.shape) if want.size > 1 else b.scale_value
-    if q.ndim != 1 or q.shape[0] != n_out:
-        return (f"bias '{node.input[i]}' has shape {q.shape}; expected ({n_out},)",)
-    if np.allclose(have, want, rtol=BIAS_SCALE_RTOL, atol=0) and not b.zp_value.any():
-        return b.name
-    # Re-express the bias at the kernel's implied scale; one rounding, logged.
-    log.warning("%s '%s': bias scale differs from input_scale*weight_scale; re-scaling bias",
-                node.op_type, node.name)
-    real = q.astype(np.float64) * np.asarray(have, np.float64).ravel()  # (N,) float bias
-    q32 = np.clip(np.rint(real / want.astype(np.float64)), -(2**31), 2**31 - 1)
-    return idx.add_const(f"{node.input[i]}_int32", q32.astype(np.int32))
-
-
-def _widen_int4(idx: QdqIndex, w: QTensor) -> QTensor:
-    """A constant int4/uint4 weight stored as int8/uint8: same integers, so exact (w4a8)."""
-    wide = np.dtype(np.int8 if w.dtype.name == "int4" else np.uint8)
-    q = idx.consts[w.name].astype(wide)  # same shape, values in [-8, 7] or [0, 15]
-    zp = w.zp_value.astype(wide)
-    return QTensor(idx.add_const(f"{w.name}_8bit", q), w.scale,
-                   idx.add_const(f"{w.zero_point}_8bit", zp), w.scale_value, zp, w.axis, wide)
 
 
 def _weight(node: onnx.NodeProto, idx: QdqIndex, i: int, channel_axis: int, x: QTensor,
@@ -183,7 +74,7 @@ def _weight(node: onnx.NodeProto, idx: QdqIndex, i: int, channel_axis: int, x: Q
     if isinstance(w, str):
         return w
     if w.dtype.name in ("int4", "uint4") and w.name in idx.consts:
-        w = _widen_int4(idx, w)
+        w = widen_int4(idx, w)
     if w.dtype not in KERNEL_ACTIVATION_DTYPES:
         return f"weight '{node.input[i]}' is {w.dtype}; kernels take int8/uint8 weights"
     if x.dtype == np.int8 and w.dtype == np.uint8:
@@ -205,20 +96,20 @@ def lower_conv(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     oq = _output(node, idx)
     if isinstance(oq, str):
         return oq
-    (x,), pre = _conform(idx, [x], oq.out.dtype)
+    (x,), pre = conform(idx, [x], oq.out.dtype)
     w = _weight(node, idx, 1, 0, x, w_const.ndim)
     if isinstance(w, str):
         return w
     inputs = [x.name, x.scale, x.zero_point, w.name, w.scale, w.zero_point,
               oq.out.scale, oq.out.zero_point]
     if len(node.input) > 2 and node.input[2]:
-        bias = _int32_bias(node, idx, 2, x, w, w_const.shape[0])
+        bias = int32_bias(node, idx, 2, x, w, w_const.shape[0])
         if isinstance(bias, tuple):
             return bias[0]
         inputs.append(bias)
     core = helper.make_node("QLinearConv", inputs, [""], name=_new_name(idx, node, "qlinear"),
                             **_attrs(node))
-    return _finish(idx, core, oq, pre=pre)
+    return finish(idx, core, oq, pre=pre)
 
 
 def lower_matmul(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
@@ -229,7 +120,7 @@ def lower_matmul(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     oq = _output(node, idx)
     if isinstance(oq, str):
         return oq
-    (a,), pre = _conform(idx, [a], oq.out.dtype)
+    (a,), pre = conform(idx, [a], oq.out.dtype)
     b = idx.dq_input(node.input[1])
     if isinstance(b, str):
         return b
@@ -243,13 +134,13 @@ def lower_matmul(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     elif b.dtype not in KERNEL_ACTIVATION_DTYPES:
         return f"input '{node.input[1]}' is {b.dtype}; QLinearMatMul takes uint8/int8"
     elif b.name not in idx.consts:  # an activation: same type rule as A
-        (b,), pre_b = _conform(idx, [b], oq.out.dtype)
+        (b,), pre_b = conform(idx, [b], oq.out.dtype)
         pre += pre_b
     core = helper.make_node(
         "QLinearMatMul",
         [a.name, a.scale, a.zero_point, b.name, b.scale, b.zero_point,
          oq.out.scale, oq.out.zero_point], [""], name=_new_name(idx, node, "qlinear"))
-    return _finish(idx, core, oq, pre=pre)
+    return finish(idx, core, oq, pre=pre)
 
 
 def lower_gemm(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
@@ -273,13 +164,13 @@ def lower_gemm(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     oq = _output(node, idx)
     if isinstance(oq, str):
         return oq
-    (a,), pre = _conform(idx, [a], oq.out.dtype)
+    (a,), pre = conform(idx, [a], oq.out.dtype)
     b = _weight(node, idx, 1, 0 if trans_b else 1, a, 2)
     if isinstance(b, str):
         return b
     bias = ""
     if len(node.input) > 2 and node.input[2]:
-        bias = _int32_bias(node, idx, 2, a, b, n_out)
+        bias = int32_bias(node, idx, 2, a, b, n_out)
         if isinstance(bias, tuple):
             return bias[0]
     core = helper.make_node(
@@ -287,7 +178,7 @@ def lower_gemm(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
         [a.name, a.scale, a.zero_point, b.name, b.scale, b.zero_point, bias,
          oq.out.scale, oq.out.zero_point], [""], name=_new_name(idx, node, "qgemm"),
         domain=MS, transB=trans_b)
-    return _finish(idx, core, oq, pre=pre)
+    return finish(idx, core, oq, pre=pre)
 
 
 def _lower_elementwise(contrib_op: str, n_inputs: int, attrs: dict | None = None) -> Lowering:
@@ -301,12 +192,12 @@ def _lower_elementwise(contrib_op: str, n_inputs: int, attrs: dict | None = None
         oq = _output(node, idx)
         if isinstance(oq, str):
             return oq
-        ins, pre = _conform(idx, ins, oq.out.dtype)
+        ins, pre = conform(idx, ins, oq.out.dtype)
         names = [n for q in ins for n in (q.name, q.scale, q.zero_point)]
         kw = dict(attrs(node) if callable(attrs) else (attrs or {}))
         core = helper.make_node(contrib_op, [*names, oq.out.scale, oq.out.zero_point], [""],
                                 name=_new_name(idx, node, "qlinear"), domain=MS, **kw)
-        return _finish(idx, core, oq, pre=pre)
+        return finish(idx, core, oq, pre=pre)
 
     lower.__doc__ = f"→ com.microsoft {contrib_op}."
     return lower
@@ -354,7 +245,7 @@ def lower_concat(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     oq = _output(node, idx)
     if isinstance(oq, str):
         return oq
-    ins, pre = _conform(idx, ins, oq.out.dtype)
+    ins, pre = conform(idx, ins, oq.out.dtype)
     axis = _attrs(node)["axis"]
     if all(q.same_qparams(oq.out) for q in ins):
         core = helper.make_node("Concat", [q.name for q in ins], [""],
@@ -363,7 +254,7 @@ def lower_concat(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
         names = [n for q in ins for n in (q.name, q.scale, q.zero_point)]
         core = helper.make_node("QLinearConcat", [oq.out.scale, oq.out.zero_point, *names],
                                 [""], name=_new_name(idx, node, "qlinear"), domain=MS, axis=axis)
-    return _finish(idx, core, oq, pre=pre)
+    return finish(idx, core, oq, pre=pre)
 
 
 def lower_pass_through(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
@@ -387,7 +278,7 @@ def lower_pass_through(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
         return "input and output qparams differ; the integer op would not be exact"
     core = helper.make_node(node.op_type, [x.name, *node.input[1:]], [""],
                             name=_new_name(idx, node, "int"), **_attrs(node))
-    return _finish(idx, core, oq)
+    return finish(idx, core, oq)
 
 
 def lower_activation(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
@@ -406,7 +297,7 @@ def lower_activation(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     if not x.same_qparams(oq.out):
         return "input and output qparams differ; an integer clamp would not be exact"
     core = helper.make_node("Identity", [x.name], [""], name=_new_name(idx, node, "int"))
-    emit = _finish(idx, core, oq, *bounds)
+    emit = finish(idx, core, oq, *bounds)
     if len(emit.nodes) == 2:  # Identity → Clip: read the integer tensor directly
         emit.nodes[1].input[0] = x.name
         return Emit([emit.nodes[1]], emit.consumed)

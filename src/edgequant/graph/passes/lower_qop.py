@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import helper
 
+from edgequant.graph.passes.lower_emit import Emit
 from edgequant.graph.passes.lower_graph import QdqIndex
-from edgequant.graph.passes.lower_ops import LOWERINGS, MS, Emit
+from edgequant.graph.passes.lower_ops import LOWERINGS, MS
 
 log = logging.getLogger(__name__)
 
