@@ -257,3 +257,22 @@ def test_oracles_wrap_beyond_int32(oracle, mode, bits):
     else:
         got = _session(q_model(qp, mode, x.shape, cast=bits == 4)).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got.astype(np.int64), expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("qt", QTYPES, ids=lambda q: q.name)
+def test_nan_and_inf_match_onnxruntime(qt, mode):
+    """NaN → qmin, ±Inf saturate, as onnxruntime (ONNX leaves NaN undefined; onnx.reference
+    returns whatever its int32 cast of NaN gives, so it is no oracle here)."""
+    x = np.array([[np.nan, np.inf], [-np.inf, 1.0]], np.float32)
+    pshape = {"tensor": (), "axis": (2,), "block": (2, 2)}[mode]
+    gran = {"tensor": PerTensor(), "axis": PerChannel(1), "block": PerGroup(0, 1)}[mode]
+    zp = np.full(pshape, 1, qt.numpy_dtype)
+    qp = QParams(np.full(pshape, 0.5, np.float32), zp, qt, gran)
+    ours = quantize(x, qp)
+    np.testing.assert_array_equal(ours, [[qt.qmin, qt.qmax], [qt.qmin, 3]])
+    got = _session(q_model(qp, mode, x.shape, cast=qt.container_bits == 4)).run(None, {"x": x})[0]
+    ok = np.ones(x.shape, bool)
+    if mode == "block" or qt.container_bits == 4:
+        ok[0, 1] = False  # +Inf: those kernels wrap (to qmin), the int32 gap pinned above
+    np.testing.assert_array_equal(ours[ok], got.astype(np.int64)[ok])

@@ -40,7 +40,8 @@ def quantize(x: np.ndarray, qp: QParams, rounding: Rounding = "half_even") -> np
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         v = round_values(np.divide(x, scale, dtype=np.float32), rounding) + zp  # float32
     v = np.clip(v, qp.qtype.qmin, qp.qtype.qmax)
-    return np.nan_to_num(v, nan=0.0).astype(qp.qtype.numpy_dtype)
+    # NaN has no integer: onnxruntime's kernels (every type and layout) give qmin
+    return np.nan_to_num(v, nan=float(qp.qtype.qmin)).astype(qp.qtype.numpy_dtype)
 
 
 def dequantize(q: np.ndarray, qp: QParams) -> np.ndarray:
