@@ -184,6 +184,12 @@ def compare(
     console.print(t)
 
 
+def _npz(path: Path) -> dict:
+    from edgequant.data import read_npz
+
+    return read_npz(path)
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
@@ -208,9 +214,7 @@ def run(
     from edgequant.runners import open_runner
 
     runner = open_runner(model, engine=engine)
-    feeds = dict(np.load(data, allow_pickle=False)) if data.is_file() else None
-    if feeds is None:
-        raise FileNotFoundError(f"data file {str(data)!r} does not exist")
+    feeds = _npz(data)
     if len(feeds) == 1 and len(runner.input_names) == 1:
         feeds = {runner.input_names[0]: next(iter(feeds.values()))}
     outs = run_batched(runner, feeds, 32)
@@ -229,9 +233,8 @@ def verify(
     max_lsb: Annotated[int, typer.Option(help="allowed difference in LSB")] = 0,
 ) -> None:
     """Run the reference interpreter beside the runtime; fail beyond --max-lsb."""
-    import numpy as np
 
-    feeds = dict(np.load(data, allow_pickle=False))
+    feeds = _npz(data)
     if model.suffix == ".tflite":
         from edgequant.tflite.runner import verify_tflite
 
@@ -246,11 +249,13 @@ def verify(
     if json_out:
         print(json.dumps(d, indent=2, default=str))
     else:
-        t = Table("tensor", "max LSB", "bit-identical", title=f"{model.name}: interpreter vs "
-                  "onnxruntime")
-        for row in d.get("outputs", []) + d.get("nodes", []):
-            t.add_row(str(row.get("name")), str(row.get("max_lsb")),
-                      f"{100 * float(row.get('identical_share', 0)):.3f}%")
+        t = Table("tensor", "kind", "producer", "max diff", "bit-identical",
+                  title=f"{model.name}: reference interpreter ({d['requantization']}) vs "
+                        f"onnxruntime{' (lowered)' if d['lowered'] else ''}")
+        for row in d["outputs"] + d["nodes"]:
+            unit = " LSB" if row["kind"] != "float" else ""
+            t.add_row(row["name"], row["kind"], row["producer"], f"{row['max_diff']:g}{unit}",
+                      f"{100 * row['identical']:.3f}%")
         console.print(t)
     raise typer.Exit(0 if report.ok(max_lsb) else EXIT_CHECK_FAILED)
 
