@@ -18,6 +18,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 from onnxruntime.quantization import QuantType
 
+from edgequant.errors import UnsupportedOpError
 from edgequant.graph.passes.lower_qop import LoweringResult, lower, lower_to_qop
 
 #: Fraction of inputs whose argmax must agree with the QDQ model (issue 3 acceptance).
@@ -242,6 +243,8 @@ def test_op_without_integer_kernel_stays_float_and_is_reported():
     assert ("middle", "Erf") in reported
     reason = dict(((n, o), r) for n, o, r in res.float_nodes)[("middle", "Erf")]
     assert "no integer lowering" in reason
+    with pytest.raises(UnsupportedOpError, match=r"Erf 'middle': no integer lowering"):
+        lower(qdq, strict=True)
 
 
 def test_int16_activations_stay_float_with_reason():

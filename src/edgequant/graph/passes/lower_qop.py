@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import helper
 
+from edgequant.errors import UnsupportedOpError
 from edgequant.graph.passes.lower_emit import Emit
 from edgequant.graph.passes.lower_graph import QdqIndex
 from edgequant.graph.passes.lower_ops import LOWERINGS, MS
@@ -56,12 +57,16 @@ class LoweringResult:
     lowered: int = 0  # number of float ops replaced by integer ops
 
 
-def lower(model: onnx.ModelProto, requantization: str = "float") -> LoweringResult:
+def lower(model: onnx.ModelProto, requantization: str = "float", *,
+          strict: bool = False) -> LoweringResult:
     """Rewrite ``model`` (QDQ, not modified) into integer operators where possible.
 
     Accepts edgequant's QDQ format (docs/architecture.md) and onnxruntime's
     ``quantize_static(..., quant_format=QuantFormat.QDQ)`` output. Sets metadata
     ``edgequant.requantization`` = ``requantization`` and ``edgequant.format`` = ``qop``.
+    ``strict=True`` raises :class:`UnsupportedOpError` naming every node left in float.
+    The ops run with onnxruntime's float requantization either way; ``requantization``
+    records which arithmetic the reference interpreter / integer targets should apply.
     """
     if requantization not in REQUANTIZATION_MODES:
         raise ValueError(
@@ -99,6 +104,10 @@ def lower(model: onnx.ModelProto, requantization: str = "float") -> LoweringResu
             nodes.append(node)
     _rebuild(work, nodes, idx.new_initializers)
     _set_metadata(work, requantization)
+    if strict and float_nodes:
+        listed = "; ".join(f"{op} '{name}': {reason}" for name, op, reason in float_nodes)
+        raise UnsupportedOpError(
+            f"strict lowering: {len(float_nodes)} node(s) would stay in float: {listed}")
     for name, op, reason in float_nodes:
         log.info("left in float: %s '%s': %s", op, name, reason)
     return LoweringResult(work, float_nodes, lowered=len(replaced))
