@@ -28,6 +28,9 @@ PERCENTILE_BIN_TOL = 2
 #: 200k Gaussian samples leave ~20 beyond the 99.99th percentile of |x|: the sample
 #: quantile's standard deviation is ~0.05 there, so 0.2 is four sigma.
 GAUSS_QUANTILE_TOL = 0.2
+#: On uniform data nothing is worth clipping: at 4 bits the MSE optimum trims ~2% (half a
+#: step at the edge); anything below this fraction of max|x| would be a wrong answer.
+UNIFORM_KEEP = 0.97
 #: The MSE observer evaluates error on histogram bins (4 points each), not the raw data:
 #: its choice may cost at most this much more MSE than the best candidate on raw samples.
 MSE_HIST_APPROX_REL = 0.02
@@ -258,6 +261,16 @@ def test_clipping_observers_beat_minmax_on_heavy_tails(name, bits, symmetric, n_
     assert max(-lo, hi) < max(-mlo, mhi)  # clipped below the largest |x|
     spec = spec_of(name, symmetric, bits)
     assert quant_mse(x, lo, hi, spec) < quant_mse(x, mlo, mhi, spec)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("name", HIST_OBSERVERS)
+def test_clipping_observers_keep_the_range_of_uniform_data(name, symmetric, bits):
+    x = np.random.default_rng(10).uniform(-1.0, 1.0, 100_000)
+    obs = stream(make_observer(spec_of(name, symmetric, bits)), np.array_split(x, 3))
+    lo, hi = (float(v) for v in obs.range())
+    assert -lo >= UNIFORM_KEEP * -x.min() and hi >= UNIFORM_KEEP * x.max()
 
 
 @pytest.mark.parametrize("bits", [4, 8])
