@@ -128,10 +128,12 @@ def _q(dtype, v):
 
 
 def hand_qdq_conv(act: str | None, dtype, y_scale: float, y_zp: int, clip=(0.0, 6.0),
-                  middle: str | None = None) -> onnx.ModelProto:
+                  middle: str | None = None, middle_q: tuple[float, int] | None = None
+                  ) -> onnx.ModelProto:
     """x → Q → DQ → Conv(int8 per-channel w, int32 bias) [→ act] → Q → DQ [→ middle → Q → DQ].
 
-    ``middle`` adds a float op with identical qparams on both sides after the conv (a
+    ``middle`` adds a float op after the conv whose output has qparams ``middle_q`` (scale,
+    zero point; default the same as its input) (a
     standalone activation or a float-only op such as Erf).
     """
     rng = np.random.default_rng(7)
@@ -159,9 +161,12 @@ def hand_qdq_conv(act: str | None, dtype, y_scale: float, y_zp: int, clip=(0.0, 
               h.make_node("DequantizeLinear", ["yq", "y_s", "y_zp"], ["yd"])]
     if middle is not None:
         extra = ["lo", "hi"] if middle == "Clip" else []
+        m_s, m_zp = middle_q or (y_scale, y_zp)
+        inits |= {"m_s": np.float32(m_s), "m_zp": _q(dtype, m_zp)}
         nodes += [h.make_node(middle, ["yd", *extra], ["m"], name="middle"),
-                  h.make_node("QuantizeLinear", ["m", "y_s", "y_zp"], ["mq"]),
-                  h.make_node("DequantizeLinear", ["mq", "y_s", "y_zp"], ["md"])]
-        inits |= {"lo": np.float32(clip[0]), "hi": np.float32(clip[1])}
+                  h.make_node("QuantizeLinear", ["m", "m_s", "m_zp"], ["mq"]),
+                  h.make_node("DequantizeLinear", ["mq", "m_s", "m_zp"], ["md"])]
+        if middle == "Clip":
+            inits |= {"lo": np.float32(clip[0]), "hi": np.float32(clip[1])}
     nodes[-1].output[0] = "y"  # the last DQ is the graph output
     return _model(nodes, inits, ["N", 2, 6, 6])

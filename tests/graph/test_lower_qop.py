@@ -351,3 +351,29 @@ def test_lowered_models_run_in_the_reference_interpreter(build):
     x = _data(rng, shape, 50)
     got = Interpreter(lowered).run({"x": x})[lowered.graph.output[0].name]
     np.testing.assert_array_equal(got, _run(lowered, x))
+
+
+def test_kept_activation_with_its_own_qparams_is_requantized():
+    """Relu / Clip between different qparams: QLinearLeakyRelu (alpha 0 / 1) then integer Clip."""
+    rng = np.random.default_rng(24)
+    x = _data(rng, (2, 6, 6), N_EVAL) * 2
+    for middle, alpha, clamp in (("Relu", 0.0, []), ("Clip", 1.0, [(-120, 0)])):
+        # conv out int8 (0.1, 3); middle out int8 (0.05, -120): Q(0) = -120, Q(6) = 0.
+        qdq = hand_qdq_conv(None, np.int8, 0.1, 3, middle=middle, middle_q=(0.05, -120))
+        res, _ = check_lowering(qdq, x, vs_fused=False)
+        assert res.float_nodes == []
+        leaky = [n for n in res.model.graph.node if n.op_type == "QLinearLeakyRelu"]
+        assert len(leaky) == 1 and leaky[0].attribute[0].f == alpha
+        assert _clip_bounds(res.model) == clamp
+
+
+def test_onnxruntime_kept_activations_lower_completely():
+    """onnxruntime's QDQKeepRemovableActivations: Conv → Q → DQ → Relu → Q → DQ."""
+    rng = np.random.default_rng(25)
+    model, shape = cnn(rng)
+    qdq = ort_qdq(model, _data(rng, shape, N_CALIB), extra={"QDQKeepRemovableActivations": True})
+    assert "Relu" in _ops(qdq)
+    res, _ = check_lowering(qdq, _data(rng, shape, N_EVAL), vs_fused=False)
+    assert res.float_nodes == []
+    ops = _ops(res.model)
+    assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1, ops

@@ -282,26 +282,35 @@ def lower_pass_through(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
 
 
 def lower_activation(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
-    """Standalone Relu / Clip with identical qparams → integer Clip to [Q(lo), Q(hi)]."""
-    x = idx.dq_input(node.input[0])
+    """Standalone Relu / Clip → integer Clip to [Q(lo), Q(hi)] when in/out qparams agree.
+
+    With different qparams (onnxruntime's ``QDQKeepRemovableActivations``) the input is first
+    requantized by com.microsoft QLinearLeakyRelu — alpha 0 is Relu itself, alpha 1 a pure
+    requantization before the integer Clip; its 256-entry table is Q(f(DQ(x))) per value.
+    """
+    x = _activation_input(node, idx, 0)
     if isinstance(x, str):
         return x
-    if x.dtype not in KERNEL_ACTIVATION_DTYPES:
-        return f"input '{node.input[0]}' is {x.dtype}; integer Clip is used for uint8/int8"
     bounds = idx.activation_bounds(node)
     if isinstance(bounds, str):
         return bounds
-    oq = idx.output_q(node)
+    oq = _output(node, idx)
     if isinstance(oq, str):
         return oq
-    if not x.same_qparams(oq.out):
-        return "input and output qparams differ; an integer clamp would not be exact"
-    core = helper.make_node("Identity", [x.name], [""], name=_new_name(idx, node, "int"))
-    emit = finish(idx, core, oq, *bounds)
-    if len(emit.nodes) == 2:  # Identity → Clip: read the integer tensor directly
-        emit.nodes[1].input[0] = x.name
-        return Emit([emit.nodes[1]], emit.consumed)
-    return emit
+    if x.same_qparams(oq.out):
+        core = helper.make_node("Identity", [x.name], [""], name=_new_name(idx, node, "int"))
+        emit = finish(idx, core, oq, *bounds)
+        if len(emit.nodes) == 2:  # Identity → Clip: read the integer tensor directly
+            emit.nodes[1].input[0] = x.name
+            return Emit([emit.nodes[1]], emit.consumed)
+        return emit
+    (x,), pre = conform(idx, [x], oq.out.dtype)
+    is_relu = node.op_type == "Relu"
+    core = helper.make_node(
+        "QLinearLeakyRelu", [x.name, x.scale, x.zero_point, oq.out.scale, oq.out.zero_point],
+        [""], name=_new_name(idx, node, "qlinear"), domain=MS, alpha=0.0 if is_relu else 1.0)
+    # The alpha-0 table already clamps at Q(0); only Clip still needs its bounds.
+    return finish(idx, core, oq, *(() if is_relu else bounds), pre=pre)
 
 
 LOWERINGS: dict[str, Lowering] = {
