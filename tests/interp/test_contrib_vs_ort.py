@@ -1,7 +1,7 @@
 """com.microsoft quantized ops vs onnxruntime on hypothesis-randomized single-op models.
 
 Measured: every value bit-identical (the MLAS kernels' float32 arithmetic, FMA use and lookup
-tables are replicated). Constants as in test_qlinear_vs_ort: the allowed contract.
+tables are replicated); asserted with the constants of test_qlinear_vs_ort.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ def _run_both(model, feeds):
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(seed=seeds, signed=st.booleans(), op=st.sampled_from(["QLinearAdd", "QLinearMul"]),
-       broadcast=st.sampled_from(["none", "channel", "scalar_b", "scalar_a"]))
+       broadcast=st.sampled_from(["none", "channel", "vector", "scalar_b", "scalar_a",
+                                  "rows"]))
 def test_binary(seed, signed, op, broadcast):
     rng = np.random.default_rng(seed)
     shape = (2, 3, int(rng.integers(1, 40)), 5)
-    b_shape = {"none": shape, "channel": (1, 3, 1, 1), "scalar_b": (), "scalar_a": shape}[broadcast]
-    a_shape = () if broadcast == "scalar_a" else shape
+    b_shape = {"none": shape, "channel": (1, 3, 1, 1), "vector": (5,), "scalar_b": (),
+               "scalar_a": shape, "rows": shape}[broadcast]
+    a_shape = {"scalar_a": (), "rows": (2, 3, shape[2], 1)}.get(broadcast, shape)
     feeds = {"A": _q(rng, a_shape, signed), "B": _q(rng, b_shape, signed)}
     consts = dict(sa=np.float32(rng.uniform(0.005, 0.2)), za=_zp(rng, signed),
                   sb=np.float32(rng.uniform(0.005, 0.2)), zb=_zp(rng, signed),
@@ -46,6 +48,22 @@ def test_binary(seed, signed, op, broadcast):
     model = single_op_model(op, feeds, consts, ["A", "sa", "za", "B", "sb", "zb", "sc", "zc"],
                             domain=MS)
     assert_close_to_ort(*_run_both(model, feeds))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_qlinear_add_exhaustive(signed):
+    """Every (a, b) byte pair for several qparams: rounding ties are found, not sampled."""
+    rng = np.random.default_rng(5)
+    codes = np.arange(256, dtype=np.uint8).view(np.int8 if signed else np.uint8)
+    a = np.repeat(codes, 256).reshape(256, 256)
+    feeds = {"A": a, "B": a.T.copy()}
+    for _ in range(8):
+        consts = dict(sa=np.float32(rng.uniform(0.001, 0.1)), za=_zp(rng, signed),
+                      sb=np.float32(rng.uniform(0.001, 0.1)), zb=_zp(rng, signed),
+                      sc=np.float32(rng.uniform(0.001, 0.1)), zc=_zp(rng, signed))
+        model = single_op_model("QLinearAdd", feeds, consts,
+                                ["A", "sa", "za", "B", "sb", "zb", "sc", "zc"], domain=MS)
+        assert_close_to_ort(*_run_both(model, feeds))
 
 
 def _unary_consts(rng, signed, y_scale=None):

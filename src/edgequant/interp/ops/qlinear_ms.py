@@ -41,6 +41,19 @@ def _fixed(acc: np.ndarray, real: float) -> np.ndarray:
     return fixed_requantize(acc, m, s)  # int64 holding int32
 
 
+def _span_scalar(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """Whether an input of ``shape`` is one value per innermost span of ``out``.
+
+    onnxruntime's broadcaster walks the output in spans along the innermost axis that is
+    longer than 1; an input broadcast along that axis is passed to the kernel as a scalar.
+    """
+    inner = [i for i, d in enumerate(out) if d > 1]
+    if not inner:
+        return False
+    padded = (1,) * (len(out) - len(shape)) + tuple(shape)
+    return padded[inner[-1]] == 1
+
+
 def _add_fixedpoint(a, sa, zpa, b, sb, zpb, sc, zpc, dtype):
     """TFLite's integer Add: inputs left-shifted by 20, rescaled, summed, rescaled."""
     left = 20 if np.dtype(dtype).itemsize == 1 else 15
@@ -63,14 +76,17 @@ def QLinearAdd(ctx: NodeContext, A, A_scale, A_zero_point, B, B_scale, B_zero_po
         a, b = np.broadcast_arrays(as_int(A), as_int(B))
         return _add_fixedpoint(a, float(sa), zpa, b, float(sb), zpb, float(sc), zpc, dtype)
     r_ac, r_bc = f32(sa / sc), f32(sb / sc)
-    fixed = f32(f32(zpc) - f32(f32(r_ac * f32(zpa)) + f32(r_bc * f32(zpb))))
+    # ORT's compiler contracts ``r_ac·zp_a + r_bc·zp_b`` into fma(r_ac, zp_a, r_bc·zp_b):
+    # measured exhaustively (all 256×256 input pairs) against onnxruntime 1.31.
+    fixed = f32(f32(zpc) - _fma(r_ac, f32(zpa), f32(r_bc * f32(zpb))))
     af = as_int(A).astype(np.float32)
     bf = as_int(B).astype(np.float32)
     shape = np.broadcast_shapes(af.shape, bf.shape)
-    if bf.size < af.size and af.shape == shape:  # B broadcast: MLAS's scalar-B span kernel
+    if _span_scalar(bf.shape, shape) and not _span_scalar(af.shape, shape):
+        # B constant along the innermost output axis: MLAS's scalar-B span kernel
         part = np.broadcast_to(fixed + bf * r_bc, shape).astype(np.float32)
         out = _fma(af, r_ac, part)
-    elif af.size < bf.size and bf.shape == shape:  # A broadcast: scalar-A span kernel
+    elif _span_scalar(af.shape, shape) and not _span_scalar(bf.shape, shape):
         part = np.broadcast_to(fixed + af * r_ac, shape).astype(np.float32)
         out = _fma(bf, r_bc, part)
     else:
