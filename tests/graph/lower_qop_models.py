@@ -170,3 +170,43 @@ def hand_qdq_conv(act: str | None, dtype, y_scale: float, y_zp: int, clip=(0.0, 
             inits |= {"lo": np.float32(clip[0]), "hi": np.float32(clip[1])}
     nodes[-1].output[0] = "y"  # the last DQ is the graph output
     return _model(nodes, inits, ["N", 2, 6, 6])
+
+
+def qdq_conv_case(seed: int, c_in: int, c_out_per_group: int, group: int, k: int, stride: int,
+                  pad: int, dilation: int, act: str | None, dtype, hw: int = 7
+                  ) -> onnx.ModelProto:
+    """One QDQ Conv with random qparams: x → Q → DQ → Conv [→ act] → Q → DQ → y.
+
+    Weights int8 per output channel (symmetric), bias int32 at input·weight scale,
+    activation zero points anywhere in the type's range (the hard case for clamps).
+    """
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    c_in_total, c_out = c_in * group, c_out_per_group * group
+    x_scale = np.float32(rng.uniform(0.005, 0.05))
+    w_scale = rng.uniform(0.001, 0.02, c_out).astype(np.float32)
+    inits = {"x_s": x_scale, "x_zp": _q(dtype, rng.integers(info.min, info.max + 1)),
+             "w_q": rng.integers(-127, 128, (c_out, c_in, k, k)).astype(np.int8),
+             "w_s": w_scale, "w_zp": np.zeros(c_out, np.int8),
+             "b_q": rng.integers(-2000, 2000, c_out).astype(np.int32),
+             "b_s": x_scale * w_scale, "b_zp": np.zeros(c_out, np.int32),
+             "y_s": np.float32(rng.uniform(0.02, 0.2)),
+             "y_zp": _q(dtype, rng.integers(info.min, info.max + 1)),
+             "lo": np.float32(rng.uniform(-2, 0)), "hi": np.float32(rng.uniform(0.5, 4))}
+    nodes = [h.make_node("QuantizeLinear", ["x", "x_s", "x_zp"], ["xq"]),
+             h.make_node("DequantizeLinear", ["xq", "x_s", "x_zp"], ["xd"]),
+             h.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["wd"], axis=0),
+             h.make_node("DequantizeLinear", ["b_q", "b_s", "b_zp"], ["bd"], axis=0),
+             h.make_node("Conv", ["xd", "wd", "bd"], ["c"], name="conv", group=group,
+                         kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4,
+                         dilations=[dilation, dilation])]
+    pre = "c"
+    if act is not None:
+        extra = ["lo", "hi"] if act == "Clip" else []
+        nodes.append(h.make_node(act, ["c", *extra], ["a"], name="act"))
+        pre = "a"
+    if act != "Clip":
+        del inits["lo"], inits["hi"]
+    nodes += [h.make_node("QuantizeLinear", [pre, "y_s", "y_zp"], ["yq"]),
+              h.make_node("DequantizeLinear", ["yq", "y_s", "y_zp"], ["y"])]
+    return _model(nodes, inits, ["N", c_in_total, hw, hw])

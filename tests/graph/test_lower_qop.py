@@ -13,7 +13,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from lower_qop_models import branches, cnn, eq_qdq, hand_qdq_conv, mlp, ort_qdq, resnet_block
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lower_qop_models import branches, cnn, eq_qdq, hand_qdq_conv, mlp, ort_qdq, qdq_conv_case, resnet_block
 from onnx import helper as h
 from onnx import numpy_helper as nh
 from onnxruntime.quantization import QuantType
@@ -377,3 +379,22 @@ def test_onnxruntime_kept_activations_lower_completely():
     assert res.float_nodes == []
     ops = _ops(res.model)
     assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1, ops
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), c_in=st.integers(1, 4), c_out=st.integers(1, 4),
+       group=st.sampled_from([1, 2, 3]), k=st.sampled_from([1, 2, 3]), stride=st.integers(1, 2),
+       pad=st.integers(0, 1), dilation=st.integers(1, 2),
+       act=st.sampled_from([None, "Relu", "Clip"]), dtype=st.sampled_from([np.uint8, np.int8]))
+def test_random_conv_configurations(seed, c_in, c_out, group, k, stride, pad, dilation, act,
+                                    dtype):
+    """Conv geometry × fused activation × activation type × random qparams, vs the float path."""
+    qdq = qdq_conv_case(seed, c_in, c_out, group, k, stride, pad, dilation, act, dtype)
+    x = np.random.default_rng(seed).normal(0, 1.5, (8, c_in * group, 7, 7)).astype(np.float32)
+    res = lower(qdq)
+    onnx.checker.check_model(res.model, full_check=True)
+    assert res.float_nodes == [] and "QLinearConv" in _ops(res.model)
+    got, want = _run(res.model, x), _run(qdq, x, optimize=False)
+    lsb = np.abs(got.astype(np.float64) - want) / _output_scale(qdq)
+    assert lsb.max() <= MAX_LSB_DIFF + LSB_SLACK
+    assert np.mean(lsb < 0.5) >= MIN_EXACT_FRACTION, np.mean(lsb < 0.5)
