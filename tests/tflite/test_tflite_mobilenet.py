@@ -41,6 +41,19 @@ def test_mobilenet_float_modes(mobilenet, mode):
 
 
 @pytest.mark.slow
+def test_mobilenet_16x8_runs_close_to_ort(mobilenet):
+    """16x8 (onnxruntime QInt16 symmetric activations): runs in LiteRT, close to ORT's QDQ."""
+    f, _, x, root = mobilenet
+    q16 = M.quantize_qdq(f, root / "mbn_q16.onnx", x, activation="QInt16")
+    res = export_tflite(onnx.load(q16), root / "mbn_16x8.tflite")
+    assert res.mode == "int16x8" and not res.float_nodes
+    want = ort.InferenceSession(str(q16), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x[:1]})[0]
+    got = LiteRTRunner(res.path).run({"x": x[:1]})[0]
+    assert np.abs(got - want).max() <= 1e-2 * float(want.max() - want.min())  # a few int16 LSB
+
+
+@pytest.mark.slow
 def test_mobilenet_int8_bit_exact(mobilenet):
     _, q, x, root = mobilenet
     res = export_tflite(onnx.load(q), root / "mbn_int8.tflite")

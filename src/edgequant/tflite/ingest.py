@@ -23,6 +23,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgequant.errors import UnsupportedOpError
+from edgequant.tflite.ingest_types import ActQ, Node, QConst
+from edgequant.tflite.patterns import fold_casts, undo_row_dynamic
 
 log = logging.getLogger(__name__)
 
@@ -34,45 +36,6 @@ RECIPE_MODES = {
     "w8a8": "int8",
     "w8a16": "int16x8",
 }
-
-
-@dataclass(frozen=True)
-class ActQ:
-    """Per-tensor activation qparams as the ONNX model states them."""
-
-    scale: float
-    zero_point: int
-    dtype: np.dtype  # int8, uint8 or int16
-
-
-@dataclass(frozen=True)
-class QConst:
-    """A quantized constant (weight, bias or constant operand) read through DequantizeLinear."""
-
-    values: np.ndarray  # integers, ONNX layout
-    scale: np.ndarray  # 0-d or (C,) float32
-    zero_point: np.ndarray  # same shape as scale
-    axis: int | None  # channel axis for per-channel, None for per tensor
-
-    def dequantized(self) -> np.ndarray:
-        """The float value the ONNX model computes with (float32, ONNX DQ semantics)."""
-        s, z = self.scale, self.zero_point.astype(np.int64)
-        if self.axis is not None and s.ndim == 1:
-            shp = [1] * self.values.ndim
-            shp[self.axis] = -1
-            s, z = s.reshape(shp), z.reshape(shp)
-        return ((self.values.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
-
-
-@dataclass
-class Node:
-    """One ONNX node of the float graph (Q/DQ removed, inputs renamed to float tensors)."""
-
-    op_type: str
-    name: str
-    inputs: list[str]
-    outputs: list[str]
-    attrs: dict
 
 
 @dataclass
@@ -175,6 +138,7 @@ def read_graph(model: onnx.ModelProto) -> Graph:
     act_q: dict[str, ActQ] = {}
     qconsts: dict[str, QConst] = {}
     io_dtype: dict[str, np.dtype] = {}
+    nodes = fold_casts(nodes, consts, shapes)
     graph_inputs = [i.name for i in g.input if i.name not in consts]
     graph_outputs = [o.name for o in g.output]
     public = {o: o for o in graph_outputs}
@@ -239,6 +203,7 @@ def read_graph(model: onnx.ModelProto) -> Graph:
         if o in alias:
             public[alias[o]] = public.pop(o, o)
     graph_outputs = [alias.get(o, o) for o in graph_outputs]
+    keep = undo_row_dynamic(keep, consts, qconsts, shapes, graph_outputs)
     for name, spec in io_meta.items():  # metadata wins when present (documents integer I/O)
         if name in io_dtype:
             io_dtype[name] = np.dtype(spec["dtype"])
@@ -291,3 +256,6 @@ def _fuse_activations(graph: Graph) -> None:
         p.outputs = [n.outputs[0]]
         drop.add(id(n))
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+
+
+__all__ = ["RECIPE_MODES", "ActQ", "Graph", "Node", "QConst", "clip_activation", "read_graph"]
