@@ -114,10 +114,10 @@ def pool(rng, code, k=3, stride=2, padding="SAME", shape=(1, 9, 10, 8), dtype=np
 
 
 def unary(rng, code, out_q: Quant | None = None, shape=(2, 10), opt_type=0, opt=None,
-          dtype=np.int8):
-    """LOGISTIC / TANH / SOFTMAX / RELU / QUANTIZE(requant) / DEQUANTIZE on int8 / int16."""
+          dtype=np.int8, in_scales: tuple[float, float] | None = None):
+    """LOGISTIC / TANH / SOFTMAX / RELU / HARD_SWISH / QUANTIZE / DEQUANTIZE, int8 / int16."""
     b = TFLiteBuilder()
-    lo, hi = (0.02, 0.2) if dtype == np.int8 else (1e-4, 1e-3)
+    lo, hi = in_scales or ((0.02, 0.2) if dtype == np.int8 else (1e-4, 1e-3))
     x = b.add_tensor("x", shape, dtype, quant=_q(rng, lo, hi, dtype=dtype))
     if code == OP.DEQUANTIZE:
         y = b.add_tensor("y", shape, np.float32)

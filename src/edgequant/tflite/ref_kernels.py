@@ -340,3 +340,60 @@ def softmax(x, xq, yq, beta: float = 1.0, dtype=np.int8):
     q = tfl_round(prob) + int(yq[1][0])
     info = np.iinfo(dtype)
     return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _srdhm16(a: np.ndarray, b: int) -> np.ndarray:
+    """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int16."""
+    a = np.asarray(a, np.int64)
+    ab = a * b
+    nudge = np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
+    num = ab + nudge
+    q = np.where(num >= 0, num >> 15, -((-num) >> 15))  # C++ division truncates
+    return np.where((a == -32768) & (b == -32768), 32767, q)
+
+
+def _sdhm16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``SaturatingDoublingHighMul`` on int16: (a·b) / 2^15 truncated toward zero."""
+    ab = np.asarray(a, np.int64) * np.asarray(b, np.int64)
+    q = np.where(ab >= 0, ab >> 15, -((-ab) >> 15))
+    return np.where((a == -32768) & (b == -32768), 32767, q)
+
+
+def _rdbp(x: np.ndarray, e: int) -> np.ndarray:
+    """gemmlowp ``RoundingDivideByPOT`` (ties away from zero)."""
+    x = np.asarray(x, np.int64)
+    mask = (1 << e) - 1
+    rem = x & mask
+    thr = (mask >> 1) + np.where(x < 0, 1, 0)
+    return (x >> e) + np.where(rem > thr, 1, 0)
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    m, e = quantize_multiplier(real)
+    m16 = 32767 if m >= 2**31 - 1 - (1 << 15) else (m + (1 << 15)) >> 16
+    return m16, e
+
+
+def hard_swish(x, xq, yq, dtype=np.int8):
+    """int8 HARD_SWISH as TFLite's reference kernel (int16 fixed point, ``HardSwishPrepare``
+    multipliers from float32 scales)."""
+    _int8_only(dtype, "hard_swish")
+    si, so = np.float32(xq[0][0]), np.float32(yq[0][0])
+    hires = np.float32(np.float32(1 / 128) * si)
+    out_m, out_e = _int16_multiplier(float(np.float32(hires / so)))
+    relu_m, relu_e = _int16_multiplier(float(np.float32(hires / np.float32(3 / 32768))))
+    v = x.astype(np.int64) - int(xq[1][0])
+    hv = np.clip(v * 128, -32768, 32767)  # int16 (|v| ≤ 255 · 128 fits)
+    pre_out = _srdhm16(hv, out_m)
+    r = hv
+    if relu_e > 0:
+        r = np.clip(r * (1 << (relu_e - 1)), -32768, 32767)
+    r = _srdhm16(r, relu_m)
+    if relu_e > 0:
+        r = np.clip(r * 2, -32768, 32767)
+    if relu_e < 0:
+        r = _rdbp(r, -relu_e)
+    r = (r + (1 << 15)) >> 1
+    y = _rdbp(_sdhm16(r, pre_out), -out_e) + int(yq[1][0])
+    info = np.iinfo(dtype)
+    return np.clip(y, info.min, info.max).astype(dtype)

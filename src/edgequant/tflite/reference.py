@@ -207,6 +207,8 @@ def _unary(fn_name):
                 return K.softmax(x, infos[0].q, out.q, opt.beta, out.dtype)
             if fn_name in ("logistic", "tanh"):
                 return K.lut_activation(x, infos[0].q, out.q, fn_name, out.dtype)
+            if fn_name == "hardswish":
+                return K.hard_swish(x, infos[0].q, out.q, out.dtype)
             if fn_name in ("RELU", "RELU6", "RELU_N1_TO_1"):
                 y = K.requantize_tensor(x, infos[0].q, out.q, np.int64)
                 lo, hi = K.act_range(fn_name, float(out.scale[0]), int(out.zero_point[0]),
