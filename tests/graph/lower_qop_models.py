@@ -105,13 +105,13 @@ class _Reader(CalibrationDataReader):
 
 
 def ort_qdq(model: onnx.ModelProto, calib: np.ndarray, act=QuantType.QUInt8,
-            extra: dict | None = None) -> onnx.ModelProto:
-    """onnxruntime's quantize_static, QDQ format, per-channel int8 weights."""
+            extra: dict | None = None, per_channel: bool = True) -> onnx.ModelProto:
+    """onnxruntime's quantize_static, QDQ format, int8 weights (per channel by default)."""
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "f.onnx"), os.path.join(d, "q.onnx")
         onnx.save(model, src)
         quantize_static(src, dst, _Reader(calib), quant_format=QuantFormat.QDQ,
-                        activation_type=act, weight_type=QuantType.QInt8, per_channel=True,
+                        activation_type=act, weight_type=QuantType.QInt8, per_channel=per_channel,
                         extra_options=extra or {})
         return onnx.load(dst)
 

@@ -118,6 +118,19 @@ def test_cnn_chain_is_integer_between_boundaries(act):
     assert meta["edgequant.format"] == "qop" and meta["edgequant.requantization"] == "float"
 
 
+@pytest.mark.parametrize("build", [cnn, resnet_block, branches])
+def test_per_tensor_weights_and_symmetric_int8_activations(build):
+    """Other onnxruntime settings: per-tensor weights, symmetric int8 activations (zp 0)."""
+    rng = np.random.default_rng(4)
+    model, shape = build(rng)
+    qdq = ort_qdq(model, _data(rng, shape, N_CALIB), act=QuantType.QInt8, per_channel=False,
+                  extra={"ActivationSymmetric": True})
+    res, _ = check_lowering(qdq, _data(rng, shape, N_EVAL))
+    assert res.float_nodes == []
+    ops = _ops(res.model)
+    assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1, ops
+
+
 def test_residual_add_and_global_average_pool():
     rng = np.random.default_rng(1)
     model, shape = resnet_block(rng)
