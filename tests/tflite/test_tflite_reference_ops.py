@@ -54,6 +54,7 @@ CASES = {
     "requantize": lambda r: S.unary(r, OP.QUANTIZE),
     "dequantize": lambda r: S.unary(r, OP.DEQUANTIZE, shape=(3, 37)),
     "quantize_float_ties": lambda r: S.quantize_input(r),
+    "batch_matmul": lambda r: S.batch_matmul(r, m=49, k=6, n=49),
     # 16x8: int16 activations (zero point 0), int8 weights, int64 bias
     "conv_16x8": lambda r: S.conv(r, dtype=np.int16),
     "depthwise_16x8": lambda r: S.conv(r, depthwise=True, dtype=np.int16),
@@ -68,9 +69,15 @@ CASES = {
 }
 
 
+#: Ops whose XNNPACK path the reference does not model (the builtin path is still exact):
+#: XNNPACK takes over some int8 BATCH_MATMULs depending on the qparams (fp32 requantization).
+XNNPACK_NOT_MODELLED = {"batch_matmul"}
+
+
 @pytest.mark.parametrize("xnnpack", [False, True], ids=["builtin", "xnnpack"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_reference_op_matches_litert(case, xnnpack, tmp_path):
+    max_lsb = 1 if xnnpack and case in XNNPACK_NOT_MODELLED else 0
     path = tmp_path / f"{case}.tflite"
     for seed in range(SEEDS):
         data, feeds = CASES[case](np.random.default_rng(seed))
@@ -78,6 +85,7 @@ def test_reference_op_matches_litert(case, xnnpack, tmp_path):
         expect = ReferenceInterpreter(data, "xnnpack" if xnnpack else "builtin").run(feeds)[0]
         got = LiteRTRunner(path, xnnpack=xnnpack).run(feeds)[0]
         assert got.dtype == expect.dtype
-        bad = np.argwhere(got != expect)
+        diff = np.abs(got.astype(np.float64) - expect.astype(np.float64))
+        bad = np.argwhere(diff > max_lsb)
         assert bad.size == 0, f"seed {seed}: {len(bad)} mismatches, first at {bad[0].tolist()}: " \
             f"LiteRT {got[tuple(bad[0])]} vs reference {expect[tuple(bad[0])]}"

@@ -148,3 +148,26 @@ def mnist_images(n: int, seed: int = 0) -> np.ndarray:
 def load(path: Path) -> onnx.ModelProto:
     """onnx.load as a one-liner for tests."""
     return onnx.load(str(path))
+
+
+class LayoutNet(nn.Module):
+    """Layout-sensitive ops: explicit Pad, squeeze-excite (ReduceMean keepdims, Sigmoid,
+    broadcast Mul of activations), HardSwish, Transpose + Reshape + MatMul of activations
+    (BATCH_MATMUL), channel Softmax of a 4-D tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 6, 3)  # VALID after an explicit asymmetric Pad
+        self.se = nn.Conv2d(6, 6, 1)
+        self.head = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        a = F.relu(self.c1(x))  # (N, 6, 8, 8)
+        p = self.c2(F.pad(a, (1, 0, 0, 1)))  # (N, 6, 7, 7)
+        s = torch.sigmoid(self.se(p.mean(dim=(2, 3), keepdim=True)))  # (N, 6, 1, 1)
+        h = F.hardswish(p * s)
+        t = h.permute(0, 2, 3, 1).reshape(1, 49, 6)  # (N·H·W, C) tokens
+        att = torch.softmax(torch.matmul(t, t.transpose(1, 2)) * 0.25, dim=-1)  # (1, 49, 49)
+        mixed = torch.matmul(att, t).reshape(1, 7, 7, 6).permute(0, 3, 1, 2)
+        return torch.softmax(self.head(mixed + h), dim=1)  # (N, 4, 7, 7)

@@ -152,3 +152,13 @@ def quantize_input(rng, n=4099, dtype=np.int8):
     v = ((k + 0.5) * q.scale[0]).astype(np.float32)
     v = np.nextafter(v, v + rng.choice([-1, 0, 1], n).astype(np.float32)).astype(np.float32)
     return _finish(b, [x], [y]), {"x": v[None]}
+
+
+def batch_matmul(rng, m=9, k=6, n=9):
+    """int8 BATCH_MATMUL of two activations (per-tensor qparams)."""
+    b = TFLiteBuilder()
+    a = b.add_tensor("a", (1, m, k), np.int8, quant=_q(rng))
+    c = b.add_tensor("b", (1, k, n), np.int8, quant=_q(rng))
+    y = b.add_tensor("y", (1, m, n), np.int8, quant=_q(rng, 0.05, 0.2))
+    b.add_op(OP.BATCH_MATMUL, [a, c], [y], OPT.BatchMatMulOptions, schema.BatchMatMulOptionsT())
+    return _finish(b, [a, c], [y]), {"a": _rand(rng, (1, m, k)), "b": _rand(rng, (1, k, n))}

@@ -253,14 +253,19 @@ class Converter:
         return self.g.io_dtype.get(name)
 
     def add_outputs(self) -> None:
-        """Graph outputs in ONNX layout and the public dtype."""
+        """Graph outputs in ONNX layout and the public dtype (transposed before DEQUANTIZE)."""
         for name in self.g.outputs:
             io = self._io_dtype(name)
-            self.q = io is not None
+            src = self.vals[(name, "src", False)]
+            self.q = io is not None or src.is_int
             if self.q and self.act_quant(name) is None:
                 raise UnsupportedOpError(f"output {name!r}: integer I/O needs qparams")
             tv = self.act(name, "nchw")
-            if io is not None and np.dtype(io) != tv.dtype:
+            if io is None and tv.is_int:  # float I/O: DEQUANTIZE the NCHW integer tensor
+                out = self.temp(f"{name}_float", tv.shape, np.float32)
+                self.op(OP.DEQUANTIZE, [tv], [out])
+                tv = out
+            elif io is not None and np.dtype(io) != tv.dtype:
                 quant = Quant.of(tv.quant.scale, tv.quant.zero_point + 128)
                 out = self.temp(f"{name}_{np.dtype(io).name}", tv.shape, io, quant)
                 self.op(OP.QUANTIZE, [tv], [out])

@@ -103,7 +103,31 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
             shapes[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
     for init in g.initializer:
         shapes[init.name] = tuple(init.dims)
+    missing = [o for n in g.node for o in n.output if o and o not in shapes]
+    if missing:  # e.g. Pad with computed pads: ask onnxruntime, running zeros through
+        shapes.update(_runtime_shapes(model, missing))
     return shapes
+
+
+def _runtime_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Shapes of intermediate tensors from one onnxruntime run on zero inputs."""
+    import onnxruntime as ort
+
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    inits = {i.name for i in m.graph.initializer}
+    feeds = {}
+    for inp in m.graph.input:
+        if inp.name in inits:
+            continue
+        tt = inp.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        feeds[inp.name] = np.zeros([d.dim_value for d in tt.shape.dim], dtype)
+    outs = sess.run(names, feeds)
+    log.info("shapes of %d tensors taken from an onnxruntime run", len(names))
+    return {n: tuple(np.asarray(v).shape) for n, v in zip(names, outs, strict=True)}
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -138,7 +162,8 @@ def read_graph(model: onnx.ModelProto) -> Graph:
     act_q: dict[str, ActQ] = {}
     qconsts: dict[str, QConst] = {}
     io_dtype: dict[str, np.dtype] = {}
-    nodes = fold_casts(nodes, consts, shapes)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 21)
+    nodes = fold_casts(nodes, consts, shapes, opset)
     graph_inputs = [i.name for i in g.input if i.name not in consts]
     graph_outputs = [o.name for o in g.output]
     public = {o: o for o in graph_outputs}

@@ -1,8 +1,9 @@
 """Graph rewrites that turn edgequant's ONNX-specific encodings back into exportable ops.
 
-* ``fold_casts``: ``Cast`` / ``Mul`` / ``Add`` / ``Sub`` / ``Div`` of constants → constant
-  (the ``fp16`` recipe stores float16 initializers + Cast, weight-only int8 stores
-  ``Cast(int8) · scale``; the TFLite exporter stores float16 / int8 itself).
+* ``fold_casts``: any node whose inputs are all constants (Q/DQ excepted) → constant,
+  evaluated with ``onnx.reference`` (the ``fp16`` recipe stores float16 initializers + Cast,
+  weight-only int8 stores ``Cast(int8) · scale``, PyTorch's ``F.pad`` exports a
+  ConstantOfShape / Slice / Concat chain computing the pads).
 * ``undo_row_dynamic``: the ``w8_dynamic`` recipe's per-row dynamic quantization subgraph
   (Abs → ReduceMax → … → MatMulInteger → Cast → Mul → Mul [→ Add]) becomes one MatMul / Gemm
   with an int8 per-column weight: the TFLite hybrid FULLY_CONNECTED quantizes its input per
@@ -17,29 +18,33 @@ from onnx import helper
 
 from edgequant.tflite.ingest_types import Node, QConst
 
-_BINARY = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Div": np.divide}
+#: Never folded: a DequantizeLinear of an integer initializer *is* the quantized weight.
+NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear"}
 
 
 def fold_casts(nodes: list[Node], consts: dict[str, np.ndarray],
-               shapes: dict[str, tuple[int, ...]]) -> list[Node]:
-    """Evaluate Cast and elementwise Mul/Add/Sub/Div nodes whose inputs are all constants."""
+               shapes: dict[str, tuple[int, ...]], opset: int = 21) -> list[Node]:
+    """Evaluate (``onnx.reference``) every node whose inputs are all constants."""
+    from onnx.reference import ReferenceEvaluator
+
     keep = []
     for n in nodes:
         ins = [i for i in n.inputs if i]
-        if not ins or not all(i in consts for i in ins):
+        if n.op_type in NOT_FOLDED or not all(i in consts for i in ins):
             keep.append(n)
             continue
-        if n.op_type == "Cast":
-            dtype = helper.tensor_dtype_to_np_dtype(int(n.attrs["to"]))
-            value = consts[ins[0]].astype(dtype)
-        elif n.op_type in _BINARY and len(ins) == 2:
-            a, b = consts[ins[0]], consts[ins[1]]
-            value = _BINARY[n.op_type](a, b).astype(np.result_type(a, b))  # ONNX: same dtype
-        else:
-            keep.append(n)
-            continue
-        consts[n.outputs[0]] = value
-        shapes[n.outputs[0]] = tuple(value.shape)
+        attrs = {k: v for k, v in n.attrs.items() if not k.startswith("_")}
+        proto = helper.make_node(n.op_type, n.inputs, n.outputs, **attrs)
+        graph = helper.make_graph(
+            [proto], "fold",
+            [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(consts[i].dtype),
+                                           consts[i].shape) for i in ins],
+            [helper.make_tensor_value_info(o, 0, None) for o in n.outputs])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        values = ReferenceEvaluator(model).run(None, {i: consts[i] for i in ins})
+        for o, v in zip(n.outputs, values, strict=True):
+            consts[o] = np.asarray(v)
+            shapes[o] = tuple(consts[o].shape)
     return keep
 
 

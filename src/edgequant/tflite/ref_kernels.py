@@ -397,3 +397,21 @@ def hard_swish(x, xq, yq, dtype=np.int8):
     y = _rdbp(_sdhm16(r, pre_out), -out_e) + int(yq[1][0])
     info = np.iinfo(dtype)
     return np.clip(y, info.min, info.max).astype(dtype)
+
+
+def batch_matmul(a, b, aq, bq, yq, adj_x=False, adj_y=False, dtype=np.int8):
+    """int8 BATCH_MATMUL: Σ (a − za)(b − zb), requantized by ``sa·sb/so`` (per tensor) with
+    gemmlowp rounding (measured: LiteRT's builtin kernel). XNNPACK takes over some int8
+    BATCH_MATMULs (which depends on the qparams) and then requantizes in fp32: up to 1 LSB
+    apart — the one op where the reference models only the builtin path."""
+    af = (a.astype(np.int64) - int(aq[1][0])).astype(np.float64)
+    bf = (b.astype(np.int64) - int(bq[1][0])).astype(np.float64)
+    if adj_x:
+        af = np.swapaxes(af, -1, -2)
+    if adj_y:
+        bf = np.swapaxes(bf, -1, -2)
+    acc = np.matmul(af, bf).astype(np.int64)  # (…, M, N) exact
+    info = np.iinfo(dtype)
+    m, s = quantize_multiplier(float(aq[0][0]) * float(bq[0][0]) / float(yq[0][0]))
+    y = requantize(acc, m, s) + int(yq[1][0])
+    return np.clip(y, info.min, info.max).astype(dtype)

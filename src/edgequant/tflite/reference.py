@@ -262,10 +262,15 @@ _OPS = {
     "RELU": _unary("RELU"),
     "RELU6": _unary("RELU6"),
     "RELU_N1_TO_1": _unary("RELU_N1_TO_1"),
-    "BATCH_MATMUL": lambda i, f, o, p, k: (np.matmul(i[0].astype(np.float64), i[1]).astype(
-        np.float32) if not _is_int(f[0]) else _raise("integer BATCH_MATMUL")),
+    "BATCH_MATMUL": lambda i, f, o, p, k: _batch_matmul(i, f, o, p, k),
 }
 
 
-def _raise(what: str):
-    raise UnsupportedOpError(f"reference executor: {what} not implemented")
+def _batch_matmul(ins, infos, out, opt, flavor="builtin"):
+    a, b = ins
+    adj_x, adj_y = bool(getattr(opt, "adjX", False)), bool(getattr(opt, "adjY", False))
+    if _is_int(infos[0]):
+        return K.batch_matmul(a, b, infos[0].q, infos[1].q, out.q, adj_x, adj_y, out.dtype)
+    a = np.swapaxes(a, -1, -2) if adj_x else a
+    b = np.swapaxes(b, -1, -2) if adj_y else b
+    return np.matmul(a.astype(np.float64), b).astype(np.float32)
