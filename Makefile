@@ -19,14 +19,14 @@ demo: $(STAMP)
 	$(BIN)/edgequant demo --out demo_out
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python bench/modes.py

@@ -25,7 +25,7 @@ from edgequant.graph.passes.dynamic import dynamic_matmuls
 from edgequant.graph.passes.fold import prepare_float
 from edgequant.graph.passes.fp16 import store_fp16
 from edgequant.graph.passes.insert_qdq import insert_qdq
-from edgequant.graph.passes.weight_only import dequantize_weights
+from edgequant.graph.passes.weight_only import dequantize_weights, unfused_dequantize_weights
 from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.plan import QuantPlan, resolve
@@ -90,14 +90,25 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
                               "warnings": []}
     _strict_check(plan, strict)
 
-    qm = onnx.ModelProto()
-    qm.CopyFrom(float_model)  # passes edit in place; the float model stays for the speed check
+    qm = _copy(float_model)  # passes edit in place; the float model stays for the speed check
     used: dict[str, QParams] = {}
     if rec.mode == "fp16":
         qm, notes = store_fp16(qm, plan)
         report["notes"] += notes
     elif rec.mode == "weight_only":
-        qm, used = dequantize_weights(qm, plan, weight_qparams=overrides)
+        first, used = dequantize_weights(_copy(qm), plan, weight_qparams=overrides)
+        slow = unfused_dequantize_weights(first)  # onnxruntime would dequantize every run
+        if slow:
+            stems = {w: w.replace("/", "_").replace(":", "_") for w in used}
+            names = frozenset(w for w, st in stems.items()
+                              if f"{st}_quantized" in slow or f"{st}_t_quantized" in slow)
+            qm, used = dequantize_weights(qm, plan, weight_qparams=overrides, cast_mul=names)
+        else:
+            qm = first
+        report["notes"].append(
+            "onnxruntime fuses DequantizeLinear(int4) → MatMul into MatMulNBits, which by "
+            "default computes with int8 activations (session option "
+            "session.qdq_matmulnbits_accuracy_level=4); set it to 0 for float activations")
     elif rec.mode == "dynamic":
         qm, used, done = dynamic_matmuls(qm, plan, weight_qparams=overrides)
         rest = [t.tensor for t in plan.quantized("weight") if t.tensor not in done]
@@ -134,6 +145,12 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     if check_speed:
         _speed_check(float_model, qm, calibration, report)
     return result
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def _speed_check(float_model, qm, calibration, report) -> None:
