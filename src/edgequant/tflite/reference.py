@@ -14,6 +14,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgequant.errors import UnsupportedOpError
+from edgequant.tflite import ref_activations as A
 from edgequant.tflite import ref_kernels as K
 from edgequant.tflite.builder import NUMPY_TYPES, load_model
 
@@ -204,11 +205,11 @@ def _unary(fn_name):
         x = ins[0]
         if _is_int(infos[0]):
             if fn_name == "softmax":
-                return K.softmax(x, infos[0].q, out.q, opt.beta, out.dtype)
+                return A.softmax(x, infos[0].q, out.q, opt.beta, out.dtype)
             if fn_name in ("logistic", "tanh"):
-                return K.lut_activation(x, infos[0].q, out.q, fn_name, out.dtype)
+                return A.lut_activation(x, infos[0].q, out.q, fn_name, out.dtype)
             if fn_name == "hardswish":
-                return K.hard_swish(x, infos[0].q, out.q, out.dtype)
+                return A.hard_swish(x, infos[0].q, out.q, out.dtype)
             if fn_name in ("RELU", "RELU6", "RELU_N1_TO_1"):
                 y = K.requantize_tensor(x, infos[0].q, out.q, np.int64)
                 lo, hi = K.act_range(fn_name, float(out.scale[0]), int(out.zero_point[0]),
