@@ -15,6 +15,7 @@ bit-identical values:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -197,10 +198,14 @@ def _lowered(proto: onnx.ModelProto, requantization: str | None) -> onnx.ModelPr
     try:
         from edgequant.graph.passes.lower_qop import lower_to_qop
 
-        return lower_to_qop(proto, requantization=requantization or "float")
+        lowered = lower_to_qop(proto, requantization=requantization or "float")
     except Exception as e:  # lowering is best effort here: fall back to the QDQ graph
         logger.warning("verify: cannot lower the QDQ model (%s); interpreting it as is", e)
         return None
+    before = Counter(n.op_type for n in proto.graph.node)
+    after = Counter(n.op_type for n in lowered.graph.node)
+    # nothing fused (e.g. int16 activations or weight-only int4): keep the original graph
+    return lowered if after != before else None
 
 
 def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,

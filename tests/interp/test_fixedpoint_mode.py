@@ -106,6 +106,28 @@ def test_qlinearconv_fixedpoint(seed):
     check(acc, real, zy, out, 0, 255)
 
 
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), op=st.sampled_from(["QLinearAdd", "QLinearMul"]))
+def test_binary_fixedpoint_within_one_lsb_of_exact(seed, op):
+    """TFLite's integer Add / Mul: ≤ 1 LSB from the exactly rounded real result."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (4, 33)).astype(np.int8)
+    b = rng.integers(-128, 128, (4, 33)).astype(np.int8)
+    sa, sb = np.float32(rng.uniform(0.005, 0.1)), np.float32(rng.uniform(0.005, 0.1))
+    sc = np.float32(rng.uniform(0.01, 0.2) if op == "QLinearAdd" else rng.uniform(0.001, 0.05))
+    za, zb, zc = (int(rng.integers(-128, 128)) for _ in range(3))
+    consts = dict(sa=sa, za=np.int8(za), sb=sb, zb=np.int8(zb), sc=sc, zc=np.int8(zc))
+    model = single_op_model(op, {"a": a, "b": b}, consts,
+                            ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], domain="com.microsoft")
+    out = run_ref(model, {"a": a, "b": b}, requantization="fixedpoint")[0]
+    for idx in np.ndindex(a.shape):
+        ra = Fraction(float(sa)) * (int(a[idx]) - za)
+        rb = Fraction(float(sb)) * (int(b[idx]) - zb)
+        real = (ra + rb if op == "QLinearAdd" else ra * rb) / Fraction(float(sc))
+        ideal = min(max(half_away(real) + zc, -128), 127)
+        assert abs(int(out[idx]) - ideal) <= MAX_LSB_FROM_IDEAL, (idx, int(out[idx]), ideal)
+
+
 def test_metadata_selects_fixedpoint():
     a = np.array([[100, -100, 37]], np.int8)
     consts = dict(sa=np.float32(0.05), za=np.int8(0), b=np.ones((3, 1), np.int8),

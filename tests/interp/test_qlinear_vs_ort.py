@@ -44,8 +44,8 @@ def _act(rng, shape, signed: bool):
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(seed=seeds, signed=st.booleans(), per_channel=st.booleans(), depthwise=st.booleans(),
        auto_pad=st.sampled_from(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]),
-       one_d=st.booleans())
-def test_qlinearconv(seed, signed, per_channel, depthwise, auto_pad, one_d):
+       one_d=st.booleans(), u8_weights=st.booleans())
+def test_qlinearconv(seed, signed, per_channel, depthwise, auto_pad, one_d, u8_weights):
     rng = np.random.default_rng(seed)
     c = int(rng.integers(1, 7))
     group = c if depthwise else int(rng.choice([g for g in (1, 2, 3) if c % g == 0]))
@@ -53,12 +53,18 @@ def test_qlinearconv(seed, signed, per_channel, depthwise, auto_pad, one_d):
     k = [int(rng.integers(1, 4))] + ([] if one_d else [int(rng.integers(1, 4))])
     spatial = [int(rng.integers(k[i] + 2, 13)) for i in range(len(k))]
     x, xz = _act(rng, [2, c, *spatial], signed)
-    w = rng.integers(-127, 128, (m, c // group, *k)).astype(np.int8)
     ws = (rng.uniform(0.002, 0.05, m) if per_channel else rng.uniform(0.002, 0.05, ())).astype(
         np.float32)
+    u8_weights = u8_weights and not signed  # ORT has u8·u8 but no s8·u8 QLinearConv
+    if u8_weights:  # asymmetric uint8 weights with a non-zero weight zero point
+        w = rng.integers(0, 256, (m, c // group, *k)).astype(np.uint8)
+        wz = rng.integers(0, 256, ws.shape).astype(np.uint8)
+    else:
+        w = rng.integers(-127, 128, (m, c // group, *k)).astype(np.int8)
+        wz = np.zeros(ws.shape, np.int8)
     _, yz = _act(rng, (), signed)
     consts = dict(xs=np.float32(rng.uniform(0.005, 0.1)), xz=xz, w=w, ws=ws,
-                  wz=np.zeros(ws.shape, np.int8), ys=np.float32(rng.uniform(0.02, 1.0)), yz=yz,
+                  wz=wz, ys=np.float32(rng.uniform(0.02, 1.0)), yz=yz,
                   b=rng.integers(-20000, 20000, m).astype(np.int32))
     nd = len(k)
     attrs = dict(group=group, strides=[int(rng.integers(1, 3)) for _ in k],
