@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -132,9 +132,39 @@ def run(model: Any, feeds: Mapping[str, np.ndarray], engine: Engine = "reference
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r} is not allowed: use one of {ENGINES}")
     interp = Interpreter(model, requantization=requantization)
-    if engine == "reference":
-        return interp.run(feeds)
-    return run_onnxruntime(interp.model, interp.prepare_feeds(feeds))
+    results = []
+    for batch in sample_batches(interp.model, feeds):
+        if engine == "reference":
+            results.append(interp.run(batch))
+        else:
+            results.append(run_onnxruntime(interp.model, interp.prepare_feeds(batch)))
+    if len(results) == 1:
+        return results[0]
+    return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+
+
+def sample_batches(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]
+                   ) -> list[dict[str, np.ndarray]]:
+    """``feeds`` as one batch, or split into batches when the model's batch dim is fixed.
+
+    DATA.npz holds samples on the first axis; a model exported with a static batch (often 1)
+    cannot take them all at once, so they are run in batches of that size.
+    """
+    from edgequant.data import fixed_batch, iter_batches, model_inputs
+
+    feeds = dict(feeds)
+    b = fixed_batch(model_inputs(model))
+    n = len(next(iter(feeds.values()))) if feeds else 0
+    if b is None or b < 1 or n <= b or any(np.ndim(v) == 0 for v in feeds.values()):
+        return [feeds]
+    return list(iter_batches(feeds, b))
+
+
+def merge_diffs(parts: list[TensorDiff]) -> TensorDiff:
+    """One TensorDiff for a tensor compared batch by batch (shares weighted by size)."""
+    sizes = [max(int(np.prod(p.shape)), 1) for p in parts]
+    return replace(parts[0], max_diff=max(p.max_diff for p in parts),
+                   identical=float(np.average([p.identical for p in parts], weights=sizes)))
 
 
 def _dq_scales(model: onnx.ModelProto, interp: Interpreter) -> dict[str, np.ndarray]:
@@ -227,22 +257,29 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
         lower_qdq = optimize and has_qdq_compute(proto)
     target = (_lowered(proto, requantization) if lower_qdq else None) or proto
     interp = Interpreter(target, requantization=requantization)
-    prepared = interp.prepare_feeds(feeds)
     producers = {o: n.op_type for n in target.graph.node for o in n.output}
     scales = _dq_scales(target, interp)
-    ref_all = interp.run_all(prepared) if per_node else interp.run(prepared)
     names = list(interp.output_names)
     node_names = [o for n in interp.nodes for o in n.output if o and o not in names] \
         if per_node else []
-    theirs = run_onnxruntime(proto, prepared, names, optimize=optimize)
-    if node_names:  # extra outputs would block ORT's fusions: observe the graph we interpret
-        theirs.update(run_onnxruntime(target, prepared, node_names, optimize=optimize))
+    outputs: list[list[TensorDiff]] = []
+    nodes: list[list[TensorDiff]] = []
+    for batch in sample_batches(proto, feeds):
+        prepared = interp.prepare_feeds(batch)
+        ref_all = interp.run_all(prepared) if per_node else interp.run(prepared)
+        theirs = run_onnxruntime(proto, prepared, names, optimize=optimize)
+        if node_names:  # extra outputs would block ORT's fusions: observe the graph we run
+            theirs.update(run_onnxruntime(target, prepared, node_names, optimize=optimize))
 
-    def diff(n: str) -> TensorDiff:
-        return compare(n, ref_all[n], theirs[n], scales.get(n), scales.get(n + "\0axis"),
-                       producers.get(n, ""))
+        def diff(n: str, ref_all=ref_all, theirs=theirs) -> TensorDiff:
+            return compare(n, ref_all[n], theirs[n], scales.get(n), scales.get(n + "\0axis"),
+                           producers.get(n, ""))
 
-    report = VerifyReport([diff(n) for n in names], [diff(n) for n in node_names],
-                          engine, interp.requantization, lowered=target is not proto)
+        outputs.append([diff(n) for n in names])
+        nodes.append([diff(n) for n in node_names])
+    merged_out = [merge_diffs([b[i] for b in outputs]) for i in range(len(names))]
+    merged_nodes = [merge_diffs([b[i] for b in nodes]) for i in range(len(node_names))]
+    report = VerifyReport(merged_out, merged_nodes, engine, interp.requantization,
+                          lowered=target is not proto)
     logger.info("verify: max %.3g LSB over %d outputs", report.max_lsb, len(names))
     return report

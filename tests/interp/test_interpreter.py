@@ -97,3 +97,21 @@ def test_compare_units():
     assert (f.kind, f.max_diff) == ("dequantized", 1.0)
     g = compare("g", np.array([0.5], np.float32), np.array([0.5], np.float32))
     assert (g.kind, g.max_diff, g.identical) == ("float", 0.0, 1.0)
+
+
+def test_static_batch_model_runs_samples_in_batches():
+    from edgequant.verify import run, verify
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    shape = helper.make_tensor("s", TensorProto.INT64, [2], [1, 3])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["r"]),
+                               helper.make_node("Relu", ["r"], ["y"])], "g", [x], [y],
+                              initializer=[shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    feeds = {"x": np.arange(-7, 8, dtype=np.float32).reshape(5, 3)}
+    out = run(model, feeds)["y"]
+    np.testing.assert_array_equal(out, np.maximum(feeds["x"], 0))
+    np.testing.assert_array_equal(run(model, feeds, engine="onnxruntime")["y"], out)
+    report = verify(model, feeds)
+    assert report.ok(0, float_atol=0.0) and report.outputs[0].identical == 1.0
