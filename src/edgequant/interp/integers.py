@@ -68,8 +68,18 @@ def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     amax = int(np.abs(a.astype(np.int64)).max()) if a.size else 0
     bmax = int(np.abs(b.astype(np.int64)).max()) if b.size else 0
     assert amax * bmax * max(k, 1) < FLOAT64_EXACT_BOUND, "integer GEMM would not be exact"
-    out = np.matmul(a.astype(np.float64), b.astype(np.float64))  # exact integer values
+    out = flat_matmul(a.astype(np.float64), b.astype(np.float64))  # exact integer values
     return out.astype(np.int64)
+
+
+def flat_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.matmul`` that folds ``a``'s leading dims into rows when ``b`` is 2-D.
+
+    One (B·M, K) @ (K, N) BLAS call instead of B small ones: same values, several times faster.
+    """
+    if b.ndim == 2 and a.ndim > 2:
+        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+    return np.matmul(a, b)
 
 
 def to_int32(acc: np.ndarray) -> np.ndarray:

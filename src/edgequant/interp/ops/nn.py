@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgequant.interp.integers import flat_matmul
 from edgequant.interp.registry import NodeContext, register
 
 
 @register()
 def MatMul(ctx: NodeContext, a, b):
     """a @ b (numpy broadcasting, as ONNX)."""
-    return np.matmul(a, b).astype(np.result_type(a, b))
+    return flat_matmul(a, b).astype(np.result_type(a, b))
 
 
 @register()
