@@ -112,6 +112,17 @@ CASES = [
 ]
 
 
+def test_softmax_opset_11_coerces_to_2d():
+    from single_op import OPSET
+
+    x = f(2, 3, 4)
+    model = single_op_model("Softmax", {"x": x}, {}, ["x"], axis=1)
+    model.opset_import[0].version = 11
+    ours, theirs = run_ref(model, {"x": x})[0], run_ort(model, {"x": x})[0]
+    np.testing.assert_allclose(ours, theirs, rtol=FLOAT_RTOL, atol=FLOAT_ATOL)
+    assert OPSET >= 13  # the other cases run at the current opset
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_float_op_matches_onnxruntime(case):
     _, op, inputs, consts, order, attrs = case

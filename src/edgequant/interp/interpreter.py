@@ -75,6 +75,7 @@ class Interpreter:
         self.input_names = [i.name for i in graph.input if i.name not in self.initializers]
         self.output_names = [o.name for o in graph.output]
         self._input_dtypes = {i.name: elem_numpy_dtype(i) for i in graph.input}
+        self.opsets = {normalize_domain(o.domain): o.version for o in self.model.opset_import}
         self._steps = [self._compile(n, i) for i, n in enumerate(self.nodes)]
 
     def _compile(self, node: onnx.NodeProto, index: int):
@@ -88,7 +89,8 @@ class Interpreter:
                 f"{sorted(k[1] for k in OPS if k[0] == domain)}"
             )
         ctx = NodeContext(name=name, op_type=node.op_type, attrs=attribute_values(node),
-                          requantization=self.requantization, n_outputs=len(node.output))
+                          requantization=self.requantization, n_outputs=len(node.output),
+                          opset=self.opsets.get(domain, 1))
         return fn, ctx, list(node.input), list(node.output)
 
     def prepare_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -108,9 +110,11 @@ class Interpreter:
         return env
 
     def _execute(self, feeds: Mapping[str, np.ndarray], keep: Iterable[str] | None):
+        """Run every node; with ``keep`` given, drop other tensors after their last use."""
         env: dict[str, Any] = dict(self.initializers)
         env.update(self.prepare_feeds(feeds))
-        for fn, ctx, inputs, outputs in self._steps:
+        release = self._release_plan(set(keep)) if keep is not None else None
+        for i, (fn, ctx, inputs, outputs) in enumerate(self._steps):
             args = [env[t] if t else None for t in inputs]
             try:
                 result = fn(ctx, *args)
@@ -122,7 +126,22 @@ class Interpreter:
             for name, value in zip(outputs, result, strict=False):
                 if name:
                     env[name] = value
+            for name in release[i] if release is not None else ():
+                env.pop(name, None)
         return env
+
+    def _release_plan(self, keep: set[str]) -> list[list[str]]:
+        """Per step, the activations no later step reads (freed to bound memory)."""
+        last: dict[str, int] = {}
+        for i, (_, _, inputs, outputs) in enumerate(self._steps):
+            for t in (*inputs, *outputs):
+                if t:
+                    last[t] = i
+        plan: list[list[str]] = [[] for _ in self._steps]
+        for t, i in last.items():
+            if t not in keep and t not in self.initializers:
+                plan[i].append(t)
+        return plan
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None
             ) -> dict[str, np.ndarray]:

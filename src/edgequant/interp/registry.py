@@ -32,6 +32,7 @@ class NodeContext:
     attrs: dict[str, Any] = field(default_factory=dict)
     requantization: Requantization = "float"
     n_outputs: int = 1
+    opset: int = 21  # opset version the model imports for the node's domain
 
     def attr(self, key: str, default: Any = None) -> Any:
         """Attribute ``key`` of the node, or ``default`` when absent."""

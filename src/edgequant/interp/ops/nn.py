@@ -27,7 +27,13 @@ def Gemm(ctx: NodeContext, a, b, c=None):
 
 @register()
 def Softmax(ctx: NodeContext, x):
-    """exp(x − max) / Σ exp(x − max) along ``axis`` (default −1, opset ≥ 13)."""
+    """exp(x − max) / Σ exp(x − max) along ``axis`` (opset ≥ 13, default −1); before opset
+    13 over the input coerced to 2-D at ``axis`` (default 1)."""
+    if ctx.opset < 13:
+        axis = int(ctx.attr("axis", 1)) % max(x.ndim, 1)
+        rows = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)  # (N, D)
+        e = np.exp(rows - rows.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).reshape(x.shape).astype(x.dtype)
     axis = int(ctx.attr("axis", -1))
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)
