@@ -116,7 +116,9 @@ def test_float_island_kept_unless_strict(tfl_models, tmp_path):
 
 def test_16x8_export(tfl_models, tmp_path):
     """int16 activations (zero point 0, onnxruntime QInt16 symmetric), int8 weights, int64
-    bias: bit-exact with the reference on MNIST; within 1 LSB of onnxruntime's QDQ model."""
+    bias: bit-exact with the reference on MNIST; within MAX_LSB_VS_ORT of onnxruntime's QDQ
+    model (observed 1–2 from run to run: onnxruntime's float conv inside the int16 QDQ graph
+    is multi-threaded, so its summation order — and a rounding tie — can vary)."""
     import tflite_models as M
 
     case = tfl_models["mnist"]
@@ -133,4 +135,4 @@ def test_16x8_export(tfl_models, tmp_path):
     scale = _out_scale(res.path)
     diff = max(float(np.abs(sess.run(None, {"x": case.x[i:i + 1]})[0] -
                             lite.run({"x": case.x[i:i + 1]})[0]).max()) for i in range(4))
-    assert round(diff / scale) <= 1
+    assert round(diff / scale) <= MAX_LSB_VS_ORT
