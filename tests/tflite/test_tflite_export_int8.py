@@ -116,12 +116,12 @@ def test_float_island_kept_unless_strict(tfl_models, tmp_path):
 
 def test_16x8_export(tfl_models, tmp_path):
     """int16 activations (zero point 0, onnxruntime QInt16 symmetric), int8 weights, int64
-    bias: bit-exact with the reference on MNIST; within MAX_LSB_VS_ORT of onnxruntime's QDQ
+    bias: bit-exact with the reference on OpsNet; within MAX_LSB_VS_ORT of onnxruntime's QDQ
     model (observed 1–2 from run to run: onnxruntime's float conv inside the int16 QDQ graph
     is multi-threaded, so its summation order — and a rounding tie — can vary)."""
     import tflite_models as M
 
-    case = tfl_models["mnist"]
+    case = tfl_models["ops"]  # conv, depthwise, add, pools, concat, FC, int16 softmax
     q = M.quantize_qdq(case.float_path, tmp_path / "m16.onnx", case.x, activation="QInt16")
     res = export_tflite(onnx.load(q), tmp_path / "m16.tflite")
     assert res.mode == "int16x8"

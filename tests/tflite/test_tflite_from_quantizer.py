@@ -27,12 +27,6 @@ def test_integer_recipes_bit_exact(tfl_models, recipe, io, tmp_path):
     assert out.exists()
     res = export_tflite(qm.model, tmp_path / "again.tflite")
     assert res.mode == {"w8a8": "int8", "w8a16": "int16x8"}[recipe] and not res.float_nodes
-    if recipe == "w8a16":  # int16 SOFTMAX is not modelled by the reference: compare to ORT
-        sess = ort.InferenceSession(qm.model.SerializeToString(),
-                                    providers=["CPUExecutionProvider"])
-        y = LiteRTRunner(res.path).run({"x": case.x[:1]})[0]
-        assert np.abs(y - sess.run(None, {"x": case.x[:1]})[0]).max() < 2 / 32768  # 2 LSB
-        return
     report = verify_tflite(res.path, {"x": case.x})
     assert report["ok"], report
 

@@ -66,6 +66,8 @@ CASES = {
     "quantize_float_int16": lambda r: S.quantize_input(r, dtype=np.int16),
     "dequantize_int16": lambda r: S.unary(r, OP.DEQUANTIZE, shape=(3, 37), dtype=np.int16),
     "requantize_int16": lambda r: S.unary(r, OP.QUANTIZE, dtype=np.int16),
+    "softmax_int16": lambda r: S.unary(r, OP.SOFTMAX, Quant.of(1 / 32768, 0), (3, 10),
+                                       OPT.SoftmaxOptions, _SOFTMAX, dtype=np.int16),
 }
 
 

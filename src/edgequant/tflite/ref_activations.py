@@ -36,6 +36,8 @@ def _int8_only(dtype, what: str) -> None:
 
 def softmax(x, xq, yq, beta: float = 1.0, dtype=np.int8):
     """int8 SOFTMAX as LiteRT's optimized kernel (x86): float32 exp LUT, float32 sums."""
+    if np.dtype(dtype) == np.int16:
+        return softmax_int16(x, xq, beta)
     _int8_only(dtype, "softmax")
     scale = np.float32(-np.float32(xq[0][0]) * np.float32(beta))
     table = np.exp((scale * np.arange(256, dtype=np.float32)).astype(np.float64))
@@ -108,3 +110,60 @@ def hard_swish(x, xq, yq, dtype=np.int8):
     y = _rdbp(_sdhm16(r, pre_out), -out_e) + int(yq[1][0])
     info = np.iinfo(dtype)
     return np.clip(y, info.min, info.max).astype(dtype)
+
+
+def _gen_lut(func, lo: float, hi: float) -> np.ndarray:
+    """TFLite ``gen_lut<double, int16_t, int16_t>`` over [lo, hi] onto [−1, 1]: 512 steps
+    with midpoint-error bias, plus one extra value for interpolation (513 entries)."""
+    steps = 512
+    step = (hi - lo) / steps
+    inv = 65536.0 / 2.0  # (int16 max − min + 1) / (output_max − output_min)
+    lut = np.empty(steps + 1, np.int64)
+    for i in range(steps):
+        val = func(lo + i * step)
+        mid = func(lo + i * step + step / 2)
+        nxt = func(lo + (i + 1) * step)
+        sample = float(tfl_round(np.float64(val * inv)))
+        interp = float(tfl_round(np.float64((nxt * inv + sample) / 2)))
+        err = interp - float(tfl_round(np.float64(mid * inv)))
+        bias = float(tfl_round(np.float64(err / 2)))
+        lut[i] = int(min(max(sample - bias, -32768.0), 32767.0))
+    lut[steps] = int(min(max(float(tfl_round(np.float64(func(hi) * inv))), -32768.0), 32767.0))
+    return lut
+
+
+def _lut_lookup(v: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """TFLite ``LUTLookup`` for int16 inputs: base + interpolated slope (Q0.7 offset)."""
+    v = np.asarray(v, np.int64)
+    idx = 256 + (v >> 7)
+    off = v & 0x7F
+    base, slope = lut[idx], lut[idx + 1] - lut[idx]
+    return base + ((slope * off + 64) >> 7)
+
+
+def softmax_int16(x, xq, beta: float = 1.0) -> np.ndarray:
+    """int16 SOFTMAX as TFLite's ``SoftmaxInt16`` (exp and 1/(1+x) LUTs, Q0.15 output)."""
+    import math
+
+    from edgequant.fixedpoint import requantize
+
+    exp_lut = _gen_lut(math.exp, -10.0, 0.0)
+    inv_lut = _gen_lut(lambda v: 1.0 / (1.0 + v), 0.0, 1.0)
+    m, s = quantize_multiplier(float(xq[0][0]) * float(beta) / (10.0 / 65535.0))
+    xi = x.astype(np.int64)
+    diff = xi - xi.max(axis=-1, keepdims=True)
+    scaled = requantize(diff, m, s) + 32767
+    e = _lut_lookup(np.clip(scaled, -32768, 32767), exp_lut)  # (…, K) Q0.15
+    total = e.sum(axis=-1, keepdims=True)  # int32
+    out = np.empty_like(e)
+    for idx in np.ndindex(total.shape):  # per row: reciprocal of the sum through the LUT
+        t = int(total[idx])
+        hr = 32 - t.bit_length()  # CountLeadingZeros(uint32)
+        shifted = ((t << (hr - 1)) + (1 << 13)) >> 14
+        sym = min(max(shifted - ((1 << 15) + (1 << 16)), -32768), 32767)
+        recip = int(_lut_lookup(np.array(sym), inv_lut))
+        rs = 31 - hr
+        row = e[idx[:-1]] if len(idx) > 1 else e
+        res = (row.astype(np.int64) * recip + (1 << (rs - 1))) >> rs
+        out[idx[:-1]] = np.clip(res, 0, 32767)
+    return out.astype(np.int16)
