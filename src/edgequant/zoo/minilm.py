@@ -8,6 +8,9 @@ pooling → L2 normalisation, so its output equals ``SentenceTransformer.encode`
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 from pathlib import Path
 
@@ -25,6 +28,8 @@ __all__ = [
     "minilm_dir",
     "tokenize",
 ]
+
+log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
 MINILM_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -52,7 +57,12 @@ def load_sentence_transformer():
     _offline()
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(minilm_dir()), device="cpu")
+    # transformers draws a "Loading weights" progress bar on stderr; library code is quiet.
+    chatter = io.StringIO()
+    with contextlib.redirect_stderr(chatter):
+        st = SentenceTransformer(str(minilm_dir()), device="cpu")
+    log.debug("loading all-MiniLM-L6-v2 said: %s", chatter.getvalue().strip())
+    return st
 
 
 def _tokenizer():
