@@ -35,11 +35,11 @@ def requantize(
     out_dtype: np.dtype,
     mode: Requantization,
 ) -> np.ndarray:
-    """int32 ``acc`` × real ``multiplier`` (float32, broadcast against ``acc``) → ``out_dtype``.
+    """int32 ``acc`` × real ``multiplier`` (broadcast against ``acc``) + zero point → ``out_dtype``.
 
-    ``multiplier`` is the float32 real multiplier; in ``fixedpoint`` mode it is re-derived in
-    float64 by the caller-independent rule ``quantize_multiplier(float(multiplier64))`` — pass
-    a float64 array to keep TFLite's double-precision effective scale.
+    Pass the multiplier from :func:`real_multiplier` for the same ``mode``: float32 for
+    ``float`` (ORT), float64 for ``fixedpoint`` (TFLite computes the effective scale in
+    double before turning it into an int32 mantissa and shift).
     """
     zp = 0 if zero_point is None else as_int(zero_point).astype(np.int64)
     if mode == "float":
