@@ -29,11 +29,11 @@ def format_for(path: str | os.PathLike, fmt: str | None = None, to: str | None =
     return fmt
 
 
-def lower_model(qm, requantization: str = "float"):
+def lower_model(qm, requantization: str = "float", strict: bool = False):
     """The QuantizedModel's QDQ graph lowered to integer-only QOperator form."""
     from edgequant.graph.passes.lower_qop import lower
 
-    result = lower(qm.model, requantization)
+    result = lower(qm.model, requantization, strict=strict)
     qm.report.setdefault("lowering", {})["float_nodes"] = [
         {"node": n, "op_type": o, "reason": r} for n, o, r in result.float_nodes]
     return result.model
@@ -54,5 +54,5 @@ def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
         result = export_tflite(qm.model, out, strict=strict)
         qm.report["tflite"] = getattr(result, "to_dict", lambda: {})()
         return out
-    model = lower_model(qm) if fmt == "qop" else qm.model
+    model = lower_model(qm, strict=strict) if fmt == "qop" else qm.model
     return save_model(model, out, inputs)
