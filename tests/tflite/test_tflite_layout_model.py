@@ -54,3 +54,13 @@ def test_layout_int8(layout):
     row = verify_tflite(res.path, {"x": x})["outputs"]["y"]
     assert row["builtin"]["max_lsb"] == 0
     assert row["xnnpack"]["max_lsb"] <= XNNPACK_BATCH_MATMUL_LSB
+
+
+def test_last_axis_ops_read_nchw(tmp_path):
+    """Linear / broadcast / ReduceMean over W of an NHWC-stored tensor see the ONNX axes."""
+    f = M.export_onnx(M.LastAxisNet(), (1, 3, 6, 8), tmp_path / "last.onnx")
+    x = np.random.default_rng(1).standard_normal((1, 3, 6, 8)).astype(np.float32)
+    res = export_tflite(onnx.load(f), tmp_path / "last.tflite")
+    want = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = LiteRTRunner(res.path).run({"x": x})[0]
+    assert np.abs(got - want).max() <= TOLERANCE["fp32"] * float(want.max() - want.min())

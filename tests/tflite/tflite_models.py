@@ -171,3 +171,17 @@ class LayoutNet(nn.Module):
         att = torch.softmax(torch.matmul(t, t.transpose(1, 2)) * 0.25, dim=-1)  # (1, 49, 49)
         mixed = torch.matmul(att, t).reshape(1, 7, 7, 6).permute(0, 3, 1, 2)
         return torch.softmax(self.head(mixed + h), dim=1)  # (N, 4, 7, 7)
+
+
+class LastAxisNet(nn.Module):
+    """Ops on the ONNX last axis (W) of a conv output stored NHWC: Linear over W
+    (FULLY_CONNECTED with keep_num_dims), a rank-1 constant broadcast and ReduceMean over W."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        self.lin = nn.Linear(8, 5)
+
+    def forward(self, x):
+        y = self.c(x)  # (N, 4, 6, 8)
+        return self.lin(y) + torch.arange(5.0) + y.mean(dim=3, keepdim=True)  # (N, 4, 6, 5)

@@ -115,7 +115,7 @@ def Conv(cv: Converter, node: Node) -> None:
 
 def _fully_connected(cv: Converter, node: Node, w_oi, b, axis: int) -> None:
     """FULLY_CONNECTED with ONNX weight ``w_oi`` (output axis ``axis``), input node.inputs[0]."""
-    x = cv.act(node.inputs[0], allow_perm=True)
+    x = cv.act(node.inputs[0], "nchw", allow_perm=True)  # FC contracts the ONNX last axis
     perm = x.flat_perm
 
     def layout(a: np.ndarray) -> np.ndarray:

@@ -60,7 +60,9 @@ def _binary(cv: Converter, node: Node, code: int, opt_type: int, opt) -> None:
     if all(consts):
         raise UnsupportedOpError(f"node {node.name!r}: both inputs constant (fold it first)")
     acts = [n for n, c in zip((a, b), consts, strict=True) if not c]
-    nhwc = out_rank == 4 and any(
+    # NHWC only when every activation operand is 4-D (numpy broadcasting aligns trailing
+    # axes, so a lower-rank operand would meet W instead of C in NHWC storage)
+    nhwc = out_rank == 4 and all(len(cv.shape_of(n)) == 4 for n in acts) and any(
         cv.vals.get((n, "src", False)) is not None and cv.vals[(n, "src", False)].nhwc
         for n in acts)
     ins = []
@@ -68,9 +70,6 @@ def _binary(cv: Converter, node: Node, code: int, opt_type: int, opt) -> None:
         if c:
             ins.append(_const_operand(cv, n, out_rank, nhwc))
         else:
-            if nhwc and len(cv.shape_of(n)) != 4:
-                raise UnsupportedOpError(f"node {node.name!r}: broadcasting a rank<4 activation "
-                                         "against an NHWC tensor is not exported")
             ins.append(cv.act(n, "nhwc" if nhwc else "nchw"))
     out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc), nhwc)
     opt.fusedActivationFunction = ACT[node.attrs.get("_act")]
