@@ -97,3 +97,21 @@ def test_verify_reports_a_real_difference(ort_models, feeds, monkeypatch):
     assert conv_diffs and conv_diffs[0].max_diff == 1  # the first conv: exactly the +1
     assert all(d.max_diff >= 1 for d in conv_diffs)  # later ones inherit and amplify it
     assert min(d.identical for d in conv_diffs) < 0.5
+
+
+@pytest.mark.parametrize("io", ["int8", "uint8"])
+def test_integer_io_model_is_bit_exact(io):
+    """io=int8/uint8: integer graph inputs and outputs, compared as integers (0 LSB)."""
+    from edgequant import quantize
+    from edgequant.graph.passes.lower_qop import lower_to_qop
+
+    qm = quantize(float_cnn(), "w8a8", calibration={INPUT: images(32)}, io=io)
+    meta = json.loads({p.key: p.value for p in qm.model.metadata_props}["edgequant.io"])
+    qin = meta[INPUT]
+    lo, hi = (-128, 127) if io == "int8" else (0, 255)
+    x = np.clip(np.rint(images(8, seed=3) / qin["scale"]) + qin["zero_point"], lo, hi).astype(io)
+    for model in (qm.model, lower_to_qop(qm.model)):
+        report = verify(model, {INPUT: x}, per_node=True)
+        assert [d.kind for d in report.outputs] == ["integer"]
+        assert report.ok(MAX_LSB_FLOAT_MODE)
+        assert all(d.max_diff == 0 for d in report.nodes if d.kind == "integer")
