@@ -113,17 +113,26 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return m
 
 
+class OrtRunner:
+    """One onnxruntime CPU session returning ``outputs`` (which may be intermediate tensors)."""
+
+    def __init__(self, model: Any, outputs: list[str] | None = None, optimize: bool = True):
+        proto = load_proto(model)
+        declared = [o.name for o in proto.graph.output]
+        self.names = list(outputs or declared)
+        extra = [n for n in self.names if n not in declared]
+        self.session = _ort_session(_with_outputs(proto, extra) if extra else proto, optimize)
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(self.names, {k: v for k, v in feeds.items() if k in self.inputs})
+        return dict(zip(self.names, values, strict=True))
+
+
 def run_onnxruntime(model: Any, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None,
                     optimize: bool = True) -> dict[str, np.ndarray]:
     """Run ``model`` on onnxruntime's CPU provider; ``outputs`` may name intermediate tensors."""
-    proto = load_proto(model)
-    declared = [o.name for o in proto.graph.output]
-    names = outputs or declared
-    extra = [n for n in names if n not in declared]
-    sess = _ort_session(_with_outputs(proto, extra) if extra else proto, optimize)
-    inputs = {i.name for i in sess.get_inputs()}
-    values = sess.run(names, {k: v for k, v in feeds.items() if k in inputs})
-    return dict(zip(names, values, strict=True))
+    return OrtRunner(model, outputs, optimize)(feeds)
 
 
 def run(model: Any, feeds: Mapping[str, np.ndarray], engine: Engine = "reference",
@@ -132,12 +141,13 @@ def run(model: Any, feeds: Mapping[str, np.ndarray], engine: Engine = "reference
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r} is not allowed: use one of {ENGINES}")
     interp = Interpreter(model, requantization=requantization)
+    ort_run = OrtRunner(interp.model) if engine == "onnxruntime" else None
     results = []
     for batch in sample_batches(interp.model, feeds):
-        if engine == "reference":
+        if ort_run is None:
             results.append(interp.run(batch))
         else:
-            results.append(run_onnxruntime(interp.model, interp.prepare_feeds(batch)))
+            results.append(ort_run(interp.prepare_feeds(batch)))
     if len(results) == 1:
         return results[0]
     return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
@@ -262,14 +272,17 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     names = list(interp.output_names)
     node_names = [o for n in interp.nodes for o in n.output if o and o not in names] \
         if per_node else []
+    ort_outputs = OrtRunner(proto, names, optimize)
+    # extra outputs would block ORT's fusions: intermediate tensors come from the graph we run
+    ort_nodes = OrtRunner(target, node_names, optimize) if node_names else None
     outputs: list[list[TensorDiff]] = []
     nodes: list[list[TensorDiff]] = []
     for batch in sample_batches(proto, feeds):
         prepared = interp.prepare_feeds(batch)
         ref_all = interp.run_all(prepared) if per_node else interp.run(prepared)
-        theirs = run_onnxruntime(proto, prepared, names, optimize=optimize)
-        if node_names:  # extra outputs would block ORT's fusions: observe the graph we run
-            theirs.update(run_onnxruntime(target, prepared, node_names, optimize=optimize))
+        theirs = ort_outputs(prepared)
+        if ort_nodes is not None:
+            theirs.update(ort_nodes(prepared))
 
         def diff(n: str, ref_all=ref_all, theirs=theirs) -> TensorDiff:
             return compare(n, ref_all[n], theirs[n], scales.get(n), scales.get(n + "\0axis"),
