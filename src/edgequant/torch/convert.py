@@ -1,0 +1,189 @@
+"""``convert``: a trained QAT model → QDQ ONNX carrying exactly the trained qparams.
+
+Steps: (1) one eval forward so every weight quantizer holds the qparams of the current
+weights; (2) swap each QAT module for a plain Conv2d/Linear holding the *folded* float weights
+(BN folded with running statistics, ReLU fused) — the float op the fake-quant forward ran;
+(3) export that float module with :func:`export_onnx` (initializers keep the parameter names
+``<module path>.weight``, which is how each QAT module finds its ONNX node); (4) insert Q/DQ
+with the trained qparams (:mod:`edgequant.torch.qdq`) — no recalibration anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edgequant.errors import EdgequantError
+from edgequant.qparams import QParams
+from edgequant.quantizer import QuantizedModel
+from edgequant.recipes.plan import resolve
+from edgequant.recipes.recipe import Recipe, Rule
+from edgequant.torch.export import as_tuple, export_onnx, save_atomic
+from edgequant.torch.prepare import BOUNDARY_ATTR, QATModel, qat_modules
+from edgequant.torch.qdq import PASS_THROUGH, insert_qdq, propagate
+
+log = logging.getLogger(__name__)
+
+
+def _set_submodule(root: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, new)
+
+
+def trained_qparams(qat_model: QATModel) -> dict[str, dict]:
+    """Module name → weight / output qparams, fused ReLU, and the bias's input scale."""
+    return {
+        name: {"weight": m.weight_qparams(), "output": m.output_qparams(), "relu": m.relu,
+               "input_scale": np.float32(m.bias_input_scale.item()),
+               "has_bias": m.folded()[1] is not None}
+        for name, m in qat_modules(qat_model.model).items()
+    }
+
+
+def _in_module(node: onnx.NodeProto, path: str) -> bool:
+    """Whether the dynamo exporter recorded ``node`` as computed inside module ``path``."""
+    ns = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+    return f"/{path}: " in ns
+
+
+def _region_output(g: onnx.GraphProto, path: str) -> str:
+    """The one tensor a float region hands to the rest of the graph (or the graph output)."""
+    inside = [n for n in g.node if _in_module(n, path)]
+    made = {o for n in inside for o in n.output}
+    used_outside = {i for n in g.node if not _in_module(n, path) for i in n.input}
+    outs = sorted(t for t in made if t in used_outside or t in {o.name for o in g.output})
+    if len(outs) != 1:
+        raise EdgequantError(
+            f"float region {path!r}: found {len(outs)} output tensors {outs} in the exported "
+            "graph (need exactly 1; the region must return one tensor and be exported by the "
+            "dynamo exporter, which records module names)"
+        )
+    return outs[0]
+
+
+def _consumers(graph: onnx.GraphProto, tensor: str) -> list[onnx.NodeProto]:
+    return [n for n in graph.node if tensor in n.input]
+
+
+def map_to_onnx(float_onnx: onnx.ModelProto, qat_model: QATModel,
+                params: dict[str, dict], regions: dict[str, QParams]
+                ) -> tuple[dict[str, QParams], dict[str, QParams]]:
+    """Activation qparams by ONNX tensor name and weight qparams by initializer name."""
+    g = float_onnx.graph
+    acts: dict[str, QParams] = {}
+    weights: dict[str, QParams] = {}
+    inputs: dict[str, str] = {}
+    for name, p in params.items():
+        wname = f"{name}.weight"
+        nodes = [n for n in g.node if n.op_type in ("Conv", "Gemm") and n.input[1:2] == [wname]]
+        if len(nodes) != 1:
+            raise EdgequantError(
+                f"QAT module {name!r}: the exported graph has {len(nodes)} Conv/Gemm nodes "
+                f"reading initializer {wname!r} (need exactly 1); is it called more than once?"
+            )
+        weights[wname] = p["weight"]
+        inputs[name] = nodes[0].input[0]
+        out = nodes[0].output[0]
+        if p["relu"]:  # the QDQ pair sits after the fused ReLU
+            relus = [c for c in _consumers(g, out) if c.op_type == "Relu"]
+            if len(relus) != 1:
+                raise EdgequantError(f"QAT module {name!r}: fused ReLU not found after {out!r}")
+            out = relus[0].output[0]
+        if p["output"] is not None:
+            acts[out] = p["output"]
+    for name, qp in regions.items():
+        acts[_region_output(g, name)] = qp
+    for inp, q in zip(g.input, qat_model.input_quant, strict=False):
+        if q.observed:
+            acts[inp.name] = q.qparams()
+    _check_bias_scales(g, acts, params, inputs)
+    return acts, weights
+
+
+def _check_bias_scales(g: onnx.GraphProto, acts: dict[str, QParams], params: dict[str, dict],
+                       inputs: dict[str, str]) -> None:
+    """Every QAT layer quantized its bias with the scale its exported input really has."""
+    act = propagate(g, acts)
+    bad = []
+    for name, p in params.items():
+        qp = act.get(inputs[name])
+        want = np.float32(qp.scale) if qp is not None else np.float32(0)
+        if p["has_bias"] and p["input_scale"] != want:
+            bad.append(f"{name!r} (training used input scale {p['input_scale']}, the exported "
+                       f"input {inputs[name]!r} has {want})")
+    if bad:
+        raise EdgequantError(
+            "the int32 bias of these QAT layers was simulated with the wrong input scale, so "
+            "the converted model would not compute what training saw (their input is not the "
+            "activation quantized just before them — e.g. a branch): " + "; ".join(bad)
+        )
+
+
+@torch.no_grad()
+def convert(qat_model: QATModel, example_inputs, path: str | os.PathLike | None = None
+            ) -> QuantizedModel:
+    """Fold BN, export the float-equivalent module and insert QDQ with the trained qparams.
+
+    ``example_inputs``: a tensor or tuple of positional tensors (batch axis first; exported
+    dynamic). When ``path`` is given the QDQ model is also saved there.
+    """
+    if not isinstance(qat_model, QATModel):
+        raise TypeError(
+            f"convert needs the QATModel returned by prepare_qat, got {type(qat_model).__name__}"
+        )
+    m = copy.deepcopy(qat_model).eval()
+    args = as_tuple(example_inputs)
+    m(*args)  # refresh weight qparams from the final weights; checks observers have data
+    params = trained_qparams(m)
+    inner = m.model
+    regions: dict[str, QParams] = {}
+    for name, mod in inner.named_modules():
+        quant = getattr(mod, BOUNDARY_ATTR, None)
+        if quant is not None:
+            regions[name] = quant.qparams()
+            delattr(mod, BOUNDARY_ATTR)  # its forward hook now passes outputs through
+    for name, mod in qat_modules(inner).items():
+        _set_submodule(inner, name, mod.to_float())
+    float_onnx = export_onnx(inner, args)
+    acts, weights = map_to_onnx(float_onnx, m, params, regions)
+    model = insert_qdq(float_onnx, acts, weights, recipe_name=m.recipe_name)
+    acts = propagate(float_onnx.graph, acts)
+    qps = {**acts, **weights}
+    report = {
+        "qat_modules": sorted(params),
+        "float_regions": sorted(regions),
+        "quantized_activations": sorted(acts),
+        "pass_through_ops": sorted(PASS_THROUGH),
+    }
+    log.info("convert: %d weights and %d activations carry trained qparams",
+             len(weights), len(acts))
+    plan = resolve(_plan_recipe(m.recipe, float_onnx, acts, weights), float_onnx)
+    result = QuantizedModel(model, plan, qps, report)
+    if path is not None:
+        save_atomic(model, Path(path))
+    return result
+
+
+def _escape(name: str) -> str:
+    """A glob matching exactly ``name`` (fnmatch has no escape function)."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def _plan_recipe(recipe: Recipe, g_model: onnx.ModelProto, acts: dict[str, QParams],
+                 weights: dict[str, QParams]) -> Recipe:
+    """The recipe whose plan describes the converted graph: QAT'd nodes quantized, rest float."""
+    nodes = [n.name for n in g_model.graph.node
+             if n.name and (any(o in acts for o in n.output) or n.input[1:2] in ([w] for w in
+                                                                                  weights))]
+    rules = (Rule(nodes=("*",), action="float", name="qat: not fake-quantized in training"),
+             Rule(nodes=tuple(_escape(n) for n in nodes), action="quantize",
+                  name="qat: fake-quantized in training"))
+    return replace(recipe, mode="static" if recipe.activations else recipe.mode, rules=rules)

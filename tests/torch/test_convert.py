@@ -1,0 +1,152 @@
+"""convert: the QDQ model computes what the fake-quant model computed, with the trained qparams.
+
+Oracles: onnxruntime runs the converted model; PyTorch runs the QAT model in eval mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+from torch_models import run_ort, tiny_cnn
+
+import edgequant
+from edgequant.errors import EdgequantError
+from edgequant.primitives import quantize
+from edgequant.torch import FloatRegion, calibrate, convert, freeze_bn, prepare_qat
+
+#: The int32 bias, the weight grid and the activation grid are simulated exactly; only float32
+#: accumulation order differs (torch vs onnxruntime), which can flip a value sitting within
+#: ~1e-6 of a rounding tie by one step. One output LSB is the most that may differ.
+MAX_LSB = 1
+#: Relative slack on the LSB count: |got − want| / scale is computed in float32.
+LSB_SLACK = 1e-4
+#: ... and such flips are rare: at most this fraction of output elements.
+MAX_FLIP_FRACTION = 0.01
+
+
+def _train(qat, x, steps=4, lr=0.05):
+    opt = torch.optim.SGD(qat.parameters(), lr=lr)
+    for _ in range(steps):
+        qat.train()
+        loss = qat(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    qat.eval()
+
+
+@pytest.mark.parametrize("recipe,learn", [("w4a8", False), ("w8a8", True), ("w8a16", False)])
+def test_ort_output_matches_fake_quant(images, recipe, learn):
+    qat = prepare_qat(tiny_cnn(), recipe, learn_scales=learn)
+    _train(qat, images)
+    freeze_bn(qat)
+    _train(qat, images, steps=1)
+    with torch.no_grad():
+        want = qat(images).numpy()  # (32, 5) float32 on the output grid
+    qm = convert(qat, images[:2])
+    got = run_ort(qm.model, images.numpy())
+    out_scale = qm.qparams[qm.model.graph.output[0].name].scale
+    lsb = np.abs(got - want) / out_scale
+    assert lsb.max() <= MAX_LSB + LSB_SLACK
+    assert np.mean(lsb > 0) <= MAX_FLIP_FRACTION
+
+
+def test_qdq_nodes_carry_exactly_the_trained_qparams(images):
+    qat = prepare_qat(tiny_cnn(), "w4a8")
+    _train(qat, images)
+    with torch.no_grad():
+        qat(images)  # weight qparams follow the weights as of the last forward
+    qm = convert(qat, images[:2])
+    inits = {t.name: numpy_helper.to_array(t) for t in qm.model.graph.initializer}
+    conv = qat.model[0]
+    w_fold, _ = conv.folded()
+    wqp = conv.weight_qparams()
+    # Weights: int4 per-channel integers equal quantize(folded weight) with the trained scale.
+    np.testing.assert_array_equal(inits["0.weight_scale"], wqp.scale)
+    np.testing.assert_array_equal(inits["0.weight_quantized"],
+                                  quantize(w_fold.detach().numpy(), wqp))
+    assert {t.data_type for t in qm.model.graph.initializer if t.name == "0.weight_quantized"} \
+        == {onnx.TensorProto.INT4}
+    # Activations: the QuantizeLinear after the fused ReLU uses the module's output qparams.
+    out_qp = conv.output_qparams()
+    q_nodes = [n for n in qm.model.graph.node if n.op_type == "QuantizeLinear"]
+    scales = {n.input[0]: inits[n.input[1]] for n in q_nodes}
+    assert scales["relu"] == out_qp.scale
+    assert scales[qm.model.graph.input[0].name] == qat.input_quant[0].qparams().scale
+    assert qm.model.opset_import[0].version == 21
+
+
+def test_convert_equals_edgequant_quantize_with_trained_qparams(images):
+    """Handing the trained qparams to edgequant.quantize gives the same model outputs."""
+    qat = prepare_qat(tiny_cnn(), "w4a8")
+    _train(qat, images)
+    qm = convert(qat, images[:2])
+    float_onnx = _float_export(qat, images)
+    lead = edgequant.quantize(float_onnx, "w4a8", calibration=None, qparams=dict(qm.qparams))
+    np.testing.assert_array_equal(run_ort(lead.model, images.numpy()),
+                                  run_ort(qm.model, images.numpy()))
+
+
+def _float_export(qat, images):
+    import copy
+
+    from edgequant.torch.convert import _set_submodule
+    from edgequant.torch.export import export_onnx
+    from edgequant.torch.prepare import qat_modules
+
+    m = copy.deepcopy(qat)
+    for name, mod in qat_modules(m.model).items():
+        _set_submodule(m.model, name, mod.to_float())
+    return export_onnx(m.model, images[:2])
+
+
+def test_float_region_stays_float_and_output_still_matches(images):
+    model = tiny_cnn()
+    model[4] = FloatRegion(model[4])
+    qat = prepare_qat(model, "w8a8")
+    _train(qat, images)
+    qm = convert(qat, images[:2])
+    conv_weights = [n.input[1] for n in qm.model.graph.node if n.op_type == "Conv"]
+    assert "4.module.weight" in conv_weights  # float initializer, no DequantizeLinear
+    with torch.no_grad():
+        want = qat(images).numpy()
+    got = run_ort(qm.model, images.numpy())
+    out_scale = qm.qparams[qm.model.graph.output[0].name].scale
+    assert (np.abs(got - want) / out_scale).max() <= MAX_LSB + LSB_SLACK
+
+
+def test_ptq_through_calibrate_has_dynamic_batch(images):
+    qat = prepare_qat(tiny_cnn(), "w8a8")
+    calibrate(qat, [images])
+    qm = convert(qat, images[:1])
+    sess = ort.InferenceSession(qm.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    assert sess.run(None, {name: images[:7].numpy()})[0].shape == (7, 5)
+
+
+def test_convert_rejects_a_plain_module(images):
+    with pytest.raises(TypeError, match="QATModel"):
+        convert(tiny_cnn(), images[:2])
+
+
+def test_branch_input_scale_mismatch_is_reported(images):
+    class TwoBranch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(64, 4)
+            self.b = nn.Linear(64, 4)
+
+        def forward(self, x):
+            x = x.flatten(1)
+            return self.a(x) + self.b(x)  # b's input is x, but the last quantizer ran in a
+
+    qat = prepare_qat(TwoBranch(), "w8a8")
+    qat.train()
+    qat(images)
+    with pytest.raises(EdgequantError, match="'b'"):
+        convert(qat, images[:2])
