@@ -74,3 +74,15 @@ def test_identity_like_model_runs(tmp_path):
     res = export_tflite(_model("Relu"), tmp_path / "r.tflite")
     x = np.array([[-1.0, 0.5, 2.0, -3.0]], np.float32)
     assert np.array_equal(LiteRTRunner(res.path).run({"x": x})[0], np.maximum(x, 0))
+
+
+def test_signature_runner(tmp_path):
+    """The file carries a ``serving_default`` signature named after the ONNX I/O."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    res = export_tflite(_model("Relu"), tmp_path / "r.tflite")
+    it = Interpreter(model_path=str(res.path))
+    assert it.get_signature_list() == {"serving_default": {"inputs": ["x"], "outputs": ["y"]}}
+    x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    out = it.get_signature_runner("serving_default")(x=x)
+    assert np.array_equal(out["y"], np.maximum(x, 0))

@@ -154,6 +154,7 @@ class TFLiteBuilder:
         sub.operators = self.operators
         sub.name = "main"
         model = schema.ModelT()
+        model.signatureDefs = [self._signature(sub)]
         model.version = SCHEMA_VERSION
         model.operatorCodes = self.opcodes
         model.subgraphs = [sub]
@@ -162,6 +163,26 @@ class TFLiteBuilder:
         fb = flatbuffers.Builder(1024)
         fb.Finish(model.Pack(fb), file_identifier=b"TFL3")
         return bytes(fb.Output())
+
+
+    def _signature(self, sub: schema.SubGraphT) -> schema.SignatureDefT:
+        """``serving_default`` signature (LiteRT's ``get_signature_runner`` needs one)."""
+
+        def tmap(indices) -> list:
+            maps = []
+            for i in indices:
+                m = schema.TensorMapT()
+                m.name = self.tensors[int(i)].name
+                m.tensorIndex = int(i)
+                maps.append(m)
+            return maps
+
+        sig = schema.SignatureDefT()
+        sig.signatureKey = "serving_default"
+        sig.subgraphIndex = 0
+        sig.inputs = tmap(sub.inputs)
+        sig.outputs = tmap(sub.outputs)
+        return sig
 
 
 def load_model(data: bytes) -> schema.ModelT:
