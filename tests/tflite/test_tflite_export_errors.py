@@ -86,3 +86,13 @@ def test_signature_runner(tmp_path):
     x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
     out = it.get_signature_runner("serving_default")(x=x)
     assert np.array_equal(out["y"], np.maximum(x, 0))
+
+
+def test_runner_splits_a_batch(tfl_models, tmp_path):
+    """Feeding n samples to the batch-1 model runs them one by one (same as single calls)."""
+    case = tfl_models["mnist"]
+    res = export_tflite(onnx.load(case.qdq_path), tmp_path / "m.tflite")
+    lite = LiteRTRunner(res.path)
+    batch = lite.run({"x": case.x[:3]})[0]
+    singles = np.concatenate([lite.run({"x": case.x[i:i + 1]})[0] for i in range(3)])
+    assert batch.shape == (3, 10) and np.array_equal(batch, singles)

@@ -43,8 +43,23 @@ class LiteRTRunner:
         self.input_shapes = {d["name"]: tuple(int(s) for s in d["shape"]) for d in self._ins}
 
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = True) -> list[np.ndarray]:
-        """Set inputs (raw dtype, exact shape), invoke, return copies of the outputs."""
+        """Set inputs (raw dtype), invoke, return copies of the outputs.
+
+        A batch of ``n`` samples fed to a batch-1 model runs sample by sample and the outputs
+        are concatenated (the exporter fixes the batch to 1 and bakes it into RESHAPE shapes,
+        so resizing the input would be wrong).
+        """
         del raw  # always raw: the model's own I/O dtypes
+        first = self._ins[0]
+        x0 = np.asarray(feeds.get(first["name"], np.empty(0)))
+        if (x0.ndim == len(first["shape"]) and first["shape"][0] == 1 and x0.shape[0] > 1
+                and tuple(x0.shape[1:]) == tuple(first["shape"][1:])):
+            parts = [self._invoke({k: np.asarray(v)[i:i + 1] for k, v in feeds.items()})
+                     for i in range(x0.shape[0])]
+            return [np.concatenate(ys, axis=0) for ys in zip(*parts, strict=True)]
+        return self._invoke(feeds)
+
+    def _invoke(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         it = self.interpreter
         for d in self._ins:
             if d["name"] not in feeds:
