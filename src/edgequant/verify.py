@@ -234,18 +234,22 @@ def has_qdq_compute(model: onnx.ModelProto) -> bool:
 
 
 def _lowered(proto: onnx.ModelProto, requantization: str | None) -> onnx.ModelProto | None:
-    """The QOperator graph onnxruntime fuses a QDQ model into, or None if lowering fails."""
+    """The graph onnxruntime actually runs for a QDQ model (its arithmetic-changing fusions
+    mirrored), or None when nothing would be fused."""
+    from edgequant.interp.fusions import fuse_dq_matmul_nbits
+
+    target = proto
     try:
         from edgequant.graph.passes.lower_qop import lower_to_qop
 
         lowered = lower_to_qop(proto, requantization=requantization or "float")
+        if Counter(n.op_type for n in lowered.graph.node) != Counter(
+                n.op_type for n in proto.graph.node):
+            target = lowered  # nothing fused (e.g. int16 activations): keep the original
     except Exception as e:  # lowering is best effort here: fall back to the QDQ graph
         logger.warning("verify: cannot lower the QDQ model (%s); interpreting it as is", e)
-        return None
-    before = Counter(n.op_type for n in proto.graph.node)
-    after = Counter(n.op_type for n in lowered.graph.node)
-    # nothing fused (e.g. int16 activations or weight-only int4): keep the original graph
-    return lowered if after != before else None
+    target = fuse_dq_matmul_nbits(target) or target  # weight-only int4 → MatMulNBits
+    return None if target is proto else target
 
 
 def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
@@ -254,10 +258,11 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     """Run ``model`` on the interpreter and on ``engine``; report differences in LSB.
 
     onnxruntime (with its default graph optimizations, ``optimize=True``) fuses QDQ groups into
-    integer kernels (QLinearConv, QLinearMatMul, QLinearAdd, QLinearSoftmax, ...). To compare
-    like with like, a QDQ model is then interpreted as its lowered QOperator graph
-    (``graph.passes.lower_qop``): ``lower_qdq=None`` does this automatically, ``False``
-    interprets the QDQ graph as float ops (compare with ``optimize=False``). With
+    integer kernels (QLinearConv, QLinearMatMul, QLinearAdd, QLinearSoftmax, ...) and int4
+    weight-only MatMuls into MatMulNBits (int8 activations). To compare like with like, a QDQ
+    model is then interpreted as that fused graph (``graph.passes.lower_qop`` and
+    ``interp.fusions``): ``lower_qdq=None`` does this automatically, ``False`` interprets the
+    QDQ graph as float ops (compare with ``optimize=False``). With
     ``per_node``, intermediate tensors are compared on the graph the interpreter runs.
     """
     if engine != "onnxruntime":

@@ -3,6 +3,7 @@
 from edgequant.interp.ops import (  # noqa: F401  (imported for their @register side effect)
     conv,
     elementwise,
+    nbits,
     nn,
     pool,
     qlinear,
