@@ -8,6 +8,8 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx.reference import ReferenceEvaluator
 from single_op import run_ort, run_ref, single_op_model
 
@@ -129,3 +131,25 @@ def test_dynamic_quantize_linear(case):
     if case != "zeros":  # spec divides 0/0 for an all-zero input; ORT and we use scale 1
         for a, b in zip(ours, spec, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), tname=st.sampled_from(["uint8", "int8", "int16"]),
+       per_axis=st.booleans())
+def test_quantize_dequantize_random_vs_ort(seed, tname, per_axis):
+    dtype, qmin, qmax = TYPES[tname]
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(d) for d in rng.integers(1, 7, 3))
+    axis = int(rng.integers(-3, 3))
+    n = shape[axis] if per_axis else 1
+    scale = rng.uniform(1e-4, 0.5, n if per_axis else ()).astype(np.float32)
+    zp = rng.integers(qmin, qmax + 1, n if per_axis else ()).astype(dtype)
+    x = (rng.normal(0, 1, shape) * float(np.max(scale)) * (qmax - qmin) / 4).astype(np.float32)
+    attrs = {"axis": axis} if per_axis else {}
+    q_model = single_op_model("QuantizeLinear", {"x": x}, {"s": scale, "z": zp},
+                              ["x", "s", "z"], **attrs)
+    q = run_ref(q_model, {"x": x})[0]
+    np.testing.assert_array_equal(q, run_ort(q_model, {"x": x})[0])
+    dq_model = single_op_model("DequantizeLinear", {"q": q}, {"s": scale, "z": zp},
+                               ["q", "s", "z"], **attrs)
+    np.testing.assert_array_equal(run_ref(dq_model, {"q": q})[0], run_ort(dq_model, {"q": q})[0])
