@@ -24,6 +24,7 @@ from edgequant.graph.io import as_model_proto, atomic_write, check_finite_weight
 from edgequant.graph.passes.dynamic import dynamic_matmuls
 from edgequant.graph.passes.fold import prepare_float
 from edgequant.graph.passes.fp16 import store_fp16
+from edgequant.graph.passes.gather_weights import quantize_gathers
 from edgequant.graph.passes.insert_qdq import insert_qdq
 from edgequant.graph.passes.weight_only import dequantize_weights, unfused_dequantize_weights
 from edgequant.qparams import QParams
@@ -95,23 +96,27 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     if rec.mode == "fp16":
         qm, notes = store_fp16(qm, plan)
         report["notes"] += notes
-    elif rec.mode == "weight_only":
-        first, used = dequantize_weights(_copy(qm), plan, weight_qparams=overrides)
+    if rec.mode in ("dynamic", "weight_only"):
+        qm, used = quantize_gathers(qm, plan, weight_qparams=overrides)
+    if rec.mode == "weight_only":
+        first, more = dequantize_weights(_copy(qm), plan, weight_qparams=overrides)
         slow = unfused_dequantize_weights(first)  # onnxruntime would dequantize every run
         if slow:
-            stems = {w: w.replace("/", "_").replace(":", "_") for w in used}
+            stems = {w: w.replace("/", "_").replace(":", "_") for w in more}
             names = frozenset(w for w, st in stems.items()
                               if f"{st}_quantized" in slow or f"{st}_t_quantized" in slow)
-            qm, used = dequantize_weights(qm, plan, weight_qparams=overrides, cast_mul=names)
+            qm, more = dequantize_weights(qm, plan, weight_qparams=overrides, cast_mul=names)
         else:
             qm = first
+        used.update(more)
         report["notes"].append(
             "onnxruntime fuses DequantizeLinear(int4) → MatMul into MatMulNBits, which by "
             "default computes with int8 activations (session option "
             "session.qdq_matmulnbits_accuracy_level=4); set it to 0 for float activations")
     elif rec.mode == "dynamic":
-        qm, used, done = dynamic_matmuls(qm, plan, weight_qparams=overrides)
-        rest = [t.tensor for t in plan.quantized("weight") if t.tensor not in done]
+        qm, mm, done = dynamic_matmuls(qm, plan, weight_qparams=overrides)
+        used.update(mm)
+        rest = [t.tensor for t in plan.quantized("weight") if t.tensor not in done | set(used)]
         qm, more = dequantize_weights(qm, plan, names=rest, weight_qparams=overrides)
         used.update(more)
         if rest:

@@ -14,7 +14,7 @@ import onnx
 
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.recipes.recipe import Recipe, Rule
-from edgequant.spec import PerChannel, PerGroup, QuantSpec
+from edgequant.spec import PerChannel, PerGroup, QType, QuantSpec
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 #: Ops with an integer kernel (onnxruntime QLinear*/QDQ fusion, TFLite int8) in static mode.
@@ -150,7 +150,8 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
     mode = recipe.mode
     for node in model.graph.node:
         name = node.name or node.output[0]
-        if not _computes_on_floats(node, info) or mode in ("none", "fp16"):
+        table = _is_table_gather(node, info) and mode in ("dynamic", "weight_only")
+        if not (table or _computes_on_floats(node, info)) or mode in ("none", "fp16"):
             decisions.append(NodeDecision(name, node.op_type, "skip", "no float compute"
                                           if mode not in ("none", "fp16") else f"mode {mode}", ""))
             continue
@@ -171,6 +172,8 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
                 why = _weighted_ok(node, info, need_const=node.op_type == "Conv")
                 if why:
                     action, reason = "float", why
+        elif table:
+            pass  # an embedding table: int8 rows, dequantized after the lookup
         else:  # dynamic / weight_only: only ops with constant weights are touched
             if node.op_type not in WEIGHTED_OPS:
                 decisions.append(NodeDecision(name, node.op_type, "skip",
@@ -184,6 +187,19 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
     unmatched = tuple(r.label for i, r in enumerate(recipe.rules) if i not in used_rules)
     tensors = _tensor_decisions(recipe, model, info, decisions, node_specs, io)
     return QuantPlan(recipe, tuple(decisions), tensors, unmatched, io)
+
+
+def _is_table_gather(node: onnx.NodeProto, info: GraphInfo) -> bool:
+    """A Gather from a constant 2-D float table along axis 0 (an embedding lookup)."""
+    return (node.op_type == "Gather" and attr(node, "axis", 0) == 0
+            and info.is_constant(node.input[0]) and info.is_float(node.input[0])
+            and info.const_array(node.input[0]).ndim == 2)
+
+
+#: Embedding tables are stored int8 per row (symmetric, narrow) under dynamic and
+#: weight-only recipes: lookups touch few rows, so int4 groups would buy little speed and
+#: cost accuracy.
+TABLE_SPEC = QuantSpec(QType(8, True, narrow_range=True), PerChannel(0), symmetric=True)
 
 
 def _activation_inputs(node: onnx.NodeProto, info: GraphInfo) -> list[str]:
@@ -208,6 +224,10 @@ def _tensor_decisions(recipe, model, info: GraphInfo, decisions, node_specs, io)
             continue
         node = by_name[d.node]
         wspec, aspec, label = node_specs[d.node]
+        if node.op_type == "Gather":
+            out[node.input[0]] = TensorDecision(node.input[0], "weight", "quantize", TABLE_SPEC,
+                                                label)
+            continue
         if node.op_type in WEIGHTED_OPS and info.is_constant(node.input[1]):
             w = node.input[1]
             out[w] = TensorDecision(w, "weight", "quantize",
