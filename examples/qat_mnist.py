@@ -29,7 +29,7 @@ SEED = 0
 N_TRAIN = 4000
 RECIPE = "w4a8"
 BATCH = 64
-FLOAT_EPOCHS = 6
+FLOAT_EPOCHS = 12
 QAT_EPOCHS = 4
 QAT_LR = 5e-4
 
@@ -45,10 +45,11 @@ def load_mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 
 
 def small_cnn() -> nn.Sequential:
-    """Two Conv+BN+ReLU+MaxPool blocks and a Linear classifier (~4k weights)."""
+    """Two Conv+BN+ReLU+MaxPool blocks (4 and 8 channels) and a Linear classifier (~4.3k
+    weights): small enough that 4-bit PTQ visibly hurts (wider variants lose < 1 point)."""
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(8 * 7 * 7, 10),
     )
 

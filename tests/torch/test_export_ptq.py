@@ -76,3 +76,22 @@ def test_wrong_calibration_shape_names_input_and_shapes(images):
 def test_torch_quantize_wrong_shape_calibration(images):
     with pytest.raises(CalibrationError, match="expected"):
         torch_quantize(tiny_cnn(), images[:2], "w8a8", calibration=[torch.zeros(3, 2, 8, 8)])
+
+
+def test_torchscript_fallback_is_logged(images, monkeypatch, caplog):
+    import edgequant.torch.export as export_mod
+
+    def broken(module, args):
+        raise RuntimeError("simulated dynamo failure")
+
+    monkeypatch.setattr(export_mod, "_dynamo", broken)
+    model = tiny_cnn().eval()
+    with caplog.at_level("WARNING", logger="edgequant.torch.export"):
+        onnx_model = export_onnx(model, images[:2])
+    assert "falling back to the TorchScript exporter" in caplog.text
+    assert "simulated dynamo failure" in caplog.text
+    assert onnx_model.opset_import[0].version == 21
+    with torch.no_grad():
+        want = model(images).numpy()
+    np.testing.assert_allclose(run_ort(onnx_model, images.numpy()), want, rtol=FLOAT_TOL,
+                               atol=FLOAT_TOL)
