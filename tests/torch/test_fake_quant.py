@@ -43,8 +43,9 @@ def test_bit_exact_vs_numpy(seed, qtype, per_channel, symmetric, rounding):
     np.testing.assert_array_equal(got, want)
 
 
-def test_nan_and_inf_match_numpy():
-    qp = choose_qparams(-1.0, 1.0, QuantSpec(QType(8, False)))
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_nan_and_inf_match_numpy(qtype):
+    qp = choose_qparams(-1.0, 1.0, QuantSpec(qtype))
     x = np.array([np.nan, np.inf, -np.inf, 0.3], np.float32)
     with np.errstate(invalid="ignore"):
         want = np_fake_quantize(x, qp)

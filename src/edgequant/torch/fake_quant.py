@@ -47,7 +47,8 @@ def _integers(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(q, v)``: the clamped integers (as float32) and the unclamped ``round(x/s) + zp``."""
     v = _round(torch.div(x, scale), rounding) + zp  # float32, same ops as numpy's quantize
-    v = torch.nan_to_num(v, nan=0.0, posinf=float(qmax), neginf=float(qmin))
+    # NaN has no integer: onnxruntime (and edgequant.primitives) give qmin.
+    v = torch.nan_to_num(v, nan=float(qmin), posinf=float(qmax), neginf=float(qmin))
     return torch.clamp(v, qmin, qmax), v
 
 
