@@ -15,7 +15,7 @@ from torch import nn
 from torch_models import run_ort, tiny_cnn
 
 import edgequant
-from edgequant.errors import EdgequantError
+from edgequant.errors import EdgequantError, RecipeError
 from edgequant.primitives import quantize
 from edgequant.torch import FloatRegion, calibrate, convert, freeze_bn, prepare_qat
 
@@ -150,3 +150,45 @@ def test_branch_input_scale_mismatch_is_reported(images):
     qat(images)
     with pytest.raises(EdgequantError, match="'b'"):
         convert(qat, images[:2])
+
+
+class AttrNet(nn.Module):
+    """Not a Sequential: conv → bn → relu → pool → fc called from forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu1 = nn.ReLU()
+        self.fc = nn.Linear(4 * 16, 5)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(self.relu1(self.bn1(self.conv1(x))), 2)
+        return self.fc(x.flatten(1))
+
+
+def test_explicit_fuse_groups_for_attribute_models(images):
+    torch.manual_seed(0)
+    qat = prepare_qat(AttrNet(), "w4a8", fuse=[["conv1", "bn1", "relu1"]])
+    assert qat.model.conv1.relu and qat.model.conv1.bn is not None
+    _train(qat, images)
+    with torch.no_grad():
+        want = qat(images).numpy()
+    qm = convert(qat, images[:2])
+    got = run_ort(qm.model, images.numpy())
+    out_scale = qm.qparams[qm.model.graph.output[0].name].scale
+    assert (np.abs(got - want) / out_scale).max() <= MAX_LSB + LSB_SLACK
+
+
+def test_unfused_batchnorm_is_reported_at_convert(images):
+    qat = prepare_qat(AttrNet(), "w8a8")  # conv1 → (float) bn1 → fc: fc's input is not quantized
+    _train(qat, images)
+    with pytest.raises(EdgequantError, match=r"fuse.*'fc'"):
+        convert(qat, images[:2])
+
+
+def test_bad_fuse_groups():
+    with pytest.raises(RecipeError, match=r"'bn9'.*close names.*'bn1'"):
+        prepare_qat(AttrNet(), "w8a8", fuse=[["conv1", "bn9"]])
+    with pytest.raises(RecipeError, match=r"\['fc', 'bn1'\].*Linear"):
+        prepare_qat(AttrNet(), "w8a8", fuse=[["fc", "bn1"]])

@@ -81,7 +81,7 @@ def test_torch_quantize_wrong_shape_calibration(images):
 def test_torchscript_fallback_is_logged(images, monkeypatch, caplog):
     import edgequant.torch.export as export_mod
 
-    def broken(module, args):
+    def broken(module, args, optimize=True):
         raise RuntimeError("simulated dynamo failure")
 
     monkeypatch.setattr(export_mod, "_dynamo", broken)

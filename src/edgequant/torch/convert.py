@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError
 from edgequant.qparams import QParams
@@ -123,7 +124,9 @@ def _check_bias_scales(g: onnx.GraphProto, acts: dict[str, QParams], params: dic
         raise EdgequantError(
             "the int32 bias of these QAT layers was simulated with the wrong input scale, so "
             "the converted model would not compute what training saw (their input is not the "
-            "activation quantized just before them — e.g. a branch): " + "; ".join(bad)
+            "activation quantized just before them — e.g. a branch, or an unfused float op such "
+            "as a BatchNorm in between: fuse it with prepare_qat(..., fuse=[[conv, bn, relu]])): "
+            + "; ".join(bad)
         )
 
 
@@ -152,7 +155,11 @@ def convert(qat_model: QATModel, example_inputs, path: str | os.PathLike | None 
             delattr(mod, BOUNDARY_ATTR)  # its forward hook now passes outputs through
     for name, mod in qat_modules(inner).items():
         _set_submodule(inner, name, mod.to_float())
-    float_onnx = export_onnx(inner, args)
+    # Unoptimised export: the exporter's rewrites could fold a float BatchNorm into a QAT
+    # conv's weights while keeping its initializer name, silently detaching the trained
+    # qparams from the tensor they were trained on.
+    float_onnx = export_onnx(inner, args, optimize=False)
+    _check_weights_unchanged(float_onnx, inner, params)
     acts, weights = map_to_onnx(float_onnx, m, params, regions)
     model = insert_qdq(float_onnx, acts, weights, recipe_name=m.recipe_name)
     acts = propagate(float_onnx.graph, acts)
@@ -170,6 +177,21 @@ def convert(qat_model: QATModel, example_inputs, path: str | os.PathLike | None 
     if path is not None:
         save_atomic(model, Path(path))
     return result
+
+
+def _check_weights_unchanged(model: onnx.ModelProto, inner: torch.nn.Module,
+                             params: dict[str, dict]) -> None:
+    """The exported weight of every QAT module is bit-identical to the one training used."""
+    inits = {t.name: t for t in model.graph.initializer}
+    for name in params:
+        wname = f"{name}.weight"
+        want = inner.get_submodule(name).weight.detach().numpy()
+        got = numpy_helper.to_array(inits[wname]) if wname in inits else None
+        if got is None or got.shape != want.shape or not np.array_equal(got, want):
+            raise EdgequantError(
+                f"QAT module {name!r}: the exported initializer {wname!r} is missing or differs "
+                "from the trained (folded) weight, so trained qparams cannot be attached to it"
+            )
 
 
 def _escape(name: str) -> str:

@@ -54,11 +54,12 @@ def _batch2(args: tuple) -> tuple:
     )
 
 
-def _dynamo(module: nn.Module, args: tuple) -> onnx.ModelProto:
+def _dynamo(module: nn.Module, args: tuple, optimize: bool = True) -> onnx.ModelProto:
     batch = torch.export.Dim("batch")
     shapes = tuple({0: batch} if isinstance(a, torch.Tensor) and a.ndim else None for a in args)
     prog = torch.onnx.export(
-        module, args, dynamo=True, dynamic_shapes=shapes, opset_version=OPSET, verbose=False
+        module, args, dynamo=True, dynamic_shapes=shapes, opset_version=OPSET, verbose=False,
+        optimize=optimize,
     )
     return prog.model_proto
 
@@ -76,12 +77,14 @@ def _torchscript(module: nn.Module, args: tuple) -> onnx.ModelProto:
     return onnx.version_converter.convert_version(model, OPSET)
 
 
-def export_onnx(module: nn.Module, example_inputs, path: str | os.PathLike | None = None
-                ) -> onnx.ModelProto:
+def export_onnx(module: nn.Module, example_inputs, path: str | os.PathLike | None = None,
+                optimize: bool = True) -> onnx.ModelProto:
     """Export ``module`` (in eval mode) to an opset-21 ONNX model with a dynamic batch axis.
 
     ``example_inputs`` is a tensor or a tuple of positional tensors. When ``path`` is given the
-    model is also written there (atomically). Raises :class:`TorchExportError` naming the module
+    model is also written there (atomically). ``optimize=False`` skips the exporter's graph
+    rewrites (which may, e.g., fold a BatchNorm into a Conv *under the Conv's weight name*).
+    Raises :class:`TorchExportError` naming the module
     class and the exporter's reason when neither exporter can handle the module.
     """
     args = _batch2(as_tuple(example_inputs))
@@ -89,7 +92,7 @@ def export_onnx(module: nn.Module, example_inputs, path: str | os.PathLike | Non
     module.eval()
     try:
         try:
-            model = _dynamo(module, args)
+            model = _dynamo(module, args, optimize)
         except Exception as exc:  # the dynamo exporter raises many unrelated types
             reason = _reason(exc)
             log.warning("dynamo ONNX export of %s failed (%s); falling back to the TorchScript "

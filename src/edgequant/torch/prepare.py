@@ -15,7 +15,6 @@ the layers after it read a quantized tensor, as they will in the deployed intege
 from __future__ import annotations
 
 import copy
-import difflib
 import fnmatch
 import inspect
 import logging
@@ -28,6 +27,7 @@ from edgequant.errors import RecipeError
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.recipe import Recipe
 from edgequant.spec import QuantSpec
+from edgequant.torch.fuse import close_names, fuse_groups
 from edgequant.torch.qat_modules import QATConv2d, QATLinear
 from edgequant.torch.quantizers import DEFAULT_MOMENTUM, ActivationQuantizer, ScaleTracker
 
@@ -125,10 +125,9 @@ def _skip_globs(recipe, skip: Iterable[str] | None) -> list[str]:
 def _check_globs(globs: list[str], names: list[str]) -> None:
     for g in globs:
         if not any(fnmatch.fnmatchcase(n, g) for n in names):
-            close = difflib.get_close_matches(g, names, n=5, cutoff=0.4)
             raise RecipeError(
                 f"float-region pattern {g!r} matches no module of the model; "
-                f"close names: {close or names[:8]}"
+                f"close names: {close_names(g, names)}"
             )
 
 
@@ -138,13 +137,16 @@ def prepare_qat(
     skip: Iterable[str] | None = None,
     learn_scales: bool = False,
     momentum: float = DEFAULT_MOMENTUM,
+    fuse: Iterable[Iterable[str]] = (),
 ) -> QATModel:
     """Return a QAT copy of ``module`` quantized per ``recipe`` (a name or a Recipe).
 
     Weights use ``recipe.weights`` (per-channel symmetric, 2–8 bits), activations and model
     inputs ``recipe.activations`` with moving-average min/max (``momentum``); with
     ``learn_scales=True`` all scales become parameters trained with LSQ. ``skip`` lists module
-    name globs kept in float. The input module is not modified.
+    name globs kept in float. ``fuse`` lists explicit ``[conv, bn?, relu?]`` / ``[linear,
+    relu?]`` name groups for models that are not Sequential (see :mod:`edgequant.torch.fuse`).
+    The input module is not modified.
     """
     rec = _recipe_of(recipe)
     w_spec, a_spec = rec.weights, rec.activations
@@ -161,7 +163,8 @@ def prepare_qat(
     floats |= {n for n, m in model.named_modules() if n and getattr(m, _FLOAT_MARK, False)}
     floats |= {f"{n}.module" for n, m in model.named_modules() if isinstance(m, FloatRegion)}
     floats |= {n for n, m in model.named_modules() if isinstance(m, FloatRegion)}
-    swapped = _swap(model, "", w_spec, a_spec, floats, learn_scales, momentum)
+    swapped = fuse_groups(model, fuse, w_spec, a_spec, learn_scales, momentum)
+    swapped += _swap(model, "", w_spec, a_spec, floats, learn_scales, momentum)
     if a_spec is not None:
         for name in _outermost(floats):
             _add_boundary(model.get_submodule(name), a_spec, momentum, learn_scales)
