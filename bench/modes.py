@@ -43,6 +43,7 @@ MINILM_RECIPES = ("fp16", "w8_dynamic", "w4a16_g128")
 STATIC_RECIPES = ("w8a8", "w8a16")
 BASELINE = "fp32 export"
 MODELS = ("tutorial_cnn", "vgg", "minilm")
+OPTIONAL_MODELS = ("mobilenet",)  # depthwise + residual convnet; not in the default run
 
 log = logging.getLogger("bench.modes")
 
@@ -87,7 +88,7 @@ def _settings(args) -> Settings:
 def _mnist_cases(names, st: Settings, tmp: Path) -> list[Case]:
     import torch
 
-    from edgequant.zoo.convnets import VGGNet, build_seeded, train_quick
+    from edgequant.zoo.convnets import MobileNetLike, VGGNet, build_seeded, train_quick
     from edgequant.zoo.mnist import load_mnist
     from edgequant.zoo.tutorial_cnn import export_onnx, train_tutorial_cnn
 
@@ -102,7 +103,7 @@ def _mnist_cases(names, st: Settings, tmp: Path) -> list[Case]:
             module = train_tutorial_cnn(split, seed=0)
             note = "trained (default schedule)"
         else:
-            module = build_seeded(VGGNet, seed=0)
+            module = build_seeded(VGGNet if name == "vgg" else MobileNetLike, seed=0)
             if st.vgg_epochs:
                 train_quick(module, split, epochs=st.vgg_epochs)
             note = f"trained {st.vgg_epochs} epoch(s)"
@@ -309,7 +310,8 @@ def main(argv=None) -> int:
     """Run the benchmark; print Markdown; write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples/repeats, no VGG training")
-    ap.add_argument("--models", default=",".join(MODELS), help=f"comma list of {MODELS}")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help=f"comma list of {MODELS + OPTIONAL_MODELS}")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     ap.add_argument("--out", default="bench_out/modes.json", help="JSON output path")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -318,9 +320,9 @@ def main(argv=None) -> int:
     # tables readable unless asked for progress.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(names) - set(MODELS))
+    unknown = sorted(set(names) - set(MODELS + OPTIONAL_MODELS))
     if unknown:
-        ap.error(f"unknown model(s) {unknown}; choose from {MODELS}")
+        ap.error(f"unknown model(s) {unknown}; choose from {MODELS + OPTIONAL_MODELS}")
     st = _settings(args)
     t_start = time.perf_counter()
     print(f"onnxruntime {ort.__version__}, {platform.machine()}, intra-op threads "
