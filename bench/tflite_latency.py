@@ -22,8 +22,8 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tflite"))
 import tflite_models as M
 
+from edgequant import quantize
 from edgequant.analysis.latency import measure_interleaved
-from edgequant.tflite import export_tflite
 from edgequant.tflite.runner import LiteRTRunner
 
 MODELS = {
@@ -33,18 +33,25 @@ MODELS = {
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 
 
+#: The edgequant recipe behind each TFLite mode.
+RECIPES = {"fp32": "fp32", "fp16": "fp16", "dynamic": "w8_dynamic", "int8": "w8a8",
+           "int16x8": "w8a16"}
+
+
 def build(name: str, root: Path) -> dict[str, Path]:
-    """Export one model in every mode; returns mode → .tflite path."""
+    """Quantize one model with every recipe through ``edgequant.quantize`` and save each as
+    ``.tflite``, exactly as a user would; returns mode → .tflite path."""
     cls, shape = MODELS[name]
     f = M.export_onnx(cls(), shape, root / f"{name}.onnx")
     rng = np.random.default_rng(0)
     calib = M.mnist_images(16) if name == "mnist" else \
         rng.standard_normal((16, *shape[1:])).astype(np.float32)
-    q8 = M.quantize_qdq(f, root / f"{name}_q8.onnx", calib)
-    q16 = M.quantize_qdq(f, root / f"{name}_q16.onnx", calib, activation="QInt16")
-    src = {"fp32": f, "fp16": f, "dynamic": f, "int8": q8, "int16x8": q16}
-    return {m: export_tflite(onnx.load(src[m]), root / f"{name}_{m}.tflite", mode=m).path
-            for m in MODES}
+    input_name = onnx.load(f).graph.input[0].name
+    paths = {}
+    for mode, recipe in RECIPES.items():
+        qm = quantize(f, recipe, calibration={input_name: calib}, check_speed=False)
+        paths[mode] = qm.save(root / f"{name}_{mode}.tflite")
+    return paths
 
 
 def main() -> None:
