@@ -119,7 +119,10 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         qm, mm, done = dynamic_matmuls(qm, plan, weight_qparams=overrides)
         used.update(mm)
         rest = [t.tensor for t in plan.quantized("weight") if t.tensor not in done | set(used)]
-        qm, more = dequantize_weights(qm, plan, names=rest, weight_qparams=overrides)
+        # convolutions: int8 storage decompressed once at session start (Cast/Mul), float
+        # compute — onnxruntime has no fast dynamic int8 convolution
+        qm, more = dequantize_weights(qm, plan, names=rest, weight_qparams=overrides,
+                                      cast_mul=frozenset(rest))
         used.update(more)
         if rest:
             report["notes"].append(f"{len(rest)} conv weight(s) stored int8, computed in float "
