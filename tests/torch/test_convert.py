@@ -10,6 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from onnx import numpy_helper
 from torch import nn
 from torch_models import run_ort, tiny_cnn
@@ -23,10 +25,15 @@ from edgequant.torch import FloatRegion, calibrate, convert, freeze_bn, prepare_
 #: accumulation order differs (torch vs onnxruntime), which can flip a value sitting within
 #: ~1e-6 of a rounding tie by one step. One output LSB is the most that may differ.
 MAX_LSB = 1
-#: Relative slack on the LSB count: |got − want| / scale is computed in float32.
-LSB_SLACK = 1e-4
+#: Below this output scale, float32 rounding noise of values near 0 exceeds one LSB.
+MIN_MEANINGFUL_SCALE = 1e-6
 #: ... and such flips are rare: at most this fraction of output elements.
 MAX_FLIP_FRACTION = 0.01
+
+
+def _lsb(got: np.ndarray, want: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Difference in output grid steps (both are dequantized values on the same grid)."""
+    return np.rint(np.abs(got.astype(np.float64) - want) / np.float64(scale))
 
 
 def _train(qat, x, steps=4, lr=0.05):
@@ -51,8 +58,8 @@ def test_ort_output_matches_fake_quant(images, recipe, learn):
     qm = convert(qat, images[:2])
     got = run_ort(qm.model, images.numpy())
     out_scale = qm.qparams[qm.model.graph.output[0].name].scale
-    lsb = np.abs(got - want) / out_scale
-    assert lsb.max() <= MAX_LSB + LSB_SLACK
+    lsb = _lsb(got, want, out_scale)
+    assert lsb.max() <= MAX_LSB
     assert np.mean(lsb > 0) <= MAX_FLIP_FRACTION
 
 
@@ -117,7 +124,7 @@ def test_float_region_stays_float_and_output_still_matches(images):
         want = qat(images).numpy()
     got = run_ort(qm.model, images.numpy())
     out_scale = qm.qparams[qm.model.graph.output[0].name].scale
-    assert (np.abs(got - want) / out_scale).max() <= MAX_LSB + LSB_SLACK
+    assert _lsb(got, want, out_scale).max() <= MAX_LSB
 
 
 def test_ptq_through_calibrate_has_dynamic_batch(images):
@@ -177,7 +184,7 @@ def test_explicit_fuse_groups_for_attribute_models(images):
     qm = convert(qat, images[:2])
     got = run_ort(qm.model, images.numpy())
     out_scale = qm.qparams[qm.model.graph.output[0].name].scale
-    assert (np.abs(got - want) / out_scale).max() <= MAX_LSB + LSB_SLACK
+    assert _lsb(got, want, out_scale).max() <= MAX_LSB
 
 
 def test_unfused_batchnorm_is_reported_at_convert(images):
@@ -192,3 +199,37 @@ def test_bad_fuse_groups():
         prepare_qat(AttrNet(), "w8a8", fuse=[["conv1", "bn9"]])
     with pytest.raises(RecipeError, match=r"\['fc', 'bn1'\].*Linear"):
         prepare_qat(AttrNet(), "w8a8", fuse=[["fc", "bn1"]])
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    c1=st.integers(1, 6),
+    c2=st.integers(1, 6),
+    kernel=st.sampled_from([1, 3]),
+    stride=st.sampled_from([1, 2]),
+    bn=st.booleans(),
+    relu=st.booleans(),
+    recipe=st.sampled_from(["w4a8", "w8a8", "w8a16"]),
+    learn=st.booleans(),
+)
+def test_random_convnets_deploy_what_training_saw(seed, c1, c2, kernel, stride, bn, relu,
+                                                  recipe, learn):
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Conv2d(2, c1, kernel, stride=stride, padding=kernel // 2)]
+    layers += [nn.BatchNorm2d(c1)] if bn else []
+    layers += [nn.ReLU()] if relu else []
+    layers += [nn.Conv2d(c1, c2, 3, padding=1, bias=not bn), nn.Flatten()]
+    model = nn.Sequential(*layers)
+    x = torch.randn(8, 2, 6, 6)
+    qat = prepare_qat(model, recipe, learn_scales=learn)
+    _train(qat, x, steps=2, lr=0.01)
+    with torch.no_grad():
+        want = qat(x).numpy()
+    qm = convert(qat, x[:2])
+    got = run_ort(qm.model, x.numpy())
+    out_scale = qm.qparams[qm.model.graph.output[0].name].scale
+    # A scale collapsed to ~MIN_SCALE (LSQ driving an all-zero output's scale to 0) turns
+    # float32 accumulation noise into thousands of "LSBs": not a deployment mismatch.
+    assume(out_scale > MIN_MEANINGFUL_SCALE)
+    assert _lsb(got, want, out_scale).max() <= MAX_LSB

@@ -77,9 +77,8 @@ def insert_qdq(
     if missing:
         raise ValueError(f"weights {missing} are not initializers of the exported graph")
     new_inits: list[onnx.TensorProto] = []
-    replaced: dict[tuple[int, int], str] = {}  # (node index, input index) → new input name
     drop: dict[str, QParams] = {}  # float initializer → qparams of its integer replacement
-    for idx, node in enumerate(g.node):
+    for node in g.node:
         if node.op_type not in _WEIGHTED or len(node.input) < 2 or node.input[1] not in weights:
             continue
         wname = node.input[1]
@@ -89,7 +88,6 @@ def insert_qdq(
             new_inits.append(_int_tensor(f"{wname}_quantized", quantize(w, wqp), wqp))
             new_inits += _params(wname, wqp)
             drop[wname] = wqp
-        replaced[(idx, 1)] = f"{wname}_dequantized"
         if len(node.input) > 2 and node.input[2] in inits and node.input[0] in act:
             bname = node.input[2]
             bqp = bias_qparams(act[node.input[0]].scale, wqp)
@@ -97,7 +95,6 @@ def insert_qdq(
             new_inits.append(_int_tensor(f"{bname}_quantized", quantize(b, bqp), bqp))
             new_inits += _params(bname, bqp)
             drop[bname] = bqp
-            replaced[(idx, 2)] = f"{bname}_dequantized"
 
     # A quantized graph output keeps its name for the dequantized value (what callers read);
     # the float value its producer computes is renamed ``<name>_float``.
@@ -116,13 +113,14 @@ def insert_qdq(
     for inp in g.input:
         if inp.name in act:
             nodes += qdq(inp.name)
-    for idx, node in enumerate(g.node):
-        node = _rewire(node, idx, deq, replaced)
+    renames = {**deq, **{n: f"{n}_dequantized" for n in drop}}
+    for old in g.node:
+        node = _rewire(old, renames)
         for i, o in enumerate(node.output):
             if o in src:
                 node.output[i] = src[o]
         nodes.append(node)
-        for t in g.node[idx].output:
+        for t in old.output:
             if t in act:
                 nodes += qdq(t)
     keep = [t for t in g.initializer if t.name not in drop]
@@ -140,14 +138,11 @@ def insert_qdq(
     return out
 
 
-def _rewire(node: onnx.NodeProto, idx: int, deq: dict[str, str],
-            replaced: dict[tuple[int, int], str]) -> onnx.NodeProto:
+def _rewire(node: onnx.NodeProto, renames: dict[str, str]) -> onnx.NodeProto:
     """Point ``node``'s inputs at dequantized tensors (activations and weights/biases)."""
     new = onnx.NodeProto()
     new.CopyFrom(node)
     for i, name in enumerate(node.input):
-        if (idx, i) in replaced:
-            new.input[i] = replaced[(idx, i)]
-        elif name in deq:
-            new.input[i] = deq[name]
+        if name in renames:  # every consumer of a quantized initializer reads its DQ output
+            new.input[i] = renames[name]
     return new
