@@ -10,6 +10,13 @@ Runs ``examples/qat_mnist.py`` and checks, printing the numbers behind each verd
 4. LSQ accuracy ≥ moving-average accuracy at 4-bit weights;
 5. ``edgequant.torch.quantize(module, ...)`` equals exporting then ``edgequant.quantize``
    (same qparams, identical outputs).
+
+Measured (2-core CPU, ~40 s; seed 0): fp32 95.7, PTQ 94.3, QAT 95.4, LSQ 95.8,
+distillation 94.9 (% of 1000 test images), each identical in PyTorch, onnxruntime and the
+reference interpreter (100 % agreement; logits bit-identical for moving-average QAT).
+Over QAT seeds 0–3 (``--seeds 0 1 2 3``): moving average 94.8 mean (94.3–95.4), LSQ 95.4
+(95.1–95.8), distillation 95.0 (94.7–95.3): claim 2 holds for seed 0 and for LSQ on
+average, not for every seed — differences below ~0.7 point are test-set noise.
 """
 
 from __future__ import annotations
@@ -86,11 +93,50 @@ def torch_quantize_equals_onnx_path(ex) -> tuple[str, bool, str]:
             f"{len(ref.qparams)} qparams equal: {same_qp}; predictions equal: {np.all(a == b)}")
 
 
+def seed_sweep(ex, seeds: list[int]) -> None:
+    """Context for the claims: QAT accuracy (fake quant = deployed) over training seeds.
+
+    The float model is trained once (seed 0); each QAT seed changes batch order. With 1000
+    test images one image is 0.1 point and the binomial standard error is ~0.7 point, so
+    differences between QAT modes of that size are noise.
+    """
+    torch.manual_seed(0)
+    x_tr, y_tr, x_te, y_te = ex.load_mnist()
+    model = ex.small_cnn()
+    ex.train_float(model, x_tr, y_tr)
+    fp32 = 100 * float(np.mean(ex.torch_predict(model, x_te) == y_te.numpy()))
+    modes = {"QAT moving-average": {}, "QAT + LSQ": {"learn_scales": True},
+             "QAT + distillation": {"teacher": model}}
+    acc: dict[str, list[float]] = {m: [] for m in modes}
+    base_seed = ex.SEED
+    try:
+        for seed in seeds:
+            ex.SEED = seed
+            for mode, kw in modes.items():
+                qat = ex.qat_run(model, (x_tr, y_tr), **kw)
+                acc[mode].append(100 * float(np.mean(ex.torch_predict(qat, x_te) ==
+                                                     y_te.numpy())))
+    finally:
+        ex.SEED = base_seed
+    table = Table(title=f"QAT over seeds {seeds} (fp32 {fp32:.2f} %)")
+    for col in ("mode", "mean", "min", "max", "per seed"):
+        table.add_column(col)
+    for mode, vals in acc.items():
+        table.add_row(mode, f"{np.mean(vals):.2f}", f"{min(vals):.2f}", f"{max(vals):.2f}",
+                      " ".join(f"{v:.1f}" for v in vals))
+    Console().print(table)
+
+
 def main() -> int:
-    """Run the example, check the claims, print one table; exit 1 if any claim fails."""
+    """Run the example, check the claims, print one table; exit 1 if any claim fails.
+
+    ``--seeds 0 1 2 3`` also prints QAT accuracy over training seeds (noise context).
+    """
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     ex = load_example()
+    if "--seeds" in sys.argv:
+        seed_sweep(ex, [int(a) for a in sys.argv[sys.argv.index("--seeds") + 1:]])
     t0 = time.perf_counter()
     rows = ex.run()
     ex.print_table(rows)
