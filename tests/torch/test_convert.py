@@ -233,3 +233,13 @@ def test_random_convnets_deploy_what_training_saw(seed, c1, c2, kernel, stride, 
     # float32 accumulation noise into thousands of "LSBs": not a deployment mismatch.
     assume(out_scale > MIN_MEANINGFUL_SCALE)
     assert _lsb(got, want, out_scale).max() <= MAX_LSB
+
+
+def test_plan_and_report_describe_the_converted_graph(images):
+    qat = prepare_qat(tiny_cnn(), "w4a8", skip=["4"])
+    calibrate(qat, [images])
+    qm = convert(qat, images[:2])
+    actions = {d.op_type + ":" + d.action for d in qm.plan.nodes if d.op_type in ("Conv", "Gemm")}
+    assert actions == {"Conv:quantize", "Conv:float", "Gemm:quantize"}
+    assert qm.report["qat_modules"] == ["0", "7"] and qm.report["float_regions"] == ["4"]
+    assert qm.report["recipe"] == "w4a8"

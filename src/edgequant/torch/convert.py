@@ -165,6 +165,8 @@ def convert(qat_model: QATModel, example_inputs, path: str | os.PathLike | None 
     acts = propagate(float_onnx.graph, acts)
     qps = {**acts, **weights}
     report = {
+        "recipe": m.recipe_name,
+        "mode": "qat",
         "qat_modules": sorted(params),
         "float_regions": sorted(regions),
         "quantized_activations": sorted(acts),
@@ -203,9 +205,11 @@ def _plan_recipe(recipe: Recipe, g_model: onnx.ModelProto, acts: dict[str, QPara
                  weights: dict[str, QParams]) -> Recipe:
     """The recipe whose plan describes the converted graph: QAT'd nodes quantized, rest float."""
     nodes = [n.name for n in g_model.graph.node
-             if n.name and (any(o in acts for o in n.output) or n.input[1:2] in ([w] for w in
-                                                                                  weights))]
-    rules = (Rule(nodes=("*",), action="float", name="qat: not fake-quantized in training"),
-             Rule(nodes=tuple(_escape(n) for n in nodes), action="quantize",
-                  name="qat: fake-quantized in training"))
+             if n.name and ((n.op_type in PASS_THROUGH and any(o in acts for o in n.output))
+                            or (len(n.input) > 1 and n.input[1] in weights))]
+    rules: tuple[Rule, ...] = (
+        Rule(nodes=("*",), action="float", name="qat: not fake-quantized in training"),)
+    if nodes:  # a rule with no node globs would match every node
+        rules += (Rule(nodes=tuple(_escape(n) for n in nodes), action="quantize",
+                       name="qat: fake-quantized in training"),)
     return replace(recipe, mode="static" if recipe.activations else recipe.mode, rules=rules)
