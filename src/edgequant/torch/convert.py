@@ -22,6 +22,7 @@ import torch
 from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError
+from edgequant.graph.passes.fold import strip_debug_info
 from edgequant.qparams import QParams
 from edgequant.quantizer import QuantizedModel
 from edgequant.recipes.plan import resolve
@@ -175,6 +176,7 @@ def convert(qat_model: QATModel, example_inputs, path: str | os.PathLike | None 
     log.info("convert: %d weights and %d activations carry trained qparams",
              len(weights), len(acts))
     plan = resolve(_plan_recipe(m.recipe, float_onnx, acts, weights), float_onnx)
+    strip_debug_info(model)  # exporter stack traces: tens of KB nothing reads at run time
     result = QuantizedModel(model, plan, qps, report)
     if path is not None:
         save_atomic(model, Path(path))
