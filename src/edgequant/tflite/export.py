@@ -21,13 +21,12 @@ leading (batch) dim is fixed to 1; any other dynamic dim is an error.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
+from edgequant.graph.io import atomic_write
 from edgequant.tflite import ops_compute, ops_elementwise, ops_layout
 from edgequant.tflite.convert import MODES, Converter
 from edgequant.tflite.ingest import RECIPE_MODES, read_graph
@@ -91,14 +90,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"output folder {str(folder)!r} does not exist (create it first)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def op_histogram(data: bytes) -> dict[str, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from edgequant.errors import EdgequantError
+from edgequant.graph.io import save_model
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,4 @@ def export_onnx(module: nn.Module, example_inputs, path: str | os.PathLike | Non
 def save_atomic(model: onnx.ModelProto, path: Path) -> None:
     """Write ``model`` to ``path`` via a temp file + rename (never a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_model(model, path)
