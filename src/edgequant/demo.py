@@ -68,6 +68,7 @@ def run_demo(out: Path, console=None, seed: int = 0) -> dict[str, Any]:
             paths[f"{name}.tflite"] = qm.save(out / f"model_{name}.tflite")
     _say(console, "quantization-aware training (w8a8, 2 epochs from the float model) ...")
     paths["w8a8_qat"], reports["w8a8_qat"] = _qat(module, split, cal, out, seed)
+    paths["w8a8_qat.tflite"] = out / "model_w8a8_qat.tflite"
     _say(console, "comparing all models on the test set (latency interleaved, batch 1) ...")
     rows = compare(paths["fp32"], [paths[n] for n in paths if n != "fp32"],
                    {"input": split.x_test}, labels=split.y_test, latency_repeats=LATENCY_REPEATS)
@@ -89,7 +90,7 @@ def run_demo(out: Path, console=None, seed: int = 0) -> dict[str, Any]:
         table.append({"mode": recipe, "runtime": "LiteRT" if mode.endswith(".tflite")
                       else "onnxruntime", "format": Path(paths[mode]).suffix.lstrip(".")
                       + (" (qop)" if mode.endswith("_qop") else "")
-                      + (" (QAT)" if mode.endswith("_qat") else ""),
+                      + (" (QAT)" if "_qat" in mode else ""),
                       "bytes": row.bytes, "size_ratio": round(row.size_ratio, 3),
                       "accuracy": round(100 * row.accuracy, 2),
                       "delta_accuracy": round(-drop, 2), "latency_ms": _r(row.latency_ms),
@@ -116,6 +117,7 @@ def _qat(module, split, cal: np.ndarray, out: Path, seed: int) -> tuple[Path, di
     import edgequant.torch as eqt
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export chatter
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
     torch.manual_seed(seed)
     qat = eqt.prepare_qat(module, "w8a8", fuse=[["conv", "relu"]])
     eqt.calibrate(qat, [torch.from_numpy(cal)])
@@ -127,6 +129,7 @@ def _qat(module, split, cal: np.ndarray, out: Path, seed: int) -> tuple[Path, di
     eqt.fit_qat(qat, loader, epochs=QAT_EPOCHS, lr=QAT_LR,
                 freeze_observers_epoch=QAT_EPOCHS - 1, show_progress=False)
     qm = eqt.convert(qat, torch.zeros(1, 1, 28, 28))
+    qm.save(out / "model_w8a8_qat.tflite")  # the same trained qparams, for LiteRT
     return qm.save(out / "model_w8a8_qat.onnx"), qm.report
 
 
@@ -162,7 +165,7 @@ def _print_table(console, table: list[dict]) -> None:
               "latency ms", "speedup",
               title="edgequant demo — tutorial CNN on MNIST, CPU, batch 1 (speedup vs fp32 ONNX)")
     for r in table:
-        mode = r["mode"].removesuffix("_qop").removesuffix("_qat")
+        mode = r["mode"].removesuffix("_qop").removesuffix("_qat").removesuffix(".tflite")
         t.add_row(mode, r["format"], r["runtime"], f"{r['bytes']:,}",
                   f"{r['size_ratio']:.2f}x", f"{r['accuracy']:.2f}",
                   f"{r['delta_accuracy'] + 0.0:+.2f}" + ("" if r["within_bar"] else " ✗"),

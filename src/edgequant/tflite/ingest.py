@@ -142,6 +142,20 @@ def _const(name: str, consts: dict[str, np.ndarray], node: Node) -> np.ndarray:
     return consts[name]
 
 
+def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+    """The value of a Constant node, whichever attribute (value, value_ints, ...) holds it."""
+    a = node.attribute[0]
+    v = onnx.helper.get_attribute_value(a)
+    if a.name == "value":
+        return numpy_helper.to_array(v)
+    dtype = {"value_int": np.int64, "value_ints": np.int64, "value_float": np.float32,
+             "value_floats": np.float32}.get(a.name)
+    if dtype is None:
+        raise UnsupportedOpError(f"node {node.name!r}: Constant attribute {a.name!r} is not "
+                                 "supported (use value, value_int(s) or value_float(s))")
+    return np.asarray(v, dtype=dtype)
+
+
 def read_graph(model: onnx.ModelProto) -> Graph:
     """Parse a float or QDQ ONNX model (opset ≥ 13) into a :class:`Graph`."""
     model = _fix_batch(model)
@@ -150,7 +164,7 @@ def read_graph(model: onnx.ModelProto) -> Graph:
     consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     for n in g.node:  # Constant nodes are initializers too
         if n.op_type == "Constant":
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+            consts[n.output[0]] = _constant_value(n)
     meta = {p.key: p.value for p in model.metadata_props}
     io_meta = json.loads(meta.get("edgequant.io", "{}"))
     nodes = [

@@ -30,6 +30,13 @@ def fold_casts(nodes: list[Node], consts: dict[str, np.ndarray],
     keep = []
     for n in nodes:
         ins = [i for i in n.inputs if i]
+        if n.op_type == "Shape" and _static(shapes.get(ins[0])):
+            # the batch is fixed by now, so a Shape (torch's dynamic flatten) is a constant
+            full = np.array(shapes[ins[0]], np.int64)
+            start, end = n.attrs.get("start", 0), n.attrs.get("end", len(full))
+            consts[n.outputs[0]] = full[start:end]
+            shapes[n.outputs[0]] = consts[n.outputs[0]].shape
+            continue
         if n.op_type in NOT_FOLDED or not all(i in consts for i in ins):
             keep.append(n)
             continue
@@ -46,6 +53,10 @@ def fold_casts(nodes: list[Node], consts: dict[str, np.ndarray],
             consts[o] = np.asarray(v)
             shapes[o] = tuple(consts[o].shape)
     return keep
+
+
+def _static(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
 
 
 def _producer(nodes: list[Node], name: str, op: str) -> Node | None:
