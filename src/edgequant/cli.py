@@ -22,7 +22,9 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Quantize ONNX / PyTorch models for onnxruntime and LiteRT, and prove "
                        "what ships with a bit-exact integer reference interpreter.")
-console = Console()
+#: Width when output is not a terminal (CI logs, pipes): rich would otherwise wrap at 80.
+PIPE_WIDTH = 160
+console = Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
 err_console = Console(stderr=True)
 
 EXIT_USER_ERROR = 2
