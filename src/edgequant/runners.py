@@ -16,7 +16,6 @@ outputs with them. ``run(feeds, raw=True)`` skips that and exchanges the model's
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -234,18 +233,11 @@ class TFLiteRunner(_IORunner):
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         try:
             from edgequant.tflite.runner import LiteRTRunner
-        except ModuleNotFoundError as e:
-            if e.name not in ("edgequant.tflite", "edgequant.tflite.runner"):
-                raise _litert_missing(path, e) from e
-            LiteRTRunner = LiteRTInterpreterRunner  # same role, plain LiteRT
         except ImportError as e:
             raise _litert_missing(path, e) from e
         from edgequant.inspect_tflite import inspect_tflite, tflite_io_quant
 
         inner = LiteRTRunner(str(path), threads=threads)
-        if not all(hasattr(inner, a) for a in ("input_names", "output_names", "input_dtypes")):
-            log.debug("%s lacks the Runner attributes; using plain LiteRT", type(inner).__name__)
-            inner = LiteRTInterpreterRunner(str(path), threads=threads)
         self.inner = inner
         self.input_names = list(inner.input_names)
         self.output_names = list(inner.output_names)
@@ -254,11 +246,10 @@ class TFLiteRunner(_IORunner):
         declared = {t["name"]: tuple(t["shape"]) for t in inspect_tflite(path)["inputs"]}
         self.input_shapes = {n: declared.get(n, ()) for n in self.input_names}
         self.io = tflite_io_quant(path)
-        # the inner runner must exchange raw tensors: our base class maps float ↔ integer
-        self._raw_kw = "raw" in inspect.signature(inner.run).parameters
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        out: Any = self.inner.run(feeds, raw=True) if self._raw_kw else self.inner.run(feeds)
+        # raw tensors in and out: the base class maps float ↔ integer I/O
+        out: Any = self.inner.run(feeds, raw=True)
         if isinstance(out, Mapping):
             return [np.asarray(out[n]) for n in self.output_names]
         return [np.asarray(y) for y in out]
@@ -269,43 +260,6 @@ def _litert_missing(path: str | Path, e: Exception) -> ImportError:
         f"running {Path(path).name} needs LiteRT: install the tflite extra "
         f"(pip install 'edgequant[tflite]'); import failed with: {e}"
     )
-
-
-class LiteRTInterpreterRunner:
-    """Raw LiteRT interpreter (model's own I/O types), used when ``edgequant.tflite.runner``
-    is not available. Resizes the inputs when a batch's shape differs from the current one."""
-
-    def __init__(self, path: str, threads: int | None = None) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError as e:
-            raise _litert_missing(path, e) from e
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self._ins = self.interpreter.get_input_details()
-        self._outs = self.interpreter.get_output_details()
-        self.input_names = [d["name"] for d in self._ins]
-        self.output_names = [d["name"] for d in self._outs]
-        self.input_dtypes = {d["name"]: np.dtype(d["dtype"]) for d in self._ins}
-        self.input_shapes = {
-            d["name"]: tuple(None if int(s) < 0 else int(s) for s in d["shape_signature"])
-            for d in self._ins
-        }
-
-    def run(self, feeds: Mapping[str, np.ndarray], raw: bool = True) -> list[np.ndarray]:
-        it = self.interpreter
-        resized = False
-        for d in self._ins:
-            x = feeds[d["name"]]
-            if tuple(it.get_tensor(d["index"]).shape) != x.shape:
-                it.resize_tensor_input(d["index"], list(x.shape))
-                resized = True
-        if resized:
-            it.allocate_tensors()
-        for d in self._ins:
-            it.set_tensor(d["index"], np.ascontiguousarray(feeds[d["name"]]))
-        it.invoke()
-        return [np.array(it.get_tensor(d["index"])) for d in self._outs]
 
 
 def open_runner(
