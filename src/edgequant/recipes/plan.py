@@ -240,8 +240,8 @@ def _tensor_decisions(recipe, model, info: GraphInfo, decisions, node_specs, io)
         for o in node.output[:1]:
             out.setdefault(o, TensorDecision(o, "activation", "quantize", aspec, label))
     if recipe.mode == "static":
-        _fuse_and_share(model, info, out, quantized, by_name)
-        _biases(model, info, out, quantized, by_name)
+        _fuse_and_share(model, info, out, quantized)
+        _biases(model, info, out, quantized)
         if io != "float":
             for name in [*info.graph_inputs, *info.graph_outputs]:
                 if name in out and out[name].action != "quantize":
@@ -249,7 +249,7 @@ def _tensor_decisions(recipe, model, info: GraphInfo, decisions, node_specs, io)
     return out
 
 
-def _fuse_and_share(model, info: GraphInfo, out, quantized, by_name) -> None:
+def _fuse_and_share(model, info: GraphInfo, out, quantized) -> None:
     for node in model.graph.node:
         name = node.name or node.output[0]
         if name not in quantized:
@@ -274,7 +274,7 @@ def _clip_is_const(node, info: GraphInfo) -> bool:
     return node.op_type == "Relu" or all(not i or info.is_constant(i) for i in node.input[1:])
 
 
-def _biases(model, info: GraphInfo, out, quantized, by_name) -> None:
+def _biases(model, info: GraphInfo, out, quantized) -> None:
     for node in model.graph.node:
         name = node.name or node.output[0]
         if (name not in quantized or node.op_type not in ("Conv", "Gemm") or len(node.input) < 3

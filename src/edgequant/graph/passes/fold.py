@@ -58,7 +58,6 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     Only when the Conv output feeds the BN alone and every BN parameter is constant.
     """
     info = GraphInfo.build(model)
-    inits = {t.name: t for t in model.graph.initializer}
     remove: set[int] = set()
     rename: dict[str, str] = {}
     for bn in model.graph.node:
@@ -103,8 +102,7 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     del model.graph.node[:]
     model.graph.node.extend(kept)
     used = {i for n in model.graph.node for i in n.input}
-    keep_inits = [t for t in model.graph.initializer if t.name in used or t.name not in inits]
-    keep_inits = [t for t in keep_inits if t.name in used]
+    keep_inits = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep_inits)
     log.info("folded %d BatchNormalization node(s)", len(remove))

@@ -181,18 +181,28 @@ def lower_gemm(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     return finish(idx, core, oq, pre=pre)
 
 
+def _quantized_io(node: onnx.NodeProto, idx: QdqIndex, n_inputs: int):
+    """The node's first ``n_inputs`` quantized inputs, conformed to the output's integer type,
+    the nodes that conform them, and the output's qparams — or the reason it can't lower."""
+    ins = [_activation_input(node, idx, i) for i in range(n_inputs)]
+    bad = next((q for q in ins if isinstance(q, str)), None)
+    if bad is not None:
+        return bad
+    oq = _output(node, idx)
+    if isinstance(oq, str):
+        return oq
+    ins, pre = conform(idx, ins, oq.out.dtype)
+    return ins, pre, oq
+
+
 def _lower_elementwise(contrib_op: str, n_inputs: int, attrs: dict | None = None) -> Lowering:
     """Op with per-tensor quantized inputs → com.microsoft ``contrib_op`` (x, s, zp)*, y_s, y_zp."""
 
     def lower(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
-        ins = [_activation_input(node, idx, i) for i in range(n_inputs)]
-        bad = next((q for q in ins if isinstance(q, str)), None)
-        if bad is not None:
-            return bad
-        oq = _output(node, idx)
-        if isinstance(oq, str):
-            return oq
-        ins, pre = conform(idx, ins, oq.out.dtype)
+        io = _quantized_io(node, idx, n_inputs)
+        if isinstance(io, str):
+            return io
+        ins, pre, oq = io
         names = [n for q in ins for n in (q.name, q.scale, q.zero_point)]
         kw = dict(attrs(node) if callable(attrs) else (attrs or {}))
         core = helper.make_node(contrib_op, [*names, oq.out.scale, oq.out.zero_point], [""],
@@ -238,14 +248,10 @@ def lower_softmax(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
 
 def lower_concat(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
     """Concat → integer Concat when all qparams agree, else QLinearConcat."""
-    ins = [_activation_input(node, idx, i) for i in range(len(node.input))]
-    bad = next((q for q in ins if isinstance(q, str)), None)
-    if bad is not None:
-        return bad
-    oq = _output(node, idx)
-    if isinstance(oq, str):
-        return oq
-    ins, pre = conform(idx, ins, oq.out.dtype)
+    io = _quantized_io(node, idx, len(node.input))
+    if isinstance(io, str):
+        return io
+    ins, pre, oq = io
     axis = _attrs(node)["axis"]
     if all(q.same_qparams(oq.out) for q in ins):
         core = helper.make_node("Concat", [q.name for q in ins], [""],
