@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from edgequant import quantize
-from edgequant.graph.passes.lower_qop import lower_to_qop
+from edgequant.export.qop.lower import lower_to_qop
 from edgequant.interp import Interpreter
 
 
@@ -48,9 +48,9 @@ def compare(name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], rep
 
 
 def mnist_models(tmp: Path, batch: int):
-    from edgequant.zoo.mnist import load_mnist
-    from edgequant.zoo.onnx_export import export_onnx
-    from edgequant.zoo.tutorial_cnn import train_tutorial_cnn
+    from edgequant_zoo.mnist import load_mnist
+    from edgequant_zoo.onnx_export import export_onnx
+    from edgequant_zoo.tutorial_cnn import train_tutorial_cnn
 
     split = load_mnist()
     net = train_tutorial_cnn(split, epochs=2)
@@ -77,7 +77,7 @@ def main() -> None:
         for name, model in models.items():
             compare(name, model, feeds, args.repeats)
         if args.minilm:
-            from edgequant.zoo.minilm import export_minilm, tokenize
+            from edgequant_zoo.minilm import export_minilm, tokenize
 
             path = export_minilm(tmp / "minilm.onnx", seq_len=32)
             texts = [f"sentence number {i} for the benchmark" for i in range(16)]

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgequant.graph.passes.lower_qop import lower
+from edgequant.export.qop.lower import lower
 
 LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,  # default: ORT fuses QDQ itself
@@ -38,8 +38,8 @@ N_AGREE = 500
 def _float_models(split) -> dict[str, onnx.ModelProto]:
     import torch
 
-    from edgequant.zoo.convnets import VGGNet, build_seeded
-    from edgequant.zoo.tutorial_cnn import export_onnx, train_tutorial_cnn
+    from edgequant_zoo.convnets import VGGNet, build_seeded
+    from edgequant_zoo.tutorial_cnn import export_onnx, train_tutorial_cnn
 
     out = {}
     with tempfile.TemporaryDirectory() as d:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     ap.add_argument("--levels", default="all,basic", help=f"comma list of {sorted(LEVELS)}")
     args = ap.parse_args(argv)
-    from edgequant.zoo.mnist import load_mnist
+    from edgequant_zoo.mnist import load_mnist
 
     split = load_mnist()
     x_test = split.x_test[:N_AGREE]

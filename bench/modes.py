@@ -1,6 +1,6 @@
 """Size, fidelity and latency of each edgequant recipe beside onnxruntime's own quantizers.
 
-Models (all from ``edgequant.zoo``):
+Models (all from ``edgequant_zoo``):
 
 - ``tutorial_cnn``: the demo model (Conv 12 3×3 + ReLU → MaxPool → Dense 10), trained, on
   the 1000-image MNIST test split;
@@ -88,9 +88,9 @@ def _settings(args) -> Settings:
 def _mnist_cases(names, st: Settings, tmp: Path) -> list[Case]:
     import torch
 
-    from edgequant.zoo.convnets import MobileNetLike, VGGNet, build_seeded, train_quick
-    from edgequant.zoo.mnist import load_mnist
-    from edgequant.zoo.tutorial_cnn import export_onnx, train_tutorial_cnn
+    from edgequant_zoo.convnets import MobileNetLike, VGGNet, build_seeded, train_quick
+    from edgequant_zoo.mnist import load_mnist
+    from edgequant_zoo.tutorial_cnn import export_onnx, train_tutorial_cnn
 
     split = load_mnist(seed=0)
     calib = {"input": split.x_train[: st.n_calib]}  # (n_calib, 1, 28, 28) float32
@@ -117,8 +117,8 @@ def _mnist_cases(names, st: Settings, tmp: Path) -> list[Case]:
 
 
 def _minilm_case(st: Settings, tmp: Path) -> Case:
-    from edgequant.zoo.corpus import docstring_corpus
-    from edgequant.zoo.minilm import export_minilm, tokenize
+    from edgequant_zoo.corpus import docstring_corpus
+    from edgequant_zoo.minilm import export_minilm, tokenize
 
     t0 = time.perf_counter()
     path = export_minilm(tmp / "minilm.onnx", seq_len=128)

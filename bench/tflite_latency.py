@@ -24,7 +24,7 @@ import tflite_models as M
 
 from edgequant import quantize
 from edgequant.analysis.latency import measure_interleaved
-from edgequant.tflite.runner import LiteRTRunner
+from edgequant.runtime.litert import LiteRTRunner
 
 MODELS = {
     "mnist": (M.MnistCnn, (1, 1, 28, 28)),

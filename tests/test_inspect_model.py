@@ -19,7 +19,7 @@ from onnx import numpy_helper as nh
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from rich.console import Console
 
-from edgequant.inspect_model import describe_values, inspect_model, model_file_bytes
+from edgequant.inspect.model import describe_values, inspect_model, model_file_bytes
 
 C_OUT = 6
 
@@ -118,7 +118,7 @@ def test_describe_values():
 
 def test_qoperator_model_lists_qlinear_scales(qdq_conv):
     """Lowered QLinearConv keeps the same per-channel weight scales as the QDQ model."""
-    from edgequant.graph.passes.lower_qop import lower_to_qop
+    from edgequant.export.qop.lower import lower_to_qop
 
     model = onnx.load(qdq_conv)
     dq, consts = _conv_weight_dq(model)
@@ -140,7 +140,7 @@ def test_bad_suffix():
 def tflite_int8(qdq_conv):
     """The QDQ model exported by edgequant's TFLite exporter, integer int8 I/O."""
     pytest.importorskip("ai_edge_litert")
-    from edgequant.tflite.export import export_tflite
+    from edgequant.export.tflite.export import export_tflite
 
     p = qdq_conv.parent / "q_int8io.tflite"
     export_tflite(qdq_conv, p, io="int8")
@@ -176,7 +176,7 @@ def test_tflite_quantization_matches_litert(tflite_int8):
 def test_tflite_io_quant_matches_litert(tflite_int8):
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgequant.inspect_tflite import tflite_io_quant
+    from edgequant.inspect.tflite_model import tflite_io_quant
 
     io = tflite_io_quant(tflite_int8)
     it = Interpreter(model_path=str(tflite_int8))
@@ -189,7 +189,7 @@ def test_tflite_io_quant_matches_litert(tflite_int8):
 
 def test_blocked_int4_weights_show_block_size(qdq_conv, tmp_path):
     """edgequant's ``w4a16_g128``: int4 weights, scales blocked along the input axis."""
-    from edgequant.quantizer import quantize
+    from edgequant.ptq.quantizer import quantize
 
     float_path = qdq_conv.parent / "f.onnx"
     p = quantize(float_path, "w4a16_g128").save(tmp_path / "w4.onnx")

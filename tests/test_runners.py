@@ -17,7 +17,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from edgequant.analysis.compare import compare
-from edgequant.runners import open_runner, parse_io_metadata
+from edgequant.runtime.runners import open_runner, parse_io_metadata
 
 IN_SCALE, IN_ZP = 1 / 255, 0
 OUT_SCALE, OUT_ZP = 0.05, -3

@@ -79,8 +79,8 @@ def quantize(
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
-    from edgequant.quantizer import quantize as run_quantize
-    from edgequant.quantizer import save_report
+    from edgequant.ptq.quantizer import quantize as run_quantize
+    from edgequant.ptq.quantizer import save_report
 
     fmt = format_for(output, format, to)
     if output.exists() and model.exists() and output.resolve() == model.resolve():
@@ -134,7 +134,7 @@ def inspect(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List ops, dtypes and every quantized tensor's scale, zero point and axis."""
-    from edgequant.inspect_model import inspect_model
+    from edgequant.inspect.model import inspect_model
 
     summary = inspect_model(model)
     if json_out:
@@ -145,8 +145,8 @@ def inspect(
 
 
 def _load_data(data: Path, model: Path):
-    from edgequant.data import load_feeds, model_inputs
     from edgequant.graph.io import load_model
+    from edgequant.runtime.feeds import load_feeds, model_inputs
 
     return load_feeds(data, model_inputs(load_model(model)))
 
@@ -187,7 +187,7 @@ def compare(
 
 
 def _npz(path: Path) -> dict:
-    from edgequant.data import read_npz
+    from edgequant.runtime.feeds import read_npz
 
     return read_npz(path)
 
@@ -213,7 +213,7 @@ def run(
 
     from edgequant.analysis.compare import run_batched
     from edgequant.graph.io import atomic_write
-    from edgequant.runners import open_runner
+    from edgequant.runtime.runners import open_runner
 
     runner = open_runner(model, engine=engine)
     feeds = _npz(data)
@@ -238,13 +238,13 @@ def verify(
 
     feeds = _npz(data)
     if model.suffix == ".tflite":
-        from edgequant.tflite.runner import verify_tflite
+        from edgequant.runtime.litert import verify_tflite
 
         result = verify_tflite(model, feeds)
         ok = all(v.get("max_lsb", 0) <= max_lsb for v in result.get("outputs", {}).values())
         print(json.dumps(result, indent=2, default=str)) if json_out else console.print(result)
         raise typer.Exit(0 if ok else EXIT_CHECK_FAILED)
-    from edgequant.verify import verify as run_verify
+    from edgequant.runtime.verify import verify as run_verify
 
     report = run_verify(model, feeds, per_node=per_node)
     d = report.to_dict()
@@ -268,7 +268,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("demo_out"),
 ) -> None:
     """Train the seed tutorial CNN on MNIST, quantize it in every mode, print one table."""
-    from edgequant.demo import run_demo
+    from edgequant_zoo.demo import run_demo
 
     result = run_demo(out, console=console)
     console.print(f"models and report written to {out}/ (report.json, report.md)")

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from edgequant.analysis.compare import ROW_FIELDS, compare, rows_to_json, run_batched
-from edgequant.runners import open_runner
+from edgequant.runtime.runners import open_runner
 
 #: Relative tolerance between compare()'s metrics and the same formulas evaluated here: both
 #: reduce the same ORT outputs in float64, only the summation order differs.
@@ -131,7 +131,7 @@ def test_tflite_models_compare_against_litert_run_directly(digits_models):
     pytest.importorskip("ai_edge_litert")
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgequant.tflite.export import export_tflite
+    from edgequant.export.tflite.export import export_tflite
 
     m = digits_models
     x, y = m["x"][:N_TFLITE], m["y"][:N_TFLITE]
@@ -172,7 +172,7 @@ def test_edgequant_integer_io_model_matches_its_float_io_twin(digits_models):
     the float feeds and dequantizes the outputs with them, so the integer-I/O model's outputs
     equal (bit for bit) those of the same model with float I/O, whose Q/DQ do the same
     arithmetic inside onnxruntime."""
-    from edgequant.quantizer import quantize
+    from edgequant.ptq.quantizer import quantize
 
     m = digits_models
     calib = {"x": m["x"][:64]}

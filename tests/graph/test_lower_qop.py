@@ -21,7 +21,7 @@ from onnx import numpy_helper as nh
 from onnxruntime.quantization import QuantType
 
 from edgequant.errors import UnsupportedOpError
-from edgequant.graph.passes.lower_qop import LoweringResult, lower, lower_to_qop
+from edgequant.export.qop.lower import LoweringResult, lower, lower_to_qop
 
 #: Fraction of inputs whose argmax must agree with the QDQ model (issue 3 acceptance).
 MIN_ARGMAX_AGREEMENT = 0.995
@@ -342,8 +342,8 @@ def test_integer_model_io_of_either_type(io):
 def test_torch_exported_models(arch, tmp_path):
     """torch.onnx.export(dynamo=True) graphs (ReduceMean, Clip for ReLU6, residual Add)."""
     torch = pytest.importorskip("torch")
-    from edgequant.zoo import convnets, tutorial_cnn
-    from edgequant.zoo.onnx_export import export_onnx
+    from edgequant_zoo import convnets, tutorial_cnn
+    from edgequant_zoo.onnx_export import export_onnx
 
     cls = getattr(tutorial_cnn, arch, None) or getattr(convnets, arch)
     module = convnets.build_seeded(cls).eval()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from edgequant.verify import verify
+from edgequant.runtime.verify import verify
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ SENTENCES = ["the quick brown fox", "integer arithmetic proves what ships", "hel
 
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):
-    from edgequant.zoo.minilm import export_minilm, tokenize
+    from edgequant_zoo.minilm import export_minilm, tokenize
 
     path = export_minilm(tmp_path_factory.mktemp("minilm") / "minilm.onnx", seq_len=SEQ_LEN)
     return onnx.load(path), tokenize(SENTENCES, seq_len=SEQ_LEN)
@@ -34,7 +34,7 @@ def minilm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def minilm_qdq(minilm):
     from edgequant import quantize
-    from edgequant.zoo.minilm import tokenize
+    from edgequant_zoo.minilm import tokenize
 
     calib = tokenize([f"calibration sentence {i} about models" for i in range(8)], SEQ_LEN)
     return quantize(minilm[0], "w8a8", calibration=calib).model
@@ -47,7 +47,7 @@ def test_float_minilm(minilm):
 
 
 def test_quantized_minilm_qdq_and_lowered(minilm, minilm_qdq):
-    from edgequant.graph.passes.lower_qop import lower_to_qop
+    from edgequant.export.qop.lower import lower_to_qop
 
     feeds = minilm[1]
     shipped = verify(minilm_qdq, feeds, per_node=True)  # interpreted as ORT fuses it

@@ -11,7 +11,7 @@ from single_op import single_op_model
 
 from edgequant.errors import UnsupportedOpError
 from edgequant.interp import Interpreter
-from edgequant.verify import compare
+from edgequant.runtime.verify import compare
 
 
 def two_node_model() -> onnx.ModelProto:
@@ -100,7 +100,7 @@ def test_compare_units():
 
 
 def test_static_batch_model_runs_samples_in_batches():
-    from edgequant.verify import run, verify
+    from edgequant.runtime.verify import run, verify
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])

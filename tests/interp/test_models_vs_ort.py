@@ -1,6 +1,6 @@
 """Whole quantized models through the interpreter vs onnxruntime: a small CNN quantized by
 onnxruntime's quantize_static (QDQ and QOperator) and by edgequant.quantize (QDQ, then lowered
-to QOperator by graph.passes.lower_qop), checked with edgequant.verify."""
+to QOperator by export.qop.lower), checked with edgequant.runtime.verify."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from cnn_models import INPUT, float_cnn, images, quantized_cnn
 
-from edgequant.verify import run, verify
+from edgequant.runtime.verify import run, verify
 
 #: Float requantization reproduces onnxruntime exactly on these models (measured 0 LSB).
 MAX_LSB_FLOAT_MODE = 0
@@ -49,7 +49,7 @@ def test_ort_quantized_cnn_is_bit_exact(ort_models, feeds, fmt):
 
 
 def test_edgequant_qdq_and_lowered_are_bit_exact(edgequant_qdq, feeds):
-    from edgequant.graph.passes.lower_qop import lower_to_qop
+    from edgequant.export.qop.lower import lower_to_qop
 
     shipped = verify(edgequant_qdq, feeds)  # ORT fuses QDQ: we interpret the lowering
     assert shipped.lowered and shipped.ok(MAX_LSB_FLOAT_MODE)
@@ -63,7 +63,7 @@ def test_edgequant_qdq_and_lowered_are_bit_exact(edgequant_qdq, feeds):
 
 
 def test_lowered_fixedpoint_within_one_lsb_of_ort(edgequant_qdq, feeds):
-    from edgequant.graph.passes.lower_qop import lower_to_qop
+    from edgequant.export.qop.lower import lower_to_qop
 
     lowered = lower_to_qop(edgequant_qdq, requantization="fixedpoint")
     report = verify(lowered, feeds)  # mode read from the model's metadata
@@ -103,7 +103,7 @@ def test_verify_reports_a_real_difference(ort_models, feeds, monkeypatch):
 def test_integer_io_model_is_bit_exact(io):
     """io=int8/uint8: integer graph inputs and outputs, compared as integers (0 LSB)."""
     from edgequant import quantize
-    from edgequant.graph.passes.lower_qop import lower_to_qop
+    from edgequant.export.qop.lower import lower_to_qop
 
     qm = quantize(float_cnn(), "w8a8", calibration={INPUT: images(32)}, io=io)
     meta = json.loads({p.key: p.value for p in qm.model.metadata_props}["edgequant.io"])

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from single_op import run_ort, run_ref
 
 from edgequant.interp.fusions import fuse_dq_matmul_nbits
-from edgequant.verify import run_onnxruntime, verify
+from edgequant.runtime.verify import run_onnxruntime, verify
 
 #: float32 accumulation order of ~K/block partial products differs from MLAS: a few ulp of
 #: the output's largest magnitude (measured 1e-6 relative; 10× margin).

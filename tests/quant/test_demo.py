@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("ai_edge_litert")
 
-from edgequant.demo import DEMO_RECIPES, TFLITE_RECIPES, run_demo
+from edgequant_zoo.demo import DEMO_RECIPES, TFLITE_RECIPES, run_demo
 
 
 def test_demo_meets_every_bar(tmp_path):

@@ -11,8 +11,8 @@ pytest.importorskip("sentence_transformers")
 
 import edgequant as eq
 from edgequant.analysis.metrics import cosine
-from edgequant.zoo.corpus import docstring_corpus
-from edgequant.zoo.minilm import export_minilm, tokenize
+from edgequant_zoo.corpus import docstring_corpus
+from edgequant_zoo.minilm import export_minilm, tokenize
 
 #: The issue's bar: mean cosine of w8_dynamic embeddings to fp32 over 200 docstrings.
 MIN_MEAN_COSINE = 0.995

@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import edgequant as eq  # noqa: E402
-from edgequant.zoo.convnets import VGGNet, build_seeded, count_parameters  # noqa: E402
-from edgequant.zoo.mnist import load_mnist  # noqa: E402
-from edgequant.zoo.onnx_export import export_onnx  # noqa: E402
-from edgequant.zoo.tutorial_cnn import train_tutorial_cnn  # noqa: E402
+from edgequant_zoo.convnets import VGGNet, build_seeded, count_parameters  # noqa: E402
+from edgequant_zoo.mnist import load_mnist  # noqa: E402
+from edgequant_zoo.onnx_export import export_onnx  # noqa: E402
+from edgequant_zoo.tutorial_cnn import train_tutorial_cnn  # noqa: E402
 
 #: The issue's bars: test-accuracy drop vs fp32 in percentage points.
 MAX_DROP_POINTS = {"fp16": 0.1, "w8_dynamic": 0.5, "w8a8": 0.5, "w8a16": 0.5, "w4a16_g128": 2.0}

@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from edgequant.tflite import export_tflite
-from edgequant.tflite.builder import load_model
-from edgequant.tflite.ingest import QConst
-from edgequant.tflite.layout import flatten_permutation, padding_mode
-from edgequant.tflite.reference import OP_NAMES
-from edgequant.tflite.weights import narrow_int8, quantized_bias
+from edgequant.export.tflite import export_tflite
+from edgequant.export.tflite.builder import load_model
+from edgequant.export.tflite.ingest import QConst
+from edgequant.export.tflite.layout import flatten_permutation, padding_mode
+from edgequant.export.tflite.weights import narrow_int8, quantized_bias
+from edgequant.interp.tflite.reference import OP_NAMES
 
 
 def _ops(path):

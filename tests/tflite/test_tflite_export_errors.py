@@ -10,8 +10,8 @@ import tflite_models as M
 from onnx import TensorProto, helper
 
 from edgequant.errors import UnsupportedOpError
-from edgequant.tflite import export_tflite
-from edgequant.tflite.runner import LiteRTRunner
+from edgequant.export.tflite import export_tflite
+from edgequant.runtime.litert import LiteRTRunner
 
 
 def _model(op: str, shape=(1, 4), dims=None) -> onnx.ModelProto:

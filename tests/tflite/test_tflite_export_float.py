@@ -7,8 +7,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgequant.tflite import export_tflite
-from edgequant.tflite.runner import LiteRTRunner
+from edgequant.export.tflite import export_tflite
+from edgequant.runtime.litert import LiteRTRunner
 
 #: Max |LiteRT − onnxruntime| as a fraction of the output's range, per mode:
 #: fp32 — different float summation orders only (≈1e-6 relative, margin ×10);

@@ -8,9 +8,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgequant.tflite import export_tflite
-from edgequant.tflite.builder import load_model
-from edgequant.tflite.runner import LiteRTRunner, verify_tflite
+from edgequant.export.tflite import export_tflite
+from edgequant.export.tflite.builder import load_model
+from edgequant.runtime.litert import LiteRTRunner, verify_tflite
 
 #: LiteRT's int8 graph vs onnxruntime's QDQ graph: both quantize the same tensors with the
 #: same qparams, but onnxruntime requantizes in float (round half even) and LiteRT in fixed

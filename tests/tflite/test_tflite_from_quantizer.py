@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 
 from edgequant import quantize
-from edgequant.tflite import export_tflite
-from edgequant.tflite.runner import LiteRTRunner, verify_tflite
+from edgequant.export.tflite import export_tflite
+from edgequant.runtime.litert import LiteRTRunner, verify_tflite
 
 #: fp16 / w8_dynamic vs the float model, fraction of the output range (reasons: see
 #: test_tflite_export_float.TOLERANCE).

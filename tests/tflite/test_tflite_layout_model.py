@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 import tflite_models as M
 
-from edgequant.tflite import export_tflite
-from edgequant.tflite.runner import LiteRTRunner, verify_tflite
+from edgequant.export.tflite import export_tflite
+from edgequant.runtime.litert import LiteRTRunner, verify_tflite
 
 #: Float modes vs onnxruntime, fraction of the output range (see test_tflite_export_float).
 TOLERANCE = {"fp32": 1e-5, "fp16": 3e-3, "dynamic": 5e-2}

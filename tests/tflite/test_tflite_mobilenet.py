@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 import tflite_models as M
 
-from edgequant.tflite import export_tflite
-from edgequant.tflite.runner import LiteRTRunner, verify_tflite
+from edgequant.export.tflite import export_tflite
+from edgequant.runtime.litert import LiteRTRunner, verify_tflite
 
 #: Float modes vs onnxruntime, as a fraction of the logits' range (see test_tflite_export_float
 #: for the reasons; dynamic range compounds over 23 layers, hence the wider bound).

@@ -12,10 +12,10 @@ import pytest
 import tflite_single_op as S
 from ai_edge_litert import schema_py_generated as schema
 
-from edgequant.tflite.builder import Quant
-from edgequant.tflite.convert import OP, OPT
-from edgequant.tflite.reference import ReferenceInterpreter
-from edgequant.tflite.runner import LiteRTRunner
+from edgequant.export.tflite.builder import Quant
+from edgequant.export.tflite.convert import OP, OPT
+from edgequant.interp.tflite.reference import ReferenceInterpreter
+from edgequant.runtime.litert import LiteRTRunner
 
 #: Seeds per op: each draws new data and qparams (rounding ties show up within a few).
 SEEDS = 4

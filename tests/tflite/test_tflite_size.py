@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import onnx
 
-from edgequant.tflite import export_tflite
-from edgequant.tflite.builder import load_model
+from edgequant.export.tflite import export_tflite
+from edgequant.export.tflite.builder import load_model
 
 #: Allowed bytes beyond raw weight / bias / scale / zero-point bytes (the brief's budget).
 MAX_OVERHEAD_BYTES = 10 * 1024

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from edgequant.tflite.builder import Quant, TFLiteBuilder
-from edgequant.tflite.convert import OP, OPT
+from edgequant.export.tflite.builder import Quant, TFLiteBuilder
+from edgequant.export.tflite.convert import OP, OPT
 
 
 def _q(rng, lo=0.005, hi=0.05, zp=True, dtype=np.int8) -> Quant:

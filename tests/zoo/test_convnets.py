@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgequant.zoo.convnets import MobileNetLike, VGGNet, build_seeded, count_parameters
+from edgequant_zoo.convnets import MobileNetLike, VGGNet, build_seeded, count_parameters
 
 MIN_PARAMS = 1_000_000
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgequant.zoo.corpus import MIN_DOCSTRING_CHARS, docstring_corpus
+from edgequant_zoo.corpus import MIN_DOCSTRING_CHARS, docstring_corpus
 
 
 def test_corpus_has_200_distinct_nonempty_docstrings():

@@ -5,8 +5,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgequant.zoo.corpus import docstring_corpus
-from edgequant.zoo.minilm import EMBEDDING_DIM, MINILM_INPUTS, export_minilm, tokenize
+from edgequant_zoo.corpus import docstring_corpus
+from edgequant_zoo.minilm import EMBEDDING_DIM, MINILM_INPUTS, export_minilm, tokenize
 
 # Same float32 network in two runtimes; cosine of unit vectors differs from 1 by ~1e-7.
 MIN_COSINE = 1 - 1e-4
@@ -16,7 +16,7 @@ SEQ_LEN = 128
 
 
 def test_tokenize_matches_sentence_transformers_tokenizer():
-    from edgequant.zoo.minilm import load_sentence_transformer
+    from edgequant_zoo.minilm import load_sentence_transformer
 
     texts = docstring_corpus(n=8)
     feeds = tokenize(texts, seq_len=SEQ_LEN)
@@ -36,7 +36,7 @@ def test_tokenize_rejects_tiny_seq_len():
 
 @pytest.mark.slow
 def test_exported_minilm_equals_sentence_transformer_encode(tmp_path):
-    from edgequant.zoo.minilm import load_sentence_transformer
+    from edgequant_zoo.minilm import load_sentence_transformer
 
     path = export_minilm(tmp_path / "minilm.onnx", seq_len=SEQ_LEN)
     proto = onnx.load(path, load_external_data=False)

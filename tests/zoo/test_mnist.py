@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgequant.zoo.mnist import _mnist_arrays, load_digits_split, load_mnist, stratified_split
+from edgequant_zoo.mnist import _mnist_arrays, load_digits_split, load_mnist, stratified_split
 
 
 @pytest.fixture(scope="module")

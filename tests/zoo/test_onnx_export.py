@@ -6,9 +6,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgequant.zoo.convnets import MobileNetLike, VGGNet, build_seeded
-from edgequant.zoo.onnx_export import ONNX_OPSET, export_onnx
-from edgequant.zoo.tutorial_cnn import TutorialCNN
+from edgequant_zoo.convnets import MobileNetLike, VGGNet, build_seeded
+from edgequant_zoo.onnx_export import ONNX_OPSET, export_onnx
+from edgequant_zoo.tutorial_cnn import TutorialCNN
 
 # Same float32 maths in two runtimes; only summation order differs (≈ 1e-7 relative
 # per op, and these logits are O(1)).

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgequant.zoo.mnist import load_mnist
-from edgequant.zoo.training import accuracy, predict_logits
-from edgequant.zoo.tutorial_cnn import TutorialCNN, train_tutorial_cnn
+from edgequant_zoo.mnist import load_mnist
+from edgequant_zoo.training import accuracy, predict_logits
+from edgequant_zoo.tutorial_cnn import TutorialCNN, train_tutorial_cnn
 
 # Measured 95.5 % with the default schedule (seed 0); the tutorial reports ~96-98 % on the
 # full 60 k MNIST, we train on 4 k images. One point of slack for BLAS/thread differences.

@@ -1,7 +1,7 @@
 """``edgequant compare``: size, fidelity, accuracy and latency of models against a reference.
 
 Every model (``.onnx`` or ``.tflite``, float or integer I/O) runs on the same float feeds
-through :func:`edgequant.runners.open_runner`. Fidelity is measured on the *first* output
+through :func:`edgequant.runtime.runners.open_runner`. Fidelity is measured on the *first* output
 against the reference's first output (the row's ``cosine``, ``sqnr_db``, ``top1_agreement``
 and ``accuracy``); when the models have several outputs, every output pair is also compared
 and kept in ``CompareRow.outputs`` (name → ``{"cosine", "sqnr_db"}``), which
@@ -19,8 +19,8 @@ import numpy as np
 
 from edgequant.analysis.latency import measure_interleaved
 from edgequant.analysis.metrics import accuracy, cosine, sqnr_db, top1_agreement
-from edgequant.inspect_model import model_file_bytes
-from edgequant.runners import Runner, open_runner
+from edgequant.inspect.model import model_file_bytes
+from edgequant.runtime.runners import Runner, open_runner
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 
 from edgequant.analysis.latency import measure_interleaved
-from edgequant.data import model_inputs
+from edgequant.runtime.feeds import model_inputs
 
 #: Below this, a quantized model counts as slower than float (timing noise on a shared box).
 SLOWER_THRESHOLD = 0.95

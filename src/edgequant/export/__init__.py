@@ -31,7 +31,7 @@ def format_for(path: str | os.PathLike, fmt: str | None = None, to: str | None =
 
 def lower_model(qm, requantization: str = "float", strict: bool = False):
     """The QuantizedModel's QDQ graph lowered to integer-only QOperator form."""
-    from edgequant.graph.passes.lower_qop import lower
+    from edgequant.export.qop.lower import lower
 
     result = lower(qm.model, requantization, strict=strict)
     qm.report.setdefault("lowering", {})["float_nodes"] = [
@@ -47,7 +47,7 @@ def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
         if src and Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
             raise ValueError(f"output path {str(out)!r} is the input model; choose another path")
     if fmt == "tflite":
-        from edgequant.tflite.export import export_tflite
+        from edgequant.export.tflite.export import export_tflite
 
         if not out.parent.is_dir():
             raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist")

@@ -4,7 +4,7 @@ interpreter computes what onnxruntime ships.
 Only one lives here: ``DequantizeLinear(int4 weight, blocked on K) → MatMul`` becomes
 ``MatMulNBits`` with ``accuracy_level=4`` (onnxruntime's default for this fusion,
 ``session.qdq_matmulnbits_accuracy_level``), which quantizes the activations to int8. The
-QDQ → QLinear* fusions are mirrored by ``graph.passes.lower_qop``.
+QDQ → QLinear* fusions are mirrored by ``export.qop.lower``.
 """
 
 from __future__ import annotations

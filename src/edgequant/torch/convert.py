@@ -23,8 +23,8 @@ from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError
 from edgequant.graph.passes.fold import strip_debug_info
+from edgequant.ptq.quantizer import QuantizedModel
 from edgequant.qparams import QParams
-from edgequant.quantizer import QuantizedModel
 from edgequant.recipes.plan import resolve
 from edgequant.recipes.recipe import Recipe, Rule
 from edgequant.torch.export import as_tuple, export_onnx, save_atomic

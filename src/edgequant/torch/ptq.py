@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgequant.data import model_inputs
-from edgequant.quantizer import QuantizedModel
-from edgequant.quantizer import quantize as quantize_onnx
+from edgequant.ptq.quantizer import QuantizedModel
+from edgequant.ptq.quantizer import quantize as quantize_onnx
+from edgequant.runtime.feeds import model_inputs
 from edgequant.torch.calibration import calibration_feeds
 from edgequant.torch.export import as_tuple, export_onnx
 

@@ -1,0 +1,1 @@
+"""Integer-only ONNX (QOperator): lowering the QDQ graph to QLinear* / integer ops."""

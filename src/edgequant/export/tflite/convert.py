@@ -1,0 +1,321 @@
+"""The ONNX → TFLite conversion state: tensors, domains (float / integer), layouts, boundaries.
+
+Each ONNX node is handled by one op builder (``ops_*`` modules) that asks the
+:class:`Converter` for its inputs in the domain and layout it needs and declares its outputs.
+Conversions (QUANTIZE, DEQUANTIZE, TRANSPOSE) are inserted lazily and cached, so a tensor is
+transposed or requantized at most once whatever the number of consumers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from edgequant.errors import UnsupportedOpError
+from edgequant.export.tflite.builder import Quant, TFLiteBuilder
+from edgequant.export.tflite.ingest import Graph, Node
+from edgequant.export.tflite.layout import TO_NCHW, TO_NHWC, nhwc_shape
+
+log = logging.getLogger(__name__)
+
+#: Export modes: float32, float16 weights, dynamic-range int8 weights (hybrid kernels),
+#: full int8 (w8a8) and 16x8 (int16 activations, int8 weights).
+MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+OP = schema.BuiltinOperator
+OPT = schema.BuiltinOptions
+ACT = {
+    None: schema.ActivationFunctionType.NONE,
+    "RELU": schema.ActivationFunctionType.RELU,
+    "RELU6": schema.ActivationFunctionType.RELU6,
+    "RELU_N1_TO_1": schema.ActivationFunctionType.RELU_N1_TO_1,
+}
+
+
+@dataclass
+class TVal:
+    """A TFLite tensor standing for an ONNX tensor (or a temporary)."""
+
+    idx: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    quant: Quant | None = None
+    nhwc: bool = False  # a 4-D ONNX NCHW tensor stored as NHWC
+    flat_perm: np.ndarray | None = None  # NHWC-ordered flatten: feature j is ONNX feature perm[j]
+
+    @property
+    def is_int(self) -> bool:
+        """True for integer activations (int8 / int16)."""
+        return self.dtype.kind in "iu"
+
+
+class Converter:
+    """Builds the TFLite subgraph for one :class:`Graph` in one mode."""
+
+    def __init__(self, graph: Graph, mode: str, io: str, strict: bool) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not allowed: use one of {MODES}")
+        self.g = graph
+        self.mode = mode
+        self.io = io
+        self.strict = strict
+        self.b = TFLiteBuilder()
+        self.vals: dict[tuple[str, str, bool], TVal] = {}  # (onnx name, domain, nhwc) → value
+        self.q = False  # is the node being converted integer?
+        self.float_nodes: list[str] = []
+        self.node: Node | None = None
+
+    # ---- domains --------------------------------------------------------------------------
+    @property
+    def integer_mode(self) -> bool:
+        """Full-integer modes (activations quantized)."""
+        return self.mode in ("int8", "int16x8")
+
+    @property
+    def act_dtype(self) -> np.dtype:
+        """Integer activation dtype of the mode."""
+        return np.dtype(np.int16 if self.mode == "int16x8" else np.int8)
+
+    def act_quant(self, name: str) -> Quant | None:
+        """TFLite qparams of activation ``name``: uint8 qparams become int8 (zp − 128)."""
+        aq = self.g.act_q.get(name)
+        if aq is None:
+            return None
+        if self.mode == "int16x8":
+            if aq.dtype != np.int16 or aq.zero_point != 0:
+                raise UnsupportedOpError(
+                    f"tensor {name!r}: 16x8 export needs int16 activations with zero point 0, "
+                    f"got {aq.dtype} zero point {aq.zero_point}")
+            return Quant.of(aq.scale, 0)
+        if aq.dtype == np.uint8:  # same scale, integers shifted: exact one-to-one mapping
+            return Quant.of(aq.scale, aq.zero_point - 128)
+        if aq.dtype != np.int8:
+            raise UnsupportedOpError(f"tensor {name!r}: int8 export needs 8-bit activation "
+                                     f"qparams, got {aq.dtype}")
+        return Quant.of(aq.scale, aq.zero_point)
+
+    def node_is_integer(self, node: Node) -> bool:
+        """A node runs integer when every activation input and output has qparams."""
+        if not self.integer_mode:
+            return False
+        acts = [i for i in node.inputs if i and self.g.value(i) is None]
+        return all(self.g.act_q.get(t) is not None for t in [*acts, *node.outputs])
+
+    # ---- tensors --------------------------------------------------------------------------
+    def temp(self, name: str, shape, dtype, quant: Quant | None = None, nhwc=False) -> TVal:
+        """A new non-constant tensor."""
+        idx = self.b.add_tensor(name, tuple(shape), dtype, quant=quant)
+        return TVal(idx, tuple(shape), np.dtype(dtype), quant, nhwc)
+
+    def const(self, name: str, data: np.ndarray, quant: Quant | None = None) -> TVal:
+        """A constant tensor holding ``data``."""
+        data = np.asarray(data)
+        idx = self.b.add_tensor(name, data.shape, data.dtype, data=data, quant=quant)
+        return TVal(idx, tuple(data.shape), data.dtype, quant)
+
+    def float_const(self, name: str, data: np.ndarray) -> TVal:
+        """A float32 constant; in fp16 mode stored as float16 and DEQUANTIZEd at run time."""
+        data = np.asarray(data, dtype=np.float32)
+        if self.mode != "fp16":
+            return self.const(name, data)
+        half = self.const(f"{name}_fp16", data.astype(np.float16))
+        out = self.temp(name, data.shape, np.float32)
+        self.op(OP.DEQUANTIZE, [half], [out])
+        return out
+
+    def output(self, name: str, shape, nhwc: bool = False, quant: Quant | None = None) -> TVal:
+        """Declare ONNX tensor ``name`` as produced in the current node's domain."""
+        if self.q:
+            tv = self.temp(name, shape, self.act_dtype, quant or self.act_quant(name), nhwc)
+        else:
+            tv = self.temp(name, shape, np.float32, None, nhwc)
+        self.vals[(name, "q" if self.q else "f", nhwc)] = tv
+        self.vals.setdefault((name, "src", False), tv)
+        return tv
+
+    def op(self, code: int, inputs: list, outputs: list[TVal], opt_type=0, opt=None) -> None:
+        """Emit an operator; ``inputs`` are TVals or None (omitted optional input)."""
+        ins = [-1 if t is None else t.idx for t in inputs]
+        self.b.add_op(code, ins, [t.idx for t in outputs], opt_type, opt)
+
+    # ---- reading inputs in the wanted domain and layout -----------------------------------
+    def act(self, name: str, layout: str = "any", allow_perm: bool = False) -> TVal:
+        """ONNX activation ``name`` in the current node's domain; layout any / nhwc / nchw.
+
+        ``allow_perm``: the caller (FULLY_CONNECTED) accepts an NHWC-ordered flatten.
+        """
+        dom = "q" if self.q else "f"
+        src = self.vals.get((name, "src", False))
+        if src is None:
+            raise UnsupportedOpError(f"tensor {name!r} is used before it is produced "
+                                     "(graph not topologically sorted?)")
+        key_any = [k for k in ((name, dom, src.nhwc), (name, dom, not src.nhwc)) if k in self.vals]
+        if key_any:
+            tv = self.vals[key_any[0]]
+        else:
+            tv = self._convert_domain(name, src)
+            self.vals[(name, dom, tv.nhwc)] = tv
+        if tv.flat_perm is not None and not allow_perm:
+            raise UnsupportedOpError(f"tensor {name!r}: NHWC-ordered flatten read by a "
+                                     "non fully-connected consumer")
+        if layout == "nhwc" and len(tv.shape) == 4 and not tv.nhwc:
+            return self._transposed(name, tv, TO_NHWC, True, dom)
+        if layout == "nchw" and tv.nhwc:
+            return self._transposed(name, tv, TO_NCHW, False, dom)
+        return tv
+
+    def _convert_domain(self, name: str, src: TVal) -> TVal:
+        if self.q and not src.is_int:
+            quant = self.act_quant(name)
+            out = self.temp(f"{name}_q", src.shape, self.act_dtype, quant, src.nhwc)
+            out.flat_perm = src.flat_perm
+            self.op(OP.QUANTIZE, [src], [out])
+            return out
+        if not self.q and src.is_int:
+            out = self.temp(f"{name}_dq", src.shape, np.float32, None, src.nhwc)
+            out.flat_perm = src.flat_perm
+            self.op(OP.DEQUANTIZE, [src], [out])
+            return out
+        return src
+
+    def _transposed(self, name, tv: TVal, perm, nhwc: bool, dom: str) -> TVal:
+        key = (name, dom, nhwc)
+        if key in self.vals:
+            return self.vals[key]
+        shape = tuple(tv.shape[p] for p in perm)
+        out = self.temp(f"{name}_{'nhwc' if nhwc else 'nchw'}", shape, tv.dtype, tv.quant, nhwc)
+        self.op(OP.TRANSPOSE, [tv, self.const(f"{name}_perm", np.array(perm, np.int32))], [out],
+                OPT.TransposeOptions, schema.TransposeOptionsT())
+        self.vals[key] = out
+        return out
+
+    def requant(self, tv: TVal, quant: Quant, name: str) -> TVal:
+        """``tv`` re-expressed with ``quant`` (a QUANTIZE int→int op unless already equal)."""
+        if quant.same_as(tv.quant):
+            return tv
+        out = self.temp(f"{name}_requant", tv.shape, tv.dtype, quant, tv.nhwc)
+        self.op(OP.QUANTIZE, [tv], [out])
+        return out
+
+    def passthrough(self, code: int, inputs: list, name: str, shape, nhwc: bool, in_quant,
+                    opt_type=0, opt=None) -> TVal:
+        """Emit an op whose integer kernel keeps its input's qparams (pool, reshape, pad…).
+
+        When the ONNX output has other qparams, the op writes a temporary with the input's
+        qparams and a QUANTIZE brings it to the output's.
+        """
+        out_q = self.act_quant(name) if self.q else None
+        if not self.q or out_q.same_as(in_quant):
+            out = self.output(name, shape, nhwc)
+            self.op(code, inputs, [out], opt_type, opt)
+            return out
+        tmp = self.temp(f"{name}_pre", shape, self.act_dtype, in_quant, nhwc)
+        self.op(code, inputs, [tmp], opt_type, opt)
+        out = self.output(name, shape, nhwc)
+        self.op(OP.QUANTIZE, [tmp], [out])
+        return out
+
+    # ---- boundaries -----------------------------------------------------------------------
+    def add_inputs(self) -> None:
+        """Graph inputs in the public dtype (float, or the integer I/O type) and ONNX layout."""
+        for name in self.g.inputs:
+            shape = self.g.shapes[name]
+            io = self._io_dtype(name)
+            public = self.g.public_names.get(name, name)
+            if io is None:
+                tv = self.temp(public, shape, np.float32)
+            else:
+                quant = self.act_quant(name)
+                if quant is None:
+                    raise UnsupportedOpError(f"input {name!r}: integer I/O needs qparams")
+                if io == np.uint8:
+                    quant = Quant.of(quant.scale, quant.zero_point + 128)
+                tv = self.temp(public, shape, io, quant)
+                if io == np.uint8:  # uint8 → int8 QUANTIZE: exact, zero point shifted by 128
+                    q8 = self.temp(f"{name}_int8", shape, self.act_dtype, self.act_quant(name))
+                    self.op(OP.QUANTIZE, [tv], [q8])
+                    self.vals[(name, "q", False)] = q8
+                    self.b.inputs.append(tv.idx)
+                    self.vals[(name, "src", False)] = q8
+                    continue
+            self.b.inputs.append(tv.idx)
+            self.vals[(name, "src", False)] = tv
+
+    def _io_dtype(self, name: str) -> np.dtype | None:
+        if not self.integer_mode:
+            return None
+        if self.io == "float":
+            return None
+        if self.io in ("int8", "uint8", "int16"):
+            return np.dtype(self.io)
+        return self.g.io_dtype.get(name)
+
+    def add_outputs(self) -> None:
+        """Graph outputs in ONNX layout and the public dtype (transposed before DEQUANTIZE)."""
+        for name in self.g.outputs:
+            io = self._io_dtype(name)
+            src = self.vals[(name, "src", False)]
+            self.q = io is not None or src.is_int
+            if self.q and self.act_quant(name) is None:
+                raise UnsupportedOpError(f"output {name!r}: integer I/O needs qparams")
+            tv = self.act(name, "nchw")
+            if io is None and tv.is_int:  # float I/O: DEQUANTIZE the NCHW integer tensor
+                out = self.temp(f"{name}_float", tv.shape, np.float32)
+                self.op(OP.DEQUANTIZE, [tv], [out])
+                tv = out
+            elif io is not None and np.dtype(io) != tv.dtype:
+                quant = Quant.of(tv.quant.scale, tv.quant.zero_point + 128)
+                out = self.temp(f"{name}_{np.dtype(io).name}", tv.shape, io, quant)
+                self.op(OP.QUANTIZE, [tv], [out])
+                tv = out
+            if tv.idx in self.b.inputs or tv.idx in self.b.outputs:  # identity model edge case
+                out = self.temp(f"{name}_out", tv.shape, tv.dtype, tv.quant)
+                self.op(OP.RESHAPE, [tv, self.const(f"{name}_shape",
+                                                    np.array(tv.shape, np.int32))], [out])
+                tv = out
+            public = self.g.public_names.get(name, name)
+            old = self.b.tensors[tv.idx].name
+            self.b.names.discard(old)
+            clash = next((t for t in self.b.tensors if t.name == public), None)
+            if clash is not None:  # free the public name for the output tensor
+                clash.name = self.b.unique_name(f"{public}_internal")
+            self.b.names.add(public)
+            self.b.tensors[tv.idx].name = public
+            self.b.outputs.append(tv.idx)
+
+    def convert(self, handlers: dict) -> bytes:
+        """Convert every node with ``handlers[op_type](cv, node)``; returns ``.tflite`` bytes."""
+        self.add_inputs()
+        for node in self.g.nodes:
+            self.node = node
+            handler = handlers.get(node.op_type)
+            if handler is None:
+                raise UnsupportedOpError(
+                    f"node {node.name!r}: op {node.op_type} has no TFLite export (supported: "
+                    f"{', '.join(sorted(handlers))}); unsupported ops are an error in every mode "
+                    "because TFLite builtins have no fallback")
+            self.q = self.node_is_integer(node)
+            if self.integer_mode and not self.q:
+                if self.strict:
+                    raise UnsupportedOpError(
+                        f"node {node.name!r} ({node.op_type}) is not quantized (an input or "
+                        "output has no qparams); strict export allows integer ops only")
+                log.warning("node %s (%s) kept in float", node.name, node.op_type)
+                self.float_nodes.append(node.name)
+            handler(self, node)
+        self.add_outputs()
+        return self.b.finish(f"edgequant {self.mode}")
+
+    # ---- helpers for op builders ----------------------------------------------------------
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """ONNX shape of ``name`` (from shape inference)."""
+        if name not in self.g.shapes:
+            raise UnsupportedOpError(f"tensor {name!r}: shape unknown after ONNX shape inference")
+        return self.g.shapes[name]
+
+    def tflite_shape(self, name: str, nhwc: bool) -> tuple[int, ...]:
+        """Shape of ``name`` as stored in TFLite."""
+        s = self.shape_of(name)
+        return nhwc_shape(s) if nhwc and len(s) == 4 else s

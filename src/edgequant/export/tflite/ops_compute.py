@@ -1,0 +1,160 @@
+"""Op builders for the weighted ops: Conv → CONV_2D / DEPTHWISE_CONV_2D, Gemm / MatMul →
+FULLY_CONNECTED, MatMul of two activations → BATCH_MATMUL.
+
+Weights per mode: fp32 float32; fp16 float16 + DEQUANTIZE; dynamic int8 weights with float
+activations (LiteRT picks its hybrid kernels); int8 / 16x8 int8 weights with int32 / int64 bias.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from edgequant.errors import UnsupportedOpError
+from edgequant.export.tflite.builder import Quant
+from edgequant.export.tflite.convert import ACT, OP, OPT, Converter, TVal
+from edgequant.export.tflite.ingest import Node
+from edgequant.export.tflite.layout import (
+    conv_weight_ohwi,
+    depthwise_weight_1hwc,
+    onnx_pads,
+    padding_mode,
+)
+from edgequant.export.tflite.weights import float_weight, narrow_int8, quantized_bias
+
+PADDING = {"SAME": schema.Padding.SAME, "VALID": schema.Padding.VALID}
+
+
+def _weight(cv: Converter, node: Node, name: str):
+    w = cv.g.qconsts.get(name)
+    if w is None:
+        w = cv.g.consts.get(name)
+    if w is None:
+        raise UnsupportedOpError(f"node {node.name!r} ({node.op_type}): weight {name!r} must be "
+                                 "a constant initializer")
+    return w
+
+
+def _optional(node: Node, k: int) -> str | None:
+    return node.inputs[k] if len(node.inputs) > k and node.inputs[k] else None
+
+
+def weight_and_bias(cv: Converter, node: Node, w, b, axis: int, x: TVal, layout) -> tuple:
+    """TFLite weight and bias TVals; ``layout`` maps an ONNX-layout array to TFLite's."""
+    n_out = float_weight(w).shape[axis]
+    base = node.name
+    if cv.q or cv.mode == "dynamic":
+        q, scale = narrow_int8(w, axis, node.inputs[1])
+        wq = layout(q)
+        qaxis = 3 if node.attrs.get("_depthwise") else 0
+        wt = cv.const(f"{base}_weight", wq, Quant.of(scale, 0, qaxis))
+        if not cv.q:  # dynamic range: float bias, hybrid kernel quantizes the input on the fly
+            bf = float_weight(b) if b is not None else np.zeros(n_out, np.float32)
+            return wt, cv.const(f"{base}_bias", np.asarray(bf, np.float32).reshape(n_out))
+        bias_dtype = np.int64 if cv.mode == "int16x8" else np.int32
+        bq, bscale = quantized_bias(b, n_out, float(x.quant.scale[0]), scale, bias_dtype)
+        return wt, cv.const(f"{base}_bias", bq, Quant.of(bscale, 0, 0))
+    wf = layout(float_weight(w))
+    bf = float_weight(b) if b is not None else np.zeros(n_out, np.float32)
+    return cv.float_const(f"{base}_weight", wf), cv.float_const(f"{base}_bias", bf.reshape(n_out))
+
+
+def pad_nhwc(cv: Converter, x: TVal, pads: tuple[int, ...], name: str) -> TVal:
+    """Explicit PAD (t, l, b, r) of an NHWC tensor; integer PAD fills with the zero point."""
+    t, left, bot, r = pads
+    paddings = np.array([[0, 0], [t, bot], [left, r], [0, 0]], np.int32)  # (4, 2)
+    shape = (x.shape[0], x.shape[1] + t + bot, x.shape[2] + left + r, x.shape[3])
+    out = cv.temp(f"{name}_padded", shape, x.dtype, x.quant, True)
+    cv.op(OP.PAD, [x, cv.const(f"{name}_paddings", paddings)], [out], OPT.PadOptions,
+          schema.PadOptionsT())
+    return out
+
+
+def Conv(cv: Converter, node: Node) -> None:
+    """ONNX Conv (2-D) → CONV_2D, or DEPTHWISE_CONV_2D when group == input channels."""
+    w = _weight(cv, node, node.inputs[1])
+    b = _weight(cv, node, _optional(node, 2)) if _optional(node, 2) else None
+    wshape = float_weight(w).shape
+    xshape = cv.shape_of(node.inputs[0])
+    if len(wshape) != 4:
+        raise UnsupportedOpError(f"node {node.name!r}: only 2-D Conv is exported (weight rank "
+                                 f"{len(wshape)})")
+    group = int(node.attrs.get("group", 1))
+    cin = xshape[1]
+    depthwise = group > 1 and group == cin and wshape[1] == 1
+    if group > 1 and not depthwise:
+        raise UnsupportedOpError(f"node {node.name!r}: grouped Conv (group={group}, C_in={cin}) "
+                                 "has no TFLite op; only group 1 and depthwise are exported")
+    kernel = wshape[2:]
+    strides = tuple(node.attrs.get("strides", [1, 1]))
+    dil = tuple(node.attrs.get("dilations", [1, 1]))
+    pads = onnx_pads(node.attrs, xshape[2:], kernel, strides, dil)
+    mode = padding_mode(xshape[2:], kernel, strides, dil, pads)
+    x = cv.act(node.inputs[0], "nhwc")
+    if mode is None:
+        x = pad_nhwc(cv, x, pads, node.name)
+        mode = "VALID"
+    node.attrs["_depthwise"] = depthwise
+    layout = depthwise_weight_1hwc if depthwise else conv_weight_ohwi
+    wt, bt = weight_and_bias(cv, node, w, b, 0, x, layout)
+    out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], True), nhwc=True)
+    act = ACT[node.attrs.get("_act")]
+    if depthwise:
+        opt = schema.DepthwiseConv2DOptionsT()
+        opt.depthMultiplier = wshape[0] // cin
+        code, opt_type = OP.DEPTHWISE_CONV_2D, OPT.DepthwiseConv2DOptions
+    else:
+        opt = schema.Conv2DOptionsT()
+        code, opt_type = OP.CONV_2D, OPT.Conv2DOptions
+    opt.padding = PADDING[mode]
+    opt.strideH, opt.strideW = strides
+    opt.dilationHFactor, opt.dilationWFactor = dil
+    opt.fusedActivationFunction = act
+    cv.op(code, [x, wt, bt], [out], opt_type, opt)
+
+
+def _fully_connected(cv: Converter, node: Node, w_oi, b, axis: int) -> None:
+    """FULLY_CONNECTED with ONNX weight ``w_oi`` (output axis ``axis``), input node.inputs[0]."""
+    x = cv.act(node.inputs[0], "nchw", allow_perm=True)  # FC contracts the ONNX last axis
+    perm = x.flat_perm
+
+    def layout(a: np.ndarray) -> np.ndarray:
+        a = a if axis == 0 else a.T  # (O, I)
+        return np.ascontiguousarray(a[:, perm] if perm is not None else a)
+
+    wt, bt = weight_and_bias(cv, node, w_oi, b, axis, x, layout)
+    out_shape = cv.shape_of(node.outputs[0])
+    out = cv.output(node.outputs[0], out_shape)
+    opt = schema.FullyConnectedOptionsT()
+    opt.fusedActivationFunction = ACT[node.attrs.get("_act")]
+    opt.keepNumDims = len(out_shape) > 2
+    opt.asymmetricQuantizeInputs = cv.mode == "dynamic"
+    cv.op(OP.FULLY_CONNECTED, [x, wt, bt], [out], OPT.FullyConnectedOptions, opt)
+
+
+def Gemm(cv: Converter, node: Node) -> None:
+    """ONNX Gemm (A · Bᵀ + C with constant B) → FULLY_CONNECTED."""
+    a = node.attrs
+    if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+        raise UnsupportedOpError(f"node {node.name!r}: Gemm with transA / alpha / beta ≠ defaults "
+                                 "is not exported")
+    w = _weight(cv, node, node.inputs[1])
+    b = _weight(cv, node, _optional(node, 2)) if _optional(node, 2) else None
+    if b is not None and float_weight(b).size == 1:  # scalar C broadcast over outputs
+        n_out = float_weight(w).shape[0 if a.get("transB", 0) else 1]
+        b = np.full(n_out, float(float_weight(b).reshape(())), np.float32)
+    _fully_connected(cv, node, w, b, 0 if a.get("transB", 0) else 1)
+
+
+def MatMul(cv: Converter, node: Node) -> None:
+    """MatMul with a constant 2-D B → FULLY_CONNECTED; two activations → BATCH_MATMUL."""
+    if cv.g.value(node.inputs[1]) is not None and cv.g.value(node.inputs[1]).ndim == 2:
+        _fully_connected(cv, node, _weight(cv, node, node.inputs[1]), None, 1)
+        return
+    if node.attrs.get("_act"):
+        raise UnsupportedOpError(f"node {node.name!r}: BATCH_MATMUL has no fused activation")
+    x = cv.act(node.inputs[0], "nchw")
+    y = cv.act(node.inputs[1], "nchw") if cv.g.value(node.inputs[1]) is None else \
+        cv.float_const(node.inputs[1], cv.g.value(node.inputs[1]))
+    out = cv.output(node.outputs[0], cv.shape_of(node.outputs[0]))
+    cv.op(OP.BATCH_MATMUL, [x, y], [out], OPT.BatchMatMulOptions, schema.BatchMatMulOptionsT())

@@ -1,0 +1,207 @@
+"""Op builders for data-movement and pooling ops: Reshape / Flatten / Squeeze / Unsqueeze →
+RESHAPE, Transpose, Concat, Pad, MaxPool / AveragePool / GlobalAveragePool / GlobalMaxPool,
+ReduceMean → MEAN, Identity / Dropout.
+
+Their integer kernels keep the input's qparams (no requantization inside TFLite), so when
+the ONNX output carries other qparams a QUANTIZE follows (:meth:`Converter.passthrough`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from edgequant.errors import UnsupportedOpError
+from edgequant.export.tflite.convert import OP, OPT, Converter
+from edgequant.export.tflite.ingest import Node
+from edgequant.export.tflite.layout import (
+    TO_NCHW,
+    TO_NHWC,
+    flatten_permutation,
+    nhwc_axis,
+    onnx_pads,
+    padding_mode,
+)
+from edgequant.export.tflite.ops_compute import PADDING, pad_nhwc
+
+
+def _is_nhwc(cv: Converter, name: str) -> bool:
+    src = cv.vals.get((name, "src", False))
+    return src is not None and src.nhwc
+
+
+def _fc_consumer(cv: Converter, name: str, node: Node) -> bool:
+    if node.op_type == "Gemm":
+        return node.inputs[0] == name and cv.g.value(node.inputs[1]) is not None \
+            and not node.attrs.get("transA", 0)
+    if node.op_type == "MatMul":
+        v = cv.g.value(node.inputs[1])
+        return node.inputs[0] == name and v is not None and v.ndim == 2
+    return False
+
+
+def _reshape(cv: Converter, node: Node) -> None:
+    x_name, y_name = node.inputs[0], node.outputs[0]
+    in_shape, out_shape = cv.shape_of(x_name), cv.shape_of(y_name)
+    perm = None
+    layout = "nchw"
+    if _is_nhwc(cv, x_name) and len(in_shape) == 4:
+        n, c, h, w = in_shape
+        consumers = cv.g.consumers(y_name)
+        if h * w == 1 or c == 1:  # NHWC and NCHW orders coincide
+            layout = "any"
+        elif (len(out_shape) == 2 and out_shape[0] == n and consumers
+              and y_name not in cv.g.outputs
+              and all(_fc_consumer(cv, y_name, c_) for c_ in consumers)):
+            layout, perm = "nhwc", flatten_permutation(c, h, w)
+    x = cv.act(x_name, layout)
+    shape_t = cv.const(f"{node.name}_shape", np.array(out_shape, np.int32))
+    opt = schema.ReshapeOptionsT()
+    opt.newShape = list(out_shape)
+    out = cv.passthrough(OP.RESHAPE, [x, shape_t], y_name, out_shape, False, x.quant,
+                         OPT.ReshapeOptions, opt)
+    out.flat_perm = perm
+
+
+Reshape = Flatten = Squeeze = Unsqueeze = _reshape
+
+
+def Identity(cv: Converter, node: Node) -> None:
+    """Identity / Dropout (inference): the output is the input tensor."""
+    src = cv.vals[(node.inputs[0], "src", False)]
+    for k, v in list(cv.vals.items()):
+        if k[0] == node.inputs[0]:
+            cv.vals[(node.outputs[0], k[1], k[2])] = v
+    cv.vals[(node.outputs[0], "src", False)] = src
+
+
+Dropout = Identity
+
+
+def Transpose(cv: Converter, node: Node) -> None:
+    """Transpose; a perm applied to an NHWC-stored tensor is composed with the layout perm."""
+    rank = len(cv.shape_of(node.inputs[0]))
+    perm = list(node.attrs.get("perm", range(rank)[::-1]))
+    x = cv.act(node.inputs[0])
+    if x.nhwc:
+        perm = [TO_NCHW[p] for p in perm]  # ONNX perm of NCHW data, read from NHWC storage
+    out_shape = cv.shape_of(node.outputs[0])
+    cv.passthrough(OP.TRANSPOSE, [x, cv.const(f"{node.name}_perm", np.array(perm, np.int32))],
+                   node.outputs[0], out_shape, False, x.quant, OPT.TransposeOptions,
+                   schema.TransposeOptionsT())
+
+
+def Concat(cv: Converter, node: Node) -> None:
+    """Concat → CONCATENATION; integer inputs are first requantized to the output's qparams."""
+    names = [i for i in node.inputs if i]
+    if any(cv.g.value(n) is not None for n in names):
+        raise UnsupportedOpError(f"node {node.name!r}: Concat of a constant is not exported")
+    rank = len(cv.shape_of(node.outputs[0]))
+    axis = int(node.attrs["axis"]) % rank
+    nhwc = rank == 4 and any(_is_nhwc(cv, n) for n in names)
+    xs = [cv.act(n, "nhwc" if nhwc else "nchw") for n in names]
+    out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc), nhwc)
+    if cv.q:  # TFLite int8/int16 CONCATENATION requires identical qparams everywhere
+        xs = [cv.requant(x, out.quant, f"{node.name}_in{k}") for k, x in enumerate(xs)]
+    opt = schema.ConcatenationOptionsT()
+    opt.axis = nhwc_axis(axis) if nhwc else axis
+    cv.op(OP.CONCATENATION, xs, [out], OPT.ConcatenationOptions, opt)
+
+
+def Pad(cv: Converter, node: Node) -> None:
+    """Constant zero Pad → PAD (integer PAD fills with the zero point, i.e. real 0)."""
+    mode = node.attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pads = cv.g.value(node.inputs[1]) if len(node.inputs) > 1 else node.attrs.get("pads")
+    value = cv.g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else 0.0
+    if mode != "constant" or pads is None or float(np.asarray(value).reshape(())) != 0.0:
+        raise UnsupportedOpError(f"node {node.name!r}: only constant zero Pad with constant pads "
+                                 "is exported")
+    pads = np.asarray(pads, np.int64)
+    rank = pads.size // 2
+    pairs = np.stack([pads[:rank], pads[rank:]], axis=1)  # (rank, 2)
+    nhwc = rank == 4 and _is_nhwc(cv, node.inputs[0])
+    if nhwc:
+        pairs = pairs[list(TO_NHWC)]
+    x = cv.act(node.inputs[0], "nhwc" if nhwc else "nchw")
+    cv.passthrough(OP.PAD, [x, cv.const(f"{node.name}_paddings", pairs.astype(np.int32))],
+                   node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc), nhwc, x.quant,
+                   OPT.PadOptions, schema.PadOptionsT())
+
+
+def _pool(cv: Converter, node: Node, code: int, kernel, strides, pads, count_pad=False) -> None:
+    x_shape = cv.shape_of(node.inputs[0])
+    if len(x_shape) != 4:
+        raise UnsupportedOpError(f"node {node.name!r}: only 2-D pooling is exported")
+    if node.attrs.get("ceil_mode", 0):
+        floor_hw = [(x_shape[2 + i] + pads[i] + pads[i + 2] - kernel[i]) // strides[i] + 1
+                    for i in range(2)]
+        if list(cv.shape_of(node.outputs[0])[2:]) != floor_hw:
+            raise UnsupportedOpError(f"node {node.name!r}: ceil_mode changes the output size")
+    if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
+        raise UnsupportedOpError(f"node {node.name!r}: dilated pooling is not exported")
+    mode = padding_mode(x_shape[2:], kernel, strides, (1, 1), pads)
+    x = cv.act(node.inputs[0], "nhwc")
+    if mode is None or (mode == "SAME" and count_pad):
+        if code != OP.AVERAGE_POOL_2D or not count_pad:
+            raise UnsupportedOpError(f"node {node.name!r}: pads {pads} are neither SAME nor "
+                                     "VALID (only count_include_pad AveragePool can be padded)")
+        x = pad_nhwc(cv, x, pads, node.name)
+        mode = "VALID"
+    opt = schema.Pool2DOptionsT()
+    opt.padding = PADDING[mode]
+    opt.strideH, opt.strideW = strides
+    opt.filterHeight, opt.filterWidth = kernel
+    cv.passthrough(code, [x], node.outputs[0], cv.tflite_shape(node.outputs[0], True), True,
+                   x.quant, OPT.Pool2DOptions, opt)
+
+
+def _pool_attrs(cv: Converter, node: Node):
+    kernel = tuple(node.attrs["kernel_shape"])
+    strides = tuple(node.attrs.get("strides", [1, 1]))
+    pads = onnx_pads(node.attrs, cv.shape_of(node.inputs[0])[2:], kernel, strides, (1, 1))
+    return kernel, strides, pads
+
+
+def MaxPool(cv: Converter, node: Node) -> None:
+    """MaxPool → MAX_POOL_2D (SAME or VALID padding only: TFLite cannot pad with −inf)."""
+    if len(node.outputs) > 1 and node.outputs[1]:
+        raise UnsupportedOpError(f"node {node.name!r}: MaxPool indices output is not exported")
+    _pool(cv, node, OP.MAX_POOL_2D, *_pool_attrs(cv, node))
+
+
+def AveragePool(cv: Converter, node: Node) -> None:
+    """AveragePool → AVERAGE_POOL_2D (TFLite SAME excludes padding = count_include_pad 0)."""
+    _pool(cv, node, OP.AVERAGE_POOL_2D, *_pool_attrs(cv, node),
+          count_pad=bool(node.attrs.get("count_include_pad", 0)))
+
+
+def GlobalAveragePool(cv: Converter, node: Node) -> None:
+    """GlobalAveragePool → AVERAGE_POOL_2D over the whole H×W (exact integer rounding)."""
+    hw = tuple(cv.shape_of(node.inputs[0])[2:])
+    _pool(cv, node, OP.AVERAGE_POOL_2D, hw, (1, 1), (0, 0, 0, 0))
+
+
+def GlobalMaxPool(cv: Converter, node: Node) -> None:
+    """GlobalMaxPool → MAX_POOL_2D over the whole H×W."""
+    hw = tuple(cv.shape_of(node.inputs[0])[2:])
+    _pool(cv, node, OP.MAX_POOL_2D, hw, (1, 1), (0, 0, 0, 0))
+
+
+def ReduceMean(cv: Converter, node: Node) -> None:
+    """ReduceMean → MEAN (axes remapped when the input is stored NHWC)."""
+    rank = len(cv.shape_of(node.inputs[0]))
+    axes = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1]:
+        axes = cv.g.value(node.inputs[1])
+    axes = sorted(int(a) % rank for a in (range(rank) if axes is None else np.ravel(axes)))
+    keep = bool(node.attrs.get("keepdims", 1))
+    nhwc = rank == 4 and _is_nhwc(cv, node.inputs[0]) and (keep or axes == [2, 3])
+    x = cv.act(node.inputs[0], "nhwc" if nhwc else "nchw")
+    t_axes = [nhwc_axis(a) for a in axes] if nhwc else axes
+    out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc and keep),
+                    nhwc and keep)
+    opt = schema.ReducerOptionsT()
+    opt.keepDims = keep
+    cv.op(OP.MEAN, [x, cv.const(f"{node.name}_axes", np.array(t_axes, np.int32))], [out],
+          OPT.ReducerOptions, opt)

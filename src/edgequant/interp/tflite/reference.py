@@ -1,0 +1,277 @@
+"""A numpy reference executor for the ``.tflite`` files the exporter writes.
+
+Integer ops follow LiteRT's builtin kernels bit for bit (:mod:`ref_kernels`); float ops are
+plain float32/float64 numpy (a sanity oracle, not bit-exact with LiteRT's float kernels).
+Only the op set the exporter emits is implemented; anything else is an error naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from edgequant.errors import UnsupportedOpError
+from edgequant.export.tflite.builder import NUMPY_TYPES, load_model
+from edgequant.interp.tflite import activations as A
+from edgequant.interp.tflite import kernels as K
+
+OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+ACT_NAMES = {v: k for k, v in vars(schema.ActivationFunctionType).items()
+             if not k.startswith("_")}
+PAD_NAMES = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
+
+
+@dataclass
+class TInfo:
+    """Static facts about one tensor of the flatbuffer."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: np.ndarray | None
+    zero_point: np.ndarray | None
+    data: np.ndarray | None
+
+    @property
+    def q(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, zero_point) arrays."""
+        return self.scale, self.zero_point
+
+
+def _tensor_infos(m: schema.ModelT) -> list[TInfo]:
+    sub = m.subgraphs[0]
+    infos = []
+    for t in sub.tensors:
+        dtype = NUMPY_TYPES[t.type]
+        shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
+        data = None
+        buf = m.buffers[t.buffer]
+        if buf.data is not None and len(buf.data):
+            data = np.frombuffer(bytes(np.asarray(buf.data, np.uint8)), dtype=dtype).reshape(shape)
+        scale = zp = None
+        if t.quantization is not None and t.quantization.scale is not None:
+            scale = np.asarray(t.quantization.scale, np.float32)
+            zp = np.asarray(t.quantization.zeroPoint, np.int64)
+        name = t.name.decode() if isinstance(t.name, bytes) else t.name
+        infos.append(TInfo(name, shape, dtype, scale, zp, data))
+    return infos
+
+
+class ReferenceInterpreter:
+    """Runs a ``.tflite`` (single subgraph) with numpy: ``run(feeds) -> list[np.ndarray]``."""
+
+    def __init__(self, path_or_bytes: str | Path | bytes, kernels: str = "builtin") -> None:
+        if kernels not in ("builtin", "xnnpack"):
+            raise ValueError(f"kernels {kernels!r} is not allowed: use builtin or xnnpack")
+        self.kernels = kernels
+        data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+        self.model = load_model(data)
+        self.sub = self.model.subgraphs[0]
+        self.tensors = _tensor_infos(self.model)
+        self.input_names = [self.tensors[i].name for i in self.sub.inputs]
+        self.output_names = [self.tensors[i].name for i in self.sub.outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Execute every operator in order; returns the outputs in subgraph order."""
+        vals: dict[int, np.ndarray] = {}
+        for i, name in zip(self.sub.inputs, self.input_names, strict=True):
+            if name not in feeds:
+                raise ValueError(f"input {name!r} missing from feeds (have {sorted(feeds)})")
+            vals[int(i)] = np.asarray(feeds[name]).astype(self.tensors[i].dtype)
+        for k, t in enumerate(self.tensors):
+            if t.data is not None:
+                vals[k] = t.data
+        for op in self.sub.operators:
+            name = OP_NAMES[self.model.operatorCodes[op.opcodeIndex].builtinCode]
+            ins = [None if i < 0 else vals[int(i)] for i in op.inputs]
+            infos = [None if i < 0 else self.tensors[int(i)] for i in op.inputs]
+            out_info = self.tensors[int(op.outputs[0])]
+            fn = _OPS.get(name)
+            if fn is None:
+                raise UnsupportedOpError(f"reference executor: op {name} is not implemented")
+            # XNNPACK has no int16 kernels: such ops stay on LiteRT's builtin kernels
+            wide = any(t is not None and t.dtype == np.int16 for t in [*infos, out_info])
+            y = fn(ins, infos, out_info, op.builtinOptions, "builtin" if wide else self.kernels)
+            vals[int(op.outputs[0])] = np.asarray(y).reshape(out_info.shape)
+        return [vals[int(i)] for i in self.sub.outputs]
+
+
+def _act(opt) -> str:
+    return ACT_NAMES.get(getattr(opt, "fusedActivationFunction", 0), "NONE")
+
+
+def _float_act(y: np.ndarray, act: str) -> np.ndarray:
+    lo, hi = {"RELU": (0, np.inf), "RELU6": (0, 6), "RELU_N1_TO_1": (-1, 1)}.get(act, (None, None))
+    return y if lo is None else np.clip(y, lo, hi)
+
+
+def _is_int(info: TInfo) -> bool:
+    return info.dtype.kind in "iu"
+
+
+def _conv(ins, infos, out, opt, flavor="builtin", depthwise=False):
+    x, w, b = ins[0], ins[1], ins[2] if len(ins) > 2 else None
+    stride = (opt.strideH, opt.strideW)
+    dil = (opt.dilationHFactor, opt.dilationWFactor)
+    padding = PAD_NAMES[opt.padding]
+    dm = opt.depthMultiplier if depthwise else None
+    if _is_int(infos[0]):
+        return K.conv2d(x, w, b, infos[0].q, infos[1].q, out.q, stride, dil, padding, _act(opt),
+                        dm, out.dtype, flavor)
+    w = w.astype(np.float64)
+    if _is_int(infos[1]):  # hybrid: dequantize the weight (per channel)
+        axis = 3 if depthwise else 0
+        shp = [1] * 4
+        shp[axis] = -1
+        w = w * infos[1].scale.reshape(shp)
+    kh, kw = w.shape[1:3]
+    pads = K.spatial_pads(padding, x.shape[1:3], (kh, kw), stride, dil)
+    p = K.patches(x.astype(np.float64), kh, kw, *stride, *dil, pads, 0.0)
+    if depthwise:
+        y = np.einsum("nhwijc,ijc->nhwc", np.repeat(p, dm, axis=5), w[0])
+    else:
+        y = p.reshape(*p.shape[:3], -1) @ w.reshape(w.shape[0], -1).T
+    if b is not None:
+        y = y + b
+    return _float_act(y, _act(opt)).astype(np.float32)
+
+
+def _fc(ins, infos, out, opt, flavor="builtin"):
+    x, w, b = ins[0], ins[1], ins[2] if len(ins) > 2 else None
+    if _is_int(infos[0]):
+        x2 = x.reshape(-1, w.shape[1])
+        return K.fully_connected(x2, w, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype,
+                                 flavor)
+    wf = w.astype(np.float64)
+    if _is_int(infos[1]):
+        wf = wf * infos[1].scale.reshape(-1, 1)
+    y = x.reshape(-1, w.shape[1]).astype(np.float64) @ wf.T
+    if b is not None:
+        y = y + b
+    return _float_act(y, _act(opt)).astype(np.float32)
+
+
+def _binary(kind):
+    def run(ins, infos, out, opt, flavor="builtin"):
+        a, b = ins
+        if _is_int(infos[0]):
+            if kind == "MUL":
+                return K.mul(a, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype, flavor)
+            return K.add_sub(a, b, infos[0].q, infos[1].q, out.q, _act(opt),
+                             1 if kind == "ADD" else -1, out.dtype)
+        y = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply}[kind](a, b)
+        return _float_act(y, _act(opt)).astype(np.float32)
+    return run
+
+
+def _pool(kind):
+    def run(ins, infos, out, opt, flavor="builtin"):
+        x = ins[0]
+        k, s = (opt.filterHeight, opt.filterWidth), (opt.strideH, opt.strideW)
+        padding = PAD_NAMES[opt.padding]
+        if _is_int(infos[0]):
+            return K.pool(x, kind, k, s, padding, _act(opt), out.q, out.dtype)
+        pads = K.spatial_pads(padding, x.shape[1:3], k, s, (1, 1))
+        if kind == "max":
+            y = K.patches(x, *k, *s, 1, 1, pads, -np.inf).max(axis=(3, 4))
+        else:
+            p = K.patches(x.astype(np.float64), *k, *s, 1, 1, pads, 0.0).sum(axis=(3, 4))
+            c = K.patches(np.ones((*x.shape[:3], 1)), *k, *s, 1, 1, pads, 0.0).sum(axis=(3, 4))
+            y = p / c
+        return _float_act(y, _act(opt)).astype(np.float32)
+    return run
+
+
+def _quantize(ins, infos, out, opt, flavor="builtin"):
+    if _is_int(infos[0]):
+        return K.requantize_tensor(ins[0], infos[0].q, out.q, out.dtype, flavor)
+    return K.quantize_float(ins[0], out.q, out.dtype, flavor)
+
+
+def _dequantize(ins, infos, out, opt, flavor="builtin"):
+    x, info = ins[0], infos[0]
+    if info.dtype == np.float16:
+        return x.astype(np.float32)
+    if info.scale.size > 1:  # per-channel constant
+        raise UnsupportedOpError("reference executor: per-channel DEQUANTIZE not implemented")
+    return K.dequantize(x, info.q, flavor)
+
+
+def _unary(fn_name):
+    def run(ins, infos, out, opt, flavor="builtin"):
+        x = ins[0]
+        if _is_int(infos[0]):
+            if fn_name == "softmax":
+                return A.softmax(x, infos[0].q, out.q, opt.beta, out.dtype)
+            if fn_name in ("logistic", "tanh"):
+                return A.lut_activation(x, infos[0].q, out.q, fn_name, out.dtype)
+            if fn_name == "hardswish":
+                return A.hard_swish(x, infos[0].q, out.q, out.dtype)
+            if fn_name in ("RELU", "RELU6", "RELU_N1_TO_1"):
+                y = K.requantize_tensor(x, infos[0].q, out.q, np.int64)
+                lo, hi = K.act_range(fn_name, float(out.scale[0]), int(out.zero_point[0]),
+                                     out.dtype)
+                return np.clip(y, lo, hi).astype(out.dtype)
+            raise UnsupportedOpError(f"reference executor: integer {fn_name} not implemented")
+        xf = x.astype(np.float64)
+        if fn_name == "softmax":
+            e = np.exp(opt.beta * (xf - xf.max(axis=-1, keepdims=True)))
+            return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+        f = {"logistic": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh,
+             "hardswish": lambda v: v * np.clip(v + 3, 0, 6) / 6}.get(fn_name)
+        y = f(xf) if f is not None else _float_act(xf, fn_name)
+        return y.astype(np.float32)
+    return run
+
+
+def _mean(ins, infos, out, opt, flavor="builtin"):
+    axes = tuple(int(a) % ins[0].ndim for a in np.ravel(ins[1]))
+    if _is_int(infos[0]):
+        return K.mean(ins[0], axes, bool(opt.keepDims), infos[0].q, out.q, out.dtype, flavor)
+    return ins[0].astype(np.float64).mean(axis=axes, keepdims=bool(opt.keepDims)).astype(
+        np.float32)
+
+
+def _pad(ins, infos, out, opt, flavor="builtin"):
+    fill = int(out.zero_point[0]) if _is_int(out) and out.zero_point is not None else 0
+    return np.pad(ins[0], [tuple(p) for p in ins[1]], constant_values=fill)
+
+
+_OPS = {
+    "CONV_2D": _conv,
+    "DEPTHWISE_CONV_2D": lambda i, f, o, p, k: _conv(i, f, o, p, k, depthwise=True),
+    "FULLY_CONNECTED": _fc,
+    "ADD": _binary("ADD"),
+    "SUB": _binary("SUB"),
+    "MUL": _binary("MUL"),
+    "MAX_POOL_2D": _pool("max"),
+    "AVERAGE_POOL_2D": _pool("avg"),
+    "MEAN": _mean,
+    "QUANTIZE": _quantize,
+    "DEQUANTIZE": _dequantize,
+    "RESHAPE": lambda i, f, o, p, k: i[0].reshape(o.shape),
+    "TRANSPOSE": lambda i, f, o, p, k: i[0].transpose([int(a) for a in i[1]]),
+    "CONCATENATION": lambda i, f, o, p, k: np.concatenate(i, axis=p.axis),
+    "PAD": _pad,
+    "SOFTMAX": _unary("softmax"),
+    "LOGISTIC": _unary("logistic"),
+    "TANH": _unary("tanh"),
+    "HARD_SWISH": _unary("hardswish"),
+    "RELU": _unary("RELU"),
+    "RELU6": _unary("RELU6"),
+    "RELU_N1_TO_1": _unary("RELU_N1_TO_1"),
+    "BATCH_MATMUL": lambda i, f, o, p, k: _batch_matmul(i, f, o, p, k),
+}
+
+
+def _batch_matmul(ins, infos, out, opt, flavor="builtin"):
+    a, b = ins
+    adj_x, adj_y = bool(getattr(opt, "adjX", False)), bool(getattr(opt, "adjY", False))
+    if _is_int(infos[0]):
+        return K.batch_matmul(a, b, infos[0].q, infos[1].q, out.q, adj_x, adj_y, out.dtype)
+    a = np.swapaxes(a, -1, -2) if adj_x else a
+    b = np.swapaxes(b, -1, -2) if adj_y else b
+    return np.matmul(a.astype(np.float64), b).astype(np.float32)

@@ -1,0 +1,5 @@
+"""Post-training quantization: calibration and ``quantize()`` → :class:`QuantizedModel`."""
+
+from edgequant.ptq.quantizer import QuantizedModel, quantize
+
+__all__ = ["QuantizedModel", "quantize"]
