@@ -17,12 +17,12 @@ import onnx
 
 import edgequant.interp.ops  # noqa: F401  (fills the registry)
 from edgequant.errors import UnsupportedOpError
+from edgequant.graph.contract import META_REQUANTIZATION
 from edgequant.interp.loading import attribute_values, elem_numpy_dtype, load_proto, tensor_value
 from edgequant.interp.registry import OPS, NodeContext, Requantization, normalize_domain
 
 logger = logging.getLogger(__name__)
 
-REQUANTIZATION_KEY = "edgequant.requantization"
 MODES = ("float", "fixedpoint")
 
 
@@ -66,7 +66,7 @@ class Interpreter:
         self.model = load_proto(model)
         graph = self.model.graph
         meta = {p.key: p.value for p in self.model.metadata_props}
-        mode = requantization or meta.get(REQUANTIZATION_KEY, "float")
+        mode = requantization or meta.get(META_REQUANTIZATION, "float")
         if mode not in MODES:
             raise ValueError(f"requantization {mode!r} is not allowed: use one of {MODES}")
         self.requantization: Requantization = mode

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from edgequant.errors import CalibrationError, RecipeError, UnsupportedOpError
+from edgequant.graph.contract import META_FORMAT, META_IO, META_RECIPE, tensor_stem
 from edgequant.graph.io import as_model_proto, atomic_write, check_finite_weights
 from edgequant.graph.passes.dynamic import dynamic_matmuls
 from edgequant.graph.passes.fold import prepare_float
@@ -104,7 +105,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         first, more = dequantize_weights(_copy(qm), plan, weight_qparams=overrides)
         slow = unfused_dequantize_weights(first)  # onnxruntime would dequantize every run
         if slow:
-            stems = {w: w.replace("/", "_").replace(":", "_") for w in more}
+            stems = {w: tensor_stem(w) for w in more}
             names = frozenset(w for w, st in stems.items()
                               if f"{st}_quantized" in slow or f"{st}_t_quantized" in slow)
             qm, more = dequantize_weights(qm, plan, weight_qparams=overrides, cast_mul=names)
@@ -136,7 +137,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         report["notes"].append(f"calibration data ignored: recipe {rec.name} needs none")
 
     props = {p.key: p.value for p in qm.metadata_props}
-    props.update({"edgequant.recipe": rec.name, "edgequant.format": "qdq"})
+    props.update({META_RECIPE: rec.name, META_FORMAT: "qdq"})
     onnx.helper.set_model_props(qm, props)
     try:
         onnx.checker.check_model(qm)
@@ -150,7 +151,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         "quantized_tensors": len(used),
     }
     if io != "float":
-        report["io_qparams"] = json.loads(props.get("edgequant.io", "{}"))
+        report["io_qparams"] = json.loads(props.get(META_IO, "{}"))
     result = QuantizedModel(qm, plan, used, report, source)
     if check_speed:
         _speed_check(float_model, qm, calibration, report)

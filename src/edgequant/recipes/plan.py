@@ -12,20 +12,16 @@ from typing import Literal
 
 import onnx
 
+from edgequant.graph.contract import (
+    FUSABLE_PRODUCERS,
+    FUSED_ACTIVATIONS,
+    SHARE_OPS,
+    STATIC_OPS,
+    WEIGHTED_OPS,
+)
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.recipes.recipe import Recipe, Rule
 from edgequant.spec import PerChannel, PerGroup, QType, QuantSpec
-
-WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
-#: Ops with an integer kernel (onnxruntime QLinear*/QDQ fusion, TFLite int8) in static mode.
-STATIC_OPS = (*WEIGHTED_OPS, "Add", "Mul", "Concat", "MaxPool", "AveragePool",
-              "GlobalAveragePool", "Relu", "Clip", "Sigmoid", "LeakyRelu", "Softmax",
-              "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
-#: Ops whose integer output must carry the input's qparams (so they run on integers exactly).
-SHARE_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
-#: Producers whose output range absorbs a following Relu/Clip.
-FUSABLE_PRODUCERS = ("Conv", "Gemm", "MatMul", "Add")
-FUSED_ACTIVATIONS = ("Relu", "Clip")
 
 Action = Literal["quantize", "float", "fused", "share", "fp16"]
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from edgequant.graph.contract import META_IO
 from edgequant.primitives import dequantize, quantize
 from edgequant.qparams import QParams
 from edgequant.spec import PerTensor, QType
@@ -36,7 +37,6 @@ ENGINES = ("onnxruntime", "litert", "reference")
 #: Model suffixes ``open_runner`` accepts.
 SUFFIXES = (".onnx", ".tflite")
 
-IO_METADATA_KEY = "edgequant.io"
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -99,14 +99,14 @@ def parse_io_metadata(text: str | None) -> dict[str, IOQuant]:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"metadata {IO_METADATA_KEY!r} is not valid JSON: {e}") from e
+        raise ValueError(f"metadata {META_IO!r} is not valid JSON: {e}") from e
     if not isinstance(raw, dict):
-        raise ValueError(f"metadata {IO_METADATA_KEY!r} must be a JSON object name → qparams")
+        raise ValueError(f"metadata {META_IO!r} must be a JSON object name → qparams")
     out = {}
     for name, v in raw.items():
         if not isinstance(v, dict) or not {"dtype", "scale", "zero_point"} <= set(v):
             raise ValueError(
-                f"metadata {IO_METADATA_KEY!r} entry {name!r} = {v!r}: "
+                f"metadata {META_IO!r} entry {name!r} = {v!r}: "
                 "expected {'dtype', 'scale', 'zero_point'}"
             )
         out[name] = IOQuant(str(v["dtype"]), float(v["scale"]), int(v["zero_point"]))
@@ -187,7 +187,7 @@ class OrtRunner(_IORunner):
             i.name: tuple(d if isinstance(d, int) else None for d in i.shape) for i in ins
         }
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.io = parse_io_metadata(meta.get(IO_METADATA_KEY))
+        self.io = parse_io_metadata(meta.get(META_IO))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(self.session.run(None, feeds))
@@ -218,7 +218,7 @@ class ReferenceRunner(_IORunner):
             for i in ins
         }
         meta = {p.key: p.value for p in model.metadata_props}
-        self.io = parse_io_metadata(meta.get(IO_METADATA_KEY))
+        self.io = parse_io_metadata(meta.get(META_IO))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         out: Any = self.interpreter.run(feeds)

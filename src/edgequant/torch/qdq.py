@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgequant.graph.contract import META_RECIPE
 from edgequant.primitives import quantize
 from edgequant.qparams import QParams, bias_qparams
 from edgequant.spec import PerChannel
@@ -133,7 +134,7 @@ def insert_qdq(
             op.version = 21
     if recipe_name:
         helper.set_model_props(out, {**{p.key: p.value for p in out.metadata_props},
-                                     "edgequant.recipe": recipe_name})
+                                     META_RECIPE: recipe_name})
     onnx.checker.check_model(out)
     return out
 

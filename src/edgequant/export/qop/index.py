@@ -14,11 +14,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgequant.graph.contract import FUSED_ACTIVATIONS
+
 #: Integer activation types onnxruntime has QLinear* kernels for (int16 has none).
 KERNEL_ACTIVATION_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 
 #: Activations that can ride on a producer's requantization as an integer clamp.
-FUSABLE_ACTIVATIONS = ("Relu", "Clip")
+FUSABLE_ACTIVATIONS = FUSED_ACTIVATIONS
 
 
 @dataclass(frozen=True)

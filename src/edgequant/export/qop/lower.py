@@ -28,6 +28,7 @@ from edgequant.errors import UnsupportedOpError
 from edgequant.export.qop.emit import Emit
 from edgequant.export.qop.index import QdqIndex
 from edgequant.export.qop.ops import LOWERINGS, MS
+from edgequant.graph.contract import META_FORMAT, META_REQUANTIZATION
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def _rebuild(model: onnx.ModelProto, nodes: list[onnx.NodeProto],
 
 def _set_metadata(model: onnx.ModelProto, requantization: str) -> None:
     """Set (replace) the lowering's metadata keys, keeping everything else."""
-    new = {"edgequant.requantization": requantization, "edgequant.format": "qop"}
+    new = {META_REQUANTIZATION: requantization, META_FORMAT: "qop"}
     kept = [p for p in model.metadata_props if p.key not in new]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

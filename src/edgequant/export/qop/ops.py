@@ -23,12 +23,13 @@ from onnx import helper
 
 from edgequant.export.qop.emit import Emit, conform, finish, int32_bias, widen_int4
 from edgequant.export.qop.index import KERNEL_ACTIVATION_DTYPES, OutputQ, QdqIndex, QTensor
+from edgequant.graph.contract import PASS_THROUGH_OPS
 
 MS = "com.microsoft"
 
 #: Ops that only move or select values: exact on the integer tensor when the input and
 #: output carry identical qparams.
-PASS_THROUGH = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity")
+PASS_THROUGH = tuple(op for op in PASS_THROUGH_OPS if op != "Dropout")  # Dropout: its mask output
 
 #: Integer types the layout-only ops accept in ONNX and onnxruntime; MaxPool and Clip take
 #: 8-bit types only (KERNEL_ACTIVATION_DTYPES).

@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 from edgequant.errors import UnsupportedOpError
 from edgequant.export.tflite.ingest_types import ActQ, Node, QConst
 from edgequant.export.tflite.patterns import fold_casts, undo_row_dynamic
+from edgequant.graph.contract import META_IO, META_RECIPE
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def read_graph(model: onnx.ModelProto) -> Graph:
         if n.op_type == "Constant":
             consts[n.output[0]] = _constant_value(n)
     meta = {p.key: p.value for p in model.metadata_props}
-    io_meta = json.loads(meta.get("edgequant.io", "{}"))
+    io_meta = json.loads(meta.get(META_IO, "{}"))
     nodes = [
         Node(n.op_type, n.name or f"{n.op_type}_{k}", list(n.input), list(n.output), _attrs(n))
         for k, n in enumerate(g.node)
@@ -247,7 +248,7 @@ def read_graph(model: onnx.ModelProto) -> Graph:
         if name in io_dtype:
             io_dtype[name] = np.dtype(spec["dtype"])
     graph = Graph(keep, graph_inputs, graph_outputs, shapes, consts, qconsts, act_q, io_dtype,
-                  meta.get("edgequant.recipe"), quantized, public)
+                  meta.get(META_RECIPE), quantized, public)
     _fuse_activations(graph)
     return graph
 

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgequant.graph.contract import tensor_stem
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.graph.passes.qdq_nodes import int_initializer
 from edgequant.primitives import quantize
@@ -60,7 +61,7 @@ def dynamic_matmuls(model: onnx.ModelProto, plan: QuantPlan,
             out_nodes.append(node)
             continue
         a, wname = node.input[0], node.input[1]
-        stem = (node.name or node.output[0]).replace("/", "_").replace(":", "_")
+        stem = tensor_stem(node.name or node.output[0])
         w = info.const_array(wname).astype(np.float32)
         if node.op_type == "Gemm" and attr(node, "transB", 0):
             w = w.T  # (K, N)

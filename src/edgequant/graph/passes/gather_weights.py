@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgequant.graph.contract import tensor_stem
 from edgequant.graph.info import GraphInfo
 from edgequant.graph.passes.qdq_nodes import int_initializer
 from edgequant.primitives import quantize
@@ -39,7 +40,7 @@ def quantize_gathers(model: onnx.ModelProto, plan: QuantPlan,
         if node.op_type != "Gather" or table not in decided:
             nodes.append(node)
             continue
-        stem = table.replace("/", "_").replace(":", "_")
+        stem = tensor_stem(table)
         if table not in used:
             values = info.const_array(table).astype(np.float32)  # (V, D)
             qp = weight_qparams.get(table) or qparams_for(values, decided[table].spec)

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgequant.graph.contract import META_IO, tensor_stem
 from edgequant.graph.info import GraphInfo
 from edgequant.graph.passes.qdq_nodes import dequantized_constant, qdq_pair, qparam_initializers
 from edgequant.qparams import QParams, bias_qparams, qparams_for
@@ -46,7 +47,7 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantPlan, act_qparams: dict[str, Q
             continue
         qp = qp_of(name)
         used[name] = qp
-        stem = name.replace("/", "_").replace(":", "_")
+        stem = tensor_stem(name)
         is_in, is_out = name in info.graph_inputs, name in info.graph_outputs
         if io != "float" and (is_in or is_out):
             io_types[name] = {"dtype": qp.qtype.name, "scale": float(qp.scale),
@@ -86,7 +87,7 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantPlan, act_qparams: dict[str, Q
         else:
             qp = act_qparams.get(name) or qparams_for(values, d.spec)
         used[name] = qp
-        stem = name.replace("/", "_").replace(":", "_")
+        stem = tensor_stem(name)
         inits, node = dequantized_constant(values, qp, stem, f"{stem}_dequantized")
         new_inits += inits
         head.append(node)
@@ -105,7 +106,7 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantPlan, act_qparams: dict[str, Q
             notes.append(f"bias {name!r} kept float: it overflows int32 at scale input·weight")
             continue
         used[name] = bqp
-        stem = name.replace("/", "_").replace(":", "_")
+        stem = tensor_stem(name)
         inits, node = dequantized_constant(values.astype(np.float32), bqp, stem,
                                            f"{stem}_dequantized")
         new_inits += inits
@@ -143,6 +144,6 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantPlan, act_qparams: dict[str, Q
         import json
 
         helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
-                                       "edgequant.io": json.dumps(io_types, sort_keys=True)})
+                                       META_IO: json.dumps(io_types, sort_keys=True)})
     return model, used, notes
 

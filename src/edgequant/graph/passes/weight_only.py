@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgequant.graph.contract import tensor_stem
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.graph.passes.qdq_nodes import dequantized_constant, int_initializer
 from edgequant.primitives import quantize
@@ -51,7 +52,7 @@ def dequantize_weights(model: onnx.ModelProto, plan: QuantPlan, names: list[str]
             continue
         spec = todo[w].spec
         values = info.const_array(w).astype(np.float32)
-        stem = w.replace("/", "_").replace(":", "_")
+        stem = tensor_stem(w)
         if node.op_type == "Conv" or w in cast_mul:
             axis = 0 if node.op_type == "MatMul" else 1  # the weight's input (reduction) axis
             spec = _input_group_spec(spec, values.shape[axis], axis, node.op_type)

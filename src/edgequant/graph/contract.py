@@ -1,0 +1,39 @@
+"""The QDQ graph contract in one place: op lists, metadata keys and the tensor-naming rule.
+
+Every stage after Q/DQ insertion (lowering, the exporters, the interpreter, ``inspect``,
+``verify``) reads a tensor's precision from the Q/DQ nodes around it; what they share about
+*which* ops behave how, and what the model's metadata keys are called, lives here.
+"""
+
+from __future__ import annotations
+
+#: Ops that carry a weight (input 1) quantized per output channel.
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+#: Ops with an integer kernel (onnxruntime QLinear*/QDQ fusion, TFLite int8) in static mode.
+STATIC_OPS = (*WEIGHTED_OPS, "Add", "Mul", "Concat", "MaxPool", "AveragePool",
+              "GlobalAveragePool", "Relu", "Clip", "Sigmoid", "LeakyRelu", "Softmax",
+              "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
+#: Ops whose integer output carries its input's qparams, so they run on integers exactly.
+SHARE_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
+#: SHARE_OPS plus ops that are the identity on values (run on the integer tensor as is).
+PASS_THROUGH_OPS = (*SHARE_OPS, "Identity", "Dropout")
+#: Producers whose output range absorbs a following Relu / Clip (ONNX and TFLite alike).
+FUSABLE_PRODUCERS = ("Conv", "Gemm", "MatMul", "Add")
+#: Activations that fuse into a producer's range (an integer clamp after requantization).
+FUSED_ACTIVATIONS = ("Relu", "Clip")
+
+#: Model metadata keys (``metadata_props``).
+META_RECIPE = "edgequant.recipe"                  # informative only: never read to decide arithmetic
+META_FORMAT = "edgequant.format"                  # "qdq" | "qop"
+META_IO = "edgequant.io"                          # JSON {name: {"dtype", "scale", "zero_point"}}
+META_REQUANTIZATION = "edgequant.requantization"  # "float" | "fixedpoint"
+
+
+def tensor_stem(name: str) -> str:
+    """The stem edgequant derives new tensor names from (``conv/1:0`` → ``conv_1_0``)."""
+    return name.replace("/", "_").replace(":", "_")
+
+
+__all__ = ["FUSABLE_PRODUCERS", "FUSED_ACTIVATIONS", "META_FORMAT", "META_IO", "META_RECIPE",
+           "META_REQUANTIZATION", "PASS_THROUGH_OPS", "SHARE_OPS", "STATIC_OPS", "WEIGHTED_OPS",
+           "tensor_stem"]
