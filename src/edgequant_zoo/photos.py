@@ -1,0 +1,81 @@
+"""Real photos shipped inside scikit-image and scikit-learn, cut into model-sized crops.
+
+Calibration and evaluation crops come from *different* photos (``CALIBRATION_PHOTOS`` and
+``EVALUATION_PHOTOS``), so a quantizer tuned on the first set is judged on images it never
+saw. Crops are deterministic (a seeded grid with jitter), ImageNet-normalised NCHW float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+#: Photos (file names) used for calibration: natural scenes, objects, people.
+CALIBRATION_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "china.jpg",
+                      "motorcycle_left.png")
+#: Photos used only for evaluation (disjoint from calibration).
+EVALUATION_PHOTOS = ("horse.png", "motorcycle_right.png", "flower.jpg", "hubble_deep_field.jpg",
+                     "retina.jpg", "coins.png", "camera.png", "brick.png", "grass.png",
+                     "gravel.png", "color.png", "ihc.png", "page.png", "moon.png", "clock_motion.png")
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _package_dir(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locate without importing (skimage is heavy)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{package} is not installed: pip install 'edgequant[dev]'")
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+
+
+def photo_path(name: str) -> Path:
+    """Where photo ``name`` lies (scikit-image's data folder, else scikit-learn's images)."""
+    for folder in (_package_dir("skimage", "data"), _package_dir("sklearn", "datasets", "images")):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"photo {name!r} is in neither scikit-image nor scikit-learn")
+
+
+def load_photo(name: str) -> np.ndarray:
+    """Photo ``name`` as an (H, W, 3) uint8 RGB array (grey photos repeated to 3 channels)."""
+    from PIL import Image
+
+    with Image.open(photo_path(name)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def crops(names: tuple[str, ...], n: int, size: int = 224, seed: int = 0) -> np.ndarray:
+    """``n`` crops of ``size``² from ``names`` at random scales: (n, 3, size, size) float32."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photos = [load_photo(nm) for nm in names]
+    out = np.empty((n, 3, size, size), np.float32)
+    for i in range(n):
+        img = photos[i % len(photos)]
+        h, w = img.shape[:2]
+        side = int(min(h, w) * rng.uniform(0.35, 1.0))
+        y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        patch = Image.fromarray(img[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR)
+        a = np.asarray(patch, np.float32) / 255.0              # (size, size, 3)
+        if rng.random() < 0.5:
+            a = a[:, ::-1]
+        out[i] = ((a - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)  # (3, size, size)
+    return out
+
+
+def calibration_crops(n: int = 64, size: int = 224, seed: int = 0) -> np.ndarray:
+    """Crops of the calibration photos: (n, 3, size, size) float32."""
+    return crops(CALIBRATION_PHOTOS, n, size, seed)
+
+
+def evaluation_crops(n: int = 128, size: int = 224, seed: int = 1) -> np.ndarray:
+    """Crops of the evaluation photos (disjoint from calibration): (n, 3, size, size) float32."""
+    return crops(EVALUATION_PHOTOS, n, size, seed)
+
+
+__all__ = ["CALIBRATION_PHOTOS", "EVALUATION_PHOTOS", "calibration_crops", "crops",
+           "evaluation_crops", "load_photo", "photo_path"]
