@@ -61,3 +61,37 @@ def BatchNormalization(ctx: NodeContext, x, scale, bias, mean, var):
     shape = [1, -1] + [1] * (x.ndim - 2)
     inv = (scale / np.sqrt(var + eps)).reshape(shape)
     return ((x - mean.reshape(shape)) * inv + bias.reshape(shape)).astype(x.dtype)
+
+
+@register()
+def InstanceNormalization(ctx: NodeContext, x, scale, bias):
+    """(x − mean) / √(var + ε) · scale + bias, statistics per (sample, channel) over space."""
+    eps = np.float32(ctx.attr("epsilon", 1e-5))
+    axes = tuple(range(2, x.ndim))
+    shape = [1, -1] + [1] * (x.ndim - 2)
+    mean = x.mean(axis=axes, keepdims=True)  # (N, C, 1, ...)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps) * scale.reshape(shape) + bias.reshape(shape)
+    return y.astype(x.dtype)
+
+
+@register()
+def LRN(ctx: NodeContext, x):
+    """Local response normalization across channels:
+    x / (bias + alpha / size · Σ_{nearby c} x²)^beta over a window of ``size`` channels."""
+    size = int(ctx.attr("size"))
+    alpha, beta = ctx.attr("alpha", 1e-4), ctx.attr("beta", 0.75)
+    bias = ctx.attr("bias", 1.0)
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2  # channels before / after c
+    sq = np.pad(x.astype(np.float64) ** 2, [(0, 0), (lo, hi)] + [(0, 0)] * (x.ndim - 2))
+    csum = np.cumsum(sq, axis=1)  # window sums as differences of prefix sums
+    csum = np.concatenate([np.zeros_like(csum[:, :1]), csum], axis=1)
+    window = csum[:, size:] - csum[:, :-size]  # (N, C, ...)
+    return (x / (bias + alpha / size * window) ** beta).astype(x.dtype)
+
+
+@register()
+def Einsum(ctx: NodeContext, *xs):
+    """Einstein summation over ``equation`` (any form numpy accepts, e.g. ``bij,bjk->bik``)."""
+    equation = ctx.attr("equation").replace(" ", "")
+    return np.einsum(equation, *xs).astype(np.result_type(*xs))

@@ -50,3 +50,9 @@ def ReduceL2(ctx: NodeContext, x, axes=None):
     """√(Σ x²) over ``axes``."""
     return _reduce(lambda v, axis, keepdims: np.sqrt(np.sum(v * v, axis=axis, keepdims=keepdims)),
                    ctx, x, axes)
+
+
+@register()
+def ReduceProd(ctx: NodeContext, x, axes=None):
+    """Product over ``axes``."""
+    return _reduce(np.prod, ctx, x, axes)
