@@ -28,9 +28,11 @@ def _geometry(ctx: NodeContext, spatial, kernel):
             spatial[i] * strides[i] for i in range(nd)]
         for i in range(nd):
             total = full[i] - want[i]
+            total = total if out_shape is not None else max(0, total)  # as onnxruntime
             small = total // 2
-            # onnxruntime: SAME_UPPER (and output_shape) puts the extra pad at the end
-            begin[i], end[i] = (small, total - small) if auto_pad != "SAME_LOWER" else (
+            # onnxruntime's placement: SAME_UPPER puts the larger half at the end, an explicit
+            # output_shape or SAME_LOWER at the beginning
+            begin[i], end[i] = (small, total - small) if auto_pad == "SAME_UPPER" else (
                 total - small, small)
     elif auto_pad == "VALID":
         begin, end = [0] * nd, [0] * nd
