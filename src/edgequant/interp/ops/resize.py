@@ -90,6 +90,28 @@ def interpolation_matrix(coord: np.ndarray, in_len: int, mode: str, cubic_a: flo
     return m
 
 
+def _bilinear_axis(coord: np.ndarray, in_len: int):
+    """onnxruntime's bilinear taps along one axis: (i1, i2, d1, d2) with float32 distances."""
+    c = np.clip(coord, F(0), F(in_len - 1))
+    i1 = np.minimum(c.astype(np.int64), in_len - 1)
+    i2 = np.minimum(i1 + 1, in_len - 1)
+    d1, d2 = np.abs(c - i1.astype(F)), np.abs(c - i2.astype(F))
+    same = i1 == i2
+    return i1, i2, np.where(same, F(0.5), d1).astype(F), np.where(same, F(0.5), d2).astype(F)
+
+
+def bilinear_integer(x: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+    """Integer bilinear resize of the last two axes as onnxruntime's CPU kernel computes it:
+    the four-term sum in float32, in its order, truncated to the integer type."""
+    y1, y2, dy1, dy2 = (v[:, None] for v in _bilinear_axis(cy, x.shape[-2]))  # (OH, 1)
+    x1, x2, dx1, dx2 = _bilinear_axis(cx, x.shape[-1])  # (OW,)
+    v = x.astype(F)
+    out = (v[..., y1, x1] * dx2 * dy2 + v[..., y1, x2] * dx1 * dy2
+           + v[..., y2, x1] * dx2 * dy1 + v[..., y2, x2] * dx1 * dy1)  # (..., OH, OW) float32
+    info = np.iinfo(x.dtype)
+    return np.clip(np.trunc(out), info.min, info.max).astype(x.dtype)
+
+
 def _output_shape(ctx: NodeContext, x: np.ndarray, scales, sizes, axes: list[int]):
     """(output dims, per-axis scales) from ``scales`` or ``sizes`` (onnxruntime's rules)."""
     rank = x.ndim
@@ -133,6 +155,12 @@ def resize(ctx: NodeContext, x, roi, scales, sizes, coord_mode: str, nearest_mod
     full_roi = [(0.0, 1.0)] * x.ndim
     for k, a in enumerate(axes if roi_v.size else ()):
         full_roi[a] = (roi_v[k], roi_v[k + len(axes)])
+    resized = [a for a in range(x.ndim) if out_shape[a] != x.shape[a] or sc[a] != 1]
+    if (mode == "linear" and x.dtype.kind in "iu" and coord_mode != "tf_crop_and_resize"
+            and x.ndim >= 2 and set(resized) <= {x.ndim - 2, x.ndim - 1}):
+        cy, cx = (original_coordinate(coord_mode, out_shape[a], x.shape[a], sc[a], full_roi[a])
+                  for a in (x.ndim - 2, x.ndim - 1))
+        return bilinear_integer(x, cy, cx)
     y = x
     outside = np.zeros(out_shape, bool)  # tf_crop_and_resize: coordinates off the input
     for a in range(x.ndim):
@@ -149,9 +177,9 @@ def resize(ctx: NodeContext, x, roi, scales, sizes, coord_mode: str, nearest_mod
             m = interpolation_matrix(coord, x.shape[a], mode, float(ctx.attr("cubic_coeff_a", -0.75)),
                                      bool(ctx.attr("exclude_outside", 0)))  # (out, in)
             y = np.moveaxis(np.tensordot(m, y, axes=([1], [a])), 0, a)  # float64
-    if mode != "nearest" and x.dtype.kind in "iu":  # integer tensors: round and saturate
+    if mode != "nearest" and x.dtype.kind in "iu":  # integer tensors: truncate, saturate
         info = np.iinfo(x.dtype)
-        y = np.clip(np.rint(y), info.min, info.max)
+        y = np.clip(np.trunc(y), info.min, info.max)
     y = y.astype(x.dtype)
     if outside.any():
         y = np.where(outside, np.asarray(ctx.attr("extrapolation_value", 0.0)).astype(x.dtype), y)
