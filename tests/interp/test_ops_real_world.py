@@ -143,13 +143,13 @@ def test_dropout_in_training_mode_is_rejected():
     x = f(2, 3)
     model = single_op_model("Dropout", {"x": x}, {"r": np.float32(0.5), "t": np.array(True)},
                             ["x", "r", "t"])
-    with pytest.raises(ValueError, match="Dropout node 'Dropout_node'.*training_mode"):
+    with pytest.raises(ValueError, match=r"Dropout node 'Dropout_node'.*training_mode"):
         run_ref(model, {"x": x})
 
 
 def test_unsupported_op_names_the_node():
     model = single_op_model("BitShift", {"x": np.array([1, 2], np.uint8)}, {"s": np.uint8(1)},
                             ["x", "s"], direction="LEFT")
-    with pytest.raises(UnsupportedOpError, match="BitShift.*BitShift_node"):
+    with pytest.raises(UnsupportedOpError, match=r"BitShift.*BitShift_node"):
         run_ref(model, {"x": np.array([1, 2], np.uint8)})
 

@@ -139,5 +139,5 @@ def test_resize10_and_upsample9(mode, scales):
 def test_antialias_is_rejected_naming_node_and_attribute():
     x = _x(4, 4)
     model = _scales_model(x, (0.5, 0.5), mode="linear", antialias=1)
-    with pytest.raises(UnsupportedOpError, match="Resize node 'Resize_node'.*antialias"):
+    with pytest.raises(UnsupportedOpError, match=r"Resize node 'Resize_node'.*antialias"):
         run_ref(model, {"x": x})
