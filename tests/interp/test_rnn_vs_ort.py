@@ -18,7 +18,7 @@ RNN_ATOL = 1e-5
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
-T, N, I, H = 6, 3, 5, 4
+T, N, IN, H = 6, 3, 5, 4  # steps, batch, input size, hidden size
 
 
 def _case(op: str, direction: str, full: bool, seed: int, **attrs):
@@ -29,8 +29,8 @@ def _case(op: str, direction: str, full: bool, seed: int, **attrs):
     def w(*shape):
         return r.uniform(-0.6, 0.6, shape).astype(np.float32)
 
-    x = w(T, N, I) * 2
-    consts = {"W": w(d, g * H, I), "R": w(d, g * H, H)}
+    x = w(T, N, IN) * 2
+    consts = {"W": w(d, g * H, IN), "R": w(d, g * H, H)}
     order = ["x", "W", "R"]
     if full:
         consts["B"] = w(d, 2 * g * H)

@@ -54,8 +54,9 @@ def Loop(ctx: NodeContext, *args):
     i = 0
     while keep_going and (max_trip is None or i < max_trip):
         out = body.run(outer, [np.array(i, np.int64), np.array(keep_going), *carried])
-        if cond is not None:  # without a cond input the body's cond output is ignored (spec)
-            keep_going = bool(np.asarray(out[0]).reshape(-1)[0])
+        # the spec calls the body's cond output ignored without a cond input; onnxruntime
+        # stops on it regardless, and so do we
+        keep_going = bool(np.asarray(out[0]).reshape(-1)[0])
         carried = out[1: 1 + n_carried]
         for k in range(n_scan):
             scans[k].append(np.asarray(out[1 + n_carried + k]))
