@@ -89,6 +89,14 @@ def test_loop_carried_scan_and_exit(with_trip, with_cond, scale):
     np.testing.assert_allclose(trace[-1], acc)
 
 
+def test_loop_with_zero_trips_returns_initial_values_and_empty_scan():
+    model = loop_model(True, True)
+    m = next(t for t in model.graph.initializer if t.name == "M")
+    m.CopyFrom(numpy_helper.from_array(np.int64(0), "M"))
+    acc, trace = check(model, {"x": np.float32([1, 2, 3])})
+    assert trace.shape == (0, 3) and not acc.any()
+
+
 def test_scan_with_directions_and_axes():
     """Running sum over axis 1 of one input read backwards; scan output stacked on axis 1."""
     body = helper.make_graph(

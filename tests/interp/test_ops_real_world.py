@@ -153,3 +153,18 @@ def test_unsupported_op_names_the_node():
     with pytest.raises(UnsupportedOpError, match=r"BitShift.*BitShift_node"):
         run_ref(model, {"x": np.array([1, 2], np.uint8)})
 
+
+
+def test_swish_opset24_matches_onnxruntime():
+    x = f(3, 4) * 3
+    model = single_op_model("Swish", {"x": x}, {}, ["x"], alpha=0.7)
+    model.opset_import[0].version = 24  # Swish entered the standard domain in opset 24
+    np.testing.assert_allclose(run_ref(model, {"x": x})[0], run_ort(model, {"x": x})[0],
+                               rtol=FLOAT_RTOL, atol=FLOAT_ATOL)
+
+
+def test_mod_on_floats_without_fmod_is_rejected():
+    a = f(3)
+    model = single_op_model("Mod", {"a": a}, {"b": f(3, lo=0.5)}, ["a", "b"])
+    with pytest.raises(ValueError, match=r"Mod node 'Mod_node'.*fmod=1"):
+        run_ref(model, {"a": a})

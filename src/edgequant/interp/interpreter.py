@@ -90,6 +90,7 @@ class Subgraph:
         self.initializers = {t.name: tensor_value(t) for t in graph.initializer}
         self.input_names = [i.name for i in graph.input]
         self.output_names = [o.name for o in graph.output]
+        self.output_types = [_declared(o) for o in graph.output]
         self.steps = [compile_node(n, i, opsets, requantization)
                       for i, n in enumerate(topological_order(graph))]
 
@@ -103,6 +104,14 @@ class Subgraph:
         env.update(zip(self.input_names, inputs, strict=True))
         run_steps(self.steps, env)
         return [env[n] for n in self.output_names]
+
+
+def _declared(value_info: onnx.ValueInfoProto) -> tuple[np.dtype | None, tuple[int, ...] | None]:
+    """(dtype, static shape) a graph output declares; None where unknown or symbolic."""
+    tt = value_info.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    shape = tuple(dims) if tt.HasField("shape") and None not in dims else None
+    return elem_numpy_dtype(value_info), shape
 
 
 def compile_node(node: onnx.NodeProto, index: int, opsets: Mapping[str, int],

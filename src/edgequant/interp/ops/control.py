@@ -30,12 +30,13 @@ def If(ctx: NodeContext, cond, *captured):
     return tuple(branch.run(_scope(ctx, captured), []))
 
 
-def _stack(values: list) -> np.ndarray:
-    """Slices stacked along a new first axis."""
+def _stack(values: list, declared) -> np.ndarray:
+    """Slices stacked along a new first axis; with zero slices, an empty tensor of the body
+    output's declared dtype and shape (float32 / unknown dims collapsed when undeclared)."""
     if values:
         return np.stack(values)
-    # zero iterations: the body never ran, so only the iteration axis is known
-    return np.zeros((0,), np.float32)
+    dtype, shape = declared
+    return np.zeros((0, *(shape or ())), dtype or np.float32)
 
 
 @register()
@@ -61,7 +62,7 @@ def Loop(ctx: NodeContext, *args):
         for k in range(n_scan):
             scans[k].append(np.asarray(out[1 + n_carried + k]))
         i += 1
-    return (*carried, *(_stack(s) for s in scans))
+    return (*carried, *(_stack(s, body.output_types[1 + n_carried + k]) for k, s in enumerate(scans)))
 
 
 @register()
@@ -95,8 +96,8 @@ def Scan(ctx: NodeContext, *args):
         for k in range(n_out):
             outs[k].append(np.asarray(res[len(states) + k]))
     stacked = []
-    for vals, a, d in zip(outs, out_axes, out_dirs, strict=True):
-        y = _stack(vals)  # (steps, ...) scan axis first
+    for k, (vals, a, d) in enumerate(zip(outs, out_axes, out_dirs, strict=True)):
+        y = _stack(vals, body.output_types[len(states) + k])  # (steps, ...) scan axis first
         y = y[::-1] if d else y
         stacked.append(np.moveaxis(y, 0, a % y.ndim))
     return (*states, *stacked)

@@ -143,3 +143,10 @@ def Dropout(ctx: NodeContext, x, ratio=None, training_mode=None):
         raise ValueError(f"Dropout node {ctx.name!r}: training_mode=True is not supported "
                          "(the interpreter runs inference only)")
     return x, np.ones(np.shape(x), bool)
+
+
+@register()
+def Swish(ctx: NodeContext, x):
+    """x · σ(alpha · x) (opset 24)."""
+    alpha = ctx.attr("alpha", 1.0)
+    return _same(x, x / (1.0 + np.exp(-alpha * x)))
