@@ -168,3 +168,17 @@ def test_mod_on_floats_without_fmod_is_rejected():
     model = single_op_model("Mod", {"a": a}, {"b": f(3, lo=0.5)}, ["a", "b"])
     with pytest.raises(ValueError, match=r"Mod node 'Mod_node'.*fmod=1"):
         run_ref(model, {"a": a})
+
+
+@pytest.mark.parametrize("op,opset,attrs", [
+    ("Reshape", 4, dict(shape=[2, -1, 5])),
+    ("Slice", 9, dict(starts=[1, -3], ends=[3, 100], axes=[1, 3])),
+    ("Upsample", 7, dict(scales=[1.0, 1.0, 2.0, 3.0], mode="nearest")),
+])
+def test_old_opset_attribute_forms(op, opset, attrs):
+    """IR-3 era model-zoo CNNs give shapes, slices and scales as attributes."""
+    x = X4
+    model = single_op_model(op, {"x": x}, {}, ["x"], **attrs)
+    model.opset_import[0].version = opset
+    model.ir_version = 3
+    np.testing.assert_array_equal(run_ref(model, {"x": x})[0], run_ort(model, {"x": x})[0])
