@@ -182,3 +182,29 @@ def test_old_opset_attribute_forms(op, opset, attrs):
     model.opset_import[0].version = opset
     model.ir_version = 3
     np.testing.assert_array_equal(run_ref(model, {"x": x})[0], run_ort(model, {"x": x})[0])
+
+
+X5 = f(2, 3, 5, 6, 4)
+CASES_3D = [
+    ("conv3d", "Conv", {"x": X5}, {"w": f(4, 3, 2, 3, 2), "b": f(4)}, ["x", "w", "b"],
+     dict(pads=[1, 0, 1, 0, 1, 0], strides=[2, 1, 1], dilations=[1, 1, 2])),
+    ("conv3d_groups", "Conv", {"x": f(1, 4, 4, 4, 4)}, {"w": f(4, 2, 3, 3, 3)}, ["x", "w"],
+     dict(group=2, auto_pad="SAME_UPPER")),
+    ("maxpool3d", "MaxPool", {"x": X5}, {}, ["x"],
+     dict(kernel_shape=[2, 3, 2], strides=[2, 2, 1], pads=[0, 1, 1, 1, 1, 0], ceil_mode=1)),
+    ("avgpool3d", "AveragePool", {"x": X5}, {}, ["x"],
+     dict(kernel_shape=[3, 2, 2], strides=[1, 2, 2], pads=[1, 0, 1, 1, 1, 0])),
+    ("avgpool3d_incl", "AveragePool", {"x": X5}, {}, ["x"],
+     dict(kernel_shape=[3, 1, 1], pads=[1, 0, 0, 1, 0, 0], count_include_pad=1)),
+]
+
+
+@pytest.mark.parametrize("case", CASES_3D, ids=[c[0] for c in CASES_3D])
+def test_3d_conv_and_pool_match_onnxruntime(case):
+    """3-D windows: video nets, and PyTorch's LocalResponseNorm export (Pad → AveragePool
+    over (channels, 1, 1) of an unsqueezed 5-D tensor)."""
+    _, op, inputs, consts, order, attrs = case
+    model = single_op_model(op, inputs, consts, order, **attrs)
+    ours, theirs = run_ref(model, inputs)[0], run_ort(model, inputs)[0]
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=FLOAT_RTOL, atol=1e-5)
