@@ -129,7 +129,8 @@ def compile_node(node: onnx.NodeProto, index: int, opsets: Mapping[str, int],
             f"{sorted(k[1] for k in OPS if k[0] == domain)}"
         )
     graphs = subgraph_attributes(node)
-    captured = tuple(node_reads(node)[len([t for t in node.input if t]):])
+    # every outer name a body reads, even one that is also an explicit input of the node
+    captured = tuple(dict.fromkeys(t for g in graphs.values() for t in free_names(g)))
     ctx = NodeContext(name=name, op_type=node.op_type, attrs=attribute_values(node),
                       requantization=requantization, n_outputs=len(node.output),
                       opset=opsets.get(domain, 1), captured=captured,
