@@ -1,9 +1,11 @@
 """Index and data-movement ops (exact for every dtype): ArgMax, ArgMin, TopK, CumSum,
-GatherElements, ScatterND, OneHot, NonZero, Tile, Trilu, Size, DepthToSpace, SpaceToDepth."""
+GatherElements, ScatterND, ScatterElements, OneHot, NonZero, Compress, Tile, Trilu, Size,
+DepthToSpace, SpaceToDepth, ReverseSequence, EyeLike."""
 
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper
 
 from edgequant.interp.registry import NodeContext, register
 
@@ -147,3 +149,57 @@ def SpaceToDepth(ctx: NodeContext, x):
     n, c, h, w = x.shape
     y = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
     return y.reshape(n, c * b * b, h // b, w // b)
+
+
+@register()
+def ScatterElements(ctx: NodeContext, data, indices, updates):
+    """Copy of ``data`` with ``updates[i][j]`` written at ``[indices[i][j]][j]`` on ``axis``;
+    ``reduction`` none / add / mul / max / min."""
+    axis = int(ctx.attr("axis", 0)) % data.ndim
+    idx = np.asarray(indices).astype(np.int64)
+    idx = np.where(idx < 0, idx + data.shape[axis], idx)
+    out = np.array(data, copy=True)
+    reduction = ctx.attr("reduction", "none")
+    ops = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+    if reduction == "none":
+        np.put_along_axis(out, idx, updates, axis=axis)
+        return out
+    if reduction not in ops:
+        raise ValueError(f"ScatterElements node {ctx.name!r}: reduction {reduction!r} is not "
+                         f"one of {['none', *ops]}")
+    full = list(np.indices(idx.shape, sparse=True))
+    full[axis] = idx
+    ops[reduction].at(out, tuple(full), updates)  # repeated indices accumulate
+    return out
+
+
+@register()
+def Compress(ctx: NodeContext, x, condition):
+    """Slices of ``x`` along ``axis`` where ``condition`` holds (flattened x without axis)."""
+    cond = np.asarray(condition).astype(bool)
+    axis = ctx.attr("axis")
+    if axis is None:
+        return np.compress(cond, x.reshape(-1))
+    return np.compress(cond, x, axis=int(axis) % x.ndim)
+
+
+@register()
+def ReverseSequence(ctx: NodeContext, x, sequence_lens):
+    """Reverse the first ``sequence_lens[b]`` steps of each batch row (``time_axis``,
+    ``batch_axis``)."""
+    t_axis, b_axis = int(ctx.attr("time_axis", 0)), int(ctx.attr("batch_axis", 1))
+    out = np.array(x, copy=True)
+    for b, n in enumerate(np.asarray(sequence_lens).reshape(-1)):
+        index = [slice(None)] * x.ndim
+        index[b_axis] = b
+        index[t_axis] = slice(0, int(n))
+        out[tuple(index)] = np.flip(x[tuple(index)], axis=t_axis - (b_axis < t_axis))
+    return out
+
+
+@register()
+def EyeLike(ctx: NodeContext, x):
+    """2-D matrix of x's shape with ones on diagonal ``k`` (dtype ``dtype`` or x's)."""
+    code = ctx.attr("dtype")
+    dtype = x.dtype if code is None else np.dtype(helper.tensor_dtype_to_np_dtype(int(code)))
+    return np.eye(x.shape[0], x.shape[1], k=int(ctx.attr("k", 0)), dtype=dtype)

@@ -1,5 +1,6 @@
 """More element-wise ops: logs, trigonometry, rounding, activations (Softplus, Elu, Selu,
-PRelu, Mish), n-ary Sum / Mean, Mod, Xor, IsNaN / IsInf. Float ops keep the input's dtype."""
+PRelu, Mish, Swish, Celu, ...), n-ary Sum / Mean, Mod, Xor, bitwise ops, IsNaN / IsInf, CastLike,
+Dropout. Float ops keep the input's dtype."""
 
 from __future__ import annotations
 
@@ -150,3 +151,109 @@ def Swish(ctx: NodeContext, x):
     """x · σ(alpha · x) (opset 24)."""
     alpha = ctx.attr("alpha", 1.0)
     return _same(x, x / (1.0 + np.exp(-alpha * x)))
+
+
+@register()
+def Tan(ctx: NodeContext, x):
+    """tan x."""
+    return np.tan(x)
+
+
+@register()
+def Asin(ctx: NodeContext, x):
+    """arcsin x."""
+    return np.arcsin(x)
+
+
+@register()
+def Acos(ctx: NodeContext, x):
+    """arccos x."""
+    return np.arccos(x)
+
+
+@register()
+def Sinh(ctx: NodeContext, x):
+    """sinh x."""
+    return np.sinh(x)
+
+
+@register()
+def Cosh(ctx: NodeContext, x):
+    """cosh x."""
+    return np.cosh(x)
+
+
+@register()
+def Asinh(ctx: NodeContext, x):
+    """arsinh x."""
+    return np.arcsinh(x)
+
+
+@register()
+def Acosh(ctx: NodeContext, x):
+    """arcosh x."""
+    return np.arccosh(x)
+
+
+@register()
+def Atanh(ctx: NodeContext, x):
+    """artanh x."""
+    return np.arctanh(x)
+
+
+@register()
+def Softsign(ctx: NodeContext, x):
+    """x / (1 + |x|)."""
+    return _same(x, x / (1 + np.abs(x)))
+
+
+@register()
+def ThresholdedRelu(ctx: NodeContext, x):
+    """x if x > alpha else 0."""
+    return _same(x, np.where(x > ctx.attr("alpha", 1.0), x, 0))
+
+
+@register()
+def Celu(ctx: NodeContext, x):
+    """max(0, x) + min(0, alpha · (e^{x/alpha} − 1))."""
+    alpha = ctx.attr("alpha", 1.0)
+    return _same(x, np.maximum(x, 0) + np.minimum(0, alpha * np.expm1(np.minimum(x, 0) / alpha)))
+
+
+@register()
+def CastLike(ctx: NodeContext, x, like):
+    """x converted to ``like``'s dtype (float → int truncates toward zero, as C)."""
+    dtype = np.asarray(like).dtype
+    return np.asarray(x) != 0 if dtype == np.bool_ else np.asarray(x).astype(dtype)
+
+
+@register()
+def BitShift(ctx: NodeContext, x, y):
+    """x << y or x >> y (``direction`` LEFT / RIGHT) on unsigned integers."""
+    if ctx.attr("direction") == "LEFT":
+        return np.left_shift(x, y).astype(x.dtype)
+    return np.right_shift(x, y).astype(x.dtype)
+
+
+@register()
+def BitwiseAnd(ctx: NodeContext, a, b):
+    """a & b."""
+    return np.bitwise_and(a, b)
+
+
+@register()
+def BitwiseOr(ctx: NodeContext, a, b):
+    """a | b."""
+    return np.bitwise_or(a, b)
+
+
+@register()
+def BitwiseXor(ctx: NodeContext, a, b):
+    """a ^ b."""
+    return np.bitwise_xor(a, b)
+
+
+@register()
+def BitwiseNot(ctx: NodeContext, x):
+    """~x."""
+    return np.bitwise_not(x)
