@@ -209,3 +209,29 @@ def test_outer_tensor_freed_only_after_subgraph_reads_it():
     x = np.ones((2, 3), np.float32) * -1
     np.testing.assert_allclose(interp.run({"x": x})["y"], -x * x)
     assert "k" in interp.run_all({"x": x})
+
+
+def test_sequence_ops_match_onnxruntime():
+    """SplitToSequence → erase / insert / at / length → ConcatFromSequence (both forms)."""
+    nodes = [
+        helper.make_node("SplitToSequence", ["x", "two"], ["parts"], axis=1),  # sizes 2, 2, 1
+        helper.make_node("SequenceErase", ["parts", "minus1"], ["kept"]),
+        helper.make_node("SequenceAt", ["kept", "zero"], ["first"]),
+        helper.make_node("SequenceInsert", ["kept", "first", "zero"], ["grown"]),
+        helper.make_node("SequenceLength", ["grown"], ["n"]),
+        helper.make_node("ConcatFromSequence", ["grown"], ["cat"], axis=1),
+        helper.make_node("SplitToSequence", ["x"], ["rows"], axis=0),
+        helper.make_node("ConcatFromSequence", ["rows"], ["stacked"], axis=1, new_axis=1),
+        helper.make_node("SequenceConstruct", ["x", "x"], ["pair"]),
+        helper.make_node("ConcatFromSequence", ["pair"], ["doubled"], axis=0),
+        helper.make_node("SplitToSequence", ["x"], ["cols"], axis=1, keepdims=0),
+        helper.make_node("ConcatFromSequence", ["cols"], ["restacked"], axis=1, new_axis=1),
+    ]
+    model = model_of(nodes, [vi("x", FLOAT, [3, 5])],
+                     [vi("cat"), vi("n", INT64), vi("stacked"), vi("doubled"), vi("restacked")],
+                     [("two", np.int64(2)), ("minus1", np.int64(-1)), ("zero", np.int64(0))])
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    cat, n, stacked, doubled, restacked = check(model, {"x": x})
+    assert doubled.shape == (6, 5)
+    assert int(n) == 3 and cat.shape == (3, 6) and stacked.shape == (1, 3, 5)
+    np.testing.assert_array_equal(restacked, x)

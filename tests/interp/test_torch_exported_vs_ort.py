@@ -92,3 +92,23 @@ def test_scripted_loop_with_branch_matches_onnxruntime(sign):
     x = np.float32([1, 2, 3]) * np.float32(sign)
     (acc,) = compare(model, {"x": x, "n": np.array(4, np.int64)})
     np.testing.assert_allclose(acc, x * 6 if sign > 0 else -4 * x)  # 0+1+2+3 or four −x
+
+
+class Collect(nn.Module):
+    """Scripted list building: exported as SequenceEmpty / SequenceInsert inside a Loop and
+    ConcatFromSequence after it."""
+
+    def forward(self, x, n: int):
+        outs: list[torch.Tensor] = []
+        for i in range(n):
+            outs.append(x * i)
+        return torch.stack(outs)
+
+
+def test_scripted_list_append_and_stack_matches_onnxruntime():
+    model = export(torch.jit.script(Collect()), (torch.randn(2, 3), 3), ["x", "n"])
+    ops = {n.op_type for n in model.graph.node}
+    assert "ConcatFromSequence" in ops or "SequenceInsert" in str(model.graph), ops
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    (y,) = compare(model, {"x": x, "n": np.array(4, np.int64)})
+    np.testing.assert_array_equal(y, np.stack([x * i for i in range(4)]))

@@ -16,5 +16,6 @@ from edgequant.interp.ops import (  # noqa: F401  (imported for their @register 
     reduce,
     resize,
     rnn,
+    sequence,
     shape,
 )
