@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 from single_op import run_ort, run_ref, single_op_model
 
-from edgequant.errors import UnsupportedOpError
-
 #: float32 results: a few ulp of relative error from a different summation order / libm.
 FLOAT_RTOL = 2e-5
 #: absolute floor for values near 0 (cancellation in sums of a few dozen float32 terms).
@@ -145,14 +143,6 @@ def test_dropout_in_training_mode_is_rejected():
                             ["x", "r", "t"])
     with pytest.raises(ValueError, match=r"Dropout node 'Dropout_node'.*training_mode"):
         run_ref(model, {"x": x})
-
-
-def test_unsupported_op_names_the_node():
-    model = single_op_model("BitShift", {"x": np.array([1, 2], np.uint8)}, {"s": np.uint8(1)},
-                            ["x", "s"], direction="LEFT")
-    with pytest.raises(UnsupportedOpError, match=r"BitShift.*BitShift_node"):
-        run_ref(model, {"x": np.array([1, 2], np.uint8)})
-
 
 
 def test_swish_opset24_matches_onnxruntime():
