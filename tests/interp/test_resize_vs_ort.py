@@ -141,3 +141,22 @@ def test_antialias_is_rejected_naming_node_and_attribute():
     model = _scales_model(x, (0.5, 0.5), mode="linear", antialias=1)
     with pytest.raises(UnsupportedOpError, match=r"Resize node 'Resize_node'.*antialias"):
         run_ref(model, {"x": x})
+
+
+@pytest.mark.parametrize("seed", [*range(10), 49, 197])  # 49, 197: output size == input
+def test_random_geometry_matches_onnxruntime(seed):
+    """Random sizes, ratios and modes; nearest must still pick onnxruntime's neighbours, and an
+    output the size of the input is a copy whatever the scale (onnxruntime's shortcut)."""
+    r = np.random.default_rng(100 + seed)
+    h, w = (int(v) for v in r.integers(1, 9, 2))
+    scales = tuple(float(np.float32(v)) for v in r.uniform(0.3, 3.5, 2))
+    mode = str(r.choice(["nearest", "linear", "cubic"]))
+    coord = str(r.choice(COORD))
+    attrs = dict(mode=mode, coordinate_transformation_mode=coord)
+    if mode == "nearest":
+        attrs["nearest_mode"] = str(r.choice(NEAREST))
+    x = _x(h, w)
+    model = _scales_model(x, scales, **attrs)
+    if min(int(s * d) for s, d in zip(scales, (h, w), strict=True)) < 1:
+        pytest.skip("empty output")
+    _compare(model, x, exact=mode == "nearest")

@@ -151,6 +151,8 @@ def resize(ctx: NodeContext, x, roi, scales, sizes, coord_mode: str, nearest_mod
                                  "supported (allowed: 0)")
     axes = [int(a) % x.ndim for a in (ctx.attr("axes") or range(x.ndim))]
     out_shape, sc = _output_shape(ctx, x, scales, sizes, axes)
+    if tuple(out_shape) == x.shape:  # onnxruntime copies the input whatever the scales say
+        return x.copy()
     roi_v = np.zeros(0) if roi is None else np.asarray(roi, np.float64).reshape(-1)
     full_roi = [(0.0, 1.0)] * x.ndim
     for k, a in enumerate(axes if roi_v.size else ()):
