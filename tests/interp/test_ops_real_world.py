@@ -96,6 +96,8 @@ CASES = [
      ["x", "w"], dict(group=2, strides=[1, 2], dilations=[2, 1]), 1),
     ("convtranspose_outshape", "ConvTranspose", {"x": f(1, 2, 4, 4)}, {"w": f(2, 3, 3, 3)},
      ["x", "w"], dict(strides=[2, 2], output_shape=[9, 8]), 1),
+    ("convtranspose_outshape_larger", "ConvTranspose", {"x": f(1, 4, 4, 3)}, {"w": f(4, 1, 1, 3)},
+     ["x", "w"], dict(group=2, strides=[3, 2], dilations=[1, 2], output_shape=[12, 6]), 1),
     ("convtranspose_same", "ConvTranspose", {"x": f(1, 2, 4, 5)}, {"w": f(2, 2, 3, 3)},
      ["x", "w"], dict(strides=[2, 2], auto_pad="SAME_UPPER"), 1),
     ("convtranspose_same_lower", "ConvTranspose", {"x": f(1, 2, 5, 4)}, {"w": f(2, 2, 3, 2)},

@@ -28,7 +28,8 @@ def _geometry(ctx: NodeContext, spatial, kernel):
             spatial[i] * strides[i] for i in range(nd)]
         for i in range(nd):
             total = full[i] - want[i]
-            total = total if out_shape is not None else max(0, total)  # as onnxruntime
+            # onnxruntime clamps at 0: a larger output_shape leaves zeros (+ bias) at the end
+            total = max(0, total)
             small = total // 2
             # onnxruntime's placement: SAME_UPPER puts the larger half at the end, an explicit
             # output_shape or SAME_LOWER at the beginning
@@ -37,6 +38,8 @@ def _geometry(ctx: NodeContext, spatial, kernel):
     elif auto_pad == "VALID":
         begin, end = [0] * nd, [0] * nd
     out = [full[i] - begin[i] - end[i] for i in range(nd)]
+    if out_shape is not None:  # exactly the requested size (zeros past the full result)
+        out = [int(v) for v in list(out_shape)[-nd:]]
     return strides, dil, begin, out
 
 
