@@ -1,8 +1,9 @@
 """Op registry of the reference interpreter: ``(domain, op_type) → function``.
 
 Every op is a small function named exactly like the ONNX op. It receives a :class:`NodeContext`
-(attributes, node name, requantization mode) and the node's input arrays (``None`` for an
-omitted optional input) and returns one array or a tuple of arrays, one per node output.
+(attributes, node name, requantization mode, compiled subgraphs) and the node's input arrays
+(``None`` for an omitted optional input; then the values of ``ctx.captured``) and returns
+one array or a tuple of arrays, one per node output.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class NodeContext:
     requantization: Requantization = "float"
     n_outputs: int = 1
     opset: int = 21  # opset version the model imports for the node's domain
+    #: graph attributes compiled to runners (``interpreter.Subgraph``): ``If`` / ``Loop`` / ``Scan``
+    subgraphs: dict[str, Any] = field(default_factory=dict)
+    #: outer-scope tensors the subgraphs read, passed after the node's own inputs
+    captured: tuple[str, ...] = ()
 
     def attr(self, key: str, default: Any = None) -> Any:
         """Attribute ``key`` of the node, or ``default`` when absent."""

@@ -1,8 +1,12 @@
 """Op implementations, grouped by family; importing this package fills ``registry.OPS``."""
 
 from edgequant.interp.ops import (  # noqa: F401  (imported for their @register side effect)
+    control,
     conv,
+    conv_transpose,
     elementwise,
+    indexing,
+    math,
     nbits,
     nn,
     pool,
@@ -10,5 +14,8 @@ from edgequant.interp.ops import (  # noqa: F401  (imported for their @register 
     qlinear_ms,
     quant,
     reduce,
+    resize,
+    rnn,
+    sequence,
     shape,
 )

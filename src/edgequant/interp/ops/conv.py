@@ -1,11 +1,13 @@
 """Convolution geometry (pads, auto_pad, output sizes), im2col, and float Conv.
 
-Tensors are NC + spatial (1-D or 2-D spatial; 1-D is run as 2-D with height 1). im2col
+Tensors are NC + spatial (1-D, 2-D or 3-D spatial; 1-D is run as 2-D with height 1). im2col
 gathers every kernel tap as a strided view so a convolution is one batched GEMM.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,28 +18,29 @@ from edgequant.interp.registry import NodeContext, register
 
 @dataclass(frozen=True)
 class Window:
-    """Sliding-window geometry for 2 spatial dims."""
+    """Sliding-window geometry for 2 (or 3) spatial dims."""
 
-    kernel: tuple[int, int]
-    strides: tuple[int, int]
-    dilations: tuple[int, int]
-    pads: tuple[int, int, int, int]  # (top, left, bottom, right) incl. ceil_mode extension
-    out: tuple[int, int]
-    explicit_end: tuple[int, int]  # bottom/right pads declared by the model (no ceil extension)
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]  # (begins..., ends...), 2-D: (top, left, bottom, right), incl. ceil
+    out: tuple[int, ...]
+    explicit_end: tuple[int, ...]  # end pads declared by the model (no ceil extension)
 
 
 def _to2d(values, n_spatial: int, fill: int) -> list[int]:
     values = list(values)
-    return [fill] * (2 - n_spatial) + values
+    return [fill] * max(0, 2 - n_spatial) + values
 
 
 def window(ctx: NodeContext, spatial: tuple[int, ...], kernel: tuple[int, ...],
            ceil_mode: bool = False) -> Window:
     """Resolve strides / dilations / pads / auto_pad of ``ctx`` for input ``spatial`` dims."""
     nd = len(spatial)
-    if nd not in (1, 2):
+    if nd not in (1, 2, 3):
         raise UnsupportedOpError(
-            f"{ctx.op_type} node {ctx.name!r}: {nd}-D spatial input is not supported (1-D, 2-D)"
+            f"{ctx.op_type} node {ctx.name!r}: {nd}-D spatial input is not supported "
+            "(1-D, 2-D, 3-D)"
         )
     strides = ctx.attr("strides") or [1] * nd
     dilations = ctx.attr("dilations") or [1] * nd
@@ -86,29 +89,30 @@ def as_2d(x: np.ndarray) -> np.ndarray:
 
 
 def im2col(x: np.ndarray, w: Window, pad_value) -> np.ndarray:
-    """(N, C, H, W) → (N, C, kh, kw, OH, OW): every kernel tap of every output position."""
-    top, left, bottom, right = w.pads
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value)
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = w.kernel, w.strides, w.dilations, w.out
-    cols = np.empty((*x.shape[:2], kh, kw, oh, ow), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, i, j] = xp[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh,
-                                  j * dw: j * dw + sw * (ow - 1) + 1: sw]
+    """(N, C, *S) → (N, C, *kernel, *out): every kernel tap of every output position
+    (2-D: (N, C, H, W) → (N, C, kh, kw, OH, OW))."""
+    nd = len(w.kernel)
+    width = [(0, 0), (0, 0)] + [(w.pads[i], w.pads[nd + i]) for i in range(nd)]
+    xp = np.pad(x, width, constant_values=pad_value)
+    cols = np.empty((*x.shape[:2], *w.kernel, *w.out), dtype=x.dtype)
+    for tap in itertools.product(*(range(k) for k in w.kernel)):
+        index = tuple(slice(t * d, t * d + s * (o - 1) + 1, s)
+                      for t, d, s, o in zip(tap, w.dilations, w.strides, w.out, strict=True))
+        cols[(slice(None), slice(None), *tap)] = xp[(slice(None), slice(None), *index)]
     return cols
 
 
 def conv_gemm(x: np.ndarray, weight: np.ndarray, w: Window, group: int, matmul) -> np.ndarray:
-    """Grouped convolution as batched GEMM: (N, C, H, W) ⊛ (M, C/g, kh, kw) → (N, M, OH, OW).
+    """Grouped convolution as batched GEMM: (N, C, *S) ⊛ (M, C/g, *kernel) → (N, M, *out).
 
     ``x`` must already be padded-value-neutral (pads contribute 0), ``matmul`` does the GEMM
     (float32 for Conv, the exact float64 integer GEMM for integer convolutions).
     """
     n, c = x.shape[:2]
     m = weight.shape[0]
-    cols = im2col(x, w, 0)  # (N, C, kh, kw, OH, OW)
-    k = (c // group) * w.kernel[0] * w.kernel[1]
-    cols = cols.reshape(n, group, k, w.out[0] * w.out[1])  # (N, G, K, L)
+    cols = im2col(x, w, 0)  # (N, C, *kernel, *out)
+    k = (c // group) * math.prod(w.kernel)
+    cols = cols.reshape(n, group, k, math.prod(w.out))  # (N, G, K, L)
     wm = weight.reshape(group, m // group, k)  # (G, M/G, K)
     out = matmul(wm[None], cols)  # (N, G, M/G, L)
     return out.reshape(n, m, *w.out)
@@ -136,7 +140,7 @@ def Conv(ctx: NodeContext, x, weight, bias=None):
     """Float convolution (groups, strides, pads, dilations) via im2col + float32 GEMM."""
     win, group = conv_shapes(ctx, x, weight)
     y = conv_gemm(as_2d(x.astype(np.float32)), as_2d(weight.astype(np.float32)), win, group,
-                  np.matmul)  # (N, M, OH, OW) float32
+                  np.matmul)  # (N, M, *out) float32
     if bias is not None:
-        y = y + bias.reshape(1, -1, 1, 1).astype(np.float32)
+        y = y + bias.reshape([1, -1] + [1] * (y.ndim - 2)).astype(np.float32)
     return restore_rank(y.astype(x.dtype), x.ndim)

@@ -17,21 +17,23 @@ def pool_window(ctx: NodeContext, x: np.ndarray):
 
 
 def window_counts(x2: np.ndarray, win, include_pad: bool) -> np.ndarray:
-    """Number of elements each window averages: (OH, OW) int64.
+    """Number of elements each window averages: (*out) int64.
 
     Explicit pads count when ``include_pad``; the ceil-mode extension never does.
     """
-    h, w = x2.shape[2:]
-    top, left, bottom, right = win.pads
-    eb, er = win.explicit_end
+    nd = len(win.kernel)
+    spatial = x2.shape[2:]
+    begin, end = win.pads[:nd], win.pads[nd:]
     # validity of every position of the padded input
-    mask = np.zeros((1, 1, top + h + bottom, left + w + right), dtype=np.int64)
+    mask = np.zeros((1, 1, *(b + s + e for b, s, e in zip(begin, spatial, end, strict=True))),
+                    dtype=np.int64)
     if include_pad:
-        mask[..., : top + h + eb, : left + w + er] = 1
+        mask[(0, 0, *(slice(0, b + s + e) for b, s, e in
+                       zip(begin, spatial, win.explicit_end, strict=True)))] = 1
     else:
-        mask[..., top: top + h, left: left + w] = 1
-    cols = im2col(mask, replace(win, pads=(0, 0, 0, 0)), 0)  # (1, 1, kh, kw, OH, OW)
-    return cols.sum(axis=(1, 2, 3))[0]
+        mask[(0, 0, *(slice(b, b + s) for b, s in zip(begin, spatial, strict=True)))] = 1
+    cols = im2col(mask, replace(win, pads=(0,) * (2 * nd)), 0)  # (1, 1, *kernel, *out)
+    return cols.sum(axis=tuple(range(1, 2 + nd)))[0]
 
 
 @register()
@@ -40,8 +42,8 @@ def MaxPool(ctx: NodeContext, x):
     x2 = as_2d(x)
     win = pool_window(ctx, x)
     low = np.finfo(x.dtype).min if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    cols = im2col(x2, win, low)  # (N, C, kh, kw, OH, OW)
-    return restore_rank(cols.max(axis=(2, 3)), x.ndim)
+    cols = im2col(x2, win, low)  # (N, C, *kernel, *out)
+    return restore_rank(cols.max(axis=tuple(range(2, 2 + len(win.kernel)))), x.ndim)
 
 
 @register()
@@ -49,9 +51,10 @@ def AveragePool(ctx: NodeContext, x):
     """Mean over each window; pads excluded unless ``count_include_pad``."""
     x2 = as_2d(x)
     win = pool_window(ctx, x)
-    cols = im2col(x2, win, 0)  # (N, C, kh, kw, OH, OW)
-    counts = window_counts(x2, win, bool(ctx.attr("count_include_pad", 0)))  # (OH, OW)
-    y = cols.sum(axis=(2, 3), dtype=np.float32) / counts.astype(np.float32)
+    cols = im2col(x2, win, 0)  # (N, C, *kernel, *out)
+    counts = window_counts(x2, win, bool(ctx.attr("count_include_pad", 0)))  # (*out)
+    y = cols.sum(axis=tuple(range(2, 2 + len(win.kernel))), dtype=np.float32) / counts.astype(
+        np.float32)
     return restore_rank(y.astype(x.dtype), x.ndim)
 
 

@@ -1,4 +1,5 @@
-"""Reductions: ReduceMean, ReduceMax, ReduceSum (axes from input, opset ≥ 18, or attribute)."""
+"""Reductions (axes from the input since opset 18, else the attribute): Mean, Max, Min, Sum,
+Prod, L1, L2, SumSquare, LogSum, LogSumExp."""
 
 from __future__ import annotations
 
@@ -50,3 +51,40 @@ def ReduceL2(ctx: NodeContext, x, axes=None):
     """√(Σ x²) over ``axes``."""
     return _reduce(lambda v, axis, keepdims: np.sqrt(np.sum(v * v, axis=axis, keepdims=keepdims)),
                    ctx, x, axes)
+
+
+@register()
+def ReduceProd(ctx: NodeContext, x, axes=None):
+    """Product over ``axes``."""
+    return _reduce(np.prod, ctx, x, axes)
+
+
+@register()
+def ReduceL1(ctx: NodeContext, x, axes=None):
+    """Σ |x| over ``axes``."""
+    return _reduce(lambda v, axis, keepdims: np.sum(np.abs(v), axis=axis, keepdims=keepdims),
+                   ctx, x, axes)
+
+
+@register()
+def ReduceSumSquare(ctx: NodeContext, x, axes=None):
+    """Σ x² over ``axes``."""
+    return _reduce(lambda v, axis, keepdims: np.sum(v * v, axis=axis, keepdims=keepdims),
+                   ctx, x, axes)
+
+
+@register()
+def ReduceLogSum(ctx: NodeContext, x, axes=None):
+    """ln Σ x over ``axes``."""
+    return _reduce(lambda v, axis, keepdims: np.log(np.sum(v, axis=axis, keepdims=keepdims)),
+                   ctx, x, axes)
+
+
+@register()
+def ReduceLogSumExp(ctx: NodeContext, x, axes=None):
+    """ln Σ eˣ over ``axes``, shifted by the maximum so large inputs do not overflow."""
+    def lse(v, axis, keepdims):
+        m = np.max(v, axis=axis, keepdims=True)
+        out = np.log(np.sum(np.exp(v - m), axis=axis, keepdims=True)) + m
+        return out if keepdims else np.squeeze(out, axis=axis)
+    return _reduce(lse, ctx, x, axes)

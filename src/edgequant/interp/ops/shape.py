@@ -13,9 +13,10 @@ def _ints(v) -> list[int]:
 
 
 @register()
-def Reshape(ctx: NodeContext, x, shape):
-    """Reshape; 0 copies the input dim (unless ``allowzero``), −1 is inferred."""
-    dims = _ints(shape)
+def Reshape(ctx: NodeContext, x, shape=None):
+    """Reshape; 0 copies the input dim (unless ``allowzero``), −1 is inferred. Opsets < 5
+    give ``shape`` as an attribute."""
+    dims = _ints(ctx.attr("shape") if shape is None else shape)
     if not ctx.attr("allowzero", 0):
         dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
     return x.reshape(dims)
@@ -92,8 +93,11 @@ def Pad(ctx: NodeContext, x, pads=None, constant_value=None, axes=None):
 
 
 @register()
-def Slice(ctx: NodeContext, x, starts, ends, axes=None, steps=None):
-    """x[starts:ends:steps] on ``axes`` (ONNX clamping of out-of-range bounds)."""
+def Slice(ctx: NodeContext, x, starts=None, ends=None, axes=None, steps=None):
+    """x[starts:ends:steps] on ``axes`` (ONNX clamping of out-of-range bounds); opsets < 10
+    give starts / ends / axes as attributes."""
+    if starts is None:
+        starts, ends, axes = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes")
     st, en = _ints(starts), _ints(ends)
     ax = list(range(len(st))) if axes is None else [a % x.ndim for a in _ints(axes)]
     sp = [1] * len(st) if steps is None else _ints(steps)
