@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from edgequant.errors import CalibrationError, RecipeError, UnsupportedOpError
+from edgequant.export.validate import InvalidOutputError
 from edgequant.graph.contract import META_FORMAT, META_IO, META_RECIPE, tensor_stem
 from edgequant.graph.io import as_model_proto, atomic_write, check_finite_weights
 from edgequant.graph.passes.dynamic import dynamic_matmuls
@@ -27,11 +28,11 @@ from edgequant.graph.passes.gather_weights import quantize_gathers
 from edgequant.graph.passes.insert_qdq import insert_qdq
 from edgequant.graph.passes.weight_only import dequantize_weights, unfused_dequantize_weights
 from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate
+from edgequant.ptq.coverage import check_coverage
 from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
-from edgequant.ptq.coverage import check_coverage
 from edgequant.runtime.feeds import batch_axes_of, fixed_batch, iter_batches, load_feeds, model_inputs
 from edgequant.spec import PerTensor, QType, QuantSpec
 
@@ -147,8 +148,9 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     onnx.helper.set_model_props(qm, props)
     try:
         onnx.checker.check_model(qm)
-    except onnx.checker.ValidationError as exc:  # a bug of ours, not the user's
-        raise AssertionError(f"edgequant produced an invalid model: {exc}") from exc
+    except onnx.checker.ValidationError as exc:  # a bug of ours: refuse to hand it back
+        raise InvalidOutputError(f"edgequant produced an invalid model: "
+                                 f"{str(exc).strip().splitlines()[0]}") from exc
     report["plan"] = {
         "quantized_nodes": sum(d.action == "quantize" for d in plan.nodes),
         "float_nodes": [{"node": d.node, "op_type": d.op_type, "reason": d.reason}
