@@ -101,6 +101,17 @@ def test_if_branches_kept_float_and_reported(tmp_path, recipe):
         assert qm.report["plan"]["quantized_nodes"] > 0
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_integer_only_qop_output_runs(tmp_path, name):
+    """Lowering sees the tensors subgraphs read (routed through an Identity) and keeps them."""
+    model, data = MODELS[name](), data_for(name)
+    qm = quantize(model, "w8a8", data, check_speed=False)
+    out = qm.save(tmp_path / "q.onnx", format="qop")
+    ref, got = run_ort(model, data), run_ort(str(out), data)
+    for r, g in zip(ref, got, strict=True):
+        assert sqnr_db(r, g) >= MIN_SQNR_DB["w8a8"], (name, sqnr_db(r, g))
+
+
 def test_loop_body_kept_float_and_reported():
     qm = quantize(rw.loop_model(), "w8a8", {"input": rw.images()}, check_speed=False)
     assert float_report(qm)["loop/body/loop_matmul"] == SUBGRAPH_REASON

@@ -95,5 +95,5 @@ def check_coverage(model: onnx.ModelProto, plan: QuantPlan, strict: bool = False
     if warnings and strict:
         raise UnsupportedOpError(f"--strict: {warnings[0]}")
     for w in warnings:
-        log.warning(w)
+        log.info(w)
     return warnings

@@ -17,6 +17,7 @@ from edgequant.graph.info import GraphInfo, attr
 from edgequant.graph.passes.normalize import (
     normalize,
     raise_ir_version,
+    route_subgraph_inputs,
     sink_subgraph_initializers,
     subgraph_references,
 )
@@ -200,6 +201,7 @@ def prepare_float(model: onnx.ModelProto, notes: list[str] | None = None) -> onn
     model = to_target_opset(model, notes)
     model = fold_constants(model)
     sink_subgraph_initializers(model)
+    route_subgraph_inputs(model)
     model = fold_batchnorm(model)
     model = reduce_mean_to_global_pool(model)
     return strip_debug_info(model)

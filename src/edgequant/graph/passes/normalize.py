@@ -164,6 +164,51 @@ def sink_subgraph_initializers(model: onnx.ModelProto) -> list[str]:
     return []
 
 
+def route_subgraph_inputs(model: onnx.ModelProto) -> list[str]:
+    """Make every main-graph tensor a subgraph reads an explicit input of an ``Identity``.
+
+    A subgraph reads outer tensors by name, invisible to passes that index main-graph
+    consumers: lowering may fuse away or rename such a tensor and break the subgraph. An
+    ``Identity`` right before the control-flow node, whose output the subgraph reads instead,
+    is an ordinary consumer every pass rewires correctly.
+    """
+    nodes: list[onnx.NodeProto] = []
+    routed = 0
+    for n in model.graph.node:
+        refs: set[str] = set()
+        for _, g in subgraphs(n):
+            refs |= outer_references(g)
+        label = n.name or n.output[0]
+        for name in sorted(refs):
+            new = f"{name}_to_{label}"
+            nodes.append(helper.make_node("Identity", [name], [new], name=f"{label}_reads_{name}"))
+            for _, g in subgraphs(n):
+                _rename_outer(g, name, new)
+            routed += 1
+        nodes.append(n)
+    if routed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return []
+
+
+def _rename_outer(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename reads of the outer tensor ``old`` inside ``graph`` (unless it defines ``old``)."""
+    local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    for n in graph.node:
+        if old in local:
+            return
+        for i, name in enumerate(n.input):
+            if name == old:
+                n.input[i] = new
+        for _, g in subgraphs(n):
+            _rename_outer(g, old, new)
+        local.update(n.output)
+    for o in graph.output:
+        if o.name == old and old not in local:
+            o.name = new
+
+
 def subgraph_nodes(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.NodeProto]]:
     """(path, node) for every node inside subgraphs, path ``parent/attribute/node``."""
     def walk(graph: onnx.GraphProto, prefix: str):
