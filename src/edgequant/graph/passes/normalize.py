@@ -11,7 +11,7 @@ Exporters differ in ways that do not change what a model computes but break naiv
 * ``If`` / ``Loop`` / ``Scan`` subgraphs are kept float and intact: initializers that only a
   subgraph reads live inside that subgraph, where the main-graph passes cannot rewrite them.
 
-Each function edits the model in place and returns a list of notes for the report.
+Each function edits the model in place; ``normalize`` returns notes for the report.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def symbolic_dims(model: onnx.ModelProto) -> list[str]:
     return []
 
 
-def constants_to_initializers(model: onnx.ModelProto) -> list[str]:
+def constants_to_initializers(model: onnx.ModelProto) -> None:
     """Main-graph ``Constant`` nodes with a tensor value become initializers."""
     keep, moved = [], 0
     for n in model.graph.node:
@@ -119,7 +119,6 @@ def constants_to_initializers(model: onnx.ModelProto) -> list[str]:
         del model.graph.node[:]
         model.graph.node.extend(keep)
         log.info("%d Constant node(s) turned into initializers", moved)
-    return []
 
 
 def _constant_tensor(n: onnx.NodeProto) -> onnx.TensorProto | None:
@@ -138,7 +137,7 @@ def _constant_tensor(n: onnx.NodeProto) -> onnx.TensorProto | None:
     return t
 
 
-def sink_subgraph_initializers(model: onnx.ModelProto) -> list[str]:
+def sink_subgraph_initializers(model: onnx.ModelProto) -> None:
     """Move main-graph initializers read only inside subgraphs into those subgraphs.
 
     Main-graph passes (fp16 storage, weight quantization, BN folding) rewrite or drop
@@ -161,10 +160,9 @@ def sink_subgraph_initializers(model: onnx.ModelProto) -> list[str]:
         keep = [t for t in model.graph.initializer if t.name not in moved]
         del model.graph.initializer[:]
         model.graph.initializer.extend(keep)
-    return []
 
 
-def route_subgraph_inputs(model: onnx.ModelProto) -> list[str]:
+def route_subgraph_inputs(model: onnx.ModelProto) -> None:
     """Make every main-graph tensor a subgraph reads an explicit input of an ``Identity``.
 
     A subgraph reads outer tensors by name, invisible to passes that index main-graph
@@ -189,7 +187,6 @@ def route_subgraph_inputs(model: onnx.ModelProto) -> list[str]:
     if routed:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
-    return []
 
 
 def _rename_outer(graph: onnx.GraphProto, old: str, new: str) -> None:
@@ -225,7 +222,7 @@ def normalize(model: onnx.ModelProto) -> list[str]:
     """All load-time normalizations (before the opset upgrade); returns report notes."""
     notes = drop_initializer_inputs(model)
     notes += symbolic_dims(model)
-    notes += constants_to_initializers(model)
+    constants_to_initializers(model)
     raise_ir_version(model)
     for n in model.graph.node:
         if n.op_type in CONTROL_FLOW_OPS:
