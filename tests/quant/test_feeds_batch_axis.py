@@ -22,6 +22,7 @@ from edgequant.runtime.feeds import (
     load_feeds,
     model_inputs,
     parse_batch_axes,
+    validation_sample,
 )
 
 
@@ -96,3 +97,30 @@ def test_bool_input_takes_bool_data():
                                                                 ["N"]))
     feeds = load_feeds({"input": rw.images(4), "flag": np.ones(4, bool)}, model_inputs(model))
     assert feeds["flag"].dtype == np.bool_
+
+
+def test_validation_sample_is_one_model_sized_batch():
+    state = model_inputs(rw.state_model())
+    sample = validation_sample(rw.state_data(), state)
+    assert sample["h0"].shape == (2, 1, 16) and sample["x"].shape == (1, 16)
+    fixed4 = model_inputs(rw.conv_net(batch_dim=4))
+    assert validation_sample({"input": rw.images(10)}, fixed4)["input"].shape == (4, 3, 8, 8)
+    assert validation_sample({"input": rw.images(3)}, fixed4) is None  # too few samples
+    assert validation_sample([{"input": rw.images(3)}], fixed4) is None  # an iterable
+
+
+def test_saved_model_is_run_on_the_calibration_sample(monkeypatch, tmp_path):
+    import importlib
+
+    from edgequant.ptq.quantizer import quantize
+
+    validate = importlib.import_module("edgequant.export.validate")
+
+    seen = []
+    real = validate.validate_onnx
+    monkeypatch.setattr(validate, "validate_onnx",
+                        lambda m, sample=None, what="": (seen.append(sample), real(m, sample))[1])
+    data = rw.state_data()
+    quantize(rw.state_model(), "w8a8", data, check_speed=False).save(tmp_path / "q.onnx")
+    (sample,) = seen
+    assert np.array_equal(sample["h0"], data["h0"][:, :1])

@@ -33,7 +33,14 @@ from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
-from edgequant.runtime.feeds import batch_axes_of, fixed_batch, iter_batches, load_feeds, model_inputs
+from edgequant.runtime.feeds import (
+    batch_axes_of,
+    fixed_batch,
+    iter_batches,
+    load_feeds,
+    model_inputs,
+    validation_sample,
+)
 from edgequant.spec import PerTensor, QType, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,8 @@ class QuantizedModel:
     qparams: dict[str, QParams] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    #: one calibration batch: the written model is run on it before it is reported written
+    sample: dict[str, np.ndarray] | None = None
 
     def save(self, path: str | os.PathLike, *, format: str | None = None,
              to: str | None = None, strict: bool = False) -> Path:
@@ -61,7 +70,7 @@ class QuantizedModel:
 
         fmt = format_for(path, format, to)
         inputs = (self.source,) if self.source else ()
-        return export(self, path, fmt, strict=strict, inputs=inputs)
+        return export(self, path, fmt, strict=strict, inputs=inputs, sample=self.sample)
 
 
 def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | None = None, *,
@@ -161,6 +170,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     if io != "float":
         report["io_qparams"] = json.loads(props.get(META_IO, "{}"))
     result = QuantizedModel(qm, plan, used, report, source)
+    result.sample = validation_sample(calibration, model_inputs(float_model, batch_axes))
     if check_speed:
         _speed_check(float_model, qm, calibration, report, batch_axes)
     return result

@@ -214,3 +214,18 @@ def fixed_batch(inputs: list[InputSpec]) -> int | None:
     """The batch size the inputs' batch dimension is fixed to, if any."""
     dims = {i.shape[i.batch_axis] for i in inputs if i.shape}
     return dims.pop() if len(dims) == 1 and None not in dims else None
+
+
+def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray] | None:
+    """One batch of ``data`` (a DATA.npz path or dict) sized for the model — its fixed batch,
+    else 1 — to run a written model on; ``None`` for other data or data that does not fit."""
+    if not isinstance(data, str | os.PathLike | Mapping) or not inputs:
+        return None
+    try:
+        feeds = load_feeds(data, inputs)
+    except CalibrationError:
+        return None
+    size = fixed_batch(inputs) or 1
+    batch = next(iter_batches(feeds, size, batch_axes_of(inputs)))
+    first = inputs[0]
+    return batch if batch[first.name].shape[first.batch_axis] == size else None
