@@ -93,3 +93,47 @@ def test_bad_arguments(bias, s_in, pattern):
     w, _, _ = depthwise_case()
     with pytest.raises(ValueError, match=pattern):
         fit_bias(bias, s_in, qparams_for(w, WEIGHT_SPEC))
+
+
+def depthwise_model():
+    """input (N, 4, 8, 8) → depthwise Conv 3×3 whose channel 1 has ~1e-9 weights, bias 0.5."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32)  # (C, 1, kh, kw)
+    w[1] *= 1e-9
+    b = np.array([0.1, 0.5, -0.2, 0.3], np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["input", "dw.w", "dw.b"], ["y"], name="dw", group=4,
+                          pads=[1, 1, 1, 1])], "dw",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [numpy_helper.from_array(w, "dw.w"), numpy_helper.from_array(b, "dw.b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    return m, w, b
+
+
+def test_fitted_weight_qparams_let_the_pipeline_keep_the_bias_int32(tmp_path):
+    """End to end through the public qparams override (how the lead wires it in)."""
+    import onnxruntime as ort
+
+    from edgequant.ptq.quantizer import quantize
+
+    model, w, b = depthwise_model()
+    data = {"input": np.random.default_rng(4).normal(0, 1, (16, 4, 8, 8)).astype(np.float32)}
+    first = quantize(model, "w8a8", data, check_speed=False)
+    assert any("bias 'dw.b' kept float" in n for n in first.report["notes"])
+    fit = fit_bias(b, first.qparams["input"].scale, first.qparams["dw.w"], weight_values=w)
+    assert fit.channels == (1,)
+    second = quantize(model, "w8a8", data, check_speed=False, qparams={"dw.w": fit.qparams})
+    assert not any("kept float" in n for n in second.report["notes"])
+    assert "dw.b" in second.qparams  # the bias is int32 now
+    out = second.save(tmp_path / "q.onnx")
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, data)[0]
+    got = ort.InferenceSession(str(out)).run(None, data)[0]
+    # channel 1 is the bias alone (weights ~1e-9): int32 at the raised scale keeps it exact
+    # to within one bias step; the output quantization (8-bit over the whole tensor) dominates
+    step = float(second.qparams["y"].scale)
+    assert np.max(np.abs(got[:, 1] - ref[:, 1])) <= step
