@@ -97,7 +97,6 @@ def test_bad_arguments(bias, s_in, pattern):
 
 def depthwise_model():
     """input (N, 4, 8, 8) → depthwise Conv 3×3 whose channel 1 has ~1e-9 weights, bias 0.5."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
