@@ -3,7 +3,7 @@
 Each builder returns a model that onnxruntime loads and runs, plus the data it takes:
 IR 3 with initializers listed as graph inputs, an old opset, a Paddle-style ``-1`` batch,
 a recurrent state input ``(layers, batch, hidden)``, weights in ``Constant`` nodes, an ``If``
-with convolutions in each branch and a ``Loop`` with a MatMul in its body.
+with convolutions in each branch, a ``Loop`` and a ``Scan`` with a MatMul in their bodies.
 """
 
 from __future__ import annotations
@@ -167,4 +167,30 @@ def loop_model(trips: int = 3) -> onnx.ModelProto:
                                    body=body))
     del g.output[:]
     g.output.append(helper.make_tensor_value_info("looped", TensorProto.FLOAT, ["N", 10]))
+    return model
+
+
+def scan_model() -> onnx.ModelProto:
+    """conv net → logits (N, 10), then a Scan over the batch rows: ``s ← s + MatMul(row, W)``."""
+    model = conv_net()
+    g = model.graph
+    rng = np.random.default_rng(13)
+    body = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["row", "ax0"], ["row2"], name="scan_unsqueeze"),
+         helper.make_node("MatMul", ["row2", "scan_w"], ["mm"], name="scan_matmul"),
+         helper.make_node("Add", ["s_in", "mm"], ["s_out"], name="scan_add"),
+         helper.make_node("Identity", ["mm"], ["y_row"], name="scan_y")],
+        "scan_body",
+        [helper.make_tensor_value_info("s_in", TensorProto.FLOAT, [1, 10]),
+         helper.make_tensor_value_info("row", TensorProto.FLOAT, [10])],
+        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [1, 10]),
+         helper.make_tensor_value_info("y_row", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(_f32(rng, (10, 10)), "scan_w"),
+         numpy_helper.from_array(np.array([0], np.int64), "ax0")])
+    g.initializer.append(numpy_helper.from_array(np.zeros((1, 10), np.float32), "s0"))
+    g.node.append(helper.make_node("Scan", ["s0", "logits"], ["s_final", "scanned"],
+                                   name="scan", body=body, num_scan_inputs=1))
+    del g.output[:]
+    g.output.extend([helper.make_tensor_value_info("s_final", TensorProto.FLOAT, [1, 10]),
+                     helper.make_tensor_value_info("scanned", TensorProto.FLOAT, ["N", 1, 10])])
     return model

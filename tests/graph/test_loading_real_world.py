@@ -33,6 +33,7 @@ MODELS = {
     "constant_node_weights": lambda: rw.conv_net(constant_nodes=True),
     "if_convs_in_branches": rw.if_model,
     "loop": rw.loop_model,
+    "scan": rw.scan_model,
     "state_batch_axis_1": rw.state_model,
 }
 
@@ -113,6 +114,26 @@ def test_loop_body_kept_float_and_reported():
     assert float_report(qm)["loop/body/loop_matmul"] == SUBGRAPH_REASON
 
 
+def test_scan_body_kept_float_and_reported():
+    qm = quantize(rw.scan_model(), "w8_dynamic", check_speed=False)
+    assert float_report(qm)["scan/body/scan_matmul"] == SUBGRAPH_REASON
+
+
+def test_opset_older_than_7_is_refused_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgequant.cli import app
+
+    onnx.save(rw.conv_net(opset=6, ir_version=3, inits_as_inputs=True), tmp_path / "m.onnx")
+    out = tmp_path / "q.onnx"
+    res = CliRunner().invoke(app, ["quantize", str(tmp_path / "m.onnx"), "-o", str(out),
+                                   "--recipe", "w8_dynamic", "--no-speed-check"])
+    assert res.exit_code == 2
+    (line,) = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert "default opset 6 is too old: opset 7 or newer is allowed" in line
+    assert not out.exists()
+
+
 def test_ir3_and_opset_upgrade_are_reported():
     qm = quantize(rw.conv_net(opset=8, ir_version=3, inits_as_inputs=True), "w8_dynamic",
                   check_speed=False)
@@ -167,5 +188,5 @@ def test_cli_loads_each_model_file(tmp_path, name):
                                    "--no-speed-check"])
     assert res.exit_code == 0, res.output
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
-    if name in ("if_convs_in_branches", "loop"):
+    if name in ("if_convs_in_branches", "loop", "scan"):
         assert SUBGRAPH_REASON in " ".join(res.output.split())
