@@ -64,6 +64,31 @@ def test_cli_dangling_input_exit_2_one_line_no_file(monkeypatch, tmp_path):
     assert_no_file(out)
 
 
+def weight_as_graph_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose first Conv reads its weight from a new graph input (the IR 3 bug: the
+    initializer went away, the input stayed): valid for the checker, nobody feeds it."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    conv.input[1] = "w1_input"
+    m.graph.input.append(helper.make_tensor_value_info("w1_input", TensorProto.FLOAT,
+                                                       [16, 3, 3, 3]))
+    return m
+
+
+@pytest.mark.parametrize("recipe,calibration", [("fp16", None), ("w8a8", "images")])
+def test_pass_leaving_an_unfed_graph_input_is_a_clear_error(monkeypatch, tmp_path, recipe,
+                                                            calibration):
+    data = {"input": rw.images()} if calibration else None
+    qm = quantize(rw.conv_net(), recipe, data, check_speed=False)
+    qm.model = weight_as_graph_input(qm.model)
+    onnx.checker.check_model(qm.model, full_check=True)  # the checker alone lets it through
+    out = tmp_path / "q.onnx"
+    with pytest.raises(InvalidOutputError, match=r"onnxruntime refuses.*w1_input"):
+        qm.save(out)
+    assert_no_file(out)
+
+
 def test_save_refuses_a_model_the_checker_refuses(tmp_path):
     qm = quantize(rw.conv_net(), "w8_dynamic", check_speed=False)
     qm.model = dangling(qm.model)

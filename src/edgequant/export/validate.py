@@ -2,8 +2,9 @@
 
 ONNX: the full ``onnx.checker`` (with shape inference) and one onnxruntime run. ``.tflite``:
 one LiteRT run. The sample is a calibration sample when one is at hand, else zeros of the
-input shapes with symbolic dims set to 1. A failure raises :class:`InvalidOutputError`
-naming the cause; callers then leave no file behind.
+input shapes with symbolic dims set to 1. The quantizer builds it from the *float* model's
+inputs, so an output that grew an input nobody feeds (a weight left as a graph input) fails.
+A failure raises :class:`InvalidOutputError` naming the cause; callers leave no file behind.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def _first_line(exc: BaseException) -> str:
 
 def zero_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Zeros for every model input (symbolic or unknown dims = 1)."""
-    from edgequant.runtime.feeds import model_inputs
+    from edgequant.runtime.feeds import model_inputs, zero_sample
 
-    return {i.name: np.zeros(tuple(d or 1 for d in i.shape), i.dtype) for i in model_inputs(model)}
+    return zero_sample(model_inputs(model))
 
 
 def validate_onnx(model: onnx.ModelProto, sample: Mapping[str, np.ndarray] | None = None,

@@ -205,27 +205,30 @@ def _take(arr: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
     return arr[tuple(index)]
 
 
-def first_sample(feeds: Mapping[str, np.ndarray], inputs: list[InputSpec]) -> dict[str, np.ndarray]:
-    """One sample of every input (size 1 on its batch axis)."""
-    return next(iter_batches(feeds, 1, batch_axes_of(inputs)))
-
-
 def fixed_batch(inputs: list[InputSpec]) -> int | None:
     """The batch size the inputs' batch dimension is fixed to, if any."""
     dims = {i.shape[i.batch_axis] for i in inputs if i.shape}
     return dims.pop() if len(dims) == 1 and None not in dims else None
 
 
-def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray] | None:
-    """One batch of ``data`` (a DATA.npz path or dict) sized for the model — its fixed batch,
-    else 1 — to run a written model on; ``None`` for other data or data that does not fit."""
-    if not isinstance(data, str | os.PathLike | Mapping) or not inputs:
-        return None
-    try:
-        feeds = load_feeds(data, inputs)
-    except CalibrationError:
-        return None
-    size = fixed_batch(inputs) or 1
-    batch = next(iter_batches(feeds, size, batch_axes_of(inputs)))
-    first = inputs[0]
-    return batch if batch[first.name].shape[first.batch_axis] == size else None
+def zero_sample(inputs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """Zeros for every input, symbolic dims set to 1."""
+    return {i.name: np.zeros(tuple(d or 1 for d in i.shape), i.dtype) for i in inputs}
+
+
+def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """One batch to run a written model on, feeding exactly the float model's ``inputs``:
+    from ``data`` (a DATA.npz path or dict) sized to the model's fixed batch, else 1; zeros
+    (:func:`zero_sample`) when ``data`` is something else or does not fit."""
+    if isinstance(data, str | os.PathLike | Mapping) and inputs:
+        try:
+            feeds = load_feeds(data, inputs)
+        except CalibrationError:
+            feeds = {}
+        size = fixed_batch(inputs) or 1
+        if feeds:
+            batch = next(iter_batches(feeds, size, batch_axes_of(inputs)))
+            first = inputs[0]
+            if batch[first.name].shape[first.batch_axis] == size:
+                return batch
+    return zero_sample(inputs)
