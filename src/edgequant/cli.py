@@ -76,11 +76,15 @@ def quantize(
     to: Annotated[str | None, typer.Option(help="onnx | tflite (default: by suffix)")] = None,
     report: Annotated[Path | None, typer.Option(help="also write the report as JSON")] = None,
     speed_check: Annotated[bool, typer.Option(help="time float vs quantized")] = True,
+    batch_axis: Annotated[list[str] | None, typer.Option(
+        help="INPUT=AXIS: the axis of INPUT's calibration samples (repeatable), e.g. h0=1")
+    ] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
     from edgequant.ptq.quantizer import quantize as run_quantize
     from edgequant.ptq.quantizer import save_report
+    from edgequant.runtime.feeds import parse_batch_axes
 
     fmt = format_for(output, format, to)
     if output.exists() and model.exists() and output.resolve() == model.resolve():
@@ -88,12 +92,13 @@ def quantize(
     if not output.parent.exists():
         raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
     rec = _recipe_arg(recipe)
+    axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
         task = bar.add_task("calibrating", total=None)
         qm = run_quantize(model, rec, calibration, io=io, strict=strict,
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total),
-                          check_speed=speed_check and fmt != "tflite")
+                          check_speed=speed_check and fmt != "tflite", batch_axes=axes)
     out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict)
     _print_quantize_summary(model, out, qm)
     if report:

@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
+from edgequant.export.validate import validate_tflite
 from edgequant.graph.io import save_model
 
 FORMATS = ("qdq", "qop", "tflite")
@@ -40,8 +42,14 @@ def lower_model(qm, requantization: str = "float", strict: bool = False):
 
 
 def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
-           inputs: tuple = ()) -> Path:
-    """Write ``qm`` in format ``fmt`` atomically; never onto one of ``inputs``."""
+           inputs: tuple = (), sample=None) -> Path:
+    """Write ``qm`` in format ``fmt`` atomically; never onto one of ``inputs``.
+
+    The model is validated before it lands at ``path`` (``edgequant.export.validate``):
+    ONNX passes the full checker and runs in onnxruntime, ``.tflite`` runs in LiteRT, on
+    ``sample`` (one batch, input name → array) or zeros. A failure raises
+    ``InvalidOutputError`` naming the cause and leaves no file behind.
+    """
     out = Path(path)
     for src in inputs:
         if src and Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
@@ -51,8 +59,17 @@ def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
 
         if not out.parent.is_dir():
             raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist")
-        result = export_tflite(qm.model, out, strict=strict)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tflite", dir=out.parent)
+        os.close(fd)
+        try:
+            result = export_tflite(qm.model, tmp, strict=strict)
+            validate_tflite(tmp, sample)
+            os.replace(tmp, out)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        if hasattr(result, "path"):
+            result.path = out
         qm.report["tflite"] = getattr(result, "to_dict", lambda: {})()
         return out
     model = lower_model(qm, strict=strict) if fmt == "qop" else qm.model
-    return save_model(model, out, inputs)
+    return save_model(model, out, inputs, sample=sample)

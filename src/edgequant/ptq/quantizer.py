@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from edgequant.errors import CalibrationError, RecipeError, UnsupportedOpError
+from edgequant.export.validate import InvalidOutputError
 from edgequant.graph.contract import META_FORMAT, META_IO, META_RECIPE, tensor_stem
 from edgequant.graph.io import as_model_proto, atomic_write, check_finite_weights
 from edgequant.graph.passes.dynamic import dynamic_matmuls
@@ -27,11 +28,19 @@ from edgequant.graph.passes.gather_weights import quantize_gathers
 from edgequant.graph.passes.insert_qdq import insert_qdq
 from edgequant.graph.passes.weight_only import dequantize_weights, unfused_dequantize_weights
 from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate
+from edgequant.ptq.coverage import check_coverage
 from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
-from edgequant.runtime.feeds import fixed_batch, iter_batches, load_feeds, model_inputs
+from edgequant.runtime.feeds import (
+    batch_axes_of,
+    fixed_batch,
+    iter_batches,
+    load_feeds,
+    model_inputs,
+    validation_sample,
+)
 from edgequant.spec import PerTensor, QType, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,8 @@ class QuantizedModel:
     qparams: dict[str, QParams] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    #: one calibration batch: the written model is run on it before it is reported written
+    sample: dict[str, np.ndarray] | None = None
 
     def save(self, path: str | os.PathLike, *, format: str | None = None,
              to: str | None = None, strict: bool = False) -> Path:
@@ -59,13 +70,14 @@ class QuantizedModel:
 
         fmt = format_for(path, format, to)
         inputs = (self.source,) if self.source else ()
-        return export(self, path, fmt, strict=strict, inputs=inputs)
+        return export(self, path, fmt, strict=strict, inputs=inputs, sample=self.sample)
 
 
 def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | None = None, *,
              io: str = "float", strict: bool = False, qparams: Mapping[str, QParams] | None = None,
              batch_size: int = DEFAULT_BATCH, progress: Progress | None = None,
-             check_speed: bool = True) -> QuantizedModel:
+             check_speed: bool = True, batch_axes: Mapping[str, int] | None = None
+             ) -> QuantizedModel:
     """Quantize a float ONNX model (path, ``onnx.ModelProto`` or ``onnx_ir.Model``).
 
     ``calibration`` (static recipes) is a DATA.npz path, a dict input name → array (samples on
@@ -75,6 +87,8 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     (quantization-aware training hands its trained ranges here). ``check_speed`` times the
     float and quantized models side by side in onnxruntime (batch 1) and records the ratio in
     ``report["speedup_vs_float"]``, with a warning when the quantized model is slower.
+    ``batch_axes`` maps input name → the axis its calibration samples are on (default: the
+    one symbolic dim, else 0; see ``edgequant.runtime.feeds``).
     """
     source = str(model) if isinstance(model, str | os.PathLike) else None
     rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
@@ -87,12 +101,14 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
                           f"is {rec.mode}")
     proto = as_model_proto(model)
     check_finite_weights(proto)
-    float_model = prepare_float(proto)
+    load_notes: list[str] = []
+    float_model = prepare_float(proto, load_notes)
     plan = resolve(rec, float_model, io=io)
     overrides = dict(qparams or {})
-    report: dict[str, Any] = {"recipe": rec.name, "mode": rec.mode, "io": io, "notes": [],
-                              "warnings": []}
+    report: dict[str, Any] = {"recipe": rec.name, "mode": rec.mode, "io": io,
+                              "notes": load_notes, "warnings": []}
     _strict_check(plan, strict)
+    report["warnings"] += check_coverage(float_model, plan, strict)
 
     qm = _copy(float_model)  # passes edit in place; the float model stays for the speed check
     used: dict[str, QParams] = {}
@@ -130,7 +146,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
                                    "(no dynamic int8 convolution kernel in onnxruntime)")
     elif rec.mode == "static":
         act = _activation_qparams(float_model, plan, calibration, overrides, io, batch_size,
-                                  progress)
+                                  progress, batch_axes)
         qm, used, notes = insert_qdq(qm, plan, act, overrides, io)
         report["notes"] += notes
     elif calibration is not None:
@@ -141,8 +157,9 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     onnx.helper.set_model_props(qm, props)
     try:
         onnx.checker.check_model(qm)
-    except onnx.checker.ValidationError as exc:  # a bug of ours, not the user's
-        raise AssertionError(f"edgequant produced an invalid model: {exc}") from exc
+    except onnx.checker.ValidationError as exc:  # a bug of ours: refuse to hand it back
+        raise InvalidOutputError(f"edgequant produced an invalid model: "
+                                 f"{str(exc).strip().splitlines()[0]}") from exc
     report["plan"] = {
         "quantized_nodes": sum(d.action == "quantize" for d in plan.nodes),
         "float_nodes": [{"node": d.node, "op_type": d.op_type, "reason": d.reason}
@@ -153,8 +170,9 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     if io != "float":
         report["io_qparams"] = json.loads(props.get(META_IO, "{}"))
     result = QuantizedModel(qm, plan, used, report, source)
+    result.sample = validation_sample(calibration, model_inputs(float_model, batch_axes))
     if check_speed:
-        _speed_check(float_model, qm, calibration, report)
+        _speed_check(float_model, qm, calibration, report, batch_axes)
     return result
 
 
@@ -164,12 +182,14 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _speed_check(float_model, qm, calibration, report) -> None:
+def _speed_check(float_model, qm, calibration, report, batch_axes=None) -> None:
     from edgequant.analysis.speed_check import SLOWER_THRESHOLD, relative_speed
 
     sample = None
-    if isinstance(calibration, str | os.PathLike | Mapping):
-        sample = load_feeds(calibration, model_inputs(float_model), what="calibration data")
+    inputs = model_inputs(float_model, batch_axes)
+    if isinstance(calibration, str | os.PathLike | Mapping) and \
+            not any(batch_axes_of(inputs).values()):  # the speed check slices axis 0
+        sample = load_feeds(calibration, inputs, what="calibration data")
     ratio = relative_speed(float_model, qm, sample)
     report["speedup_vs_float"] = None if ratio != ratio else round(ratio, 3)
     if ratio == ratio and ratio < SLOWER_THRESHOLD:
@@ -191,7 +211,8 @@ def _strict_check(plan: QuantPlan, strict: bool) -> None:
 
 
 def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, overrides,
-                        io: str, batch_size: int, progress) -> dict[str, QParams]:
+                        io: str, batch_size: int, progress, batch_axes=None
+                        ) -> dict[str, QParams]:
     specs: dict[str, QuantSpec] = {}
     ins = {i.name for i in model_inputs(model)}
     outs = {o.name for o in model.graph.output}
@@ -211,12 +232,12 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
             f"recipe {plan.recipe.name!r} calibrates activations: give calibration data "
             "(--calibration DATA.npz, one array per model input, samples on the first axis)"
         )
-    inputs = model_inputs(model)
+    inputs = model_inputs(model, batch_axes)
     if isinstance(calibration, str | os.PathLike | Mapping):
         feeds = load_feeds(calibration, inputs, what="calibration data")
         fixed = fixed_batch(inputs)
-        n = len(next(iter(feeds.values())))
-        batches: Iterable = iter_batches(feeds, fixed or batch_size)
+        n = next(iter(feeds.values())).shape[inputs[0].batch_axis]
+        batches: Iterable = iter_batches(feeds, fixed or batch_size, batch_axes_of(inputs))
         total = n
     else:
         batches = (load_feeds(b, inputs, what="calibration batch") for b in calibration)

@@ -20,6 +20,7 @@ from edgequant.graph.contract import (
     WEIGHTED_OPS,
 )
 from edgequant.graph.info import GraphInfo, attr
+from edgequant.graph.passes.normalize import subgraph_nodes
 from edgequant.recipes.recipe import Recipe, Rule
 from edgequant.spec import PerChannel, PerGroup, QType, QuantSpec
 
@@ -180,9 +181,21 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
                 action, reason = "float", why
         decisions.append(NodeDecision(name, node.op_type, action, reason or "quantized", label))
         node_specs[name] = (wspec, aspec, label)
+    if mode != "none":
+        decisions += _subgraph_decisions(model)
     unmatched = tuple(r.label for i, r in enumerate(recipe.rules) if i not in used_rules)
     tensors = _tensor_decisions(recipe, model, info, decisions, node_specs, io)
     return QuantPlan(recipe, tuple(decisions), tensors, unmatched, io)
+
+
+#: Why a node inside a control-flow subgraph stays float.
+SUBGRAPH_REASON = "inside If/Loop subgraph: kept float"
+
+
+def _subgraph_decisions(model: onnx.ModelProto) -> list[NodeDecision]:
+    """Float decisions for the compute nodes inside If/Loop/Scan subgraphs (not rewritten)."""
+    return [NodeDecision(path, n.op_type, "float", SUBGRAPH_REASON, "")
+            for path, n in subgraph_nodes(model) if n.op_type in STATIC_OPS]
 
 
 def _is_table_gather(node: onnx.NodeProto, info: GraphInfo) -> bool:

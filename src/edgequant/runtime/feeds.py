@@ -1,7 +1,10 @@
 """Model input data: DATA.npz files and in-memory feeds, validated against a model's inputs.
 
 DATA.npz holds one array per model input keyed by input name (a single array under any key
-for a one-input model); the first axis indexes samples.
+for a one-input model), each with the input's rank. Samples are indexed on the input's batch
+axis: given explicitly (``batch_axes={"h0": 1}``, CLI ``--batch-axis h0=1``), else the one
+symbolic dim when exactly one dim is symbolic and the first dim is not fixed to 1, else axis 0.
+A recurrent state ``h0 (layers, batch, hidden)`` is thus stored as ``(layers, n, hidden)``.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,24 +24,83 @@ from edgequant.errors import CalibrationError
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A model input: name, numpy dtype and shape (``None`` for a symbolic dimension)."""
+    """A model input: name, numpy dtype, shape (``None`` for a symbolic dimension) and the
+    axis its samples are indexed on."""
 
     name: str
     dtype: np.dtype
     shape: tuple[int | None, ...]
+    batch_axis: int = 0
 
 
-def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The graph inputs that are not initializers, in order."""
+def model_inputs(model: onnx.ModelProto,
+                 batch_axes: Mapping[str, int] | None = None) -> list[InputSpec]:
+    """The graph inputs that are not initializers, in order, with their batch axes.
+
+    A ``-1`` or ``0`` dim (Paddle's dynamic batch) counts as symbolic. ``batch_axes`` maps
+    input name → axis (negative counts from the end); other inputs get :func:`auto_batch_axis`.
+    """
     inits = {t.name for t in model.graph.initializer}
     specs = []
     for vi in model.graph.input:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-        specs.append(InputSpec(vi.name, helper.tensor_dtype_to_np_dtype(tt.elem_type), dims))
-    return specs
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in tt.shape.dim)
+        spec = InputSpec(vi.name, helper.tensor_dtype_to_np_dtype(tt.elem_type), dims)
+        specs.append(replace(spec, batch_axis=auto_batch_axis(dims)))
+    return with_batch_axes(specs, batch_axes) if batch_axes else specs
+
+
+def auto_batch_axis(shape: tuple[int | None, ...]) -> int:
+    """The one symbolic dim when exactly one is symbolic (unless dim 0 is fixed to 1, a
+    batch-1 export whose symbolic dim is a sequence); otherwise axis 0."""
+    symbolic = [i for i, d in enumerate(shape) if d is None]
+    if len(symbolic) == 1 and not (shape and shape[0] == 1):
+        return symbolic[0]
+    return 0
+
+
+def with_batch_axes(inputs: list[InputSpec], batch_axes: Mapping[str, int]) -> list[InputSpec]:
+    """``inputs`` with explicit batch axes applied; unknown names or axes are refused."""
+    by_name = {i.name: i for i in inputs}
+    unknown = sorted(set(batch_axes) - set(by_name))
+    if unknown:
+        raise CalibrationError(f"batch axis given for unknown input(s) {unknown}; the model's "
+                               f"inputs are {sorted(by_name)}")
+    out = []
+    for spec in inputs:
+        if spec.name not in batch_axes:
+            out.append(spec)
+            continue
+        axis, rank = batch_axes[spec.name], len(spec.shape)
+        if not isinstance(axis, int | np.integer) or isinstance(axis, bool) \
+                or not -rank <= axis < rank:
+            raise CalibrationError(f"batch axis {axis!r} of input {spec.name!r} is not allowed: "
+                                   f"use an integer in [{-rank}, {rank - 1}] (rank {rank})")
+        out.append(replace(spec, batch_axis=int(axis) % rank))
+    return out
+
+
+def parse_batch_axes(items: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """CLI ``--batch-axis NAME=AXIS`` (repeatable) → ``{"NAME": AXIS}``."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, axis = item.rpartition("=")
+        try:
+            value = int(axis)
+        except ValueError:
+            value = None
+        if not sep or not name or value is None:
+            raise ValueError(f"--batch-axis {item!r} is not allowed: use INPUT=AXIS, e.g. h0=1")
+        out[name] = value
+    return out
+
+
+def batch_axes_of(inputs: list[InputSpec]) -> dict[str, int]:
+    """Input name → batch axis."""
+    return {i.name: i.batch_axis for i in inputs}
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -72,32 +134,43 @@ def load_feeds(data: str | os.PathLike | Mapping[str, np.ndarray],
             f"{what} is missing model input(s) {missing}; it has {sorted(arrays)}"
         )
     feeds: dict[str, np.ndarray] = {}
-    counts = set()
+    counts: dict[str, int] = {}
     for spec in inputs:
         arr = np.asarray(arrays[spec.name])
         feeds[spec.name] = check_array(arr, spec, what)
-        counts.add(arr.shape[0])
-    if len(counts) > 1:
-        raise CalibrationError(f"{what}: inputs have different sample counts {sorted(counts)}")
+        counts[spec.name] = arr.shape[spec.batch_axis]
+    if len(set(counts.values())) > 1:
+        where = ", ".join(f"{k}: {v} on axis {_axis_of(inputs, k)}" for k, v in counts.items())
+        raise CalibrationError(f"{what}: inputs have different sample counts ({where}); give "
+                               "the batch axis of each input (batch_axes / --batch-axis NAME=AXIS)")
     return feeds
 
 
+def _axis_of(inputs: list[InputSpec], name: str) -> int:
+    return next(i.batch_axis for i in inputs if i.name == name)
+
+
 def check_array(arr: np.ndarray, spec: InputSpec, what: str = "data") -> np.ndarray:
-    """Validate one input array (first axis = samples) against ``spec``; returns it cast."""
-    name = spec.name
-    if arr.ndim == 0 or arr.shape[0] == 0:
+    """Validate one input array (samples on ``spec.batch_axis``) against ``spec``; returns it
+    cast to the input's dtype."""
+    name, b = spec.name, spec.batch_axis
+    if arr.ndim == 0 or arr.ndim <= b or arr.shape[b] == 0:
         raise CalibrationError(f"{what} for input {name!r} is empty (shape {arr.shape})")
+    where = "the first axis" if b == 0 else f"axis {b}"
     if spec.shape and arr.ndim != len(spec.shape):
         raise CalibrationError(
             f"{what} for input {name!r} has shape {arr.shape}; the model expects rank "
             f"{len(spec.shape)} {tuple('?' if d is None else d for d in spec.shape)} "
-            "with samples on the first axis"
+            f"with samples on {where}"
         )
-    for axis, (got, want) in enumerate(zip(arr.shape[1:], spec.shape[1:], strict=False), 1):
-        if want is not None and got != want:
+    for axis, (got, want) in enumerate(zip(arr.shape, spec.shape, strict=False)):
+        if axis != b and want is not None and got != want:
             raise CalibrationError(
-                f"{what} for input {name!r} has shape {arr.shape}; axis {axis} must be {want}"
+                f"{what} for input {name!r} has shape {arr.shape}; axis {axis} must be {want} "
+                f"(samples on {where})"
             )
+    if spec.dtype == np.bool_ and arr.dtype == np.bool_:
+        return arr
     want_float = np.issubdtype(spec.dtype, np.floating)
     if want_float != np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_:
         raise CalibrationError(
@@ -115,14 +188,47 @@ def check_array(arr: np.ndarray, spec: InputSpec, what: str = "data") -> np.ndar
     return arr.astype(spec.dtype, copy=False)
 
 
-def iter_batches(feeds: Mapping[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Split feeds along the sample axis into batches of at most ``batch_size``."""
-    n = len(next(iter(feeds.values())))
+def iter_batches(feeds: Mapping[str, np.ndarray], batch_size: int,
+                 axes: Mapping[str, int] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Split feeds along each input's sample axis (``axes``, default 0) into batches of at
+    most ``batch_size``."""
+    axes = axes or {}
+    first = next(iter(feeds))
+    n = feeds[first].shape[axes.get(first, 0)]
     for start in range(0, n, batch_size):
-        yield {k: v[start:start + batch_size] for k, v in feeds.items()}
+        yield {k: _take(v, axes.get(k, 0), start, start + batch_size) for k, v in feeds.items()}
+
+
+def _take(arr: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    index = [slice(None)] * arr.ndim
+    index[axis] = slice(start, stop)
+    return arr[tuple(index)]
 
 
 def fixed_batch(inputs: list[InputSpec]) -> int | None:
-    """The batch size a model's first input dimension is fixed to, if any."""
-    dims = {i.shape[0] for i in inputs if i.shape}
+    """The batch size the inputs' batch dimension is fixed to, if any."""
+    dims = {i.shape[i.batch_axis] for i in inputs if i.shape}
     return dims.pop() if len(dims) == 1 and None not in dims else None
+
+
+def zero_sample(inputs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """Zeros for every input, symbolic dims set to 1."""
+    return {i.name: np.zeros(tuple(d or 1 for d in i.shape), i.dtype) for i in inputs}
+
+
+def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """One batch to run a written model on, feeding exactly the float model's ``inputs``:
+    from ``data`` (a DATA.npz path or dict) sized to the model's fixed batch, else 1; zeros
+    (:func:`zero_sample`) when ``data`` is something else or does not fit."""
+    if isinstance(data, str | os.PathLike | Mapping) and inputs:
+        try:
+            feeds = load_feeds(data, inputs)
+        except CalibrationError:
+            feeds = {}
+        size = fixed_batch(inputs) or 1
+        if feeds:
+            batch = next(iter_batches(feeds, size, batch_axes_of(inputs)))
+            first = inputs[0]
+            if batch[first.name].shape[first.batch_axis] == size:
+                return batch
+    return zero_sample(inputs)

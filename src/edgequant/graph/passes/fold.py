@@ -14,11 +14,20 @@ from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError
 from edgequant.graph.info import GraphInfo, attr
+from edgequant.graph.passes.normalize import (
+    normalize,
+    raise_ir_version,
+    route_subgraph_inputs,
+    sink_subgraph_initializers,
+    subgraph_references,
+)
 
 log = logging.getLogger(__name__)
 
 #: Q/DQ of int4, int16 and blocked quantization need opset 21 of the default domain.
 TARGET_OPSET = 21
+#: The oldest default-domain opset ``onnx.version_converter`` upgrades reliably.
+MIN_OPSET = 7
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -26,17 +35,31 @@ def default_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def to_target_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Raise the default-domain opset to 21 (models at 21 or newer are left alone)."""
-    if default_opset(model) >= TARGET_OPSET:
+def to_target_opset(model: onnx.ModelProto, notes: list[str] | None = None) -> onnx.ModelProto:
+    """Raise the default-domain opset to 21 (models at 21 or newer are left alone).
+
+    Opsets 7 and newer are upgraded with ``onnx.version_converter``; the upgrade is logged
+    and appended to ``notes``.
+    """
+    old = default_opset(model)
+    if old >= TARGET_OPSET:
         return model
+    if old < MIN_OPSET:
+        raise EdgequantError(f"the model's default opset {old} is too old: opset "
+                             f"{MIN_OPSET} or newer is allowed")
     try:
-        return onnx.version_converter.convert_version(model, TARGET_OPSET)
+        converted = onnx.version_converter.convert_version(model, TARGET_OPSET)
     except Exception as exc:  # the converter raises RuntimeError / ConvertError
         raise EdgequantError(
-            f"cannot convert the model from opset {default_opset(model)} to {TARGET_OPSET}: "
+            f"cannot convert the model from opset {old} to {TARGET_OPSET}: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
+    raise_ir_version(converted)
+    msg = f"model upgraded from opset {old} to {TARGET_OPSET} (onnx.version_converter)"
+    log.info(msg)
+    if notes is not None:
+        notes.append(msg)
+    return converted
 
 
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -60,10 +83,13 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     info = GraphInfo.build(model)
     remove: set[int] = set()
     rename: dict[str, str] = {}
+    in_subgraphs = subgraph_references(model)  # renaming these would break a subgraph
     for bn in model.graph.node:
         if bn.op_type != "BatchNormalization" or (len(bn.output) > 1 and any(bn.output[1:])):
             continue
         conv = info.producer.get(bn.input[0])
+        if bn.input[0] in in_subgraphs or bn.output[0] in in_subgraphs:
+            continue
         if (conv is None or conv.op_type != "Conv" or len(info.consumers[bn.input[0]]) != 1
                 or not all(info.is_constant(i) for i in bn.input[1:5])
                 or not info.is_constant(conv.input[1])
@@ -101,7 +127,7 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
                         n.output[i] = conv_out_of_bn
     del model.graph.node[:]
     model.graph.node.extend(kept)
-    used = {i for n in model.graph.node for i in n.input}
+    used = {i for n in model.graph.node for i in n.input} | in_subgraphs
     keep_inits = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep_inits)
@@ -163,10 +189,19 @@ def strip_debug_info(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def prepare_float(model: onnx.ModelProto) -> onnx.ModelProto:
-    """opset 21 → fold constants → fold BN → canonical global pool → drop debug info."""
-    model = to_target_opset(model)
+def prepare_float(model: onnx.ModelProto, notes: list[str] | None = None) -> onnx.ModelProto:
+    """normalize → opset 21 → fold constants → fold BN → canonical global pool → drop debug info.
+
+    ``notes`` (when given) receives one line per load-time change the report should show
+    (initializers dropped from the inputs, ``-1`` dims made symbolic, opset upgrade,
+    subgraphs kept float).
+    """
+    notes = [] if notes is None else notes
+    notes += normalize(model)
+    model = to_target_opset(model, notes)
     model = fold_constants(model)
+    sink_subgraph_initializers(model)
+    route_subgraph_inputs(model)
     model = fold_batchnorm(model)
     model = reduce_mean_to_global_pool(model)
     return strip_debug_info(model)
