@@ -123,3 +123,21 @@ def test_saved_model_is_run_on_the_calibration_sample(monkeypatch, tmp_path):
     quantize(rw.state_model(), "w8a8", data, check_speed=False).save(tmp_path / "q.onnx")
     (sample,) = seen
     assert np.array_equal(sample["h0"], data["h0"][:, :1])
+
+
+def test_scalar_input_takes_one_value_for_every_sample():
+    """A rank-0 input (a sample rate) is fed as is to every batch; a per-sample array is refused."""
+    from edgequant.errors import CalibrationError
+    from edgequant.runtime.feeds import iter_batches, load_feeds, model_inputs
+    from edgequant_zoo.realworld import vad_lstm
+
+    case = vad_lstm()
+    inputs = model_inputs(case.model, {"h0": 1, "c0": 1})
+    sr = next(i for i in inputs if i.name == "sr")
+    assert sr.scalar
+    feeds = load_feeds(case.feeds, inputs)
+    batches = list(iter_batches(feeds, 8, {i.name: i.batch_axis for i in inputs}))
+    assert len(batches) == 4 and all(b["sr"].shape == () and int(b["sr"]) == 16000 for b in batches)
+    assert batches[0]["h0"].shape == (1, 8, 32)
+    with pytest.raises(CalibrationError, match="scalar"):
+        load_feeds({**case.feeds, "sr": np.full(32, 16000)}, inputs)

@@ -236,7 +236,8 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
     if isinstance(calibration, str | os.PathLike | Mapping):
         feeds = load_feeds(calibration, inputs, what="calibration data")
         fixed = fixed_batch(inputs)
-        n = next(iter(feeds.values())).shape[inputs[0].batch_axis]
+        batched = [i for i in inputs if not i.scalar]
+        n = feeds[batched[0].name].shape[batched[0].batch_axis] if batched else 1
         batches: Iterable = iter_batches(feeds, fixed or batch_size, batch_axes_of(inputs))
         total = n
     else:

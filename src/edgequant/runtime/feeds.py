@@ -31,6 +31,7 @@ class InputSpec:
     dtype: np.dtype
     shape: tuple[int | None, ...]
     batch_axis: int = 0
+    scalar: bool = False  # a rank-0 input (e.g. a sample rate): one value serves every sample
 
 
 def model_inputs(model: onnx.ModelProto,
@@ -48,7 +49,8 @@ def model_inputs(model: onnx.ModelProto,
         tt = vi.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in tt.shape.dim)
-        spec = InputSpec(vi.name, helper.tensor_dtype_to_np_dtype(tt.elem_type), dims)
+        scalar = tt.HasField("shape") and not dims
+        spec = InputSpec(vi.name, helper.tensor_dtype_to_np_dtype(tt.elem_type), dims, 0, scalar)
         specs.append(replace(spec, batch_axis=auto_batch_axis(dims)))
     return with_batch_axes(specs, batch_axes) if batch_axes else specs
 
@@ -138,7 +140,8 @@ def load_feeds(data: str | os.PathLike | Mapping[str, np.ndarray],
     for spec in inputs:
         arr = np.asarray(arrays[spec.name])
         feeds[spec.name] = check_array(arr, spec, what)
-        counts[spec.name] = arr.shape[spec.batch_axis]
+        if not spec.scalar:
+            counts[spec.name] = arr.shape[spec.batch_axis]
     if len(set(counts.values())) > 1:
         where = ", ".join(f"{k}: {v} on axis {_axis_of(inputs, k)}" for k, v in counts.items())
         raise CalibrationError(f"{what}: inputs have different sample counts ({where}); give "
@@ -154,6 +157,11 @@ def check_array(arr: np.ndarray, spec: InputSpec, what: str = "data") -> np.ndar
     """Validate one input array (samples on ``spec.batch_axis``) against ``spec``; returns it
     cast to the input's dtype."""
     name, b = spec.name, spec.batch_axis
+    if spec.scalar:
+        if arr.ndim != 0:
+            raise CalibrationError(f"{what} for input {name!r} has shape {arr.shape}; the input is a "
+                                   "scalar (rank 0): give one value, used for every sample")
+        return _cast(arr, spec, what)
     if arr.ndim == 0 or arr.ndim <= b or arr.shape[b] == 0:
         raise CalibrationError(f"{what} for input {name!r} is empty (shape {arr.shape})")
     where = "the first axis" if b == 0 else f"axis {b}"
@@ -169,6 +177,12 @@ def check_array(arr: np.ndarray, spec: InputSpec, what: str = "data") -> np.ndar
                 f"{what} for input {name!r} has shape {arr.shape}; axis {axis} must be {want} "
                 f"(samples on {where})"
             )
+    return _cast(arr, spec, what)
+
+
+def _cast(arr: np.ndarray, spec: InputSpec, what: str) -> np.ndarray:
+    """``arr`` checked against and cast to the input's dtype (float↔int refused, NaN refused)."""
+    name = spec.name
     if spec.dtype == np.bool_ and arr.dtype == np.bool_:
         return arr
     want_float = np.issubdtype(spec.dtype, np.floating)
@@ -193,13 +207,18 @@ def iter_batches(feeds: Mapping[str, np.ndarray], batch_size: int,
     """Split feeds along each input's sample axis (``axes``, default 0) into batches of at
     most ``batch_size``."""
     axes = axes or {}
-    first = next(iter(feeds))
+    first = next((k for k, v in feeds.items() if np.ndim(v) > 0), None)
+    if first is None:  # only scalar inputs: one sample
+        yield dict(feeds)
+        return
     n = feeds[first].shape[axes.get(first, 0)]
     for start in range(0, n, batch_size):
         yield {k: _take(v, axes.get(k, 0), start, start + batch_size) for k, v in feeds.items()}
 
 
 def _take(arr: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    if arr.ndim == 0:  # a scalar input: the same value for every batch
+        return arr
     index = [slice(None)] * arr.ndim
     index[axis] = slice(start, stop)
     return arr[tuple(index)]
@@ -207,7 +226,7 @@ def _take(arr: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
 
 def fixed_batch(inputs: list[InputSpec]) -> int | None:
     """The batch size the inputs' batch dimension is fixed to, if any."""
-    dims = {i.shape[i.batch_axis] for i in inputs if i.shape}
+    dims = {i.shape[i.batch_axis] for i in inputs if i.shape and not i.scalar}
     return dims.pop() if len(dims) == 1 and None not in dims else None
 
 
@@ -228,7 +247,7 @@ def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
         size = fixed_batch(inputs) or 1
         if feeds:
             batch = next(iter_batches(feeds, size, batch_axes_of(inputs)))
-            first = inputs[0]
-            if batch[first.name].shape[first.batch_axis] == size:
+            first = next((i for i in inputs if not i.scalar), inputs[0])
+            if first.scalar or batch[first.name].shape[first.batch_axis] == size:
                 return batch
     return zero_sample(inputs)
