@@ -34,6 +34,17 @@ def tensor_stem(name: str) -> str:
     return name.replace("/", "_").replace(":", "_")
 
 
+def requant_stem(tensor: str, consumer: str) -> str:
+    """The stem of ``tensor`` re-quantized for ``consumer`` at a precision seam (an int16
+    layer reading an int8 tensor): ``<tensor>_for_<consumer>``."""
+    return tensor_stem(f"{tensor}_for_{consumer}")
+
+
+#: Node modes a plan can mix, one per node (``recipes.Rule.mode``): Q/DQ around integer
+#: kernels, run-time activation scales, integer weights with float compute, float16 storage.
+NODE_MODES = ("static", "dynamic", "weight_only", "fp16")
+
+
 __all__ = ["FUSABLE_PRODUCERS", "FUSED_ACTIVATIONS", "META_FORMAT", "META_IO", "META_RECIPE",
-           "META_REQUANTIZATION", "PASS_THROUGH_OPS", "SHARE_OPS", "STATIC_OPS", "WEIGHTED_OPS",
-           "tensor_stem"]
+           "META_REQUANTIZATION", "NODE_MODES", "PASS_THROUGH_OPS", "SHARE_OPS", "STATIC_OPS",
+           "WEIGHTED_OPS", "requant_stem", "tensor_stem"]
