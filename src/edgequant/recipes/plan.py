@@ -10,6 +10,7 @@ quantized nodes into per-tensor decisions. The plan is plain data; the graph pas
 from __future__ import annotations
 
 import fnmatch
+
 import onnx
 
 from edgequant.graph.contract import FUSABLE_PRODUCERS, FUSED_ACTIVATIONS, STATIC_OPS, WEIGHTED_OPS
