@@ -108,12 +108,6 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         report["notes"] += notes
     if modes & {"dynamic", "weight_only"}:
         qm, used = quantize_gathers(qm, plan, weight_qparams=overrides)
-    if "weight_only" in modes:
-        qm, more = _weight_only(qm, plan, overrides, report)
-        used.update(more)
-    if "dynamic" in modes:
-        qm, more = _dynamic(qm, plan, overrides, set(used), report)
-        used.update(more)
     if "static" in modes:
         act = _activation_qparams(float_model, plan, calibration, overrides, io, batch_size,
                                   progress)
@@ -122,6 +116,14 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         report["notes"] += notes
     elif calibration is not None:
         report["notes"].append(f"calibration data ignored: recipe {rec.name} needs none")
+    # after the static Q/DQ: whether onnxruntime fuses an int4 MatMul depends on its
+    # neighbours (it does not when the MatMul reads a DequantizeLinear or feeds a Q)
+    if "weight_only" in modes:
+        qm, more = _weight_only(qm, plan, overrides, report)
+        used.update(more)
+    if "dynamic" in modes:
+        qm, more = _dynamic(qm, plan, overrides, set(used), report)
+        used.update(more)
 
     props = {p.key: p.value for p in qm.metadata_props}
     props.update({META_RECIPE: rec.name, META_FORMAT: "qdq"})
