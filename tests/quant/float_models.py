@@ -123,3 +123,32 @@ def rgb_images(n: int, seed: int = 1) -> np.ndarray:
     coarse = rng.normal(0, 1, (n, 3, 4, 4)).astype(np.float32)
     return np.repeat(np.repeat(coarse, 4, axis=2), 4, axis=3) + \
         rng.normal(0, 0.1, (n, 3, 16, 16)).astype(np.float32)
+
+
+def two_branch(seed: int = 0) -> onnx.ModelProto:
+    """input (N,3,8,8) feeds ``conva`` and ``convb``; ``add`` sums their outputs::
+
+        input → conva 3→8 → ca ─┐
+        input → convb 3→8 → cb ─┴→ add → y
+
+    With ``convb`` in int16 and the rest int8 both kinds of precision seam appear: the
+    float graph input read in two precisions, and an int16 tensor read by an int8 Add.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [_init("conva.w", rng.normal(0, 0.3, (8, 3, 3, 3))),
+             _init("conva.b", rng.normal(0, 0.1, (8,))),
+             _init("convb.w", rng.normal(0, 0.3, (8, 3, 3, 3))),
+             _init("convb.b", rng.normal(0, 0.1, (8,)))]
+    nodes = [helper.make_node("Conv", ["input", "conva.w", "conva.b"], ["ca"], name="conva",
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["input", "convb.w", "convb.b"], ["cb"], name="convb",
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["ca", "cb"], ["y"], name="add")]
+    graph = helper.make_graph(
+        nodes, "two_branch",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    return model
