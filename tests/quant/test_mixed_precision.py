@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from float_models import mixed_cnn, rgb_images, two_branch
+from float_models import cnn_bn, images, mixed_cnn, rgb_images, two_branch
 from onnx import TensorProto, numpy_helper
 
 import edgequant as eq
@@ -36,7 +36,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mixed_recipe.json"
 #: fc1 (groups of 128) dominates the error: all-int4 weight-only measures ~14 dB on this
 #: model, all-w8a8 ~35 dB, the mix ~23 dB.
 MIN_MIXED_SQNR_DB = 18.0
-#: Two-branch model (int8 + int16 convs, int8 Add): 8-bit grids give ~34 dB here.
+#: Two-branch model (int8 + int16 convs, int8 Add) and cnn_bn with a dynamic head: 8-bit
+#: grids give ~34-36 dB on these.
 MIN_SEAM_SQNR_DB = 28.0
 #: Without ``isolate_integer``: a float layer's result rounds differently in the last ulp in
 #: the two engines, so its quantized output (and what follows) may differ by 1 LSB.
@@ -278,6 +279,21 @@ def test_insert_qdq_executes_a_rule_chosen_subset_with_given_qparams():
     x = rgb_images(4)
     ref = ort_run(mixed_cnn(), {"input": x})[0]
     assert np.isfinite(ort_run(out, {"input": x})[0]).all() and ref.shape == (4, 10)
+
+
+def test_dynamic_rule_beside_static_layers():
+    """w8a8 body, dynamic-range Gemm head: MatMulInteger reads the static layers' output."""
+    rec = get_recipe("w8a8").with_rules(Rule(op_types=("Gemm",), mode="dynamic"))
+    model = cnn_bn()
+    qm = eq.quantize(model, rec, calibration={"input": images(64, seed=4)})
+    assert qm.report["plan"]["nodes_by_mode"] == {"dynamic": 1, "static": 4}
+    m = qm.model
+    mmi = next(n for n in m.graph.node if n.op_type == "MatMulInteger")
+    assert init(m, mmi.input[1]).data_type == TensorProto.INT8
+    assert "fc.b" in {i for n in m.graph.node for i in n.input}  # float bias: no int32 scale
+    x = images(32)
+    assert sqnr_db(ort_run(model, {"input": x})[0], ort_run(m, {"input": x})[0]) >= \
+        MIN_SEAM_SQNR_DB
 
 
 # -- the CLI ---------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     _strict_check(plan, strict)
 
     qm = _copy(float_model)  # passes edit in place; the float model stays for the speed check
-    modes = plan.modes()
+    modes = plan.modes() | {rec.mode}  # the recipe's own pass runs even if it finds nothing
     used: dict[str, QParams] = {}
     if "fp16" in modes:
         qm, notes = store_fp16(qm, plan)
