@@ -19,7 +19,13 @@ from dataclasses import replace
 
 import onnx
 
-from edgequant.graph.contract import FUSABLE_PRODUCERS, FUSED_ACTIVATIONS, SHARE_OPS, WEIGHTED_OPS
+from edgequant.graph.contract import (
+    FUSABLE_PRODUCERS,
+    FUSED_ACTIVATIONS,
+    MULTI_INPUT_OPS,
+    SHARE_OPS,
+    WEIGHTED_OPS,
+)
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.recipes.decisions import Choice, NodeDecision, TensorDecision, requant_key
 from edgequant.recipes.recipe import Recipe
@@ -69,9 +75,9 @@ def float_initializers(node: onnx.NodeProto, info: GraphInfo) -> list[str]:
 
 
 def _activation_inputs(node: onnx.NodeProto, info: GraphInfo) -> list[str]:
-    if node.op_type in ("Conv", "Gemm", "MatMul"):
+    if node.op_type in WEIGHTED_OPS:
         return [i for i in node.input[:2] if info.is_activation(i)]
-    if node.op_type in ("Add", "Mul", "Concat"):
+    if node.op_type in MULTI_INPUT_OPS:
         return [i for i in node.input if i and info.is_float(i)]
     return [node.input[0]] if node.input and info.is_activation(node.input[0]) else []
 
