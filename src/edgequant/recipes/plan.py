@@ -19,7 +19,7 @@ from edgequant.recipes.decisions import Choice, NodeDecision, QuantPlan, TensorD
 from edgequant.recipes.recipe import Recipe, Rule
 from edgequant.recipes.tensors import (
     TABLE_SPEC,
-    float_initializers,
+    fp32_initializers,
     is_table_gather,
     resolve_weight_spec,
     tensor_decisions,
@@ -90,7 +90,8 @@ def _weighted_ok(node: onnx.NodeProto, info: GraphInfo, need_const: bool) -> str
     return ""
 
 
-def _decide(node: onnx.NodeProto, info: GraphInfo, c: Choice, table: bool) -> NodeDecision:
+def _decide(node: onnx.NodeProto, info: GraphInfo, c: Choice, table: bool, fp16: bool
+            ) -> NodeDecision:
     """What ``c`` amounts to for this op: quantize / float (with the reason) / skip."""
     name, mode = _name(node), c.mode
 
@@ -102,7 +103,7 @@ def _decide(node: onnx.NodeProto, info: GraphInfo, c: Choice, table: bool) -> No
     if mode == "none":
         return decision("skip", "mode none")
     if mode == "fp16":
-        if float_initializers(node, info):
+        if fp16:
             return decision("quantize", "float16 weight storage")
         return decision("skip", "fp16 mode stores float weights only; this node has none")
     if mode == "static":
@@ -133,6 +134,7 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
     used_rules: set[int] = set()
     choices: dict[str, Choice] = {}
     decisions: list[NodeDecision] = []
+    fp32 = fp32_initializers(model)
     for node in model.graph.node:
         name = node.name or node.output[0]
         c, matched = _choose(recipe, node)
@@ -140,13 +142,13 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
             c = _follow_producer(node, info, choices) or c
         choices[name] = c
         table = is_table_gather(node, info) and c.mode in ("dynamic", "weight_only")
-        fp16 = c.mode == "fp16" and bool(float_initializers(node, info))
+        fp16 = c.mode == "fp16" and any(i in fp32 for i in node.input)
         if not (table or fp16 or _computes_on_floats(node, info)):
             reason = f"mode {c.mode}" if c.mode in ("none", "fp16") else "no float compute"
             decisions.append(NodeDecision(name, node.op_type, "skip", reason, "", c.mode))
             continue
         used_rules |= matched
-        decisions.append(_decide(node, info, c, table))
+        decisions.append(_decide(node, info, c, table, fp16))
     unmatched = tuple(r.label for i, r in enumerate(recipe.rules) if i not in used_rules)
     tensors = tensor_decisions(recipe, model, info, decisions, choices, io)
     return QuantPlan(recipe, tuple(decisions), tensors, unmatched, io)

@@ -66,12 +66,9 @@ def is_table_gather(node: onnx.NodeProto, info: GraphInfo) -> bool:
             and info.const_array(node.input[0]).ndim == 2)
 
 
-def float_initializers(node: onnx.NodeProto, info: GraphInfo) -> list[str]:
-    """The node's float32 initializer inputs (what fp16 storage converts)."""
-    g = info.model.graph
-    inits = {t.name: t for t in g.initializer}
-    return [i for i in node.input
-            if i in inits and inits[i].data_type == onnx.TensorProto.FLOAT]
+def fp32_initializers(model: onnx.ModelProto) -> set[str]:
+    """Names of the float32 initializers (what fp16 storage converts)."""
+    return {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
 
 
 def _activation_inputs(node: onnx.NodeProto, info: GraphInfo) -> list[str]:
@@ -90,12 +87,13 @@ def tensor_decisions(recipe: Recipe, model: onnx.ModelProto, info: GraphInfo,
     by_name = {(n.name or n.output[0]): n for n in model.graph.node}
     static = {d.node for d in decisions if d.action == "quantize" and d.mode == "static"}
     wants: dict[str, list[tuple[str, Choice]]] = {}  # activation → its static consumers' needs
+    fp32 = fp32_initializers(model)
     for d in decisions:
         if d.action != "quantize":
             continue
         node, c = by_name[d.node], choices[d.node]
         if d.mode == "fp16":
-            for t in float_initializers(node, info):
+            for t in (i for i in node.input if i in fp32):
                 out.setdefault(t, TensorDecision(t, "weight", "fp16", rule=c.rule, mode="fp16"))
             continue
         if node.op_type == "Gather":
