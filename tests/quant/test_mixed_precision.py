@@ -169,10 +169,15 @@ def test_qdq_model_holds_each_precision_where_the_rules_say(quantized):
     assert node(m, "conv4").input[1] == "conv4.w"
     assert init(m, "conv4.w").data_type == TensorProto.FLOAT
     assert producer(m, node(m, "conv4").input[0]).op_type == "Relu"
-    # fc1: int4 weights (blocks of 128 along K), float compute on a dequantized input
-    assert init(m, "fc1.w_quantized").data_type == TensorProto.INT4
+    # fc1: int4 weights, one block of 128 along K per column, float compute on a dequantized
+    # input; stored as (blocks, 128, N) with Cast/Mul decompression because onnxruntime does
+    # not fuse DequantizeLinear(int4) → MatMul into MatMulNBits next to Q/DQ
+    w4 = init(m, "fc1.w_quantized")
+    assert w4.data_type == TensorProto.INT4 and list(w4.dims) == [1, 128, 64]
+    assert list(init(m, "fc1.w_scale").dims) == [1, 1, 64]
     assert producer(m, node(m, "fc1").input[0]).op_type == "DequantizeLinear"
     r = quantized.report
+    assert any("fc1.w" in n and "Cast/Mul" in n for n in r["notes"])
     assert r["plan"]["nodes_by_mode"] == {"fp16": 1, "static": 11, "weight_only": 1}
     assert "speedup_vs_float" not in r  # the library API does not time by default
 

@@ -161,6 +161,10 @@ def _weight_only(qm: onnx.ModelProto, plan: QuantPlan, overrides, report
                              if f"{st}_quantized" in slow or f"{st}_t_quantized" in slow)
         qm, more = dequantize_weights(qm, plan, names, weight_qparams=overrides,
                                       cast_mul=cast_mul)
+        report["notes"].append(
+            f"{len(cast_mul)} weight-only MatMul/Gemm weight(s) ({', '.join(sorted(cast_mul))})"
+            " decompressed by Cast/Mul at session start: onnxruntime would not fuse their "
+            "DequantizeLinear into MatMulNBits here (e.g. next to Q/DQ or a fused activation)")
     else:
         qm = first
     report["notes"].append(
