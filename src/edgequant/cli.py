@@ -238,6 +238,9 @@ def verify(
     per_node: Annotated[bool, typer.Option(help="compare every intermediate tensor")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     max_lsb: Annotated[int, typer.Option(help="allowed difference in LSB")] = 0,
+    isolate_integer: Annotated[bool, typer.Option(
+        help="take onnxruntime's integers where float layers are quantized (mixed models)")
+    ] = False,
 ) -> None:
     """Run the reference interpreter beside the runtime; fail beyond --max-lsb."""
 
@@ -251,7 +254,7 @@ def verify(
         raise typer.Exit(0 if ok else EXIT_CHECK_FAILED)
     from edgequant.runtime.verify import verify as run_verify
 
-    report = run_verify(model, feeds, per_node=per_node)
+    report = run_verify(model, feeds, per_node=per_node, isolate_integer=isolate_integer)
     d = report.to_dict()
     if json_out:
         print(json.dumps(d, indent=2, default=str))

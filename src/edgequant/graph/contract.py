@@ -13,6 +13,9 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 STATIC_OPS = (*WEIGHTED_OPS, "Add", "Mul", "Concat", "MaxPool", "AveragePool",
               "GlobalAveragePool", "Relu", "Clip", "Sigmoid", "LeakyRelu", "Softmax",
               "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
+#: Ops whose every float input, constant operands included, is quantized with the op's
+#: activation spec (a constant is stored as an integer behind DequantizeLinear).
+MULTI_INPUT_OPS = ("Add", "Mul", "Concat")
 #: Ops whose integer output carries its input's qparams, so they run on integers exactly.
 SHARE_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
 #: SHARE_OPS plus ops that are the identity on values (run on the integer tensor as is).
@@ -34,6 +37,17 @@ def tensor_stem(name: str) -> str:
     return name.replace("/", "_").replace(":", "_")
 
 
+def requant_stem(tensor: str, consumer: str) -> str:
+    """The stem of ``tensor`` re-quantized for ``consumer`` at a precision seam (an int16
+    layer reading an int8 tensor): ``<tensor>_for_<consumer>``."""
+    return tensor_stem(f"{tensor}_for_{consumer}")
+
+
+#: Node modes a plan can mix, one per node (``recipes.Rule.mode``): Q/DQ around integer
+#: kernels, run-time activation scales, integer weights with float compute, float16 storage.
+NODE_MODES = ("static", "dynamic", "weight_only", "fp16")
+
+
 __all__ = ["FUSABLE_PRODUCERS", "FUSED_ACTIVATIONS", "META_FORMAT", "META_IO", "META_RECIPE",
-           "META_REQUANTIZATION", "PASS_THROUGH_OPS", "SHARE_OPS", "STATIC_OPS", "WEIGHTED_OPS",
-           "tensor_stem"]
+           "META_REQUANTIZATION", "MULTI_INPUT_OPS", "NODE_MODES", "PASS_THROUGH_OPS",
+           "SHARE_OPS", "STATIC_OPS", "WEIGHTED_OPS", "requant_stem", "tensor_stem"]

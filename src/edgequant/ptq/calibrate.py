@@ -42,17 +42,22 @@ def session_with_outputs(model: onnx.ModelProto, names: list[str]) -> ort.Infere
 
 def calibrate(model: onnx.ModelProto, specs: Mapping[str, QuantSpec],
               batches: Iterable[Mapping[str, np.ndarray]], *, total: int | None = None,
-              progress: Progress | None = None) -> dict[str, QParams]:
-    """Observe every tensor in ``specs`` over ``batches``; return qparams per tensor.
+              progress: Progress | None = None,
+              tensors: Mapping[str, str] | None = None) -> dict[str, QParams]:
+    """Observe every tensor in ``specs`` over ``batches``; return qparams per key of ``specs``.
 
     ``batches`` yields feeds (input name → array with samples on the first axis).
-    ``progress(done_samples, total_samples)`` is called after each batch.
+    ``progress(done_samples, total_samples)`` is called after each batch. ``tensors`` maps
+    a key of ``specs`` to the tensor it observes when they differ (one tensor observed in
+    two precisions at a mixed-precision seam); by default the key is the tensor name.
     """
     names = sorted(specs)
+    tensors = tensors or {}
     observers = {n: make_observer(specs[n]) for n in names}
-    sess = session_with_outputs(model, names)
+    sources = sorted({tensors.get(n, n) for n in names})
+    sess = session_with_outputs(model, sources)
     out_names = [o.name for o in sess.get_outputs()]
-    wanted = [out_names.index(n) for n in names]
+    wanted = [out_names.index(tensors.get(n, n)) for n in names]
     seen = 0
     for feeds in batches:
         n = len(next(iter(feeds.values())))

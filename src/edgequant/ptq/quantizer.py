@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,7 +77,7 @@ class QuantizedModel:
 def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | None = None, *,
              io: str = "float", strict: bool = False, qparams: Mapping[str, QParams] | None = None,
              batch_size: int = DEFAULT_BATCH, progress: Progress | None = None,
-             check_speed: bool = True, batch_axes: Mapping[str, int] | None = None
+             check_speed: bool = False, batch_axes: Mapping[str, int] | None = None
              ) -> QuantizedModel:
     """Quantize a float ONNX model (path, ``onnx.ModelProto`` or ``onnx_ir.Model``).
 
@@ -84,11 +85,16 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     the first axis) or an iterable of such dicts. ``io`` makes model inputs/outputs integer
     (static recipes). ``strict`` turns every op left in float and every rule that matched
     nothing into an error. ``qparams`` overrides calibrated / computed qparams by tensor name
-    (quantization-aware training hands its trained ranges here). ``check_speed`` times the
-    float and quantized models side by side in onnxruntime (batch 1) and records the ratio in
-    ``report["speedup_vs_float"]``, with a warning when the quantized model is slower.
-    ``batch_axes`` maps input name → the axis its calibration samples are on (default: the
-    one symbolic dim, else 0; see ``edgequant.runtime.feeds``).
+    (quantization-aware training hands its trained ranges here). ``check_speed=True`` times
+    the float and quantized models side by side in onnxruntime (batch 1) and records the ratio
+    in ``report["speedup_vs_float"]``, with a warning when the quantized model is slower (the
+    CLI turns it on; off by default here because timing costs seconds). ``batch_axes`` maps
+    input name → the axis its calibration samples are on (default: the one symbolic dim,
+    else 0; see ``edgequant.runtime.feeds``).
+
+    The plan decides per node: static nodes get calibrated Q/DQ, weight-only nodes integer
+    weights with float compute, dynamic nodes run-time activation scales, fp16 nodes float16
+    weight storage, float nodes nothing — all in one model, whatever the recipe's name.
     """
     source = str(model) if isinstance(model, str | os.PathLike) else None
     rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
@@ -111,46 +117,29 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     report["warnings"] += check_coverage(float_model, plan, strict)
 
     qm = _copy(float_model)  # passes edit in place; the float model stays for the speed check
+    modes = plan.modes() | {rec.mode}  # the recipe's own pass runs even if it finds nothing
     used: dict[str, QParams] = {}
-    if rec.mode == "fp16":
+    if "fp16" in modes:
         qm, notes = store_fp16(qm, plan)
         report["notes"] += notes
-    if rec.mode in ("dynamic", "weight_only"):
+    if modes & {"dynamic", "weight_only"}:
         qm, used = quantize_gathers(qm, plan, weight_qparams=overrides)
-    if rec.mode == "weight_only":
-        first, more = dequantize_weights(_copy(qm), plan, weight_qparams=overrides)
-        slow = unfused_dequantize_weights(first)  # onnxruntime would dequantize every run
-        if slow:
-            stems = {w: tensor_stem(w) for w in more}
-            names = frozenset(w for w, st in stems.items()
-                              if f"{st}_quantized" in slow or f"{st}_t_quantized" in slow)
-            qm, more = dequantize_weights(qm, plan, weight_qparams=overrides, cast_mul=names)
-        else:
-            qm = first
-        used.update(more)
-        report["notes"].append(
-            "onnxruntime fuses DequantizeLinear(int4) → MatMul into MatMulNBits, which by "
-            "default computes with int8 activations (session option "
-            "session.qdq_matmulnbits_accuracy_level=4); set it to 0 for float activations")
-    elif rec.mode == "dynamic":
-        qm, mm, done = dynamic_matmuls(qm, plan, weight_qparams=overrides)
-        used.update(mm)
-        rest = [t.tensor for t in plan.quantized("weight") if t.tensor not in done | set(used)]
-        # convolutions: int8 storage decompressed once at session start (Cast/Mul), float
-        # compute — onnxruntime has no fast dynamic int8 convolution
-        qm, more = dequantize_weights(qm, plan, names=rest, weight_qparams=overrides,
-                                      cast_mul=frozenset(rest))
-        used.update(more)
-        if rest:
-            report["notes"].append(f"{len(rest)} conv weight(s) stored int8, computed in float "
-                                   "(no dynamic int8 convolution kernel in onnxruntime)")
-    elif rec.mode == "static":
+    if "static" in modes:
         act = _activation_qparams(float_model, plan, calibration, overrides, io, batch_size,
                                   progress, batch_axes)
-        qm, used, notes = insert_qdq(qm, plan, act, overrides, io)
+        qm, more, notes = insert_qdq(qm, plan, act, overrides, io)
+        used.update(more)
         report["notes"] += notes
     elif calibration is not None:
         report["notes"].append(f"calibration data ignored: recipe {rec.name} needs none")
+    # after the static Q/DQ: whether onnxruntime fuses an int4 MatMul depends on its
+    # neighbours (it does not when the MatMul reads a DequantizeLinear or feeds a Q)
+    if "weight_only" in modes:
+        qm, more = _weight_only(qm, plan, overrides, report)
+        used.update(more)
+    if "dynamic" in modes:
+        qm, more = _dynamic(qm, plan, overrides, set(used), report)
+        used.update(more)
 
     props = {p.key: p.value for p in qm.metadata_props}
     props.update({META_RECIPE: rec.name, META_FORMAT: "qdq"})
@@ -162,6 +151,8 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
                                  f"{str(exc).strip().splitlines()[0]}") from exc
     report["plan"] = {
         "quantized_nodes": sum(d.action == "quantize" for d in plan.nodes),
+        "nodes_by_mode": dict(sorted(Counter(d.mode for d in plan.nodes
+                                             if d.action == "quantize").items())),
         "float_nodes": [{"node": d.node, "op_type": d.op_type, "reason": d.reason}
                         for d in plan.float_nodes()],
         "unmatched_rules": list(plan.unmatched_rules),
@@ -174,6 +165,47 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     if check_speed:
         _speed_check(float_model, qm, calibration, report, batch_axes)
     return result
+
+
+def _weight_only(qm: onnx.ModelProto, plan: QuantPlan, overrides, report
+                 ) -> tuple[onnx.ModelProto, dict[str, QParams]]:
+    """Weight-only nodes: integer weights (int4 blocks for MatMul / Gemm), float compute."""
+    names = [t.tensor for t in plan.quantized("weight", mode="weight_only")]
+    first, more = dequantize_weights(_copy(qm), plan, names, weight_qparams=overrides)
+    slow = unfused_dequantize_weights(first)  # onnxruntime would dequantize every run
+    if slow:
+        stems = {w: tensor_stem(w) for w in more}
+        cast_mul = frozenset(w for w, st in stems.items()
+                             if f"{st}_quantized" in slow or f"{st}_t_quantized" in slow)
+        qm, more = dequantize_weights(qm, plan, names, weight_qparams=overrides,
+                                      cast_mul=cast_mul)
+        report["notes"].append(
+            f"{len(cast_mul)} weight-only MatMul/Gemm weight(s) ({', '.join(sorted(cast_mul))})"
+            " decompressed by Cast/Mul at session start: onnxruntime would not fuse their "
+            "DequantizeLinear into MatMulNBits here (e.g. next to Q/DQ or a fused activation)")
+    else:
+        qm = first
+    report["notes"].append(
+        "onnxruntime fuses DequantizeLinear(int4) → MatMul into MatMulNBits, which by "
+        "default computes with int8 activations (session option "
+        "session.qdq_matmulnbits_accuracy_level=4); set it to 0 for float activations")
+    return qm, more
+
+
+def _dynamic(qm: onnx.ModelProto, plan: QuantPlan, overrides, done_before: set[str], report
+             ) -> tuple[onnx.ModelProto, dict[str, QParams]]:
+    """Dynamic nodes: MatMul / Gemm with run-time per-row activation scales; convolutions
+    stored int8 and decompressed once at session start (no dynamic int8 conv kernel)."""
+    qm, used, done = dynamic_matmuls(qm, plan, weight_qparams=overrides)
+    rest = [t.tensor for t in plan.quantized("weight", mode="dynamic")
+            if t.tensor not in done | done_before | set(used)]
+    qm, more = dequantize_weights(qm, plan, names=rest, weight_qparams=overrides,
+                                  cast_mul=frozenset(rest))
+    used.update(more)
+    if rest:
+        report["notes"].append(f"{len(rest)} conv weight(s) stored int8, computed in float "
+                               "(no dynamic int8 convolution kernel in onnxruntime)")
+    return qm, used
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -216,14 +248,15 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
     specs: dict[str, QuantSpec] = {}
     ins = {i.name for i in model_inputs(model)}
     outs = {o.name for o in model.graph.output}
-    for d in plan.tensors.values():
-        if d.role != "activation" or d.action != "quantize" or d.tensor in overrides:
+    for key, d in plan.tensors.items():
+        if (d.role != "activation" or d.action != "quantize" or d.mode != "static"
+                or key in overrides):
             continue
         spec = d.spec
-        if io != "float" and (d.tensor in ins or d.tensor in outs):
+        if io != "float" and not d.consumers and (d.tensor in ins or d.tensor in outs):
             spec = replace(spec, qtype=QType(8, io == "int8"), granularity=PerTensor(),
                            symmetric=False)
-        specs[d.tensor] = spec
+        specs[key] = spec
     result = {k: v for k, v in overrides.items()}
     if not specs:
         return result
@@ -243,7 +276,9 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
     else:
         batches = (load_feeds(b, inputs, what="calibration batch") for b in calibration)
         total = None
-    result.update(calibrate(model, specs, batches, total=total, progress=progress))
+    sources = {k: plan.tensors[k].tensor for k in specs}
+    result.update(calibrate(model, specs, batches, total=total, progress=progress,
+                            tensors=sources))
     return result
 
 

@@ -1,119 +1,73 @@
 """Resolve a Recipe against a model: one decision per node and per tensor, with its reason.
 
-The plan is plain data; ``edgequant.graph.passes.insert_qdq`` executes it. Fusion and
-sharing are decided here so a reader of the plan sees exactly what the model will hold.
+Each node gets a :class:`Choice` (the recipe's default, overridden by the last matching
+rule, or followed from the producer a Relu/Clip fuses into) and a :class:`NodeDecision`
+saying what the choice amounts to for that op. :mod:`edgequant.recipes.tensors` turns the
+quantized nodes into per-tensor decisions. The plan is plain data; the graph passes
+(``insert_qdq``, ``weight_only``, ``dynamic``, ``fp16``, ``gather_weights``) execute it.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field, replace
-from typing import Literal
 
 import onnx
 
-from edgequant.graph.contract import (
-    FUSABLE_PRODUCERS,
-    FUSED_ACTIVATIONS,
-    SHARE_OPS,
-    STATIC_OPS,
-    WEIGHTED_OPS,
-)
+from edgequant.graph.contract import FUSABLE_PRODUCERS, FUSED_ACTIVATIONS, STATIC_OPS, WEIGHTED_OPS
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.graph.passes.normalize import subgraph_nodes
+from edgequant.recipes.decisions import Choice, NodeDecision, QuantPlan, TensorDecision
 from edgequant.recipes.recipe import Recipe, Rule
-from edgequant.spec import PerChannel, PerGroup, QType, QuantSpec
+from edgequant.recipes.tensors import (
+    TABLE_SPEC,
+    fp32_initializers,
+    is_table_gather,
+    resolve_weight_spec,
+    tensor_decisions,
+    weight_axes,
+)
 
-Action = Literal["quantize", "float", "fused", "share", "fp16"]
-
-
-@dataclass(frozen=True)
-class NodeDecision:
-    """What happens to one node and why."""
-
-    node: str
-    op_type: str
-    action: Literal["quantize", "float", "skip"]
-    reason: str
-    rule: str
+__all__ = ["TABLE_SPEC", "Choice", "NodeDecision", "QuantPlan", "TensorDecision", "resolve",
+           "resolve_weight_spec", "weight_axes"]
 
 
-@dataclass(frozen=True)
-class TensorDecision:
-    """What happens to one tensor: quantized with ``spec``, fused, shared, kept float, fp16."""
-
-    tensor: str
-    role: Literal["activation", "weight", "bias", "constant"]
-    action: Action
-    spec: QuantSpec | None = None
-    rule: str = ""
-    reason: str = ""
-    share_with: str = ""
-    weight_of: str = ""   # bias: the weight tensor whose scale it multiplies
-    input_of: str = ""    # bias: the activation tensor whose scale it multiplies
-
-
-@dataclass(frozen=True)
-class QuantPlan:
-    """The resolved recipe: decisions per node (in graph order) and per tensor."""
-
-    recipe: Recipe
-    nodes: tuple[NodeDecision, ...]
-    tensors: dict[str, TensorDecision] = field(default_factory=dict)
-    unmatched_rules: tuple[str, ...] = ()
-    io: str = "float"
-
-    def float_nodes(self) -> list[NodeDecision]:
-        """Nodes that compute on activations but stay in float, with reasons."""
-        return [d for d in self.nodes if d.action == "float"]
-
-    def quantized(self, role: str | None = None) -> list[TensorDecision]:
-        """Tensor decisions with action ``quantize`` (optionally of one role)."""
-        return [t for t in self.tensors.values()
-                if t.action == "quantize" and (role is None or t.role == role)]
-
-    def to_dict(self) -> dict:
-        """JSON-able summary for reports."""
-        from edgequant.recipes.recipe import spec_to_dict
-
-        return {
-            "recipe": self.recipe.name,
-            "io": self.io,
-            "nodes": [d.__dict__ for d in self.nodes],
-            "tensors": {
-                k: {**{f: v for f, v in t.__dict__.items() if f != "spec"},
-                    "spec": spec_to_dict(t.spec) if t.spec else None}
-                for k, t in self.tensors.items()
-            },
-            "unmatched_rules": list(self.unmatched_rules),
-        }
-
-
-def weight_axes(node: onnx.NodeProto, info: GraphInfo) -> tuple[int, int]:
-    """(output-channel axis, input axis) of a node's weight tensor (input 1)."""
-    if node.op_type == "Conv":
-        return 0, 1
-    if node.op_type == "Gemm" and attr(node, "transB", 0):
-        return 0, 1
-    return 1, 0  # MatMul / Gemm weight (K, N)
-
-
-def resolve_weight_spec(spec: QuantSpec, node: onnx.NodeProto, info: GraphInfo) -> QuantSpec:
-    """Replace the recipe's symbolic weight axis by this op's real one."""
-    out_axis, in_axis = weight_axes(node, info)
-    g = spec.granularity
-    if isinstance(g, PerChannel):
-        return replace(spec, granularity=PerChannel(out_axis))
-    if isinstance(g, PerGroup):
-        return replace(spec, granularity=PerGroup(in_axis, g.size))
-    return spec
+def _name(node: onnx.NodeProto) -> str:
+    return node.name or node.output[0]
 
 
 def _matches(rule: Rule, node: onnx.NodeProto) -> bool:
     if rule.op_types and node.op_type not in rule.op_types:
         return False
-    name = node.name or node.output[0]
-    return not rule.nodes or any(fnmatch.fnmatchcase(name, pat) for pat in rule.nodes)
+    return not rule.nodes or any(fnmatch.fnmatchcase(_name(node), pat) for pat in rule.nodes)
+
+
+def _choose(recipe: Recipe, node: onnx.NodeProto) -> tuple[Choice, set[int]]:
+    """The recipe default overridden by every matching rule in order (last wins)."""
+    c = Choice("quantize", recipe.mode, recipe.weights, recipe.activations, "recipe")
+    matched: set[int] = set()
+    for idx, rule in enumerate(recipe.rules):
+        if not _matches(rule, node):
+            continue
+        matched.add(idx)
+        float_rule = rule.action == "float" or rule.mode == "none"
+        c = Choice("float" if float_rule else "quantize", rule.mode or c.mode,
+                   rule.weights or c.weights, rule.activations or c.activations, rule.label)
+    return c, matched
+
+
+def _follow_producer(node: onnx.NodeProto, info: GraphInfo, choices: dict[str, Choice]
+                     ) -> Choice | None:
+    """A Relu/Clip no rule matched follows the producer it fuses into when a rule decided
+    that producer: ``Rule(nodes=("conv2",), ...)`` means the whole conv2 layer."""
+    if node.op_type not in FUSED_ACTIVATIONS or not node.input:
+        return None
+    prod = info.producer.get(node.input[0])
+    if prod is None or prod.op_type not in FUSABLE_PRODUCERS:
+        return None
+    if [_name(n) for n in info.consumers.get(prod.output[0], [])] != [_name(node)]:
+        return None
+    c = choices.get(_name(prod))
+    return c if c is not None and c.rule != "recipe" else None
 
 
 def _computes_on_floats(node: onnx.NodeProto, info: GraphInfo) -> bool:
@@ -137,54 +91,69 @@ def _weighted_ok(node: onnx.NodeProto, info: GraphInfo, need_const: bool) -> str
     return ""
 
 
+def _decide(node: onnx.NodeProto, info: GraphInfo, c: Choice, table: bool, fp16: bool
+            ) -> NodeDecision:
+    """What ``c`` amounts to for this op: quantize / float (with the reason) / skip."""
+    name, mode = _name(node), c.mode
+
+    def decision(action: str, reason: str) -> NodeDecision:
+        return NodeDecision(name, node.op_type, action, reason, c.rule, mode)
+
+    if c.action == "float":
+        return decision("float", f"kept in float by rule {c.rule}")
+    if mode == "none":
+        return decision("skip", "mode none")
+    if mode == "fp16":
+        if fp16:
+            return decision("quantize", "float16 weight storage")
+        return decision("skip", "fp16 mode stores float weights only; this node has none")
+    if mode == "static":
+        if node.op_type not in STATIC_OPS:
+            return decision("float", f"no integer kernel for {node.op_type}")
+        if node.op_type in WEIGHTED_OPS:
+            why = _weighted_ok(node, info, need_const=node.op_type == "Conv")
+            if why:
+                return decision("float", why)
+        return decision("quantize", "quantized")
+    if table:  # an embedding table: int8 rows, dequantized after the lookup
+        return decision("quantize", "quantized")
+    # dynamic / weight_only: only ops with constant weights are touched
+    if node.op_type not in WEIGHTED_OPS:
+        return decision("skip", f"{mode} mode quantizes weighted ops only")
+    why = _weighted_ok(node, info, need_const=True)
+    return decision("float", why) if why else decision("quantize", "quantized")
+
+
 def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
             info: GraphInfo | None = None) -> QuantPlan:
-    """Apply ``recipe`` to ``model``: last matching rule wins for each node."""
+    """Apply ``recipe`` to ``model``: last matching rule wins for each node.
+
+    Nodes that touch no float tensor are skipped (rules matching only those count as
+    unmatched); every other node gets a decision with its mode, action, reason and rule.
+    """
     info = info or GraphInfo.build(model)
     used_rules: set[int] = set()
-    node_specs: dict[str, tuple[QuantSpec | None, QuantSpec | None, str]] = {}
+    choices: dict[str, Choice] = {}
     decisions: list[NodeDecision] = []
-    mode = recipe.mode
+    fp32 = fp32_initializers(model)
     for node in model.graph.node:
         name = node.name or node.output[0]
-        table = _is_table_gather(node, info) and mode in ("dynamic", "weight_only")
-        if not (table or _computes_on_floats(node, info)) or mode in ("none", "fp16"):
-            decisions.append(NodeDecision(name, node.op_type, "skip", "no float compute"
-                                          if mode not in ("none", "fp16") else f"mode {mode}", ""))
+        c, matched = _choose(recipe, node)
+        if not matched:
+            c = _follow_producer(node, info, choices) or c
+        choices[name] = c
+        table = is_table_gather(node, info) and c.mode in ("dynamic", "weight_only")
+        fp16 = c.mode == "fp16" and any(i in fp32 for i in node.input)
+        if not (table or fp16 or _computes_on_floats(node, info)):
+            reason = f"mode {c.mode}" if c.mode in ("none", "fp16") else "no float compute"
+            decisions.append(NodeDecision(name, node.op_type, "skip", reason, "", c.mode))
             continue
-        action, wspec, aspec, label = "quantize", recipe.weights, recipe.activations, "recipe"
-        for idx, rule in enumerate(recipe.rules):
-            if _matches(rule, node):
-                used_rules.add(idx)
-                action, label = rule.action, rule.label
-                wspec = rule.weights or wspec
-                aspec = rule.activations or aspec
-        reason = ""
-        if action == "float":
-            reason = f"kept in float by rule {label}"
-        elif mode == "static":
-            if node.op_type not in STATIC_OPS:
-                action, reason = "float", f"no integer kernel for {node.op_type}"
-            elif node.op_type in WEIGHTED_OPS:
-                why = _weighted_ok(node, info, need_const=node.op_type == "Conv")
-                if why:
-                    action, reason = "float", why
-        elif table:
-            pass  # an embedding table: int8 rows, dequantized after the lookup
-        else:  # dynamic / weight_only: only ops with constant weights are touched
-            if node.op_type not in WEIGHTED_OPS:
-                decisions.append(NodeDecision(name, node.op_type, "skip",
-                                              f"{mode} mode quantizes weighted ops only", label))
-                continue
-            why = _weighted_ok(node, info, need_const=True)
-            if why:
-                action, reason = "float", why
-        decisions.append(NodeDecision(name, node.op_type, action, reason or "quantized", label))
-        node_specs[name] = (wspec, aspec, label)
-    if mode != "none":
-        decisions += _subgraph_decisions(model)
+        used_rules |= matched
+        decisions.append(_decide(node, info, c, table, fp16))
+    if recipe.mode != "none":
+        decisions += _subgraph_decisions(model, recipe.mode)
     unmatched = tuple(r.label for i, r in enumerate(recipe.rules) if i not in used_rules)
-    tensors = _tensor_decisions(recipe, model, info, decisions, node_specs, io)
+    tensors = tensor_decisions(recipe, model, info, decisions, choices, io)
     return QuantPlan(recipe, tuple(decisions), tensors, unmatched, io)
 
 
@@ -192,105 +161,7 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
 SUBGRAPH_REASON = "inside If/Loop subgraph: kept float"
 
 
-def _subgraph_decisions(model: onnx.ModelProto) -> list[NodeDecision]:
+def _subgraph_decisions(model: onnx.ModelProto, mode: str) -> list[NodeDecision]:
     """Float decisions for the compute nodes inside If/Loop/Scan subgraphs (not rewritten)."""
-    return [NodeDecision(path, n.op_type, "float", SUBGRAPH_REASON, "")
+    return [NodeDecision(path, n.op_type, "float", SUBGRAPH_REASON, "", mode)
             for path, n in subgraph_nodes(model) if n.op_type in STATIC_OPS]
-
-
-def _is_table_gather(node: onnx.NodeProto, info: GraphInfo) -> bool:
-    """A Gather from a constant 2-D float table along axis 0 (an embedding lookup)."""
-    return (node.op_type == "Gather" and attr(node, "axis", 0) == 0
-            and info.is_constant(node.input[0]) and info.is_float(node.input[0])
-            and info.const_array(node.input[0]).ndim == 2)
-
-
-#: Embedding tables are stored int8 per row (symmetric, narrow) under dynamic and
-#: weight-only recipes: lookups touch few rows, so int4 groups would buy little speed and
-#: cost accuracy.
-TABLE_SPEC = QuantSpec(QType(8, True, narrow_range=True), PerChannel(0), symmetric=True)
-
-
-def _activation_inputs(node: onnx.NodeProto, info: GraphInfo) -> list[str]:
-    if node.op_type in ("Conv", "Gemm", "MatMul"):
-        return [i for i in node.input[:2] if info.is_activation(i)]
-    if node.op_type in ("Add", "Mul", "Concat"):
-        return [i for i in node.input if i and info.is_float(i)]
-    return [node.input[0]] if node.input and info.is_activation(node.input[0]) else []
-
-
-def _tensor_decisions(recipe, model, info: GraphInfo, decisions, node_specs, io):
-    out: dict[str, TensorDecision] = {}
-    by_name = {(n.name or n.output[0]): n for n in model.graph.node}
-    quantized = {d.node for d in decisions if d.action == "quantize"}
-    if recipe.mode == "fp16":
-        for t in model.graph.initializer:
-            if t.data_type == onnx.TensorProto.FLOAT:
-                out[t.name] = TensorDecision(t.name, "weight", "fp16", rule="recipe")
-        return out
-    for d in decisions:
-        if d.action != "quantize":
-            continue
-        node = by_name[d.node]
-        wspec, aspec, label = node_specs[d.node]
-        if node.op_type == "Gather":
-            out[node.input[0]] = TensorDecision(node.input[0], "weight", "quantize", TABLE_SPEC,
-                                                label)
-            continue
-        if node.op_type in WEIGHTED_OPS and info.is_constant(node.input[1]):
-            w = node.input[1]
-            out[w] = TensorDecision(w, "weight", "quantize",
-                                    resolve_weight_spec(wspec, node, info), label)
-        if recipe.mode != "static":
-            continue
-        for i in _activation_inputs(node, info):
-            role = "constant" if info.is_constant(i) else "activation"
-            out.setdefault(i, TensorDecision(i, role, "quantize", aspec, label))
-        for o in node.output[:1]:
-            out.setdefault(o, TensorDecision(o, "activation", "quantize", aspec, label))
-    if recipe.mode == "static":
-        _fuse_and_share(model, info, out, quantized)
-        _biases(model, info, out, quantized)
-        if io != "float":
-            for name in [*info.graph_inputs, *info.graph_outputs]:
-                if name in out and out[name].action != "quantize":
-                    out[name] = replace(out[name], action="quantize", share_with="")
-    return out
-
-
-def _fuse_and_share(model, info: GraphInfo, out, quantized) -> None:
-    for node in model.graph.node:
-        name = node.name or node.output[0]
-        if name not in quantized:
-            continue
-        y = node.output[0]
-        users = info.consumers.get(y, [])
-        if (node.op_type in FUSABLE_PRODUCERS and len(users) == 1
-                and users[0].op_type in FUSED_ACTIVATIONS
-                and (users[0].name or users[0].output[0]) in quantized
-                and y not in info.graph_outputs and _clip_is_const(users[0], info)):
-            out[y] = replace(out[y], action="fused",
-                             reason=f"range fused into {users[0].op_type} output")
-        if node.op_type in SHARE_OPS and node.input[0] in out:
-            src = node.input[0]
-            while out[src].action == "share":
-                src = out[src].share_with
-            out[y] = replace(out[y], action="share", share_with=src,
-                             reason=f"{node.op_type} keeps its input's qparams")
-
-
-def _clip_is_const(node, info: GraphInfo) -> bool:
-    return node.op_type == "Relu" or all(not i or info.is_constant(i) for i in node.input[1:])
-
-
-def _biases(model, info: GraphInfo, out, quantized) -> None:
-    for node in model.graph.node:
-        name = node.name or node.output[0]
-        if (name not in quantized or node.op_type not in ("Conv", "Gemm") or len(node.input) < 3
-                or not node.input[2] or not info.is_constant(node.input[2])):
-            continue
-        if info.const_array(node.input[2]).ndim != 1 or node.input[1] not in out:
-            continue
-        b = node.input[2]
-        out[b] = TensorDecision(b, "bias", "quantize", None, out[node.input[1]].rule,
-                                weight_of=node.input[1], input_of=node.input[0])

@@ -2,7 +2,15 @@
 
 A recipe gives the default treatment (``mode``, weight and activation ``QuantSpec``) and an
 ordered list of rules. Rules match nodes by op type and/or node-name glob; for each node
-the last matching rule wins. A rule either keeps the node in float or overrides its specs.
+the last matching rule wins. A rule either keeps the node in float or overrides its
+treatment: its ``mode`` (static / dynamic / weight_only / fp16) and its specs, so one
+recipe can mix precisions per layer::
+
+    Recipe("mixed", "static", weights=int8_per_channel, activations=uint8, rules=(
+        Rule(nodes=("conv2",), activations=QuantSpec(QType(16, True), symmetric=True)),
+        Rule(nodes=("conv3",), mode="fp16"),
+        Rule(nodes=("conv4",), action="float"),
+        Rule(nodes=("fc1",), mode="weight_only", weights=int4_groups_of_128)))
 """
 
 from __future__ import annotations
@@ -12,12 +20,15 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from edgequant.errors import RecipeError
+from edgequant.graph.contract import NODE_MODES
 from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec
 
 SCHEMA_VERSION = 1
 
 Mode = Literal["none", "fp16", "dynamic", "static", "weight_only"]
-MODES = ("none", "fp16", "dynamic", "static", "weight_only")
+MODES = ("none", *NODE_MODES)
+#: Modes that quantize weights (a weights spec is needed) / calibrate activations.
+WEIGHT_MODES = ("dynamic", "static", "weight_only")
 
 
 @dataclass(frozen=True)
@@ -25,8 +36,9 @@ class Rule:
     """Match nodes and decide their treatment; empty ``op_types``/``nodes`` match everything.
 
     ``action="float"`` keeps matched nodes in float (the QuantStub/DeQuantStub boundary);
-    ``action="quantize"`` quantizes them, with ``weights``/``activations`` overriding the
-    recipe's specs when given.
+    ``action="quantize"`` quantizes them, with ``mode`` (default: the recipe's) and
+    ``weights``/``activations`` overriding the recipe's when given. A Relu / Clip fused into
+    a producer that a rule decided follows that producer unless a rule matches it too.
     """
 
     op_types: tuple[str, ...] = ()
@@ -35,10 +47,14 @@ class Rule:
     weights: QuantSpec | None = None
     activations: QuantSpec | None = None
     name: str = ""
+    mode: Mode | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ("quantize", "float"):
             raise RecipeError(f"rule action {self.action!r} is not allowed: use quantize or float")
+        if self.mode is not None and self.mode not in MODES:
+            raise RecipeError(f"rule {self.label}: mode {self.mode!r} is not allowed: use one of "
+                              f"{MODES} (or leave it out for the recipe's mode)")
         object.__setattr__(self, "op_types", tuple(self.op_types))
         object.__setattr__(self, "nodes", tuple(self.nodes))
 
@@ -49,7 +65,8 @@ class Rule:
             return self.name
         parts = [f"op_types={list(self.op_types)}"] if self.op_types else []
         parts += [f"nodes={list(self.nodes)}"] if self.nodes else []
-        return f"{self.action}({', '.join(parts) or 'all'})"
+        what = self.mode if self.action == "quantize" and self.mode else self.action
+        return f"{what}({', '.join(parts) or 'all'})"
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,16 @@ class Recipe:
             raise RecipeError(f"recipe {self.name!r}: mode {self.mode} needs a weights spec")
         if self.mode == "static" and self.activations is None:
             raise RecipeError(f"recipe {self.name!r}: mode static needs an activations spec")
+        for rule in self.rules:
+            if rule.action != "quantize":
+                continue
+            mode = rule.mode or self.mode
+            if mode in WEIGHT_MODES and (rule.weights or self.weights) is None:
+                raise RecipeError(f"recipe {self.name!r}, rule {rule.label}: mode {mode} needs "
+                                  "a weights spec (in the rule or the recipe)")
+            if mode == "static" and (rule.activations or self.activations) is None:
+                raise RecipeError(f"recipe {self.name!r}, rule {rule.label}: mode static needs "
+                                  "an activations spec (in the rule or the recipe)")
 
     def with_rules(self, *rules: Rule) -> Recipe:
         """A copy with ``rules`` appended (they win over earlier ones)."""
@@ -177,6 +204,7 @@ def _recipe_to_dict(r: Recipe) -> dict:
                 "weights": spec_to_dict(rule.weights) if rule.weights else None,
                 "activations": spec_to_dict(rule.activations) if rule.activations else None,
                 "name": rule.name,
+                "mode": rule.mode,
             }
             for rule in r.rules
         ],
@@ -200,6 +228,7 @@ def _recipe_from_dict(d: dict) -> Recipe:
             activations=spec_from_dict(rd["activations"], f"rules[{i}].activations")
             if rd.get("activations") else None,
             name=rd.get("name", ""),
+            mode=rd.get("mode"),
         ))
     return Recipe(
         name=d["name"],

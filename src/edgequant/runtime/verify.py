@@ -66,6 +66,7 @@ class VerifyReport:
     engine: str = "onnxruntime"
     requantization: str = "float"
     lowered: bool = False  # the interpreter ran the QOperator lowering of a QDQ model
+    boundaries: tuple[str, ...] = ()  # integer tensors the interpreter took from onnxruntime
 
     def ok(self, max_lsb: float = 0, float_atol: float | None = None) -> bool:
         """True when every LSB-measured output is within ``max_lsb`` (and every other float
@@ -88,6 +89,7 @@ class VerifyReport:
             "engine": self.engine,
             "requantization": self.requantization,
             "lowered": self.lowered,
+            "boundaries": list(self.boundaries),
             "max_lsb": self.max_lsb,
             "outputs": [d.to_dict() for d in self.outputs],
             "nodes": [d.to_dict() for d in self.nodes],
@@ -252,9 +254,40 @@ def _lowered(proto: onnx.ModelProto, requantization: str | None) -> onnx.ModelPr
     return None if target is proto else target
 
 
+def float_boundaries(model: onnx.ModelProto) -> list[str]:
+    """Outputs of QuantizeLinear nodes that quantize a float op's result (not a graph input,
+    constant or DequantizeLinear): where engine-specific float rounding enters integers."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"
+            and n.input[0] in producer
+            and producer[n.input[0]].op_type not in ("DequantizeLinear", "Constant")]
+
+
+def _cut_at(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """Copy of ``model`` in which each tensor of ``names`` is a graph input, not a Q output."""
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    cut = [n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.output[0] in names]
+    for q in cut:
+        dtype = inits.get(q.input[2], 0) if len(q.input) > 2 and q.input[2] else 0
+        dtype = dtype or next((a.i for a in q.attribute if a.name == "output_dtype"), 0)
+        m.graph.input.append(onnx.helper.make_tensor_value_info(
+            q.output[0], dtype or onnx.TensorProto.UINT8, None))
+        m.graph.node.remove(q)
+    return m
+
+
+def _typed_feeds(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict:
+    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    return {k: np.asarray(v).astype(onnx.helper.tensor_dtype_to_np_dtype(types[k]))
+            if types.get(k) else np.asarray(v) for k, v in feeds.items()}
+
+
 def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
            engine: Literal["onnxruntime"] = "onnxruntime", requantization: str | None = None,
-           optimize: bool = True, lower_qdq: bool | None = None) -> VerifyReport:
+           optimize: bool = True, lower_qdq: bool | None = None,
+           isolate_integer: bool = False) -> VerifyReport:
     """Run ``model`` on the interpreter and on ``engine``; report differences in LSB.
 
     onnxruntime (with its default graph optimizations, ``optimize=True``) fuses QDQ groups into
@@ -264,6 +297,12 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     ``interp.fusions``): ``lower_qdq=None`` does this automatically, ``False`` interprets the
     QDQ graph as float ops (compare with ``optimize=False``). With
     ``per_node``, intermediate tensors are compared on the graph the interpreter runs.
+
+    ``isolate_integer=True`` compares the integer parts of a mixed-precision model alone: at
+    each :func:`float_boundaries` tensor (a Q of a float layer's output: an int16 or float
+    layer computed in float by both engines, whose last-ulp rounding differs between them)
+    the interpreter takes onnxruntime's integers, and every value comes from one
+    onnxruntime run of that graph. Differences left are the integer arithmetic's own.
     """
     if engine != "onnxruntime":
         raise ValueError(f"engine {engine!r} is not allowed: only 'onnxruntime' is supported")
@@ -271,21 +310,33 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     if lower_qdq is None:
         lower_qdq = optimize and has_qdq_compute(proto)
     target = (_lowered(proto, requantization) if lower_qdq else None) or proto
-    interp = Interpreter(target, requantization=requantization)
+    cuts = float_boundaries(target) if isolate_integer else []
+    interp = Interpreter(_cut_at(target, cuts) if cuts else target, requantization=requantization)
     producers = {o: n.op_type for n in target.graph.node for o in n.output}
     scales = _dq_scales(target, interp)
     names = list(interp.output_names)
     node_names = [o for n in interp.nodes for o in n.output if o and o not in names] \
         if per_node else []
-    ort_outputs = OrtRunner(proto, names, optimize)
-    # extra outputs would block ORT's fusions: intermediate tensors come from the graph we run
-    ort_nodes = OrtRunner(target, node_names, optimize) if node_names else None
+    if cuts:  # one run of the graph the interpreter runs gives boundaries and results
+        ort_outputs = OrtRunner(target, list(dict.fromkeys([*names, *cuts, *node_names])),
+                                optimize)
+        ort_nodes = None
+    else:
+        ort_outputs = OrtRunner(proto, names, optimize)
+        # extra outputs would block ORT's fusions: intermediate tensors come from the graph
+        # we run
+        ort_nodes = OrtRunner(target, node_names, optimize) if node_names else None
     outputs: list[list[TensorDiff]] = []
     nodes: list[list[TensorDiff]] = []
     for batch in sample_batches(proto, feeds):
-        prepared = interp.prepare_feeds(batch)
+        if cuts:
+            batch = _typed_feeds(target, batch)
+            theirs = ort_outputs(batch)
+            prepared = interp.prepare_feeds({**batch, **{c: theirs[c] for c in cuts}})
+        else:
+            prepared = interp.prepare_feeds(batch)
+            theirs = ort_outputs(prepared)
         ref_all = interp.run_all(prepared) if per_node else interp.run(prepared)
-        theirs = ort_outputs(prepared)
         if ort_nodes is not None:
             theirs.update(ort_nodes(prepared))
 
@@ -298,6 +349,6 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     merged_out = [merge_diffs([b[i] for b in outputs]) for i in range(len(names))]
     merged_nodes = [merge_diffs([b[i] for b in nodes]) for i in range(len(node_names))]
     report = VerifyReport(merged_out, merged_nodes, engine, interp.requantization,
-                          lowered=target is not proto)
+                          lowered=target is not proto, boundaries=tuple(cuts))
     logger.info("verify: max %.3g LSB over %d outputs", report.max_lsb, len(names))
     return report

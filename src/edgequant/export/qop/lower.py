@@ -45,6 +45,11 @@ _INTEGER_OPS = ("QuantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLin
                 "QLinearLeakyRelu", "QLinearConcat", "QLinearSoftmax", "MatMulInteger",
                 "ConvInteger")
 
+#: Why a node computing only on constants stays: weight storage (float16, or integers
+#: decompressed by Cast/Mul) that onnxruntime folds once when the session starts.
+CONSTANT_REASON = ("computes on constants only (weight storage decompression); "
+                   "onnxruntime folds it at session start")
+
 #: com.microsoft contrib opset the lowered ops need (onnxruntime registers version 1).
 MS_OPSET = 1
 
@@ -81,11 +86,15 @@ def lower(model: onnx.ModelProto, requantization: str = "float", *,
     consumed: set[int] = set()
     float_nodes: list[tuple[str, str, str]] = []
     integer = _integer_tensors(work)
+    constant = _constant_tensors(work)
     for node in work.graph.node:
         if node.op_type in _REMOVABLE_WHEN_DEAD or id(node) in consumed:
             continue
         if node.input and node.input[0] in integer:  # already integer (e.g. lowered before)
             integer.update(node.output)
+            continue
+        if node.output and node.output[0] in constant:
+            float_nodes.append((node.name, node.op_type, CONSTANT_REASON))
             continue
         fn = LOWERINGS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if fn is None:
@@ -131,6 +140,20 @@ def _integer_tensors(model: onnx.ModelProto) -> set[str]:
         if node.op_type in _INTEGER_OPS:
             names.update(node.output)
     return names
+
+
+def _constant_tensors(model: onnx.ModelProto) -> set[str]:
+    """Outputs of nodes (other than Q/DQ) whose every input is an initializer or such an
+    output: constant subgraphs such as ``Cast(float16 weight)`` or ``Cast → Mul(scale)``."""
+    g = model.graph
+    names = {t.name for t in g.initializer}
+    for node in g.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        ins = [i for i in node.input if i]
+        if ins and all(i in names for i in ins):
+            names.update(node.output)
+    return names - {t.name for t in g.initializer}
 
 
 def _with_types(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -26,7 +26,7 @@ from edgequant.graph.info import GraphInfo, attr
 from edgequant.graph.passes.qdq_nodes import int_initializer
 from edgequant.primitives import quantize
 from edgequant.qparams import QParams, qparams_for
-from edgequant.recipes.plan import QuantPlan
+from edgequant.recipes.decisions import QuantPlan
 from edgequant.spec import PerChannel
 
 #: Avoids a zero scale for all-zero rows (padding tokens): 0 / tiny = 0, never NaN.
@@ -40,7 +40,7 @@ def dynamic_matmuls(model: onnx.ModelProto, plan: QuantPlan,
     info = GraphInfo.build(model)
     g = model.graph
     weight_qparams = weight_qparams or {}
-    decided = {t.tensor: t for t in plan.quantized("weight")}
+    decided = {t.tensor: t for t in plan.quantized("weight", mode="dynamic")}
     common = [
         numpy_helper.from_array(np.array([-1], np.int64), "dynq_axes_last"),
         numpy_helper.from_array(TINY, "dynq_tiny"),

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgequant.recipes.plan import QuantPlan
+from edgequant.recipes.decisions import QuantPlan
 
 #: float16's largest finite value; larger weights would become Inf and are kept float32.
 FP16_MAX = float(np.finfo(np.float16).max)

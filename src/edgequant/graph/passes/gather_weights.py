@@ -21,7 +21,10 @@ from edgequant.graph.info import GraphInfo
 from edgequant.graph.passes.qdq_nodes import int_initializer
 from edgequant.primitives import quantize
 from edgequant.qparams import QParams, qparams_for
-from edgequant.recipes.plan import QuantPlan
+from edgequant.recipes.decisions import QuantPlan
+
+#: Modes whose plans quantize embedding tables (static plans keep Gather on floats).
+TABLE_MODES = ("dynamic", "weight_only")
 
 
 def quantize_gathers(model: onnx.ModelProto, plan: QuantPlan,
@@ -30,7 +33,7 @@ def quantize_gathers(model: onnx.ModelProto, plan: QuantPlan,
     """Rewrite planned embedding Gathers; returns the model and the table qparams."""
     info = GraphInfo.build(model)
     weight_qparams = weight_qparams or {}
-    decided = {t.tensor: t for t in plan.quantized("weight")}
+    decided = {t.tensor: t for t in plan.quantized("weight") if t.mode in TABLE_MODES}
     g = model.graph
     used: dict[str, QParams] = {}
     new_inits: dict[str, onnx.TensorProto] = {}

@@ -25,7 +25,7 @@ from edgequant.graph.info import GraphInfo, attr
 from edgequant.graph.passes.qdq_nodes import dequantized_constant, int_initializer
 from edgequant.primitives import quantize
 from edgequant.qparams import QParams, qparams_for
-from edgequant.recipes.plan import QuantPlan
+from edgequant.recipes.decisions import QuantPlan
 from edgequant.spec import PerChannel, PerGroup
 
 
@@ -35,7 +35,8 @@ def dequantize_weights(model: onnx.ModelProto, plan: QuantPlan, names: list[str]
                        ) -> tuple[onnx.ModelProto, dict[str, QParams]]:
     """Replace each planned weight (or only ``names``) by integer storage + decompression.
 
-    Weights named in ``cast_mul`` use the Cast/Mul layout even under a MatMul / Gemm.
+    Weights named in ``cast_mul`` use the Cast/Mul layout even under a MatMul / Gemm. In a
+    mixed plan the caller names the weights of this pass's nodes (``names``).
     """
     info = GraphInfo.build(model)
     weight_qparams = weight_qparams or {}
