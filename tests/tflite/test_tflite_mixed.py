@@ -26,13 +26,14 @@ from edgequant.runtime.litert import LiteRTRunner, verify_tflite
 from edgequant.spec import PerGroup
 
 #: y_int8 vs onnxruntime, in output LSB: TFLite requantizes in fixed point (round half away)
-#: where onnxruntime multiplies in float (half to even), and the float16/float island's
-#: float32 sums differ in the last bits, so a value on a rounding edge may move by one LSB
-#: per integer layer; two is the bound.
-MAX_LSB_VS_ORT = 2
+#: where onnxruntime multiplies in float (half to even), so each integer layer may differ by
+#: one LSB on a rounding edge (measured layer by layer: 1), and the float island after conv3
+#: carries that into f and y (measured: 2 at the output over the 8 samples).
+MAX_LSB_VS_ORT = 3
 #: hybrid / int4 heads vs onnxruntime, fraction of the output range: LiteRT quantizes the
-#: float input per row to int8 on the fly (~1/254 of its range), onnxruntime computes in float.
-HYBRID_RTOL = 2e-2
+#: float input per row to int8 on the fly (~1/254 of its range), onnxruntime computes in float
+#: (measured: 1.6e-2 hybrid, 1.0e-2 int4).
+HYBRID_RTOL = 3e-2
 TT = schema.TensorType
 
 
