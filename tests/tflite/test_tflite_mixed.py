@@ -180,3 +180,46 @@ def test_integer_mode_is_checked_not_forced(mixed, tmp_path):
     with pytest.raises(ValueError, match="float models only"):
         export_tflite(qdq, tmp_path / "m.tflite", mode="fp16")
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_read_qdq_reads_weight_only_cast_mul_layout():
+    """``Cast(int) → Mul(scale) [→ Reshape]`` (graph/passes/weight_only.py's layout) is a
+    quantized constant: per channel, and blocked with the block as its own axis; its value
+    equals what onnx.reference computes for the chain."""
+    from onnx.reference import ReferenceEvaluator
+
+    from edgequant.spec import PerChannel
+
+    rng = np.random.default_rng(0)
+    q_pc = rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    s_pc = rng.uniform(0.01, 0.02, (4, 1, 1, 1)).astype(np.float32)
+    q_blk = rng.integers(-8, 8, (6, 4, 16)).astype(np.int8)  # (N, K/16, 16): K = 64
+    s_blk = rng.uniform(0.01, 0.02, (6, 4, 1)).astype(np.float32)
+    inits = [onnx.numpy_helper.from_array(q_pc, "q_pc"), onnx.numpy_helper.from_array(s_pc, "s_pc"),
+             onnx.helper.make_tensor("q_blk", onnx.TensorProto.INT4, q_blk.shape,
+                                     q_blk.ravel().tolist()),
+             onnx.numpy_helper.from_array(s_blk, "s_blk"),
+             onnx.numpy_helper.from_array(np.array([6, 64], np.int64), "shape")]
+    mk = onnx.helper.make_node
+    nodes = [mk("Cast", ["q_pc"], ["c_pc"], to=onnx.TensorProto.FLOAT),
+             mk("Mul", ["c_pc", "s_pc"], ["w_pc"]),
+             mk("Cast", ["q_blk"], ["c_blk"], to=onnx.TensorProto.FLOAT),
+             mk("Mul", ["c_blk", "s_blk"], ["m_blk"]),
+             mk("Reshape", ["m_blk", "shape"], ["w_blk"]),
+             mk("Conv", ["x", "w_pc"], ["y"]),
+             mk("Flatten", ["y"], ["f"]),
+             mk("Gemm", ["f", "w_blk"], ["z"], transB=1)]
+    graph = onnx.helper.make_graph(
+        nodes, "wo", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, (1, 3, 6, 6))],
+        [onnx.helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None)
+         for o in ("z", "w_pc", "w_blk")], inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)])
+    g = read_qdq(model)
+    assert [n.op_type for n in g.nodes] == ["Conv", "Flatten", "Gemm"]
+    pc, blk = g.qconsts["w_pc"], g.qconsts["w_blk"]
+    assert pc.qparams.granularity == PerChannel(0) and pc.scale.shape == (4,)
+    assert blk.qparams.granularity == PerGroup(1, 16) and blk.scale.shape == (6, 4)
+    assert blk.qparams.qtype.name == "int4" and blk.values.shape == (6, 64)
+    x = np.zeros((1, 3, 6, 6), np.float32)
+    _, w_pc, w_blk = ReferenceEvaluator(model).run(None, {"x": x})
+    assert np.array_equal(pc.dequantized(), w_pc) and np.array_equal(blk.dequantized(), w_blk)

@@ -13,6 +13,9 @@ nodes, never from a recipe name. :func:`read_qdq` returns a :class:`QDQGraph`:
   (:class:`QConst`: integers + :class:`QParams`, per tensor / per channel / blocked, int4
   values unpacked into int8).
 * ``QuantizeLinear(float constant)``: folded to its integers (a constant read through DQ).
+* ``Cast(integer constant) → Mul(scale) [→ Reshape]`` (the weight-only layout of
+  ``graph/passes/weight_only.py``): a quantized constant too, per tensor / per channel, or
+  blocked when the block is its own axis (symmetric: zero point 0).
 * ``Cast(float16 constant → float)``: a float constant stored as float16 (``half``).
 * ``DequantizeLinear(integer graph input)`` / ``QuantizeLinear → graph output``: integer model
   I/O; the float tensor takes the boundary's qparams and ``io_dtype`` records the type
@@ -219,7 +222,10 @@ def read_qdq(model: onnx.ModelProto) -> QDQGraph:
     out.public_names = {o: o for o in out.outputs}
     alias: dict[str, str] = {}
     producer = {o: n for n in nodes for o in n.outputs}
+    drop = _read_cast_mul(nodes, out, elem)
     for n in nodes:
+        if id(n) in drop:
+            continue
         if n.op_type == "Cast" and n.inputs[0] in consts and elem.get(n.inputs[0]) == \
                 onnx.TensorProto.FLOAT16 and n.attrs.get("to") == onnx.TensorProto.FLOAT:
             consts[n.outputs[0]] = consts[n.inputs[0]].astype(np.float32)
@@ -242,6 +248,63 @@ def read_qdq(model: onnx.ModelProto) -> QDQGraph:
         if name in out.io_dtype:
             out.io_dtype[name] = np.dtype(spec["dtype"])
     return out
+
+
+def _sole(nodes: list[Node], name: str, op: str) -> Node | None:
+    users = [n for n in nodes if name in n.inputs]
+    return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+
+def _read_cast_mul(nodes: list[Node], out: QDQGraph, elem: dict[str, int]) -> set[int]:
+    """Register each ``Cast(int const) → Mul(scale const) [→ Reshape(const)]`` chain as a
+    :class:`QConst`; returns the ids of the nodes it replaces."""
+    consts, drop = out.consts, set()
+    for cast in nodes:
+        src = cast.inputs[0] if cast.op_type == "Cast" else None
+        if src not in consts or consts[src].dtype.kind not in "iu" \
+                or cast.attrs.get("to") != onnx.TensorProto.FLOAT:
+            continue
+        mul = _sole(nodes, cast.outputs[0], "Mul")
+        scale_name = mul and next((i for i in mul.inputs if i != cast.outputs[0]), None)
+        if scale_name not in consts or consts[scale_name].dtype != np.float32:
+            continue
+        reshape = _sole(nodes, mul.outputs[0], "Reshape")
+        if reshape is not None and reshape.inputs[1] not in consts:
+            reshape = None
+        shape = tuple(int(d) for d in consts[reshape.inputs[1]]) if reshape else None
+        qc = _cast_mul_qconst(consts[src], consts[scale_name], shape, qtype_of(elem[src]))
+        if qc is None:
+            continue
+        last = reshape or mul
+        out.qconsts[last.outputs[0]] = qc
+        drop |= {id(cast), id(mul), id(last)}
+    return drop
+
+
+def _cast_mul_qconst(q: np.ndarray, scale: np.ndarray, shape: tuple[int, ...] | None,
+                     qt: QType) -> QConst | None:
+    """The QConst of ``Cast(q) · scale`` [reshaped to ``shape``], or None when the scale
+    layout is neither per tensor, per channel nor blocked."""
+    zeros = np.zeros  # symmetric storage: zero point 0
+    if shape is None or tuple(shape) == q.shape:
+        if scale.size == 1:
+            return QConst(q, QParams(scale.reshape(()), zeros((), qt.numpy_dtype), qt,
+                                     PerTensor()))
+        axes = [k for k, d in enumerate(scale.shape) if d > 1]
+        if len(axes) != 1 or scale.ndim != q.ndim or scale.shape[axes[0]] != q.shape[axes[0]]:
+            return None
+        s = scale.reshape(-1)  # (C,)
+        return QConst(q, QParams(s, zeros(s.shape, qt.numpy_dtype), qt, PerChannel(axes[0])))
+    for ax in range(len(shape)):  # q: (..., blocks, size, ...) → shape (..., blocks·size, ...)
+        blocks, size = q.shape[ax], q.shape[ax + 1] if ax + 1 < q.ndim else 0
+        split = (*shape[:ax], blocks, size, *shape[ax + 1:])
+        if q.shape == split and blocks * size == shape[ax] and scale.ndim == q.ndim \
+                and scale.shape[ax + 1] == 1:
+            full = np.broadcast_to(scale, (*split[:ax + 1], 1, *split[ax + 2:]))
+            s = np.ascontiguousarray(full.reshape((*shape[:ax], blocks, *shape[ax + 1:])))
+            qp = QParams(s, zeros(s.shape, qt.numpy_dtype), qt, PerGroup(ax, size))
+            return QConst(q.reshape(shape), qp)
+    return None
 
 
 def _dequantize_linear(n: Node, out: QDQGraph, alias: dict[str, str],
