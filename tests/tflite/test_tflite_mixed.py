@@ -223,3 +223,71 @@ def test_read_qdq_reads_weight_only_cast_mul_layout():
     x = np.zeros((1, 3, 6, 6), np.float32)
     _, w_pc, w_blk = ReferenceEvaluator(model).run(None, {"x": x})
     assert np.array_equal(pc.dequantized(), w_pc) and np.array_equal(blk.dequantized(), w_blk)
+
+
+def _two_input_seams(wide: str = "Mul", narrow: str = "Add") -> onnx.ModelProto:
+    """``wide``(int8 x1, int16 x2) → int16 y and ``narrow``(int8 x1, int16 x2) → int8 z."""
+    mk, inits, nodes = onnx.helper.make_node, [], []
+
+    def qdq(t: str, key: str, dtype, scale: float, zp: int) -> str:
+        inits.extend([onnx.numpy_helper.from_array(np.float32(scale), f"{key}_s"),
+                      onnx.numpy_helper.from_array(np.array(zp, dtype), f"{key}_z")])
+        nodes.extend([mk("QuantizeLinear", [t, f"{key}_s", f"{key}_z"], [f"{key}_q"]),
+                      mk("DequantizeLinear", [f"{key}_q", f"{key}_s", f"{key}_z"], [key])])
+        return key
+
+    a = qdq("x1", "a", np.int8, 0.02, 3)
+    b = qdq("x2", "b", np.int16, 1e-4, 0)
+    nodes.append(mk(wide, [a, b], ["p"], name=wide.lower()))
+    nodes.append(mk(narrow, [a, b], ["s"], name=narrow.lower()))
+    qdq("p", "y", np.int16, 2e-4, 0)
+    qdq("s", "z", np.int8, 0.03, -5)
+    vi = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, (1, 64))
+          for n in ("x1", "x2")]
+    out = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, (1, 64))
+           for n in ("y", "z")]
+    graph = onnx.helper.make_graph(nodes, "seams", vi, out, inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)])
+    model.ir_version = 10  # onnxruntime reads IR ≤ 13; opset 21 needs IR 10
+    return model
+
+
+def test_operands_of_two_widths_meet_at_one_kernel(tmp_path):
+    """An int16 MUL reading an int8 operand gets it requantized exactly (scale / 128); an int8
+    ADD reading an int16 operand gets a lossy int8 requantization, and a note says so. Each
+    input is quantized to its own ONNX type first (QUANTIZE), then requantized."""
+    model = _two_input_seams()
+    res = export_tflite(model, tmp_path / "seams.tflite")
+    assert res.kinds == {"mul": "int16x8", "add": "int8"} and res.mode == "mixed"
+    assert any("'x2'" in n and "int8 kernel" in n for n in res.notes), res.notes
+    table = _op_table(res.path)
+    assert ("MUL", [TT.INT16, TT.INT16], TT.INT16) in table
+    assert ("ADD", [TT.INT8, TT.INT8], TT.INT8) in table
+    # x1: float → int8 (its ONNX type) → int16; x2: float → int16 → int8
+    assert [t[1:] for t in table if t[0] == "QUANTIZE"] == [
+        ([TT.FLOAT32], TT.INT8), ([TT.INT8], TT.INT16), ([TT.FLOAT32], TT.INT16),
+        ([TT.INT16], TT.INT8)]
+    rng = np.random.default_rng(0)
+    feeds = {"x1": rng.uniform(-2, 2, (16, 64)).astype(np.float32),
+             "x2": rng.uniform(-3, 3, (16, 64)).astype(np.float32)}
+    report = verify_tflite(res.path, feeds)
+    assert report["ok"], report
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    lite = LiteRTRunner(res.path)
+    for k in range(16):
+        one = {n: v[k:k + 1] for n, v in feeds.items()}
+        (y, z), (ly, lz) = sess.run(None, one), lite.run(one)
+        assert np.abs(ly - y).max() <= 2e-4 * 2  # exact seam: a rounding LSB or two
+        # lossy seam: x2 on an int8 grid over ±3.28 (half step 0.013), plus 1 output LSB
+        assert np.abs(lz - z).max() <= 0.013 + 0.03
+
+
+@pytest.mark.xfail(strict=True, reason="known: the reference's int16 ADD with general (non "
+                   "power-of-two) scales is 1 LSB off LiteRT on ~1% of outputs here; neither "
+                   "the double- nor the single-rounding formula matches (found, not yet fixed)")
+def test_int16_add_general_scales_bit_exact(tmp_path):
+    res = export_tflite(_two_input_seams("Add", "Mul"), tmp_path / "add16.tflite")
+    rng = np.random.default_rng(0)
+    feeds = {"x1": rng.uniform(-2, 2, (16, 64)).astype(np.float32),
+             "x2": rng.uniform(-3, 3, (16, 64)).astype(np.float32)}
+    assert verify_tflite(res.path, feeds)["ok"]

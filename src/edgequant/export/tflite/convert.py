@@ -210,6 +210,13 @@ class Converter:
         else:
             if src.is_int and src.dtype == self.act_dtype:
                 return src
+            own = natural_dom(self.g.act_q[name]) if name in self.g.act_q else self.dom
+            if not src.is_int and own != self.dom:  # float → the graph's own type first
+                dom, self.dom = self.dom, own
+                try:
+                    src = self.act(name, "any", allow_perm=True)
+                finally:
+                    self.dom = dom
             quant = self.act_quant(name)
             if quant is None:
                 raise UnsupportedOpError(f"tensor {name!r}: an integer node reads it but it has "
