@@ -134,6 +134,8 @@ def requantize_single(acc: np.ndarray, m, s) -> np.ndarray:
     n = acc.shape[-1] if acc.ndim else 1
     m = np.broadcast_to(np.asarray(m, np.int64).ravel(), (n,))
     total = 31 - np.broadcast_to(np.asarray(s, np.int64).ravel(), (n,))  # (O,)
+    if acc.size == 0 or int(np.abs(acc).max()) * int(m.max()) < 2**62:  # int64 is exact
+        return (acc * m + np.left_shift(np.int64(1), total - 1)) >> total
     mo = np.array([int(v) for v in m], dtype=object)
     to = np.array([int(t) for t in total], dtype=object)
     rnd = np.array([1 << (int(t) - 1) for t in total], dtype=object)
@@ -190,7 +192,9 @@ def fully_connected(x, w, bias, xq, wq, yq, act, out_dtype=np.int8, flavor="buil
 
 
 def add_sub(a, b, aq, bq, yq, act, sign: int, dtype=np.int8):
-    """int8 ADD / SUB (``sign`` −1) with TFLite's left-shift-20 scheme."""
+    """int8 ADD / SUB (``sign`` −1) with TFLite's left-shift-20 scheme; int16 (general
+    scales) shifts by 15 and rescales its inputs with single rounding, its sum with
+    gemmlowp's double rounding (the only combination matching LiteRT on every output)."""
     left_shift = 15 if np.dtype(dtype) == np.int16 else 20
     sa, sb, so = float(aq[0][0]), float(bq[0][0]), float(yq[0][0])
     twice_max = 2 * max(sa, sb)
@@ -199,8 +203,12 @@ def add_sub(a, b, aq, bq, yq, act, sign: int, dtype=np.int8):
     mo, s_o = quantize_multiplier(twice_max / ((1 << left_shift) * so))
     xa = (a.astype(np.int64) - int(aq[1][0])) * (1 << left_shift)
     xb = (b.astype(np.int64) - int(bq[1][0])) * (1 << left_shift)
-    ra = requantize(xa, m1, s1)
-    rb = requantize(xb, m2, s2)
+    if np.dtype(dtype) == np.int16:  # 16-bit general scales: inputs rescaled single-rounding
+        ra = requantize_single(xa[..., None], [m1], [s1])[..., 0]  # (measured vs LiteRT)
+        rb = requantize_single(xb[..., None], [m2], [s2])[..., 0]
+    else:
+        ra = requantize(xa, m1, s1)
+        rb = requantize(xb, m2, s2)
     raw = requantize(ra + sign * rb, mo, s_o) + int(yq[1][0])
     lo, hi = act_range(act, so, int(yq[1][0]), dtype)
     return np.clip(raw, lo, hi).astype(dtype)
