@@ -1,8 +1,10 @@
 """Op builders for the weighted ops: Conv → CONV_2D / DEPTHWISE_CONV_2D, Gemm / MatMul →
 FULLY_CONNECTED, MatMul of two activations → BATCH_MATMUL.
 
-Weights per mode: fp32 float32; fp16 float16 + DEQUANTIZE; dynamic int8 weights with float
-activations (LiteRT picks its hybrid kernels); int8 / 16x8 int8 weights with int32 / int64 bias.
+Weights follow the node's tensors: integer node → int8 weights with int32 (int8 kernels) or
+int64 (16x8) bias; float node with ≤ 8-bit integer weights → hybrid (LiteRT quantizes the
+input on the fly); float FC with int4 blocked weights → INT4 blockwise; float node → float32
+weights (float16 + DEQUANTIZE when the ONNX model stores them as float16, or ``mode='fp16'``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 * int4 blocked weights of a float FULLY_CONNECTED (``blockwise_int4_fits``): stored as
   TFLite INT4 with blockwise quantization (float16 block scales); LiteRT runs them on both
   its builtin and XNNPACK kernels. Other blocked weights are dequantized (float32).
-* int32 bias (int8 mode) / int64 bias (16x8): ``bias_scale = input_scale · weight_scale``
+* int32 bias (int8 kernels) / int64 bias (16x8): ``bias_scale = input_scale · weight_scale``
   (float32 product, per channel), zero point 0. An ONNX bias with exactly that scale is copied;
   otherwise the float bias is requantized (round half to even).
 """
