@@ -10,10 +10,12 @@ import onnx
 
 from edgequant.export.tflite import export_tflite
 from edgequant.export.tflite.builder import load_model
-from edgequant.export.tflite.ingest import QConst
 from edgequant.export.tflite.layout import flatten_permutation, padding_mode
 from edgequant.export.tflite.weights import narrow_int8, quantized_bias
+from edgequant.graph.read_qdq import QConst
 from edgequant.interp.tflite.reference import OP_NAMES
+from edgequant.qparams import QParams
+from edgequant.spec import PerChannel, QType
 
 
 def _ops(path):
@@ -55,13 +57,17 @@ def test_nchw_public_layout_single_transpose(tfl_models, tmp_path):
     assert list(m.subgraphs[0].tensors[int(m.subgraphs[0].inputs[0])].shape) == [1, 3, 16, 16]
 
 
+def _per_channel(scale: np.ndarray) -> QParams:
+    return QParams(scale, np.zeros(scale.shape, np.int8), QType(8, True), PerChannel(0))
+
+
 def test_wide_weights_requantized_to_narrow_range():
     """An ONNX int8 weight using −128 is requantized to [−127, 127], scale max|w|/127."""
     rng = np.random.default_rng(0)
     vals = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
     vals[:, 0, 0, 0] = -128
     scale = rng.uniform(0.01, 0.02, 4).astype(np.float32)
-    w = QConst(vals, scale, np.zeros(4, np.int8), 0)
+    w = QConst(vals, _per_channel(scale))
     q, s = narrow_int8(w, 0, "w")
     assert q.min() >= -127
     assert np.allclose(s, 128 * scale / 127, rtol=1e-6)
@@ -69,7 +75,7 @@ def test_wide_weights_requantized_to_narrow_range():
     assert np.all(err <= s[:, None, None, None] / 2 + 1e-9)
     # already narrow + symmetric: copied bit for bit
     vals = np.clip(vals, -127, 127)
-    q2, s2 = narrow_int8(QConst(vals, scale, np.zeros(4, np.int8), 0), 0, "w")
+    q2, s2 = narrow_int8(QConst(vals, _per_channel(scale)), 0, "w")
     assert np.array_equal(q2, vals) and np.array_equal(s2, scale)
 
 

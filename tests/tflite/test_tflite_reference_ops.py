@@ -59,6 +59,10 @@ CASES = {
     "conv_16x8": lambda r: S.conv(r, dtype=np.int16),
     "depthwise_16x8": lambda r: S.conv(r, depthwise=True, dtype=np.int16),
     "fully_connected_16x8": lambda r: S.fully_connected(r, dtype=np.int16),
+    # large K, outputs in range: 16x8 FC rounds once (x·m + 2^(30−s)) >> (31−s); the
+    # double-rounding form differs on 1-2 of these 16384 outputs for seeds 0 and 1
+    "fully_connected_16x8_wide": lambda r: S.fully_connected(
+        r, k=1024, o=256, rows=64, dtype=np.int16, out_scales=(1.0, 3.0)),
     "add_int16": lambda r: S.binary(r, OP.ADD, dtype=np.int16),
     "mul_int16": lambda r: S.binary(r, OP.MUL, dtype=np.int16),
     "max_pool_int16": lambda r: S.pool(r, OP.MAX_POOL_2D, dtype=np.int16),

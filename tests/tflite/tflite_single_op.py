@@ -62,23 +62,25 @@ def conv(rng, depthwise=False, padding="SAME", stride=1, act=0, cin=8, mult=1, k
     return _finish(b, [x], [y]), {"x": _rand(rng, (n, h, w, cin), dtype)}
 
 
-def fully_connected(rng, act=0, k=64, o=10, per_channel=True, dtype=np.int8):
-    """FULLY_CONNECTED (O, K) int8 weights, int32 bias (int64 for int16 activations)."""
+def fully_connected(rng, act=0, k=64, o=10, per_channel=True, dtype=np.int8, rows=1,
+                    out_scales=(0.05, 0.3)):
+    """FULLY_CONNECTED (O, K) int8 weights, int32 bias (int64 for int16 activations);
+    ``rows`` input rows, output scale drawn from ``out_scales``."""
     b = TFLiteBuilder()
     xq = _q(rng, dtype=dtype)
     bias_dtype = np.int64 if dtype == np.int16 else np.int32
     ws = rng.uniform(0.002, 0.02, o if per_channel else 1).astype(np.float32)
     wv = rng.integers(-127, 128, (o, k)).astype(np.int8)
     bs = (np.float32(xq.scale[0]) * ws).astype(np.float32)
-    x = b.add_tensor("x", (1, k), dtype, quant=xq)
+    x = b.add_tensor("x", (rows, k), dtype, quant=xq)
     wt = b.add_tensor("w", (o, k), np.int8, wv, Quant.of(ws, 0))
     bt = b.add_tensor("b", (o,), bias_dtype, rng.integers(-3000, 3000, o).astype(bias_dtype),
                       Quant.of(bs, 0))
-    y = b.add_tensor("y", (1, o), dtype, quant=_q(rng, 0.05, 0.3, dtype=dtype))
+    y = b.add_tensor("y", (rows, o), dtype, quant=_q(rng, *out_scales, dtype=dtype))
     opt = schema.FullyConnectedOptionsT()
     opt.fusedActivationFunction = act
     b.add_op(OP.FULLY_CONNECTED, [x, wt, bt], [y], OPT.FullyConnectedOptions, opt)
-    return _finish(b, [x], [y]), {"x": _rand(rng, (1, k), dtype)}
+    return _finish(b, [x], [y]), {"x": _rand(rng, (rows, k), dtype)}
 
 
 def binary(rng, code, act=0, shape=(1, 5, 6, 8), bshape=None, dtype=np.int8):

@@ -117,6 +117,24 @@ class TFLiteBuilder:
         self.tensors.append(t)
         return len(self.tensors) - 1
 
+    def add_blockwise_int4(self, name: str, values: np.ndarray, scales: np.ndarray,
+                           block: int) -> int:
+        """An INT4 constant (values in int8, packed two per byte, low nibble first) with
+        blockwise quantization: ``scales`` float16 ``(O, I / block)``; returns its index."""
+        scale_idx = self.add_tensor(f"{name}_scales", scales.shape, np.float16, data=scales)
+        idx = self.add_tensor(name, values.shape, np.int8, data=values)
+        t = self.tensors[idx]
+        t.type = schema.TensorType.INT4
+        self.buffers[t.buffer].data = pack_int4(values)
+        q = schema.QuantizationParametersT()
+        q.detailsType = schema.QuantizationDetails.BlockwiseQuantization
+        details = schema.BlockwiseQuantizationT()
+        details.scales = scale_idx
+        details.blockSize = int(block)
+        q.details = details
+        t.quantization = q
+        return idx
+
     def add_op(
         self,
         opcode: int,
@@ -183,6 +201,21 @@ class TFLiteBuilder:
         sig.inputs = tmap(sub.inputs)
         sig.outputs = tmap(sub.outputs)
         return sig
+
+
+def pack_int4(values: np.ndarray) -> np.ndarray:
+    """int4 values (any int dtype, row-major) → bytes, two per byte, low nibble first."""
+    v = np.asarray(values).ravel().astype(np.uint8) & 0xF  # (n,) two's-complement nibbles
+    if v.size % 2:
+        v = np.append(v, np.uint8(0))
+    return (v[0::2] | (v[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_int4(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`pack_int4`: signed int4 values as int8 of ``shape``."""
+    b = np.asarray(data, np.uint8)
+    nib = np.stack([b & 0xF, b >> 4], axis=1).ravel()[: int(np.prod(shape))]  # (n,)
+    return (nib.astype(np.int8) - (nib >= 8).astype(np.int8) * 16).astype(np.int8).reshape(shape)
 
 
 def load_model(data: bytes) -> schema.ModelT:

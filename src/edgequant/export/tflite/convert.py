@@ -18,12 +18,14 @@ from edgequant.errors import UnsupportedOpError
 from edgequant.export.tflite.builder import Quant, TFLiteBuilder
 from edgequant.export.tflite.ingest import Graph, Node
 from edgequant.export.tflite.layout import TO_NCHW, TO_NHWC, nhwc_shape
+from edgequant.qparams import QParams
 
 log = logging.getLogger(__name__)
 
-#: Export modes: float32, float16 weights, dynamic-range int8 weights (hybrid kernels),
-#: full int8 (w8a8) and 16x8 (int16 activations, int8 weights).
-MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+#: ``mode=`` overrides for a float graph: float32, float16 weights, dynamic-range int8 weights.
+FLOAT_MODES = ("fp32", "fp16", "dynamic")
+#: Integer domains (a node's kernel family) → activation dtype: int8 kernels, 16x8 kernels.
+DOM_DTYPE = {"i8": np.dtype(np.int8), "i16": np.dtype(np.int16)}
 OP = schema.BuiltinOperator
 OPT = schema.BuiltinOptions
 ACT = {
@@ -51,57 +53,86 @@ class TVal:
         return self.dtype.kind in "iu"
 
 
-class Converter:
-    """Builds the TFLite subgraph for one :class:`Graph` in one mode."""
+def natural_dom(qp: QParams) -> str:
+    """The integer domain of activation qparams: ``i16`` for 16-bit, ``i8`` for 8-bit."""
+    return "i16" if qp.qtype.bits == 16 else "i8"
 
-    def __init__(self, graph: Graph, mode: str, io: str, strict: bool) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode {mode!r} is not allowed: use one of {MODES}")
+
+class Converter:
+    """Builds the TFLite subgraph for one :class:`Graph`; each node's arithmetic (its domain:
+    ``f`` float, ``i8`` int8 kernels, ``i16`` 16x8 kernels) comes from its tensors' qparams."""
+
+    def __init__(self, graph: Graph, mode: str | None, io: str, strict: bool) -> None:
+        if mode is not None and mode not in FLOAT_MODES:
+            raise ValueError(f"mode {mode!r} is not allowed: use one of {FLOAT_MODES}")
         self.g = graph
-        self.mode = mode
+        self.mode = mode  # float-graph override, None: everything from the graph
         self.io = io
         self.strict = strict
         self.b = TFLiteBuilder()
         self.vals: dict[tuple[str, str, bool], TVal] = {}  # (onnx name, domain, nhwc) → value
-        self.q = False  # is the node being converted integer?
+        self.dom = "f"  # domain of the node being converted
+        self.kind: str | None = None  # arithmetic of the node being converted, when special
+        self.kinds: dict[str, str] = {}  # node → int8 / int16x8 / hybrid / int4 / fp16 / float
         self.float_nodes: list[str] = []
+        self.notes: list[str] = []
         self.node: Node | None = None
 
     # ---- domains --------------------------------------------------------------------------
     @property
-    def integer_mode(self) -> bool:
-        """Full-integer modes (activations quantized)."""
-        return self.mode in ("int8", "int16x8")
+    def q(self) -> bool:
+        """Is the node being converted integer?"""
+        return self.dom != "f"
 
     @property
     def act_dtype(self) -> np.dtype:
-        """Integer activation dtype of the mode."""
-        return np.dtype(np.int16 if self.mode == "int16x8" else np.int8)
+        """Integer activation dtype of the current domain."""
+        return DOM_DTYPE.get(self.dom, np.dtype(np.int8))
 
-    def act_quant(self, name: str) -> Quant | None:
-        """TFLite qparams of activation ``name``: uint8 qparams become int8 (zp − 128)."""
-        aq = self.g.act_q.get(name)
-        if aq is None:
+    def note(self, text: str) -> None:
+        """Log ``text`` and keep it for :class:`ExportResult`."""
+        log.info(text)
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def act_quant(self, name: str, dom: str | None = None) -> Quant | None:
+        """TFLite qparams of activation ``name`` in ``dom`` (default: the current domain).
+
+        uint8 qparams become int8 (zp − 128, exact). In its own domain a tensor keeps its
+        qparams; an 8-bit tensor read by a 16x8 kernel becomes ``scale / 128``, zero point 0
+        (``(q − zp) · 128`` fits int16: exact); a 16-bit tensor read by an int8 kernel gets a
+        symmetric int8 scale over its range (lossy: a seam the graph did not state).
+        """
+        dom = dom or self.dom
+        qp = self.g.act_q.get(name)
+        if qp is None:
             return None
-        if self.mode == "int16x8":
-            if aq.dtype != np.int16 or aq.zero_point != 0:
-                raise UnsupportedOpError(
-                    f"tensor {name!r}: 16x8 export needs int16 activations with zero point 0, "
-                    f"got {aq.dtype} zero point {aq.zero_point}")
-            return Quant.of(aq.scale, 0)
-        if aq.dtype == np.uint8:  # same scale, integers shifted: exact one-to-one mapping
-            return Quant.of(aq.scale, aq.zero_point - 128)
-        if aq.dtype != np.int8:
-            raise UnsupportedOpError(f"tensor {name!r}: int8 export needs 8-bit activation "
-                                     f"qparams, got {aq.dtype}")
-        return Quant.of(aq.scale, aq.zero_point)
+        scale, zp, have = float(qp.scale), int(qp.zero_point), natural_dom(qp)
+        if have == "i16" and (not qp.qtype.signed or zp != 0):
+            raise UnsupportedOpError(f"tensor {name!r}: 16-bit activations export as TFLite 16x8 "
+                                     f"(int16, zero point 0), got {qp.qtype.name} zero point {zp}")
+        if have == "i8" and qp.qtype.bits != 8:
+            raise UnsupportedOpError(f"tensor {name!r}: activation type {qp.qtype.name} has no "
+                                     "TFLite kernels (use int8, uint8 or int16)")
+        if not qp.qtype.signed:  # same scale, integers shifted: exact one-to-one mapping
+            zp -= 128
+        if have == dom:
+            return Quant.of(scale, zp)
+        if dom == "i16":
+            return Quant.of(np.float32(scale) / np.float32(128), 0)
+        self.note(f"tensor {name!r}: int16 activations read by an int8 kernel (requantized to "
+                  "int8 over the int16 range)")
+        return Quant.of(np.float32(scale) * np.float32(32767 / 127), 0)
 
-    def node_is_integer(self, node: Node) -> bool:
-        """A node runs integer when every activation input and output has qparams."""
-        if not self.integer_mode:
-            return False
+    def node_domain(self, node: Node) -> str:
+        """``i8`` / ``i16`` when every activation input and output has qparams (the output's
+        type picks the kernels), else ``f``."""
+        if not self.g.quantized:
+            return "f"
         acts = [i for i in node.inputs if i and self.g.value(i) is None]
-        return all(self.g.act_q.get(t) is not None for t in [*acts, *node.outputs])
+        if not all(self.g.act_q.get(t) is not None for t in [*acts, *node.outputs]):
+            return "f"
+        return natural_dom(self.g.act_q[node.outputs[0]])
 
     # ---- tensors --------------------------------------------------------------------------
     def temp(self, name: str, shape, dtype, quant: Quant | None = None, nhwc=False) -> TVal:
@@ -115,11 +146,13 @@ class Converter:
         idx = self.b.add_tensor(name, data.shape, data.dtype, data=data, quant=quant)
         return TVal(idx, tuple(data.shape), data.dtype, quant)
 
-    def float_const(self, name: str, data: np.ndarray) -> TVal:
-        """A float32 constant; in fp16 mode stored as float16 and DEQUANTIZEd at run time."""
+    def float_const(self, name: str, data: np.ndarray, half: bool = False) -> TVal:
+        """A float32 constant; stored as float16 + DEQUANTIZE at run time when the ONNX model
+        stores it as float16 (``half``) or in fp16 mode."""
         data = np.asarray(data, dtype=np.float32)
-        if self.mode != "fp16":
+        if self.mode != "fp16" and not half:
             return self.const(name, data)
+        self.kind = self.kind or "fp16"
         half = self.const(f"{name}_fp16", data.astype(np.float16))
         out = self.temp(name, data.shape, np.float32)
         self.op(OP.DEQUANTIZE, [half], [out])
@@ -131,7 +164,7 @@ class Converter:
             tv = self.temp(name, shape, self.act_dtype, quant or self.act_quant(name), nhwc)
         else:
             tv = self.temp(name, shape, np.float32, None, nhwc)
-        self.vals[(name, "q" if self.q else "f", nhwc)] = tv
+        self.vals[(name, self.dom, nhwc)] = tv
         self.vals.setdefault((name, "src", False), tv)
         return tv
 
@@ -146,7 +179,7 @@ class Converter:
 
         ``allow_perm``: the caller (FULLY_CONNECTED) accepts an NHWC-ordered flatten.
         """
-        dom = "q" if self.q else "f"
+        dom = self.dom
         src = self.vals.get((name, "src", False))
         if src is None:
             raise UnsupportedOpError(f"tensor {name!r} is used before it is produced "
@@ -167,18 +200,33 @@ class Converter:
         return tv
 
     def _convert_domain(self, name: str, src: TVal) -> TVal:
-        if self.q and not src.is_int:
-            quant = self.act_quant(name)
-            out = self.temp(f"{name}_q", src.shape, self.act_dtype, quant, src.nhwc)
-            out.flat_perm = src.flat_perm
-            self.op(OP.QUANTIZE, [src], [out])
-            return out
-        if not self.q and src.is_int:
+        """``src`` in the current domain: DEQUANTIZE to float, QUANTIZE float → int or int →
+        int of another width (LiteRT's QUANTIZE requantizes int8 ↔ int16 directly)."""
+        if not self.q:
+            if not src.is_int:
+                return src
             out = self.temp(f"{name}_dq", src.shape, np.float32, None, src.nhwc)
-            out.flat_perm = src.flat_perm
-            self.op(OP.DEQUANTIZE, [src], [out])
-            return out
-        return src
+            code = OP.DEQUANTIZE
+        else:
+            if src.is_int and src.dtype == self.act_dtype:
+                return src
+            own = natural_dom(self.g.act_q[name]) if name in self.g.act_q else self.dom
+            if not src.is_int and own != self.dom:  # float → the graph's own type first
+                dom, self.dom = self.dom, own
+                try:
+                    src = self.act(name, "any", allow_perm=True)
+                finally:
+                    self.dom = dom
+            quant = self.act_quant(name)
+            if quant is None:
+                raise UnsupportedOpError(f"tensor {name!r}: an integer node reads it but it has "
+                                         "no qparams")
+            out = self.temp(f"{name}_{self.act_dtype.name}", src.shape, self.act_dtype, quant,
+                            src.nhwc)
+            code = OP.QUANTIZE
+        out.flat_perm = src.flat_perm
+        self.op(code, [src], [out])
+        return out
 
     def _transposed(self, name, tv: TVal, perm, nhwc: bool, dom: str) -> TVal:
         key = (name, dom, nhwc)
@@ -226,40 +274,41 @@ class Converter:
             public = self.g.public_names.get(name, name)
             if io is None:
                 tv = self.temp(public, shape, np.float32)
-            else:
-                quant = self.act_quant(name)
-                if quant is None:
-                    raise UnsupportedOpError(f"input {name!r}: integer I/O needs qparams")
-                if io == np.uint8:
-                    quant = Quant.of(quant.scale, quant.zero_point + 128)
-                tv = self.temp(public, shape, io, quant)
-                if io == np.uint8:  # uint8 → int8 QUANTIZE: exact, zero point shifted by 128
-                    q8 = self.temp(f"{name}_int8", shape, self.act_dtype, self.act_quant(name))
-                    self.op(OP.QUANTIZE, [tv], [q8])
-                    self.vals[(name, "q", False)] = q8
-                    self.b.inputs.append(tv.idx)
-                    self.vals[(name, "src", False)] = q8
-                    continue
+                self.b.inputs.append(tv.idx)
+                self.vals[(name, "src", False)] = tv
+                continue
+            dom = natural_dom(self.g.act_q[name])
+            quant = self.act_quant(name, dom)
+            if io == np.uint8:
+                quant = Quant.of(quant.scale, quant.zero_point + 128)
+            tv = self.temp(public, shape, io, quant)
             self.b.inputs.append(tv.idx)
+            if io == np.uint8:  # uint8 → int8 QUANTIZE: exact, zero point shifted by 128
+                q8 = self.temp(f"{name}_int8", shape, np.int8, self.act_quant(name, dom))
+                self.op(OP.QUANTIZE, [tv], [q8])
+                tv = q8
+            self.vals[(name, dom, False)] = tv
             self.vals[(name, "src", False)] = tv
 
     def _io_dtype(self, name: str) -> np.dtype | None:
-        if not self.integer_mode:
+        qp = self.g.act_q.get(name)
+        if self.io == "float" or qp is None:
             return None
-        if self.io == "float":
-            return None
-        if self.io in ("int8", "uint8", "int16"):
-            return np.dtype(self.io)
-        return self.g.io_dtype.get(name)
+        io = np.dtype(self.io) if self.io in ("int8", "uint8", "int16") else self.g.io_dtype.get(name)
+        if io is not None and (io.itemsize == 2) != (natural_dom(qp) == "i16"):
+            raise UnsupportedOpError(f"tensor {name!r}: io {io} does not fit its {qp.qtype.name} "
+                                     "qparams (8-bit tensors take int8 / uint8 I/O, 16-bit int16)")
+        return io
 
     def add_outputs(self) -> None:
         """Graph outputs in ONNX layout and the public dtype (transposed before DEQUANTIZE)."""
         for name in self.g.outputs:
             io = self._io_dtype(name)
             src = self.vals[(name, "src", False)]
-            self.q = io is not None or src.is_int
-            if self.q and self.act_quant(name) is None:
-                raise UnsupportedOpError(f"output {name!r}: integer I/O needs qparams")
+            if io is not None:
+                self.dom = natural_dom(self.g.act_q[name])
+            else:
+                self.dom = "f" if not src.is_int else "i16" if src.dtype == np.int16 else "i8"
             tv = self.act(name, "nchw")
             if io is None and tv.is_int:  # float I/O: DEQUANTIZE the NCHW integer tensor
                 out = self.temp(f"{name}_float", tv.shape, np.float32)
@@ -296,17 +345,31 @@ class Converter:
                     f"node {node.name!r}: op {node.op_type} has no TFLite export (supported: "
                     f"{', '.join(sorted(handlers))}); unsupported ops are an error in every mode "
                     "because TFLite builtins have no fallback")
-            self.q = self.node_is_integer(node)
-            if self.integer_mode and not self.q:
+            self.dom = self.node_domain(node)
+            self.kind = None
+            if self.g.act_q and not self.q:
                 if self.strict:
                     raise UnsupportedOpError(
                         f"node {node.name!r} ({node.op_type}) is not quantized (an input or "
                         "output has no qparams); strict export allows integer ops only")
-                log.warning("node %s (%s) kept in float", node.name, node.op_type)
+                log.info("node %s (%s) runs in float", node.name, node.op_type)
                 self.float_nodes.append(node.name)
             handler(self, node)
+            default = {"i8": "int8", "i16": "int16x8"}.get(self.dom, "float")
+            self.kinds[node.name] = self.kind or default
         self.add_outputs()
-        return self.b.finish(f"edgequant {self.mode}")
+        return self.b.finish(f"edgequant {self.summary()}")
+
+    def summary(self) -> str:
+        """One word for the whole model: fp32 / fp16 / dynamic / int8 / int16x8 / int4 when
+        every non-float node shares one arithmetic, else ``mixed``."""
+        kinds = set(self.kinds.values()) - {"float"}
+        if not kinds:
+            return self.mode or "fp32"
+        if len(kinds) > 1:
+            return "mixed"
+        kind = kinds.pop()
+        return "dynamic" if kind == "hybrid" else kind
 
     # ---- helpers for op builders ----------------------------------------------------------
     def shape_of(self, name: str) -> tuple[int, ...]:

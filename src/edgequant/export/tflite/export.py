@@ -1,17 +1,28 @@
 """``export_tflite``: float or QDQ ONNX → ``.tflite`` flatbuffer, without TensorFlow.
 
-Mode comes from ``mode=`` or the model's ``edgequant.recipe`` metadata (a QDQ model without
-it is exported full-integer, a float model as fp32):
+Each node's TFLite form comes from the types of its tensors in the QDQ graph
+(:func:`edgequant.graph.read_qdq.read_qdq`), never from the recipe name:
 
-==========  ===============================================================================
-fp32        float32 everywhere
-fp16        float16 constants + DEQUANTIZE ops (weights half the size)
-dynamic     int8 symmetric per-channel weights on CONV_2D / DEPTHWISE / FULLY_CONNECTED,
-            float activations: LiteRT runs its hybrid kernels
-int8        w8a8: int8 activations (uint8 ONNX qparams → zp − 128), int8 narrow weights,
-            int32 bias; ``io`` float (QUANTIZE / DEQUANTIZE at the boundary), int8 or uint8
-int16x8     int16 activations (zero point 0), int8 weights, int64 bias
-==========  ===============================================================================
+==========================  ===================================================================
+int8 / uint8 activations    int8 kernels (uint8 qparams → int8, zero point − 128: exact), int8
+                            narrow per-channel weights, int32 bias
+int16 activations (zp 0)    16x8 kernels: int8 weights, int64 bias
+float activations,          hybrid (dynamic-range) CONV_2D / DEPTHWISE_CONV_2D /
+int8 (or int4) weights      FULLY_CONNECTED: LiteRT quantizes the input on the fly
+float activations, int4     FULLY_CONNECTED with an INT4 blockwise weight (float16 block
+blocked weights             scales): LiteRT 2.x runs it on its builtin and XNNPACK kernels
+                            (measured: per-channel INT4 hybrid FC is wrong on the builtin
+                            path, so per-channel int4 weights are stored as int8 — exact).
+                            Blocked weights that do not fit (zero points, Conv, NHWC-flatten
+                            input) are stored dequantized (float32), with a note.
+float16 constants           float16 buffers + DEQUANTIZE
+float                       float32 ops
+==========================  ===================================================================
+
+At each seam between domains a QUANTIZE (float → int, or int8 ↔ int16 requantization) or
+DEQUANTIZE is inserted. ``mode=`` overrides a *float* model only: fp32, fp16 (float16
+weights) or dynamic (int8 weights, hybrid kernels). ``ExportResult.mode`` sums the model up
+(``mixed`` when nodes differ); ``kinds`` gives each node's arithmetic.
 
 Layout: the public inputs/outputs keep the ONNX layout (NCHW); a single TRANSPOSE converts a
 4-D input to NHWC and a 4-D output back; weights are permuted at export time. A symbolic
@@ -27,8 +38,8 @@ from pathlib import Path
 import onnx
 
 from edgequant.export.tflite import ops_compute, ops_elementwise, ops_layout
-from edgequant.export.tflite.convert import MODES, Converter
-from edgequant.export.tflite.ingest import RECIPE_MODES, read_graph
+from edgequant.export.tflite.convert import FLOAT_MODES, Converter
+from edgequant.export.tflite.ingest import read_graph
 from edgequant.graph.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -48,7 +59,8 @@ IO_TYPES = ("float", "int8", "uint8")
 
 @dataclass
 class ExportResult:
-    """What was written: path, mode, size, the TFLite op histogram and float-kept nodes."""
+    """What was written: path, mode (summary), size, the TFLite op histogram, the nodes kept
+    float in a quantized graph, each node's arithmetic and notes on lossy storage choices."""
 
     path: Path
     mode: str
@@ -56,33 +68,36 @@ class ExportResult:
     size_bytes: int
     ops: dict[str, int] = field(default_factory=dict)
     float_nodes: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-able summary (the quantizer's report embeds it)."""
         return {"path": str(self.path), "mode": self.mode, "io": self.io,
                 "size_bytes": self.size_bytes, "ops": dict(self.ops),
-                "float_nodes": list(self.float_nodes)}
+                "float_nodes": list(self.float_nodes), "kinds": dict(self.kinds),
+                "notes": list(self.notes)}
 
 
-def _resolve_mode(graph, mode: str | None) -> str:
-    if mode is not None:
-        mode = RECIPE_MODES.get(mode, mode)
-        if mode not in MODES:
-            raise ValueError(f"mode {mode!r} is not allowed: use one of {MODES} or a recipe name "
-                             f"({', '.join(RECIPE_MODES)})")
-        if mode in ("int8", "int16x8") and not graph.quantized:
+INTEGER_MODES = ("int8", "int16x8")
+
+
+def _check_mode(graph, mode: str | None) -> str | None:
+    """The float-model override (or None); ``int8`` / ``int16x8`` only assert the result."""
+    if mode is None:
+        return None
+    if mode in INTEGER_MODES:
+        if not graph.quantized:
             raise ValueError(f"mode {mode!r} needs a QDQ model (activation qparams); this model "
                              "has no QuantizeLinear/DequantizeLinear nodes")
-        return mode
-    if graph.recipe is not None:
-        if graph.recipe not in RECIPE_MODES:
-            raise ValueError(f"recipe {graph.recipe!r} (model metadata) has no TFLite export: "
-                             f"use one of {', '.join(RECIPE_MODES)}")
-        return RECIPE_MODES[graph.recipe]
-    if not graph.quantized:
-        return "fp32"
-    wide = any(q.dtype.itemsize == 2 for q in graph.act_q.values())
-    return "int16x8" if wide else "int8"
+        return None
+    if mode not in FLOAT_MODES:
+        raise ValueError(f"mode {mode!r} is not allowed: use one of {FLOAT_MODES} (float "
+                         f"models) or {INTEGER_MODES} (QDQ models; checked, not forced)")
+    if graph.quantized:
+        raise ValueError(f"mode {mode!r} overrides float models only: a QDQ model's arithmetic "
+                         "comes from its Q/DQ nodes (drop mode=)")
+    return mode
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -118,10 +133,12 @@ def export_tflite(
 ) -> ExportResult:
     """Export a float or QDQ ONNX model to a ``.tflite`` file at ``path`` (atomically).
 
-    ``mode``: fp32 | fp16 | dynamic | int8 | int16x8 (or a recipe name); default from the
-    ``edgequant.recipe`` metadata. ``io`` (integer modes): float | int8 | uint8; default from
-    ``edgequant.io`` metadata, else float. ``strict``: a node that would stay float in an
-    integer graph is an error naming it (unsupported ops are an error in every mode).
+    Each node's arithmetic comes from the graph's Q/DQ nodes (module docstring). ``mode``:
+    for a float model fp32 (default) | fp16 | dynamic; for a QDQ model int8 | int16x8 asserts
+    the summary (a ValueError when the graph says otherwise). ``io`` (quantized I/O tensors):
+    float | int8 | uint8; default from the graph (integer I/O) or ``edgequant.io`` metadata.
+    ``strict``: a node that would stay float in a graph with activation qparams is an error
+    naming it (unsupported ops are an error in every mode).
     """
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
@@ -131,12 +148,17 @@ def export_tflite(
     if io is not None and io not in IO_TYPES:
         raise ValueError(f"io {io!r} is not allowed: use one of {IO_TYPES}")
     graph = read_graph(model)
-    mode = _resolve_mode(graph, mode)
+    override = _check_mode(graph, mode)
     if io is None:
         io = "auto" if graph.io_dtype else "float"
-    cv = Converter(graph, mode, io, strict)
+    cv = Converter(graph, override, io, strict)
     data = cv.convert(HANDLERS)
+    summary = cv.summary()
+    if mode in INTEGER_MODES and summary != mode:
+        raise ValueError(f"mode {mode!r}: the QDQ graph exports as {summary!r} (node "
+                         f"arithmetic: {sorted(set(cv.kinds.values()))}); drop mode=")
     write_atomic(path, data)
     hist = op_histogram(data)
-    log.info("wrote %s (%d bytes, mode %s): %s", path, len(data), mode, hist)
-    return ExportResult(path, mode, io, len(data), hist, cv.float_nodes)
+    log.info("wrote %s (%d bytes, %s): %s", path, len(data), summary, hist)
+    return ExportResult(path, summary, io, len(data), hist, cv.float_nodes, dict(cv.kinds),
+                        list(cv.notes))

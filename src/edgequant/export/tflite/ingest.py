@@ -1,71 +1,38 @@
-"""Read a float or QDQ ONNX model into a plain float graph plus quantization annotations.
+"""Read a float or QDQ ONNX model for TFLite export: :func:`edgequant.graph.read_qdq.read_qdq`
+(the float graph + per-tensor qparams) plus the TFLite-specific steps:
 
-A QDQ model (docs/architecture.md) is turned back into "the float graph + qparams":
-
-* ``QuantizeLinear(t) → DequantizeLinear → t_dq``: consumers of ``t_dq`` read ``t``, and ``t``
-  carries the activation qparams (:class:`ActQ`).
-* ``DequantizeLinear(w_int_initializer) → w_dq``: ``w_dq`` becomes a quantized constant
-  (:class:`QConst`) holding the integers, scales, zero points and axis.
-* ``DequantizeLinear(int graph input)`` / ``QuantizeLinear → int graph output``: integer I/O;
-  the float tensor takes the boundary's qparams and the I/O dtype is recorded.
-
-The exporter then maps each float op to TFLite once, whatever the mode.
+* the symbolic batch dim is fixed to 1 (any other dynamic dim is an error) and every tensor
+  gets a static shape (ONNX shape inference, else one onnxruntime run on zeros);
+* constant subgraphs are folded (``patterns.fold_casts``) and the ``w8_dynamic`` per-row
+  subgraph becomes one MatMul / Gemm over an int8 weight (``patterns.undo_row_dynamic``);
+* Relu / Clip are fused into their producer (TFLite fused activations).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from edgequant.errors import UnsupportedOpError
-from edgequant.export.tflite.ingest_types import ActQ, Node, QConst
 from edgequant.export.tflite.patterns import fold_casts, undo_row_dynamic
-from edgequant.graph.contract import META_IO, META_RECIPE
+from edgequant.graph.read_qdq import Node, QConst, QDQGraph, read_qdq
 
 log = logging.getLogger(__name__)
 
-#: Recipe names (metadata ``edgequant.recipe``) → TFLite export mode.
-RECIPE_MODES = {
-    "fp32": "fp32",
-    "fp16": "fp16",
-    "w8_dynamic": "dynamic",
-    "w8a8": "int8",
-    "w8a16": "int16x8",
-}
-
 
 @dataclass
-class Graph:
-    """The float graph with everything the exporter needs to know about each tensor."""
+class Graph(QDQGraph):
+    """The float graph + qparams (:func:`read_qdq`) with the static shape of every tensor."""
 
-    nodes: list[Node]
-    inputs: list[str]
-    outputs: list[str]
-    shapes: dict[str, tuple[int, ...]]
-    consts: dict[str, np.ndarray]  # float (or int for shapes/axes) initializers
-    qconsts: dict[str, QConst]
-    act_q: dict[str, ActQ]
-    io_dtype: dict[str, np.dtype] = field(default_factory=dict)  # integer I/O, by tensor
-    recipe: str | None = None
-    quantized: bool = False  # True when the model had Q/DQ nodes
-    public_names: dict[str, str] = field(default_factory=dict)  # internal → ONNX I/O name
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def consumers(self, name: str) -> list[Node]:
         """Nodes reading ``name``."""
         return [n for n in self.nodes if name in n.inputs]
-
-    def value(self, name: str) -> np.ndarray | None:
-        """The float value of a constant (dequantized when quantized), or None."""
-        if name in self.consts:
-            return self.consts[name]
-        if name in self.qconsts:
-            return self.qconsts[name].dequantized()
-        return None
 
 
 def _fix_batch(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -131,124 +98,19 @@ def _runtime_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple
     return {n: tuple(np.asarray(v).shape) for n, v in zip(names, outs, strict=True)}
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _const(name: str, consts: dict[str, np.ndarray], node: Node) -> np.ndarray:
-    if name not in consts:
-        raise UnsupportedOpError(
-            f"node {node.name!r} ({node.op_type}): input {name!r} must be a constant initializer"
-        )
-    return consts[name]
-
-
-def _constant_value(node: onnx.NodeProto) -> np.ndarray:
-    """The value of a Constant node, whichever attribute (value, value_ints, ...) holds it."""
-    a = node.attribute[0]
-    v = onnx.helper.get_attribute_value(a)
-    if a.name == "value":
-        return numpy_helper.to_array(v)
-    dtype = {"value_int": np.int64, "value_ints": np.int64, "value_float": np.float32,
-             "value_floats": np.float32}.get(a.name)
-    if dtype is None:
-        raise UnsupportedOpError(f"node {node.name!r}: Constant attribute {a.name!r} is not "
-                                 "supported (use value, value_int(s) or value_float(s))")
-    return np.asarray(v, dtype=dtype)
-
-
 def read_graph(model: onnx.ModelProto) -> Graph:
-    """Parse a float or QDQ ONNX model (opset ≥ 13) into a :class:`Graph`."""
+    """Parse a float or QDQ ONNX model (opset ≥ 13) into a :class:`Graph` for TFLite export."""
     model = _fix_batch(model)
     shapes = _shapes(model)
-    g = model.graph
-    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    for n in g.node:  # Constant nodes are initializers too
-        if n.op_type == "Constant":
-            consts[n.output[0]] = _constant_value(n)
-    meta = {p.key: p.value for p in model.metadata_props}
-    io_meta = json.loads(meta.get(META_IO, "{}"))
-    nodes = [
-        Node(n.op_type, n.name or f"{n.op_type}_{k}", list(n.input), list(n.output), _attrs(n))
-        for k, n in enumerate(g.node)
-        if n.op_type != "Constant"
-    ]
-    alias: dict[str, str] = {}
-    act_q: dict[str, ActQ] = {}
-    qconsts: dict[str, QConst] = {}
-    io_dtype: dict[str, np.dtype] = {}
+    qg = read_qdq(model)
+    graph = Graph(**{f.name: getattr(qg, f.name) for f in fields(QDQGraph)}, shapes=shapes)
+    for name in graph.inputs:  # integer inputs: the DQ output has the input's shape
+        if name not in shapes and graph.public_names.get(name) in shapes:
+            shapes[name] = shapes[graph.public_names[name]]
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 21)
-    nodes = fold_casts(nodes, consts, shapes, opset)
-    graph_inputs = [i.name for i in g.input if i.name not in consts]
-    graph_outputs = [o.name for o in g.output]
-    public = {o: o for o in graph_outputs}
-    producer = {o: n for n in nodes for o in n.outputs}
-    keep: list[Node] = []
-    quantized = False
-    for n in nodes:
-        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            keep.append(n)
-            continue
-        quantized = True
-        scale = np.asarray(_const(n.inputs[1], consts, n), dtype=np.float32)
-        zp = (
-            np.asarray(_const(n.inputs[2], consts, n))
-            if len(n.inputs) > 2 and n.inputs[2]
-            else np.zeros(scale.shape, np.uint8 if n.op_type == "QuantizeLinear" else np.int8)
-        )
-        if n.attrs.get("block_size"):
-            raise UnsupportedOpError(f"node {n.name!r}: blocked (int4 group) quantization has "
-                                     "no TFLite export; use per-channel weights")
-        src = n.inputs[0]
-        if n.op_type == "DequantizeLinear":
-            if src in consts:  # quantized constant
-                axis = n.attrs.get("axis", 1) if scale.ndim == 1 and scale.size > 1 else None
-                if axis is not None:
-                    axis %= consts[src].ndim
-                qconsts[n.outputs[0]] = QConst(consts[src], scale, zp, axis)
-            elif src in producer and producer[src].op_type == "QuantizeLinear":
-                q = producer[src]
-                alias[n.outputs[0]] = alias.get(q.inputs[0], q.inputs[0])
-            elif src in graph_inputs:  # integer model input
-                io_dtype[n.outputs[0]] = zp.dtype
-                act_q[n.outputs[0]] = ActQ(float(scale), int(zp), zp.dtype)
-                graph_inputs[graph_inputs.index(src)] = n.outputs[0]
-                public[n.outputs[0]] = src
-                shapes[n.outputs[0]] = shapes.get(src, ())
-            else:
-                raise UnsupportedOpError(f"node {n.name!r}: DequantizeLinear input {src!r} is "
-                                         "neither a constant nor a QuantizeLinear output")
-        else:  # QuantizeLinear
-            if scale.size != 1:
-                raise UnsupportedOpError(f"node {n.name!r}: per-channel activation quantization "
-                                         "is not supported by TFLite (per tensor only)")
-            x = alias.get(src, src)
-            if src in consts:  # Q of a float constant: fold to a quantized constant
-                from edgequant.primitives import quantize
-                from edgequant.qparams import QParams
-                from edgequant.spec import PerTensor, QType
-
-                qt = QType(zp.dtype.itemsize * 8, zp.dtype.kind == "i")
-                vals = quantize(consts[src], QParams(scale, zp, qt, PerTensor()))
-                consts[n.outputs[0]] = vals
-                continue
-            act_q[x] = ActQ(float(scale), int(zp), zp.dtype)
-            if n.outputs[0] in graph_outputs:  # integer model output
-                io_dtype[x] = zp.dtype
-                graph_outputs[graph_outputs.index(n.outputs[0])] = x
-                public[x] = n.outputs[0]
-    for n in keep:
-        n.inputs = [alias.get(i, i) for i in n.inputs]
-    for o in list(graph_outputs):
-        if o in alias:
-            public[alias[o]] = public.pop(o, o)
-    graph_outputs = [alias.get(o, o) for o in graph_outputs]
-    keep = undo_row_dynamic(keep, consts, qconsts, shapes, graph_outputs)
-    for name, spec in io_meta.items():  # metadata wins when present (documents integer I/O)
-        if name in io_dtype:
-            io_dtype[name] = np.dtype(spec["dtype"])
-    graph = Graph(keep, graph_inputs, graph_outputs, shapes, consts, qconsts, act_q, io_dtype,
-                  meta.get(META_RECIPE), quantized, public)
+    graph.nodes = fold_casts(graph.nodes, graph.consts, shapes, opset)
+    graph.nodes = undo_row_dynamic(graph.nodes, graph.consts, graph.qconsts, shapes,
+                                   graph.outputs)
     _fuse_activations(graph)
     return graph
 
@@ -298,4 +160,4 @@ def _fuse_activations(graph: Graph) -> None:
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
 
 
-__all__ = ["RECIPE_MODES", "ActQ", "Graph", "Node", "QConst", "clip_activation", "read_graph"]
+__all__ = ["Graph", "Node", "QConst", "clip_activation", "read_graph"]

@@ -1,8 +1,10 @@
 """Op builders for the weighted ops: Conv → CONV_2D / DEPTHWISE_CONV_2D, Gemm / MatMul →
 FULLY_CONNECTED, MatMul of two activations → BATCH_MATMUL.
 
-Weights per mode: fp32 float32; fp16 float16 + DEQUANTIZE; dynamic int8 weights with float
-activations (LiteRT picks its hybrid kernels); int8 / 16x8 int8 weights with int32 / int64 bias.
+Weights follow the node's tensors: integer node → int8 weights with int32 (int8 kernels) or
+int64 (16x8) bias; float node with ≤ 8-bit integer weights → hybrid (LiteRT quantizes the
+input on the fly); float FC with int4 blocked weights → INT4 blockwise; float node → float32
+weights (float16 + DEQUANTIZE when the ONNX model stores them as float16, or ``mode='fp16'``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,19 @@ from ai_edge_litert import schema_py_generated as schema
 from edgequant.errors import UnsupportedOpError
 from edgequant.export.tflite.builder import Quant
 from edgequant.export.tflite.convert import ACT, OP, OPT, Converter, TVal
-from edgequant.export.tflite.ingest import Node
+from edgequant.export.tflite.ingest import Node, QConst
 from edgequant.export.tflite.layout import (
     conv_weight_ohwi,
     depthwise_weight_1hwc,
     onnx_pads,
     padding_mode,
 )
-from edgequant.export.tflite.weights import float_weight, narrow_int8, quantized_bias
+from edgequant.export.tflite.weights import (
+    blockwise_int4_fits,
+    float_weight,
+    narrow_int8,
+    quantized_bias,
+)
 
 PADDING = {"SAME": schema.Padding.SAME, "VALID": schema.Padding.VALID}
 
@@ -39,24 +46,51 @@ def _optional(node: Node, k: int) -> str | None:
     return node.inputs[k] if len(node.inputs) > k and node.inputs[k] else None
 
 
+def hybrid_weight(cv: Converter, w) -> bool:
+    """A float node whose weight is stored as ≤ 8-bit integers (per tensor / per channel) runs
+    LiteRT's hybrid (dynamic-range) kernels; so does every weight in ``mode='dynamic'``."""
+    if cv.q:
+        return False
+    if cv.mode == "dynamic":
+        return True
+    return isinstance(w, QConst) and w.block_size is None and w.qparams.qtype.bits <= 8
+
+
 def weight_and_bias(cv: Converter, node: Node, w, b, axis: int, x: TVal, layout) -> tuple:
-    """TFLite weight and bias TVals; ``layout`` maps an ONNX-layout array to TFLite's."""
+    """TFLite weight and bias TVals; ``layout`` maps an ONNX-layout array to TFLite's.
+
+    Integer node: int8 narrow weights, int32 bias (int64 for 16x8). Float node with integer
+    weights: hybrid (int8 weights, float bias). Float node: float weights (float16 + DEQUANTIZE
+    when the ONNX model stores them as float16).
+    """
     n_out = float_weight(w).shape[axis]
     base = node.name
-    if cv.q or cv.mode == "dynamic":
-        q, scale = narrow_int8(w, axis, node.inputs[1])
+    wname = node.inputs[1]
+    bname = _optional(node, 2) if node.op_type != "MatMul" else None
+    if isinstance(w, QConst) and w.block_size is not None:
+        cv.note(f"weight {wname!r}: blocked {w.qparams.qtype.name} weights have no TFLite "
+                f"{node.op_type} kernel here; " + (
+                    "requantized to int8 per channel" if cv.q or cv.mode == "dynamic"
+                    else "stored dequantized (float32)"))
+        if not (cv.q or cv.mode == "dynamic"):
+            w = w.dequantized()
+    if cv.q or hybrid_weight(cv, w):
+        q, scale = narrow_int8(w, axis, wname)
         wq = layout(q)
         qaxis = 3 if node.attrs.get("_depthwise") else 0
         wt = cv.const(f"{base}_weight", wq, Quant.of(scale, 0, qaxis))
         if not cv.q:  # dynamic range: float bias, hybrid kernel quantizes the input on the fly
+            cv.kind = "hybrid"
             bf = float_weight(b) if b is not None else np.zeros(n_out, np.float32)
             return wt, cv.const(f"{base}_bias", np.asarray(bf, np.float32).reshape(n_out))
-        bias_dtype = np.int64 if cv.mode == "int16x8" else np.int32
+        bias_dtype = np.int64 if cv.act_dtype == np.int16 else np.int32
         bq, bscale = quantized_bias(b, n_out, float(x.quant.scale[0]), scale, bias_dtype)
         return wt, cv.const(f"{base}_bias", bq, Quant.of(bscale, 0, 0))
     wf = layout(float_weight(w))
     bf = float_weight(b) if b is not None else np.zeros(n_out, np.float32)
-    return cv.float_const(f"{base}_weight", wf), cv.float_const(f"{base}_bias", bf.reshape(n_out))
+    half = cv.g.half
+    return (cv.float_const(f"{base}_weight", wf, wname in half),
+            cv.float_const(f"{base}_bias", bf.reshape(n_out), bname in half))
 
 
 def pad_nhwc(cv: Converter, x: TVal, pads: tuple[int, ...], name: str) -> TVal:
@@ -122,14 +156,34 @@ def _fully_connected(cv: Converter, node: Node, w_oi, b, axis: int) -> None:
         a = a if axis == 0 else a.T  # (O, I)
         return np.ascontiguousarray(a[:, perm] if perm is not None else a)
 
-    wt, bt = weight_and_bias(cv, node, w_oi, b, axis, x, layout)
+    if not cv.q and blockwise_int4_fits(w_oi, 1 - axis) and perm is None:
+        wt, bt = _int4_weight_and_bias(cv, node, w_oi, b, axis, layout)
+    else:
+        wt, bt = weight_and_bias(cv, node, w_oi, b, axis, x, layout)
     out_shape = cv.shape_of(node.outputs[0])
     out = cv.output(node.outputs[0], out_shape)
     opt = schema.FullyConnectedOptionsT()
     opt.fusedActivationFunction = ACT[node.attrs.get("_act")]
     opt.keepNumDims = len(out_shape) > 2
-    opt.asymmetricQuantizeInputs = cv.mode == "dynamic"
+    opt.asymmetricQuantizeInputs = not cv.q and wt.is_int
     cv.op(OP.FULLY_CONNECTED, [x, wt, bt], [out], OPT.FullyConnectedOptions, opt)
+
+
+def _int4_weight_and_bias(cv: Converter, node: Node, w: QConst, b, axis: int, layout) -> tuple:
+    """INT4 blockwise weight (float16 block scales) + float bias: LiteRT's hybrid FC."""
+    cv.kind = "int4"
+    scale = np.asarray(w.scale, np.float32)  # blocked along the input axis, ONNX layout
+    scale_oi = scale if axis == 0 else scale.T  # (O, I / block)
+    if not np.array_equal(scale_oi.astype(np.float16).astype(np.float32), scale_oi):
+        cv.note(f"weight {node.inputs[1]!r}: int4 block scales rounded to float16 (TFLite's "
+                "blockwise format stores float16 scales)")
+    values = layout(w.values)  # (O, I) int8 holding int4 values
+    idx = cv.b.add_blockwise_int4(f"{node.name}_weight", values, scale_oi.astype(np.float16),
+                                  int(w.block_size))
+    wt = TVal(idx, tuple(values.shape), np.dtype(np.int8))
+    n_out = values.shape[0]
+    bf = float_weight(b) if b is not None else np.zeros(n_out, np.float32)
+    return wt, cv.float_const(f"{node.name}_bias", np.asarray(bf).reshape(n_out))
 
 
 def Gemm(cv: Converter, node: Node) -> None:
@@ -155,6 +209,6 @@ def MatMul(cv: Converter, node: Node) -> None:
         raise UnsupportedOpError(f"node {node.name!r}: BATCH_MATMUL has no fused activation")
     x = cv.act(node.inputs[0], "nchw")
     y = cv.act(node.inputs[1], "nchw") if cv.g.value(node.inputs[1]) is None else \
-        cv.float_const(node.inputs[1], cv.g.value(node.inputs[1]))
+        cv.float_const(node.inputs[1], cv.g.value(node.inputs[1]), node.inputs[1] in cv.g.half)
     out = cv.output(node.outputs[0], cv.shape_of(node.outputs[0]))
     cv.op(OP.BATCH_MATMUL, [x, y], [out], OPT.BatchMatMulOptions, schema.BatchMatMulOptionsT())

@@ -36,7 +36,7 @@ def _const_operand(cv: Converter, name: str, rank: int, nhwc: bool) -> TVal:
     if nhwc:
         value = value.transpose(TO_NHWC)
     if not cv.q:
-        return cv.float_const(name, value)
+        return cv.float_const(name, value, name in cv.g.half)
     if isinstance(raw, QConst) and raw.axis is None and raw.values.dtype in (np.int8, np.uint8) \
             and cv.act_dtype == np.int8:
         vals = raw.values.reshape(value.shape) if raw.values.size == value.size else None

@@ -67,8 +67,17 @@ Reshape = Flatten = Squeeze = Unsqueeze = _reshape
 
 
 def Identity(cv: Converter, node: Node) -> None:
-    """Identity / Dropout (inference): the output is the input tensor."""
+    """Identity / Dropout (inference): the output is the input tensor. An integer Identity
+    whose output has other qparams (a precision seam read from the QDQ graph, e.g. int8 →
+    int16) is one QUANTIZE from the input's integers to the output's."""
     src = cv.vals[(node.inputs[0], "src", False)]
+    if cv.q and src.is_int:
+        want = cv.act_quant(node.outputs[0])
+        if src.dtype != cv.act_dtype or not want.same_as(src.quant):
+            out = cv.output(node.outputs[0], src.shape, src.nhwc)
+            out.flat_perm = src.flat_perm
+            cv.op(OP.QUANTIZE, [src], [out])
+            return
     for k, v in list(cv.vals.items()):
         if k[0] == node.inputs[0]:
             cv.vals[(node.outputs[0], k[1], k[2])] = v

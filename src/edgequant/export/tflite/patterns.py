@@ -16,7 +16,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from edgequant.export.tflite.ingest_types import Node, QConst
+from edgequant.graph.read_qdq import Node, QConst
+from edgequant.qparams import QParams
+from edgequant.spec import PerChannel, QType
 
 #: Never folded: a DequantizeLinear of an integer initializer *is* the quantized weight.
 NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear"}
@@ -90,7 +92,8 @@ def undo_row_dynamic(nodes: list[Node], consts: dict[str, np.ndarray],
         a = chain[-1].inputs[0]
         scale = np.asarray(consts[scale_name], np.float32).reshape(-1)  # (N,)
         wq = f"{mmi.name}_weight"
-        qconsts[wq] = QConst(consts[w], scale, np.zeros(scale.shape, np.int8), 1)
+        qp = QParams(scale, np.zeros(scale.shape, np.int8), QType(8, True), PerChannel(1))
+        qconsts[wq] = QConst(consts[w], qp)
         shapes[wq] = tuple(consts[w].shape)
         y = col.outputs[0]
         add = _sole_consumer(nodes, y, "Add") if y not in outputs else None

@@ -3,7 +3,10 @@
 * int8 weights: symmetric, zero point 0, **narrow range** [-127, 127], per output channel.
   ONNX weights that already satisfy this are copied bit for bit; anything else (value −128,
   non-zero zero point, other axis) is dequantized and requantized.
-* int32 bias (int8 mode) / int64 bias (16x8): ``bias_scale = input_scale · weight_scale``
+* int4 blocked weights of a float FULLY_CONNECTED (``blockwise_int4_fits``): stored as
+  TFLite INT4 with blockwise quantization (float16 block scales); LiteRT runs them on both
+  its builtin and XNNPACK kernels. Other blocked weights are dequantized (float32).
+* int32 bias (int8 kernels) / int64 bias (16x8): ``bias_scale = input_scale · weight_scale``
   (float32 product, per channel), zero point 0. An ONNX bias with exactly that scale is copied;
   otherwise the float bias is requantized (round half to even).
 """
@@ -14,7 +17,7 @@ import logging
 
 import numpy as np
 
-from edgequant.export.tflite.ingest import QConst
+from edgequant.graph.read_qdq import QConst
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ def narrow_int8(w: QConst | np.ndarray, axis: int, name: str) -> tuple[np.ndarra
     if isinstance(w, QConst):
         c = w.values.shape[axis]
         per_tensor = w.axis is None
-        same_axis = per_tensor or w.axis == axis
+        same_axis = w.block_size is None and (per_tensor or w.axis == axis)
         v = w.values
         if (v.dtype == np.int8 and same_axis and not np.any(w.zero_point)
                 and v.min(initial=0) >= -INT8_NARROW_MAX):
@@ -70,6 +73,17 @@ def quantized_bias(
     info = np.iinfo(dtype)
     q = np.rint(np.asarray(bias, np.float64).reshape(n) / scale.astype(np.float64))
     return np.clip(q, info.min, info.max).astype(dtype), scale
+
+
+def blockwise_int4_fits(w, in_axis: int) -> bool:
+    """True when ``w`` maps exactly onto TFLite's INT4 blockwise FULLY_CONNECTED weight:
+    a 2-D signed 4-bit constant, symmetric (zero points 0), blocked along its input axis
+    ``in_axis`` with a block length dividing the input size."""
+    if not isinstance(w, QConst) or w.block_size is None or w.values.ndim != 2:
+        return False
+    qt = w.qparams.qtype
+    return (qt.bits == 4 and qt.signed and w.axis == in_axis % 2 and not np.any(w.zero_point)
+            and w.values.shape[in_axis] % w.block_size == 0)
 
 
 def float_weight(w: QConst | np.ndarray | None) -> np.ndarray | None:

@@ -1,7 +1,9 @@
 """A numpy reference executor for the ``.tflite`` files the exporter writes.
 
 Integer ops follow LiteRT's builtin kernels bit for bit (:mod:`ref_kernels`); float ops are
-plain float32/float64 numpy (a sanity oracle, not bit-exact with LiteRT's float kernels).
+plain float32/float64 numpy (a sanity oracle, not bit-exact with LiteRT's float kernels), and
+so are hybrid ops (int8 or INT4 blockwise weights, float activations): the weights are
+dequantized and LiteRT's on-the-fly input quantization is not modelled.
 Only the op set the exporter emits is implemented; anything else is an error naming it.
 """
 
@@ -14,7 +16,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgequant.errors import UnsupportedOpError
-from edgequant.export.tflite.builder import NUMPY_TYPES, load_model
+from edgequant.export.tflite.builder import NUMPY_TYPES, load_model, unpack_int4
 from edgequant.interp.tflite import activations as A
 from edgequant.interp.tflite import kernels as K
 
@@ -34,6 +36,8 @@ class TInfo:
     scale: np.ndarray | None
     zero_point: np.ndarray | None
     data: np.ndarray | None
+    block_scale: np.ndarray | None = None  # INT4 blockwise: (O, I / block) float32 scales
+    block_size: int | None = None
 
     @property
     def q(self) -> tuple[np.ndarray, np.ndarray]:
@@ -44,19 +48,29 @@ class TInfo:
 def _tensor_infos(m: schema.ModelT) -> list[TInfo]:
     sub = m.subgraphs[0]
     infos = []
-    for t in sub.tensors:
-        dtype = NUMPY_TYPES[t.type]
+    blocks: list[tuple[int, int, int]] = []  # (tensor, scales tensor, block size)
+    for k, t in enumerate(sub.tensors):
+        int4 = t.type == schema.TensorType.INT4
+        dtype = np.dtype(np.int8) if int4 else NUMPY_TYPES[t.type]
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
         data = None
         buf = m.buffers[t.buffer]
         if buf.data is not None and len(buf.data):
-            data = np.frombuffer(bytes(np.asarray(buf.data, np.uint8)), dtype=dtype).reshape(shape)
+            raw = np.asarray(buf.data, np.uint8)
+            data = unpack_int4(raw, shape) if int4 else \
+                np.frombuffer(bytes(raw), dtype=dtype).reshape(shape)
+        q = t.quantization
+        if q is not None and q.detailsType == schema.QuantizationDetails.BlockwiseQuantization:
+            blocks.append((k, int(q.details.scales), int(q.details.blockSize)))
         scale = zp = None
         if t.quantization is not None and t.quantization.scale is not None:
             scale = np.asarray(t.quantization.scale, np.float32)
             zp = np.asarray(t.quantization.zeroPoint, np.int64)
         name = t.name.decode() if isinstance(t.name, bytes) else t.name
         infos.append(TInfo(name, shape, dtype, scale, zp, data))
+    for k, scales, size in blocks:
+        infos[k].block_scale = infos[scales].data.astype(np.float32)
+        infos[k].block_size = size
     return infos
 
 
@@ -76,6 +90,11 @@ class ReferenceInterpreter:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Execute every operator in order; returns the outputs in subgraph order."""
+        vals = self.run_all(feeds)
+        return [vals[int(i)] for i in self.sub.outputs]
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """Execute every operator; returns every tensor's value by tensor index."""
         vals: dict[int, np.ndarray] = {}
         for i, name in zip(self.sub.inputs, self.input_names, strict=True):
             if name not in feeds:
@@ -96,7 +115,7 @@ class ReferenceInterpreter:
             wide = any(t is not None and t.dtype == np.int16 for t in [*infos, out_info])
             y = fn(ins, infos, out_info, op.builtinOptions, "builtin" if wide else self.kernels)
             vals[int(op.outputs[0])] = np.asarray(y).reshape(out_info.shape)
-        return [vals[int(i)] for i in self.sub.outputs]
+        return vals
 
 
 def _act(opt) -> str:
@@ -146,7 +165,9 @@ def _fc(ins, infos, out, opt, flavor="builtin"):
         return K.fully_connected(x2, w, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype,
                                  flavor)
     wf = w.astype(np.float64)
-    if _is_int(infos[1]):
+    if infos[1].block_size is not None:  # INT4 blockwise: scales per (row, block)
+        wf = wf * np.repeat(infos[1].block_scale, infos[1].block_size, axis=1)
+    elif _is_int(infos[1]):
         wf = wf * infos[1].scale.reshape(-1, 1)
     y = x.reshape(-1, w.shape[1]).astype(np.float64) @ wf.T
     if b is not None:
