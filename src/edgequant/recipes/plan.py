@@ -7,6 +7,7 @@ sharing are decided here so a reader of the plan sees exactly what the model wil
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -137,9 +138,20 @@ def _weighted_ok(node: onnx.NodeProto, info: GraphInfo, need_const: bool) -> str
 
 
 def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
-            info: GraphInfo | None = None) -> QuantPlan:
-    """Apply ``recipe`` to ``model``: last matching rule wins for each node."""
+            info: GraphInfo | None = None,
+            forced: Mapping[str, TensorDecision] | None = None) -> QuantPlan:
+    """Apply ``recipe`` to ``model``: last matching rule wins for each node.
+
+    ``forced`` (static recipes) maps activation tensor names to decisions the caller has
+    already made — action ``quantize`` (with a spec) or ``float`` — e.g. QAT's convert: exactly
+    the tensors fake-quantized in training, including a quantized output of a float region
+    that no quantized node reads. They replace what the rules decided for those tensors
+    before fusion and sharing; a forced ``quantize`` may still become ``fused`` / ``share``
+    (same grid), a forced ``float`` stays float and is never a sharing source.
+    """
     info = info or GraphInfo.build(model)
+    forced = dict(forced or {})
+    _check_forced(forced, recipe, info)
     used_rules: set[int] = set()
     node_specs: dict[str, tuple[QuantSpec | None, QuantSpec | None, str]] = {}
     decisions: list[NodeDecision] = []
@@ -181,7 +193,7 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
         decisions.append(NodeDecision(name, node.op_type, action, reason or "quantized", label))
         node_specs[name] = (wspec, aspec, label)
     unmatched = tuple(r.label for i, r in enumerate(recipe.rules) if i not in used_rules)
-    tensors = _tensor_decisions(recipe, model, info, decisions, node_specs, io)
+    tensors = _tensor_decisions(recipe, model, info, decisions, node_specs, io, forced)
     return QuantPlan(recipe, tuple(decisions), tensors, unmatched, io)
 
 
@@ -206,7 +218,24 @@ def _activation_inputs(node: onnx.NodeProto, info: GraphInfo) -> list[str]:
     return [node.input[0]] if node.input and info.is_activation(node.input[0]) else []
 
 
-def _tensor_decisions(recipe, model, info: GraphInfo, decisions, node_specs, io):
+def _check_forced(forced: dict[str, TensorDecision], recipe: Recipe, info: GraphInfo) -> None:
+    if forced and recipe.mode != "static":
+        raise ValueError(f"forced tensor decisions need a static recipe; {recipe.name!r} is "
+                         f"{recipe.mode}")
+    for name, d in forced.items():
+        if not isinstance(d, TensorDecision) or d.tensor != name:
+            raise TypeError(f"forced decision for {name!r} must be a TensorDecision of that "
+                            f"tensor, got {d!r}")
+        if not info.is_activation(name):
+            raise ValueError(f"forced tensor {name!r} is not a float activation of the model")
+        if d.role != "activation" or d.action not in ("quantize", "float") \
+                or (d.action == "quantize" and d.spec is None):
+            raise ValueError(f"forced decision for {name!r}: role {d.role!r}, action "
+                             f"{d.action!r}; allowed: an activation 'quantize' (with a spec) "
+                             "or 'float'")
+
+
+def _tensor_decisions(recipe, model, info: GraphInfo, decisions, node_specs, io, forced):
     out: dict[str, TensorDecision] = {}
     by_name = {(n.name or n.output[0]): n for n in model.graph.node}
     quantized = {d.node for d in decisions if d.action == "quantize"}
@@ -235,6 +264,7 @@ def _tensor_decisions(recipe, model, info: GraphInfo, decisions, node_specs, io)
             out.setdefault(i, TensorDecision(i, role, "quantize", aspec, label))
         for o in node.output[:1]:
             out.setdefault(o, TensorDecision(o, "activation", "quantize", aspec, label))
+    out.update(forced)
     if recipe.mode == "static":
         _fuse_and_share(model, info, out, quantized)
         _biases(model, info, out, quantized)
@@ -252,16 +282,18 @@ def _fuse_and_share(model, info: GraphInfo, out, quantized) -> None:
             continue
         y = node.output[0]
         users = info.consumers.get(y, [])
-        if (node.op_type in FUSABLE_PRODUCERS and len(users) == 1
+        if (out[y].action == "quantize" and node.op_type in FUSABLE_PRODUCERS and len(users) == 1
                 and users[0].op_type in FUSED_ACTIVATIONS
                 and (users[0].name or users[0].output[0]) in quantized
                 and y not in info.graph_outputs and _clip_is_const(users[0], info)):
             out[y] = replace(out[y], action="fused",
                              reason=f"range fused into {users[0].op_type} output")
-        if node.op_type in SHARE_OPS and node.input[0] in out:
+        if node.op_type in SHARE_OPS and node.input[0] in out and out[y].action == "quantize":
             src = node.input[0]
             while out[src].action == "share":
                 src = out[src].share_with
+            if out[src].action != "quantize":  # a (forced) float input: nothing to share
+                continue
             out[y] = replace(out[y], action="share", share_with=src,
                              reason=f"{node.op_type} keeps its input's qparams")
 
