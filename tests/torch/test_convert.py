@@ -258,6 +258,39 @@ def test_explicit_fuse_groups_for_attribute_models(images):
     assert _lsb(got, want, out_scale).max() <= MAX_LSB
 
 
+class ReluNotFused(nn.Module):
+    """conv → ReLU module called from forward (prepare_qat cannot fuse it) → pool → fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.fc = nn.Linear(4 * 16, 5)
+
+    def forward(self, x):
+        return self.fc(nn.functional.max_pool2d(self.relu1(self.conv1(x)), 2).flatten(1))
+
+
+def test_relu_after_a_quantized_output_is_fused_by_the_plan(images):
+    """Training quantized the conv output, then ran a float ReLU on it: relu(q(x)) == q(relu(x))
+    on the same grid, so the plan fuses the ReLU and its output carries the conv's qparams."""
+    torch.manual_seed(0)
+    qat = prepare_qat(ReluNotFused(), "w8a8")
+    assert not qat.model.conv1.relu
+    _train(qat, images)
+    with torch.no_grad():
+        want = qat(images).numpy()  # (32, 5) float32
+    qm = convert(qat, images[:2])
+    conv = next(n for n in qm.model.graph.node if n.op_type == "Conv")
+    relu = next(n for n in qm.model.graph.node if n.op_type == "Relu")
+    assert qm.plan.tensors[conv.output[0]].action == "fused"
+    _assert_bit_identical(_q_params_of(qm.model)[relu.output[0]],
+                          qat.model.conv1.output_qparams())
+    got = run_ort(qm.model, images.numpy())
+    lsb = _lsb(got, want, qm.qparams[qm.model.graph.output[0].name].scale)
+    assert lsb.max() <= MAX_LSB and np.mean(lsb > 0) <= MAX_FLIP_FRACTION
+
+
 def test_unfused_batchnorm_is_reported_at_convert(images):
     qat = prepare_qat(AttrNet(), "w8a8")  # conv1 → (float) bn1 → fc: fc's input is not quantized
     _train(qat, images)

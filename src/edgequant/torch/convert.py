@@ -33,6 +33,7 @@ from edgequant.torch.export import as_tuple, export_onnx, save_atomic
 from edgequant.torch.prepare import BOUNDARY_ATTR, QATModel, qat_modules
 from edgequant.torch.trained_plan import (
     PROPAGATING_OPS,
+    RULE_FLOAT,
     propagate,
     region_nodes,
     region_output,
@@ -154,7 +155,7 @@ def convert(qat_model: QATModel, example_inputs, path: str | os.PathLike | None 
     plan = trained_plan(m.recipe, float_onnx, acts, weights, floats)
     model, used, notes = insert_qdq(_copy(float_onnx), plan, act_qparams=acts,
                                     weight_qparams=weights, io="float")
-    _check_trained_qparams(plan, used, trained, weights)
+    _check_trained_qparams(plan, used, trained, weights, params)
     for note in notes:  # e.g. an int32-overflowing bias kept float (training saturated it)
         log.info("convert: %s", note)
     props = {p.key: p.value for p in model.metadata_props}
@@ -193,17 +194,27 @@ def _same(a: QParams, b: QParams) -> bool:
 
 
 def _check_trained_qparams(plan: QuantPlan, used: dict[str, QParams],
-                           trained: dict[str, QParams], weights: dict[str, QParams]) -> None:
-    """Internal invariant: the QDQ model carries every trained qparams, bit for bit.
+                           trained: dict[str, QParams], weights: dict[str, QParams],
+                           params: dict[str, dict]) -> None:
+    """The QDQ model carries every trained qparams, bit for bit.
 
     A trained activation may be missing only when the plan fused it into the Relu after it
     (which then carries the same qparams: the Relu inherited them).
     """
     for name, qp in {**trained, **weights}.items():
+        d = plan.tensors.get(name)
         if name in used:
             assert _same(used[name], qp), f"{name!r}: Q/DQ qparams differ from training"
-        else:
-            assert plan.tensors[name].action == "fused", f"{name!r}: trained but not quantized"
+        elif d is None or d.action != "fused":
+            why = "; ".join(f"{n.node} ({n.op_type}): {n.reason}" for n in plan.float_nodes()
+                            if n.rule != RULE_FLOAT)
+            raise EdgequantError(f"{name!r} was quantized in training but the converted graph "
+                                 f"cannot quantize it ({why or 'no quantized node reads it'})")
+    simulated = {f"{n}.weight" for n, p in params.items() if p["has_bias"] and p["input_scale"]}
+    for d in plan.tensors.values():
+        if d.role == "bias" and d.weight_of in simulated and d.tensor not in used:
+            log.warning("convert: bias %r stays float although training simulated it as int32 "
+                        "(it overflows int32 at scale input·weight)", d.tensor)
 
 
 def _check_weights_unchanged(model: onnx.ModelProto, inner: torch.nn.Module,
