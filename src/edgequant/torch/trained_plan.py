@@ -89,8 +89,9 @@ def trained_plan(recipe: Recipe, model: onnx.ModelProto, acts: dict[str, QParams
                  weights: dict[str, QParams], floats: set[str]) -> QuantPlan:
     """The static plan of the converted graph: exactly what training quantized.
 
-    ``acts``: activation tensor → qparams, already :func:`propagate`\\ d; ``weights``: QAT
-    weight initializer → qparams; ``floats``: labels of nodes inside float regions.
+    ``acts``: activation tensor → qparams, already extended by :func:`propagate`; ``weights``: QAT
+    weight initializer → qparams; ``floats``: names (:func:`rule_name`) of the nodes inside float
+    regions (:func:`region_nodes`).
     """
     info = GraphInfo.build(model)
     g = model.graph
