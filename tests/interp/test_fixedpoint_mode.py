@@ -1,16 +1,21 @@
 """``fixedpoint`` requantization vs an exact ``fractions.Fraction`` oracle.
 
 The oracle derives the int32 multiplier and shift from the float64 real multiplier with exact
-rational arithmetic and applies TFLite's two roundings (``SaturatingRoundingDoublingHighMul``
-then ``RoundingDivideByPOT``, both half away from zero) to exact int64 accumulators. The
-interpreter must match it bit for bit, and stay within 1 LSB of the ideal single rounding.
+rational arithmetic and applies TFLite's two roundings to exact int64 accumulators, as gemmlowp
+documents them: ``SaturatingRoundingDoublingHighMul`` rounds ``a·b / 2^31`` half *up* (its
+nudge is ``1 − 2^30`` for negative products and C++ division truncates, so −1.5 → −1), then
+``RoundingDivideByPOT`` rounds ``x / 2^e`` half away from zero (−1.5 → −2). The interpreter must
+match it bit for bit, and stay within 1 LSB of the ideal single rounding. Exact ties at each
+step, positive and negative, are built on purpose (random data almost never lands on one).
 """
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from single_op import run_ref, single_op_model
@@ -26,6 +31,11 @@ def half_away(q: Fraction) -> int:
     n = abs(q)
     r = int(n.numerator * 2 + n.denominator) // (2 * n.denominator)
     return r if q >= 0 else -r
+
+
+def half_up(q: Fraction) -> int:
+    """Round a rational half toward +∞ (gemmlowp ``SaturatingRoundingDoublingHighMul``)."""
+    return math.floor(q + Fraction(1, 2))
 
 
 def multiplier_oracle(real: float) -> tuple[int, int]:
@@ -45,7 +55,7 @@ def multiplier_oracle(real: float) -> tuple[int, int]:
 def requant_oracle(acc: int, real: float, zp: int, qmin: int, qmax: int) -> int:
     m, shift = multiplier_oracle(real)
     left, right = max(shift, 0), max(-shift, 0)
-    high = half_away(Fraction(acc * 2**left * m, 2**31))
+    high = half_up(Fraction(acc * 2**left * m, 2**31))
     return min(max(half_away(Fraction(high, 2**right)) + zp, qmin), qmax)
 
 
@@ -56,6 +66,50 @@ def check(acc: np.ndarray, real: np.ndarray, zp: int, out: np.ndarray, qmin: int
         assert int(out[idx]) == requant_oracle(a, r, zp, qmin, qmax), (idx, a, r)
         ideal = min(max(half_away(Fraction(a) * Fraction(r)) + zp, qmin), qmax)
         assert abs(int(out[idx]) - ideal) <= MAX_LSB_FROM_IDEAL
+
+
+def _identity_matmul(acc: np.ndarray, real: float) -> np.ndarray:
+    """QLinearMatMul of an (n, 1) int8 column by [[1]] with multiplier ``real``: acc = a."""
+    a = acc.astype(np.int8).reshape(-1, 1)
+    consts = dict(sa=np.float32(real), za=np.int8(0), b=np.ones((1, 1), np.int8),
+                  sb=np.float32(1), zb=np.int8(0), sy=np.float32(1), zy=np.int8(0))
+    model = single_op_model("QLinearMatMul", {"a": a}, consts,
+                            ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"])
+    return run_ref(model, {"a": a}, requantization="fixedpoint")[0].reshape(-1)
+
+
+#: Multipliers exact in float32 whose mantissa is 3·2^29 (0.75 · 2^31): ``acc · 3/4`` is a tie
+#: for acc ≡ 2 (mod 4), so SRDHM ties occur with no right shift (0.75) and ties of the
+#: right shift occur after it (0.375 = 0.75 / 2, 0.1875 = 0.75 / 4).
+TIE_MULTIPLIERS = (0.75, 0.375, 0.1875)
+
+
+@pytest.mark.parametrize("real", TIE_MULTIPLIERS)
+def test_exact_ties_round_like_tflite(real):
+    acc = np.arange(-128, 128)
+    m, shift = multiplier_oracle(real)
+    assert m == 3 * 2**29 and shift == int(math.log2(real / 0.75))  # what the ties assume
+    left, right = max(shift, 0), max(-shift, 0)
+    ties = {"srdhm+": 0, "srdhm-": 0, "pot+": 0, "pot-": 0}
+    for a in acc.tolist():
+        u = Fraction(a * 2**left * m, 2**31)  # what SRDHM rounds, exactly
+        if u.denominator == 2:
+            ties["srdhm+" if u > 0 else "srdhm-"] += 1
+        v = Fraction(half_up(u), 2**right)  # what RoundingDivideByPOT rounds, exactly
+        if right and v.denominator == 2:
+            ties["pot+" if v > 0 else "pot-"] += 1
+    stage = ("srdhm+", "srdhm-") if right == 0 else ("pot+", "pot-")
+    assert all(ties[k] > 0 for k in stage), ties  # the inputs really sit on ties, both signs
+    check(acc.reshape(-1, 1), np.float64(real), 0, _identity_matmul(acc, real).reshape(-1, 1),
+          -128, 127)
+
+
+def test_tie_directions_by_hand():
+    """SRDHM: ±1.5 → 2 / −1 and ±4.5 → 5 / −4 (half up); RoundingDivideByPOT: ±1.5 → ±2."""
+    got = _identity_matmul(np.array([2, -2, 6, -6]), 0.75)  # acc · 0.75 = ±1.5, ±4.5
+    np.testing.assert_array_equal(got, [2, -1, 5, -4])
+    got = _identity_matmul(np.array([4, -4, 12, -12]), 0.375)  # SRDHM ±3, ±9, then / 2
+    np.testing.assert_array_equal(got, [2, -2, 5, -5])
 
 
 @settings(max_examples=EXAMPLES, deadline=None)

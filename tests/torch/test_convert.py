@@ -5,6 +5,8 @@ Oracles: onnxruntime runs the converted model; PyTorch runs the QAT model in eva
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -14,11 +16,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 from torch import nn
-from torch_models import run_ort, tiny_cnn
+from torch_models import KEEP_FLOAT_WEIGHTS, run_ort, tiny_cnn
 
 import edgequant
 from edgequant.errors import EdgequantError, RecipeError
 from edgequant.primitives import quantize
+from edgequant.recipes import Rule, get_recipe
 from edgequant.torch import FloatRegion, calibrate, convert, freeze_bn, prepare_qat
 
 #: The int32 bias, the weight grid and the activation grid are simulated exactly; only float32
@@ -104,9 +107,12 @@ def _float_export(qat, images):
 
     from edgequant.torch.convert import _set_submodule
     from edgequant.torch.export import export_onnx
-    from edgequant.torch.prepare import qat_modules
+    from edgequant.torch.prepare import BOUNDARY_ATTR, qat_modules
 
     m = copy.deepcopy(qat)
+    for mod in m.model.modules():  # float regions: their boundary hooks pass outputs through
+        if hasattr(mod, BOUNDARY_ATTR):
+            delattr(mod, BOUNDARY_ATTR)
     for name, mod in qat_modules(m.model).items():
         _set_submodule(m.model, name, mod.to_float())
     return export_onnx(m.model, images[:2])
@@ -122,9 +128,74 @@ def test_float_region_stays_float_and_output_still_matches(images):
     assert "4.module.weight" in conv_weights  # float initializer, no DequantizeLinear
     with torch.no_grad():
         want = qat(images).numpy()
-    got = run_ort(qm.model, images.numpy())
+    got = run_ort(qm.model, images.numpy(), KEEP_FLOAT_WEIGHTS)
     out_scale = qm.qparams[qm.model.graph.output[0].name].scale
-    assert _lsb(got, want, out_scale).max() <= MAX_LSB
+    lsb = _lsb(got, want, out_scale)
+    assert lsb.max() <= MAX_LSB and np.mean(lsb > 0) <= MAX_FLIP_FRACTION
+
+
+def _q_params_of(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """QuantizeLinear input tensor → (scale, zero point) of the converted model."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {n.input[0]: (inits[n.input[1]], inits[n.input[2]])
+            for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def _assert_bit_identical(got: tuple[np.ndarray, np.ndarray], qp) -> None:
+    assert got[0].dtype == np.float32 and got[0].tobytes() == np.float32(qp.scale).tobytes()
+    np.testing.assert_array_equal(got[1], qp.zero_point)
+
+
+def test_float_regions_in_the_middle_and_at_the_graph_end(images):
+    """conv4+relu5 (middle) and the final Linear (graph end) stay float; each region's trained
+    boundary quantizer ships as the Q/DQ pair on its output, the graph output's included."""
+    model = tiny_cnn()
+    model[4] = FloatRegion(nn.Sequential(model[4], model[5]))
+    model[5] = nn.Identity()
+    qat = prepare_qat(model, "w8a8", skip=["7"])
+    _train(qat, images)
+    with torch.no_grad():
+        want = qat(images).numpy()  # (32, 5) float32
+    qm = convert(qat, images[:2])
+    g = qm.model.graph
+    inits = {t.name: t for t in g.initializer}
+    by_weight = {n.input[1]: n for n in g.node if n.op_type in ("Conv", "Gemm")}
+    for w in ("4.module.0.weight", "7.weight"):  # float weights read directly, no DQ
+        assert inits[w].data_type == onnx.TensorProto.FLOAT
+    assert "0.weight_dequantized" in by_weight  # the QAT conv is quantized
+    q = _q_params_of(qm.model)
+    middle = next(n for n in g.node if n.op_type == "Relu"
+                  and n.input[0] == by_weight["4.module.0.weight"].output[0]).output[0]
+    _assert_bit_identical(q[middle], qat.model[4].edgequant_out_quant.qparams())
+    out = g.output[0].name
+    _assert_bit_identical(q[f"{out}_float"], qat.model[7].edgequant_out_quant.qparams())
+    assert by_weight["4.module.0.weight"].output[0] not in q  # inside a region: float
+    tensors = qm.plan.tensors
+    assert tensors[out].action == "quantize" and tensors[middle].action == "quantize"
+    floats = {d.node for d in qm.plan.nodes if d.action == "float"}
+    assert {by_weight["4.module.0.weight"].name, by_weight["7.weight"].name} <= floats
+    got = run_ort(qm.model, images.numpy(), KEEP_FLOAT_WEIGHTS)
+    scale = qat.model[7].edgequant_out_quant.qparams().scale
+    lsb = _lsb(got, want, scale)
+    assert lsb.max() <= MAX_LSB and np.mean(lsb > 0) <= MAX_FLIP_FRACTION
+
+
+def test_middle_float_region_equals_edgequant_quantize_with_a_float_rule(images):
+    """With the region's nodes kept float by a rule, PTQ's quantize + the trained qparams
+    writes the same model convert does (one Q/DQ writer, one plan resolver)."""
+    model = tiny_cnn()
+    model[4] = FloatRegion(model[4])
+    qat = prepare_qat(model, "w8a8")
+    _train(qat, images)
+    qm = convert(qat, images[:2])
+    region_nodes = [n.name for n in qm.model.graph.node
+                    if n.op_type == "Conv" and n.input[1] == "4.module.weight"]
+    recipe = replace(get_recipe("w8a8"), rules=(Rule(nodes=tuple(region_nodes),
+                                                     action="float"),))
+    lead = edgequant.quantize(_float_export(qat, images), recipe, calibration=None,
+                              qparams=dict(qm.qparams), check_speed=False)
+    np.testing.assert_array_equal(run_ort(lead.model, images.numpy(), KEEP_FLOAT_WEIGHTS),
+                                  run_ort(qm.model, images.numpy(), KEEP_FLOAT_WEIGHTS))
 
 
 def test_ptq_through_calibrate_has_dynamic_batch(images):
@@ -185,6 +256,39 @@ def test_explicit_fuse_groups_for_attribute_models(images):
     got = run_ort(qm.model, images.numpy())
     out_scale = qm.qparams[qm.model.graph.output[0].name].scale
     assert _lsb(got, want, out_scale).max() <= MAX_LSB
+
+
+class ReluNotFused(nn.Module):
+    """conv → ReLU module called from forward (prepare_qat cannot fuse it) → pool → fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.fc = nn.Linear(4 * 16, 5)
+
+    def forward(self, x):
+        return self.fc(nn.functional.max_pool2d(self.relu1(self.conv1(x)), 2).flatten(1))
+
+
+def test_relu_after_a_quantized_output_is_fused_by_the_plan(images):
+    """Training quantized the conv output, then ran a float ReLU on it: relu(q(x)) == q(relu(x))
+    on the same grid, so the plan fuses the ReLU and its output carries the conv's qparams."""
+    torch.manual_seed(0)
+    qat = prepare_qat(ReluNotFused(), "w8a8")
+    assert not qat.model.conv1.relu
+    _train(qat, images)
+    with torch.no_grad():
+        want = qat(images).numpy()  # (32, 5) float32
+    qm = convert(qat, images[:2])
+    conv = next(n for n in qm.model.graph.node if n.op_type == "Conv")
+    relu = next(n for n in qm.model.graph.node if n.op_type == "Relu")
+    assert qm.plan.tensors[conv.output[0]].action == "fused"
+    _assert_bit_identical(_q_params_of(qm.model)[relu.output[0]],
+                          qat.model.conv1.output_qparams())
+    got = run_ort(qm.model, images.numpy())
+    lsb = _lsb(got, want, qm.qparams[qm.model.graph.output[0].name].scale)
+    assert lsb.max() <= MAX_LSB and np.mean(lsb > 0) <= MAX_FLIP_FRACTION
 
 
 def test_unfused_batchnorm_is_reported_at_convert(images):

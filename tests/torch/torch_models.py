@@ -17,7 +17,15 @@ def tiny_cnn() -> nn.Sequential:
     )
 
 
-def run_ort(model, x: np.ndarray) -> np.ndarray:
-    """First output of ``model`` in onnxruntime on CPU."""
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+#: onnxruntime's WeightBiasQuantization (optimization level >= BASIC) quantizes, int8 per
+#: tensor, the float weight and bias of any Conv/Gemm whose input is dequantized and whose
+#: output is quantized again — i.e. the layers of a float region, which the QDQ graph keeps
+#: float. Tests of float regions run onnxruntime without it to check what the graph says.
+KEEP_FLOAT_WEIGHTS = ("WeightBiasQuantization",)
+
+
+def run_ort(model, x: np.ndarray, disabled_optimizers: tuple[str, ...] = ()) -> np.ndarray:
+    """First output of ``model`` in onnxruntime on CPU (optionally without some optimizers)."""
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]

@@ -10,6 +10,7 @@ quantized nodes into per-tensor decisions. The plan is plain data; the graph pas
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 
 import onnx
 
@@ -125,13 +126,23 @@ def _decide(node: onnx.NodeProto, info: GraphInfo, c: Choice, table: bool, fp16:
 
 
 def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
-            info: GraphInfo | None = None) -> QuantPlan:
+            info: GraphInfo | None = None,
+            forced: Mapping[str, TensorDecision] | None = None) -> QuantPlan:
     """Apply ``recipe`` to ``model``: last matching rule wins for each node.
 
     Nodes that touch no float tensor are skipped (rules matching only those count as
     unmatched); every other node gets a decision with its mode, action, reason and rule.
+
+    ``forced`` (static recipes) maps activation tensor names to decisions the caller has
+    already made — action ``quantize`` (with a spec) or ``float`` — e.g. QAT's convert: exactly
+    the tensors fake-quantized in training, including a quantized output of a float region
+    that no quantized node reads. They replace what the rules decided for those tensors
+    before fusion and sharing; a forced ``quantize`` may still become ``fused`` / ``share``
+    (same grid), a forced ``float`` stays float and is never a sharing source.
     """
     info = info or GraphInfo.build(model)
+    forced = dict(forced or {})
+    _check_forced(forced, recipe, info)
     used_rules: set[int] = set()
     choices: dict[str, Choice] = {}
     decisions: list[NodeDecision] = []
@@ -153,8 +164,25 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
     if recipe.mode != "none":
         decisions += _subgraph_decisions(model, recipe.mode)
     unmatched = tuple(r.label for i, r in enumerate(recipe.rules) if i not in used_rules)
-    tensors = tensor_decisions(recipe, model, info, decisions, choices, io)
+    tensors = tensor_decisions(recipe, model, info, decisions, choices, io, forced)
     return QuantPlan(recipe, tuple(decisions), tensors, unmatched, io)
+
+
+def _check_forced(forced: dict[str, TensorDecision], recipe: Recipe, info: GraphInfo) -> None:
+    if forced and recipe.mode != "static":
+        raise ValueError(f"forced tensor decisions need a static recipe; {recipe.name!r} is "
+                         f"{recipe.mode}")
+    for name, d in forced.items():
+        if not isinstance(d, TensorDecision) or d.tensor != name:
+            raise TypeError(f"forced decision for {name!r} must be a TensorDecision of that "
+                            f"tensor, got {d!r}")
+        if not info.is_activation(name):
+            raise ValueError(f"forced tensor {name!r} is not a float activation of the model")
+        if d.role != "activation" or d.action not in ("quantize", "float") \
+                or (d.action == "quantize" and d.spec is None):
+            raise ValueError(f"forced decision for {name!r}: role {d.role!r}, action "
+                             f"{d.action!r}; allowed: an activation 'quantize' (with a spec) "
+                             "or 'float'")
 
 
 #: Why a node inside a control-flow subgraph stays float.

@@ -80,8 +80,8 @@ def _activation_inputs(node: onnx.NodeProto, info: GraphInfo) -> list[str]:
 
 
 def tensor_decisions(recipe: Recipe, model: onnx.ModelProto, info: GraphInfo,
-                     decisions: list[NodeDecision], choices: dict[str, Choice], io: str
-                     ) -> Decisions:
+                     decisions: list[NodeDecision], choices: dict[str, Choice], io: str,
+                     forced: Decisions | None = None) -> Decisions:
     """Every tensor's decision (see the module docstring), keyed by tensor name or seam key."""
     out: Decisions = {}
     by_name = {(n.name or n.output[0]): n for n in model.graph.node}
@@ -118,6 +118,7 @@ def tensor_decisions(recipe: Recipe, model: onnx.ModelProto, info: GraphInfo,
         for t in model.graph.initializer:
             if t.data_type == onnx.TensorProto.FLOAT and t.name not in out:
                 out[t.name] = TensorDecision(t.name, "weight", "fp16", rule="recipe", mode="fp16")
+    out.update(forced or {})
     if static:
         _fuse_and_share(model, info, out, static, choices)
         if io != "float":
@@ -138,16 +139,20 @@ def _fuse_and_share(model, info: GraphInfo, out: Decisions, static: set[str],
         y = node.output[0]
         users = info.consumers.get(y, [])
         user = (users[0].name or users[0].output[0]) if len(users) == 1 else ""
-        if (node.op_type in FUSABLE_PRODUCERS and user in static
+        if y not in out:
+            continue
+        if (out[y].action == "quantize" and node.op_type in FUSABLE_PRODUCERS and user in static
                 and users[0].op_type in FUSED_ACTIVATIONS
                 and choices[user].activations == choices[name].activations
                 and y not in info.graph_outputs and _clip_is_const(users[0], info)):
             out[y] = replace(out[y], action="fused",
                              reason=f"range fused into {users[0].op_type} output")
-        if node.op_type in SHARE_OPS and node.input[0] in out:
+        if node.op_type in SHARE_OPS and node.input[0] in out and out[y].action == "quantize":
             src = node.input[0]
             while out[src].action == "share":
                 src = out[src].share_with
+            if out[src].action != "quantize":  # a (forced) float input: nothing to share
+                continue
             out[y] = replace(out[y], action="share", share_with=src, spec=out[src].spec,
                              reason=f"{node.op_type} keeps its input's qparams")
 

@@ -4,8 +4,10 @@ Steps: (1) one eval forward so every weight quantizer holds the qparams of the c
 weights; (2) swap each QAT module for a plain Conv2d/Linear holding the *folded* float weights
 (BN folded with running statistics, ReLU fused) — the float op the fake-quant forward ran;
 (3) export that float module with :func:`export_onnx` (initializers keep the parameter names
-``<module path>.weight``, which is how each QAT module finds its ONNX node); (4) insert Q/DQ
-with the trained qparams (:mod:`edgequant.torch.qdq`) — no recalibration anywhere.
+``<module path>.weight``, which is how each QAT module finds its ONNX node); (4) resolve the
+plan of what training quantized (:mod:`edgequant.torch.trained_plan`) and let the one Q/DQ
+writer, :func:`edgequant.graph.passes.insert_qdq.insert_qdq`, execute it with the trained
+qparams — no recalibration anywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,22 @@ import torch
 from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError
+from edgequant.graph.contract import META_FORMAT, META_RECIPE
 from edgequant.graph.passes.fold import strip_debug_info
+from edgequant.graph.passes.insert_qdq import insert_qdq
 from edgequant.ptq.quantizer import QuantizedModel
 from edgequant.qparams import QParams
-from edgequant.recipes.plan import resolve
-from edgequant.recipes.recipe import Recipe, Rule
+from edgequant.recipes.plan import QuantPlan
 from edgequant.torch.export import as_tuple, export_onnx, save_atomic
 from edgequant.torch.prepare import BOUNDARY_ATTR, QATModel, qat_modules
-from edgequant.torch.qdq import PASS_THROUGH, insert_qdq, propagate
+from edgequant.torch.trained_plan import (
+    PROPAGATING_OPS,
+    RULE_FLOAT,
+    propagate,
+    region_nodes,
+    region_output,
+    trained_plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,35 +59,15 @@ def trained_qparams(qat_model: QATModel) -> dict[str, dict]:
     }
 
 
-def _in_module(node: onnx.NodeProto, path: str) -> bool:
-    """Whether the dynamo exporter recorded ``node`` as computed inside module ``path``."""
-    ns = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
-    return f"/{path}: " in ns
-
-
-def _region_output(g: onnx.GraphProto, path: str) -> str:
-    """The one tensor a float region hands to the rest of the graph (or the graph output)."""
-    inside = [n for n in g.node if _in_module(n, path)]
-    made = {o for n in inside for o in n.output}
-    used_outside = {i for n in g.node if not _in_module(n, path) for i in n.input}
-    outs = sorted(t for t in made if t in used_outside or t in {o.name for o in g.output})
-    if len(outs) != 1:
-        raise EdgequantError(
-            f"float region {path!r}: found {len(outs)} output tensors {outs} in the exported "
-            "graph (need exactly 1; the region must return one tensor and be exported by the "
-            "dynamo exporter, which records module names)"
-        )
-    return outs[0]
-
-
 def _consumers(graph: onnx.GraphProto, tensor: str) -> list[onnx.NodeProto]:
     return [n for n in graph.node if tensor in n.input]
 
 
 def map_to_onnx(float_onnx: onnx.ModelProto, qat_model: QATModel,
                 params: dict[str, dict], regions: dict[str, QParams]
-                ) -> tuple[dict[str, QParams], dict[str, QParams]]:
-    """Activation qparams by ONNX tensor name and weight qparams by initializer name."""
+                ) -> tuple[dict[str, QParams], dict[str, QParams], dict[str, QParams]]:
+    """Trained activation qparams by ONNX tensor name, the same extended through exact ops
+    outside float regions (:func:`propagate`), and weight qparams by initializer name."""
     g = float_onnx.graph
     acts: dict[str, QParams] = {}
     weights: dict[str, QParams] = {}
@@ -102,18 +91,18 @@ def map_to_onnx(float_onnx: onnx.ModelProto, qat_model: QATModel,
         if p["output"] is not None:
             acts[out] = p["output"]
     for name, qp in regions.items():
-        acts[_region_output(g, name)] = qp
+        acts[region_output(g, name)] = qp
     for inp, q in zip(g.input, qat_model.input_quant, strict=False):
         if q.observed:
             acts[inp.name] = q.qparams()
-    _check_bias_scales(g, acts, params, inputs)
-    return acts, weights
+    grids = propagate(g, acts, region_nodes(g, sorted(regions)))
+    _check_bias_scales(grids, params, inputs)
+    return acts, grids, weights
 
 
-def _check_bias_scales(g: onnx.GraphProto, acts: dict[str, QParams], params: dict[str, dict],
+def _check_bias_scales(act: dict[str, QParams], params: dict[str, dict],
                        inputs: dict[str, str]) -> None:
     """Every QAT layer quantized its bias with the scale its exported input really has."""
-    act = propagate(g, acts)
     bad = []
     for name, p in params.items():
         qp = act.get(inputs[name])
@@ -161,26 +150,71 @@ def convert(qat_model: QATModel, example_inputs, path: str | os.PathLike | None 
     # qparams from the tensor they were trained on.
     float_onnx = export_onnx(inner, args, optimize=False)
     _check_weights_unchanged(float_onnx, inner, params)
-    acts, weights = map_to_onnx(float_onnx, m, params, regions)
-    model = insert_qdq(float_onnx, acts, weights, recipe_name=m.recipe_name)
-    acts = propagate(float_onnx.graph, acts)
-    qps = {**acts, **weights}
+    trained, acts, weights = map_to_onnx(float_onnx, m, params, regions)
+    floats = region_nodes(float_onnx.graph, sorted(regions))
+    plan = trained_plan(m.recipe, float_onnx, acts, weights, floats)
+    model, used, notes = insert_qdq(_copy(float_onnx), plan, act_qparams=acts,
+                                    weight_qparams=weights, io="float")
+    _check_trained_qparams(plan, used, trained, weights, params)
+    for note in notes:  # e.g. an int32-overflowing bias kept float (training saturated it)
+        log.info("convert: %s", note)
+    props = {p.key: p.value for p in model.metadata_props}
+    onnx.helper.set_model_props(model, {**props, META_RECIPE: m.recipe_name, META_FORMAT: "qdq"})
+    onnx.checker.check_model(model)
     report = {
         "recipe": m.recipe_name,
         "mode": "qat",
         "qat_modules": sorted(params),
         "float_regions": sorted(regions),
-        "quantized_activations": sorted(acts),
-        "pass_through_ops": sorted(PASS_THROUGH),
+        "quantized_activations": sorted(t for t, d in plan.tensors.items()
+                                        if d.role == "activation" and t in used),
+        "pass_through_ops": sorted(PROPAGATING_OPS),
+        "notes": notes,
     }
     log.info("convert: %d weights and %d activations carry trained qparams",
-             len(weights), len(acts))
-    plan = resolve(_plan_recipe(m.recipe, float_onnx, acts, weights), float_onnx)
+             len(weights), len(report["quantized_activations"]))
     strip_debug_info(model)  # exporter stack traces: tens of KB nothing reads at run time
-    result = QuantizedModel(model, plan, qps, report)
+    result = QuantizedModel(model, plan, used, report)
     if path is not None:
         save_atomic(model, Path(path))
     return result
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _same(a: QParams, b: QParams) -> bool:
+    """Bit-identical scales and zero points of the same type."""
+    return (a.qtype == b.qtype and np.array_equal(np.asarray(a.scale).view(np.uint32),
+                                                  np.asarray(b.scale).view(np.uint32))
+            and np.array_equal(a.zero_point, b.zero_point))
+
+
+def _check_trained_qparams(plan: QuantPlan, used: dict[str, QParams],
+                           trained: dict[str, QParams], weights: dict[str, QParams],
+                           params: dict[str, dict]) -> None:
+    """The QDQ model carries every trained qparams, bit for bit.
+
+    A trained activation may be missing only when the plan fused it into the Relu after it
+    (which then carries the same qparams: the Relu inherited them).
+    """
+    for name, qp in {**trained, **weights}.items():
+        d = plan.tensors.get(name)
+        if name in used:
+            assert _same(used[name], qp), f"{name!r}: Q/DQ qparams differ from training"
+        elif d is None or d.action != "fused":
+            why = "; ".join(f"{n.node} ({n.op_type}): {n.reason}" for n in plan.float_nodes()
+                            if n.rule != RULE_FLOAT)
+            raise EdgequantError(f"{name!r} was quantized in training but the converted graph "
+                                 f"cannot quantize it ({why or 'no quantized node reads it'})")
+    simulated = {f"{n}.weight" for n, p in params.items() if p["has_bias"] and p["input_scale"]}
+    for d in plan.tensors.values():
+        if d.role == "bias" and d.weight_of in simulated and d.tensor not in used:
+            log.warning("convert: bias %r stays float although training simulated it as int32 "
+                        "(it overflows int32 at scale input·weight)", d.tensor)
 
 
 def _check_weights_unchanged(model: onnx.ModelProto, inner: torch.nn.Module,
@@ -196,22 +230,3 @@ def _check_weights_unchanged(model: onnx.ModelProto, inner: torch.nn.Module,
                 f"QAT module {name!r}: the exported initializer {wname!r} is missing or differs "
                 "from the trained (folded) weight, so trained qparams cannot be attached to it"
             )
-
-
-def _escape(name: str) -> str:
-    """A glob matching exactly ``name`` (fnmatch has no escape function)."""
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
-
-
-def _plan_recipe(recipe: Recipe, g_model: onnx.ModelProto, acts: dict[str, QParams],
-                 weights: dict[str, QParams]) -> Recipe:
-    """The recipe whose plan describes the converted graph: QAT'd nodes quantized, rest float."""
-    nodes = [n.name for n in g_model.graph.node
-             if n.name and ((n.op_type in PASS_THROUGH and any(o in acts for o in n.output))
-                            or (len(n.input) > 1 and n.input[1] in weights))]
-    rules: tuple[Rule, ...] = (
-        Rule(nodes=("*",), action="float", name="qat: not fake-quantized in training"),)
-    if nodes:  # a rule with no node globs would match every node
-        rules += (Rule(nodes=tuple(_escape(n) for n in nodes), action="quantize",
-                       name="qat: fake-quantized in training"),)
-    return replace(recipe, mode="static" if recipe.activations else recipe.mode, rules=rules)
