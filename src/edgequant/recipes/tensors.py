@@ -166,7 +166,7 @@ def _seams(info: GraphInfo, out: Decisions, wants: dict[str, list[tuple[str, Cho
     """Re-quantize a tensor for each group of static consumers whose spec differs from it."""
     for t, needs in wants.items():
         main = out.get(t)
-        if main is None or main.action == "fused" or main.role != "activation":
+        if main is None or main.action in ("fused", "float") or main.role != "activation":
             continue
         producer = info.producer.get(t)
         from_dq = ((producer is not None and (producer.name or producer.output[0]) in static)
