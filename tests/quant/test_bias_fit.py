@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from edgequant.ptq.bias_fit import BIAS_LIMIT, fit_bias
+from edgequant.bias_fit import BIAS_LIMIT, fit_bias
 from edgequant.qparams import qparams_for
 from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec
 
@@ -115,20 +116,26 @@ def depthwise_model():
 
 
 def test_fitted_weight_qparams_let_the_pipeline_keep_the_bias_int32(tmp_path):
-    """End to end through the public qparams override (how the lead wires it in)."""
+    """The quantizer fits the bias itself: its weight qparams equal fit_bias applied to the
+    round-to-nearest qparams, and the same qparams given back as an override change nothing."""
     import onnxruntime as ort
 
     from edgequant.ptq.quantizer import quantize
+    from edgequant.qparams import qparams_for
+    from edgequant.recipes.builtin import get_recipe
+    from edgequant.spec import PerChannel
 
     model, w, b = depthwise_model()
     data = {"input": np.random.default_rng(4).normal(0, 1, (16, 4, 8, 8)).astype(np.float32)}
     first = quantize(model, "w8a8", data, check_speed=False)
-    assert any("bias 'dw.b' kept float" in n for n in first.report["notes"])
-    fit = fit_bias(b, first.qparams["input"].scale, first.qparams["dw.w"], weight_values=w)
+    assert not any("kept float" in n for n in first.report["notes"])
+    assert any("'dw.w'" in n and "[1]" in n for n in first.report["notes"])
+    spec = replace(get_recipe("w8a8").weights, granularity=PerChannel(0))
+    fit = fit_bias(b, first.qparams["input"].scale, qparams_for(w, spec), weight_values=w)
     assert fit.channels == (1,)
+    np.testing.assert_array_equal(first.qparams["dw.w"].scale, fit.qparams.scale)
     second = quantize(model, "w8a8", data, check_speed=False, qparams={"dw.w": fit.qparams})
-    assert not any("kept float" in n for n in second.report["notes"])
-    assert "dw.b" in second.qparams  # the bias is int32 now
+    assert "dw.b" in second.qparams  # the bias is int32
     out = second.save(tmp_path / "q.onnx")
     ref = ort.InferenceSession(model.SerializeToString()).run(None, data)[0]
     got = ort.InferenceSession(str(out)).run(None, data)[0]
@@ -136,3 +143,39 @@ def test_fitted_weight_qparams_let_the_pipeline_keep_the_bias_int32(tmp_path):
     # to within one bias step; the output quantization (8-bit over the whole tensor) dominates
     step = float(second.qparams["y"].scale)
     assert np.max(np.abs(got[:, 1] - ref[:, 1])) <= step
+
+
+def test_quantizer_raises_weight_scales_instead_of_float_biases():
+    """A depthwise conv whose folded weights are tiny: every bias stays int32 (none float), the
+    note names the channels, and onnxruntime's output stays close to float."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgequant as eq
+
+    rng = np.random.default_rng(0)
+    c = 8
+    w = rng.normal(0, 0.3, (c, 1, 3, 3)).astype(np.float32)
+    w[2] *= 1e-7  # a dead channel after BN folding
+    w[5] *= 1e-6
+    b = rng.normal(0, 0.5, c).astype(np.float32)
+    b[2], b[5] = 3.0, -2.0
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="dw", group=c, pads=[1] * 4)],
+        "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", c, 8, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    x = rng.uniform(-1, 1, (16, c, 8, 8)).astype(np.float32)
+    qm = eq.quantize(model, "w8a8", calibration={"x": x})
+    assert not any("kept float" in n for n in qm.report["notes"])
+    note = next(n for n in qm.report["notes"] if "raised so bias" in n)
+    assert "[2, 5]" in note
+    inits = {t.name: t for t in qm.model.graph.initializer}
+    assert any(t.data_type == TensorProto.INT32 for t in inits.values())
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    got = ort.InferenceSession(qm.model.SerializeToString()).run(None, {"x": x})[0]
+    out_scale = qm.qparams["y"].scale
+    assert np.max(np.abs(got - ref)) < 3 * float(out_scale)  # a few output steps
+    onnx.checker.check_model(qm.model)

@@ -22,13 +22,13 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgequant.bias_fit import BIAS_LIMIT, accumulator_headroom, fit_bias
 from edgequant.graph.contract import META_IO, requant_stem, tensor_stem
 from edgequant.graph.info import GraphInfo
 from edgequant.graph.passes.qdq_nodes import dequantized_constant, qdq_pair, qparam_initializers
 from edgequant.qparams import QParams, bias_qparams, qparams_for
 from edgequant.recipes.decisions import QuantPlan, TensorDecision
-
-INT32_LIMIT = 2**31 - 1
+from edgequant.spec import PerChannel, PerTensor
 
 
 @dataclass
@@ -125,10 +125,14 @@ def constant_edits(plan: QuantPlan, info: GraphInfo, act_qparams: dict[str, QPar
                    weight_qparams: dict[str, QParams], e: Edits) -> None:
     """Weights (per-channel / per-tensor) and constant operands as integers behind a DQ;
     given qparams win over ones computed from the values."""
+    biases = {b.weight_of: b for _, b in _static(plan, ("bias",))}
     for name, d in _static(plan, ("weight", "constant")):
         values = info.const_array(name).astype(np.float32)
         given = weight_qparams if d.role == "weight" else act_qparams
         qp = given.get(name) or qparams_for(values, d.spec)
+        b = biases.get(name) if d.role == "weight" and name not in given else None
+        if b is not None and b.input_of in e.used:
+            qp = _fit_bias(info, b, e.used[b.input_of], name, qp, values, e)
         e.used[name] = qp
         stem = tensor_stem(name)
         inits, node = dequantized_constant(values, qp, stem, f"{stem}_dequantized")
@@ -136,6 +140,28 @@ def constant_edits(plan: QuantPlan, info: GraphInfo, act_qparams: dict[str, QPar
         e.head.append(node)
         e.rename_in[name] = f"{stem}_dequantized"
         e.dropped.add(name)
+
+
+def _fit_bias(info: GraphInfo, b: TensorDecision, x: QParams, name: str, qp: QParams,
+              values: np.ndarray, e: Edits) -> QParams:
+    """Weight qparams whose int32 bias fits: offending channels' scales raised just enough
+    (never a silent float bias); the channels and the SQNR they cost go to the notes."""
+    bias = info.const_array(b.tensor).astype(np.float32)  # (C,)
+    if bias.ndim != 1 or not isinstance(qp.granularity, PerChannel | PerTensor):
+        return qp
+    fan_in = values.size // max(bias.size, 1)  # (C_out, C_in/g, kh, kw) → per-channel K
+    limit = BIAS_LIMIT - accumulator_headroom(fan_in, x.qtype.bits, qp.qtype.bits)
+    fit = fit_bias(bias, x.scale, qp, weight_values=values, limit=limit)
+    if fit.channels:
+        cost = fit.sqnr_cost_db[list(fit.channels)]  # (changed,) dB; inf: channel exact before
+        finite = cost[np.isfinite(cost)]
+        worst = f"≤ {float(finite.max()):.2f} dB" if finite.size else "n/a"
+        exact = int(np.sum(~np.isfinite(cost)))
+        e.notes.append(f"weight {name!r}: scale of channel(s) {list(fit.channels)} raised so "
+                       f"bias {b.tensor!r} fits int32 (weight SQNR cost {worst}"
+                       + (f"; {exact} channel(s) were exactly representable before" if exact else "")
+                       + ")")
+    return fit.qparams
 
 
 def bias_edits(plan: QuantPlan, info: GraphInfo, e: Edits) -> None:
@@ -147,8 +173,12 @@ def bias_edits(plan: QuantPlan, info: GraphInfo, e: Edits) -> None:
             continue
         bqp = bias_qparams(e.used[d.input_of].scale, e.used[d.weight_of])
         values = info.const_array(name).astype(np.float64)
-        if np.max(np.abs(values / bqp.scale.astype(np.float64)), initial=0) > INT32_LIMIT:
-            e.notes.append(f"bias {name!r} kept float: it overflows int32 at scale input·weight")
+        x, w = e.used[d.input_of], e.used[d.weight_of]
+        fan_in = info.const_array(d.weight_of).size // max(values.size, 1)
+        limit = BIAS_LIMIT - accumulator_headroom(fan_in, x.qtype.bits, w.qtype.bits)
+        if np.max(np.abs(values / bqp.scale.astype(np.float64)), initial=0) > limit:
+            e.notes.append(f"bias {name!r} kept float: it overflows int32 (less the accumulator "
+                           "headroom) at scale input·weight")
             continue
         e.used[name] = bqp
         stem = tensor_stem(name)

@@ -45,32 +45,43 @@ class BiasFit:
     sqnr_cost_db: np.ndarray
 
 
-def bias_fits(bias: float, input_scale: float, weight_scale: float) -> bool:
-    """Exactly: ``|bias / (input_scale ·₃₂ weight_scale)| ≤ 2^31 − 1`` (float32 product)."""
+def accumulator_headroom(fan_in: int, input_bits: int = 8, weight_bits: int = 8) -> int:
+    """How far below 2^31 − 1 the int32 bias must stay so that adding a full dot product
+    cannot wrap: runtimes accumulate ``bias + Σ x·w − zx·Σw`` in int32 (onnxruntime's fused
+    QLinearConv flips the sign of a bias stored within that margin of the limit), so both
+    sums get room: ``2 · fan_in · 2^input_bits · 2^(weight_bits − 1)``."""
+    return 2 * int(fan_in) * (1 << input_bits) * (1 << (weight_bits - 1))
+
+
+def bias_fits(bias: float, input_scale: float, weight_scale: float,
+              limit: int = BIAS_LIMIT) -> bool:
+    """Exactly: ``|bias / (input_scale ·₃₂ weight_scale)| ≤ limit`` (float32 product)."""
     bias_scale = np.float32(input_scale) * np.float32(weight_scale)  # float32, as bias_qparams
     if bias_scale == 0:
         return bias == 0
-    return abs(Fraction(float(np.float32(bias))) / Fraction(float(bias_scale))) <= BIAS_LIMIT
+    return abs(Fraction(float(np.float32(bias))) / Fraction(float(bias_scale))) <= limit
 
 
-def min_weight_scale(bias: float, input_scale: float, weight_scale: float) -> np.float32:
+def min_weight_scale(bias: float, input_scale: float, weight_scale: float,
+                     limit: int = BIAS_LIMIT) -> np.float32:
     """The smallest float32 ``s ≥ weight_scale`` with :func:`bias_fits` true."""
     s = np.float32(weight_scale)
-    if bias_fits(bias, input_scale, s):
+    if bias_fits(bias, input_scale, s, limit):
         return s
-    guess = abs(float(np.float32(bias))) / (float(np.float32(input_scale)) * BIAS_LIMIT)
+    guess = abs(float(np.float32(bias))) / (float(np.float32(input_scale)) * limit)
     s = max(np.float32(guess), s)  # float64 estimate, then exact steps on float32
-    while not bias_fits(bias, input_scale, s):
+    while not bias_fits(bias, input_scale, s, limit):
         s = np.nextafter(s, np.float32(np.inf))
     while s > weight_scale and bias_fits(bias, input_scale,
-                                          lower := np.nextafter(s, np.float32(0))):
+                                          lower := np.nextafter(s, np.float32(0)), limit):
         s = lower
     return np.float32(s)
 
 
 def fit_bias(bias: np.ndarray, input_scale, weight: QParams,
-             weight_values: np.ndarray | None = None) -> BiasFit:
-    """Weight qparams raised just enough that ``bias`` fits int32 at ``input_scale · scale``.
+             weight_values: np.ndarray | None = None, limit: int = BIAS_LIMIT) -> BiasFit:
+    """Weight qparams raised just enough that ``|bias / (input_scale · scale)| ≤ limit``
+    (default int32; pass ``BIAS_LIMIT - accumulator_headroom(fan_in)`` for runtime safety).
 
     ``bias`` (C,) float; ``input_scale`` scalar; ``weight`` PerChannel (scale (C,)) or
     PerTensor qparams; ``weight_values`` (optional, the float weights) measures the SQNR cost.
@@ -86,13 +97,13 @@ def fit_bias(bias: np.ndarray, input_scale, weight: QParams,
         if old.shape != b.shape:
             raise ValueError(f"bias has {b.size} channels but the weight qparams have "
                              f"{old.size} scales")
-        new = np.array([min_weight_scale(bc, s_in, sc) for bc, sc in zip(b, old, strict=True)],
+        new = np.array([min_weight_scale(bc, s_in, sc, limit) for bc, sc in zip(b, old, strict=True)],
                        dtype=np.float32)  # (C,)
         scale = new.reshape(weight.scale.shape)
     elif isinstance(weight.granularity, PerTensor):
         old = np.full(b.shape, np.float32(weight.scale), np.float32)  # (C,)
         worst = int(np.argmax(np.abs(b))) if b.size else 0
-        one = min_weight_scale(b[worst], s_in, old[0]) if b.size else np.float32(weight.scale)
+        one = min_weight_scale(b[worst], s_in, old[0], limit) if b.size else np.float32(weight.scale)
         new = np.full(b.shape, one, np.float32)  # (C,)
         scale = np.asarray(one, np.float32)
     else:
