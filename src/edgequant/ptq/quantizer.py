@@ -31,7 +31,8 @@ from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
-from edgequant.runtime.feeds import fixed_batch, iter_batches, load_feeds, model_inputs
+from edgequant.runtime.batching import batches as sample_batches
+from edgequant.runtime.feeds import load_feeds, model_inputs
 from edgequant.spec import PerTensor, QType, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -214,9 +215,9 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
     inputs = model_inputs(model)
     if isinstance(calibration, str | os.PathLike | Mapping):
         feeds = load_feeds(calibration, inputs, what="calibration data")
-        fixed = fixed_batch(inputs)
         n = len(next(iter(feeds.values())))
-        batches: Iterable = iter_batches(feeds, fixed or batch_size)
+        batches: Iterable = (b.feeds for b in sample_batches(
+            feeds, {i.name: i.shape for i in inputs}, batch_size, pad=False))
         total = n
     else:
         batches = (load_feeds(b, inputs, what="calibration batch") for b in calibration)
