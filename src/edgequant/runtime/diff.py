@@ -46,9 +46,14 @@ class TensorDiff:
 
 
 def merge_diffs(parts: list[TensorDiff]) -> TensorDiff:
-    """One TensorDiff for a tensor compared batch by batch (shares weighted by size)."""
+    """One TensorDiff for a tensor compared batch by batch: worst difference, identical share
+    weighted by size, and the batches' shapes stacked on the first axis when they agree on the
+    others."""
     sizes = [max(int(np.prod(p.shape)), 1) for p in parts]
-    return replace(parts[0], max_diff=max(p.max_diff for p in parts),
+    shape = parts[0].shape
+    if shape and all(len(p.shape) == len(shape) and p.shape[1:] == shape[1:] for p in parts):
+        shape = (sum(p.shape[0] for p in parts), *shape[1:])
+    return replace(parts[0], shape=shape, max_diff=max(p.max_diff for p in parts),
                    identical=float(np.average([p.identical for p in parts], weights=sizes)))
 
 
