@@ -258,7 +258,7 @@ def _print_verify(model: Path, report, json_out: bool) -> None:
     ref = f"{d['reference']} ({d['requantization']})"
     engines = ", ".join(d["engines"]) + (" (lowered)" if d["lowered"] else "")
     t = Table("tensor", "engine", "kind", "producer", "max diff", "bit-identical",
-              title=f"{model.name}: {ref} vs {engines}, {d['samples']} sample(s)")
+              title=f"{model.name}: {ref} vs {engines}", caption=f"{d['samples']} sample(s)")
     for row in d["outputs"] + d["nodes"]:
         unit = " LSB" if row["kind"] != "float" else ""
         t.add_row(row["name"], row["engine"], row["kind"], row["producer"],

@@ -87,3 +87,24 @@ def test_bad_arguments_name_what_is_allowed():
         ort_session(_relu_chain(), threads=0)
     with pytest.raises(TypeError, match="ModelProto"):
         ort_session(42)
+
+
+def test_sessions_module_is_the_only_place_that_opens_sessions():
+    """Every onnxruntime session in the package comes from :func:`ort_session`."""
+    import ast
+    from pathlib import Path
+
+    import edgequant
+
+    root = Path(edgequant.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.name == "sessions.py" and path.parent.name == "runtime":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.attr] if isinstance(node, ast.Attribute) else \
+                [node.id] if isinstance(node, ast.Name) else \
+                [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            if "InferenceSession" in names:
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
