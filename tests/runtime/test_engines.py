@@ -104,3 +104,40 @@ def test_missing_feeds_name_the_inputs(models):
     for r in (open_runner(models.qdq_path), open_runner(models.tflite_path, engine="reference")):
         with pytest.raises(ValueError, match="'x'"):
             r.run({"image": models.x})
+
+
+def _dynamic_batch_relu(tmp_path):
+    """A one-op float ``.tflite`` whose batch dimension is dynamic (``shape_signature`` -1):
+    the exporter's Relu model with the signature rewritten in the flatbuffer."""
+    import flatbuffers
+    from onnx import TensorProto
+    from onnx import helper as h
+
+    from edgequant.export.tflite.builder import load_model
+    from edgequant.export.tflite.export import export_tflite
+
+    g = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "g",
+                     [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    res = export_tflite(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]),
+                        tmp_path / "relu.tflite")
+    m = load_model(res.path.read_bytes())
+    for t in m.subgraphs[0].tensors:
+        t.shapeSignature = np.array([-1, 4], np.int32)
+    b = flatbuffers.Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    out = tmp_path / "relu_dynamic.tflite"
+    out.write_bytes(bytes(b.Output()))
+    return out
+
+
+def test_litert_runner_resizes_a_dynamic_batch(tmp_path):
+    from edgequant.runtime.litert import LiteRTRunner
+
+    r = LiteRTRunner(_dynamic_batch_relu(tmp_path))
+    assert r.input_shapes == {"x": (None, 4)}
+    x = np.linspace(-2, 2, 20, dtype=np.float32).reshape(5, 4)
+    np.testing.assert_array_equal(r.run({"x": x})[0], np.maximum(x, 0))  # one call, 5 rows
+    np.testing.assert_array_equal(r.run({"x": x[:2]})[0], np.maximum(x[:2], 0))
+    with pytest.raises(ValueError, match=r"'x'.*\(\?, 4\)"):
+        r.run({"x": np.zeros((5, 3), np.float32)})

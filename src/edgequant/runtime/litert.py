@@ -63,11 +63,24 @@ class LiteRTRunner(IORunner):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         it = self.interpreter
+        arrays = {d["name"]: np.ascontiguousarray(feeds[d["name"]]) for d in self._ins}
+        resized = False
         for d in self._ins:
-            x = np.ascontiguousarray(feeds[d["name"]])
-            if tuple(x.shape) != tuple(d["shape"]):
-                raise ValueError(f"input {d['name']!r}: shape {x.shape} != model shape "
-                                 f"{tuple(int(s) for s in d['shape'])}")
-            it.set_tensor(d["index"], x)
+            x, declared = arrays[d["name"]], self.input_shapes[d["name"]]
+            if tuple(x.shape) == tuple(d["shape"]):
+                continue
+            if len(x.shape) != len(declared) or any(
+                    s is not None and s != g for s, g in zip(declared, x.shape, strict=True)):
+                want = ", ".join("?" if s is None else str(s) for s in declared)
+                raise ValueError(f"input {d['name']!r}: shape {x.shape} does not fit the model "
+                                 f"shape ({want})")
+            it.resize_tensor_input(d["index"], list(x.shape))  # a dynamic dim takes x's size
+            resized = True
+        if resized:
+            it.allocate_tensors()
+            self._ins = it.get_input_details()
+            self._outs = it.get_output_details()
+        for d in self._ins:
+            it.set_tensor(d["index"], arrays[d["name"]])
         it.invoke()
         return [np.array(it.get_tensor(d["index"])) for d in self._outs]
