@@ -213,13 +213,11 @@ def run(
 
     from edgequant.graph.io import atomic_write
     from edgequant.runtime.batching import run_batched
+    from edgequant.runtime.runner import match_feeds
     from edgequant.runtime.runners import open_runner
 
     runner = open_runner(model, engine=engine)
-    feeds = _npz(data)
-    if len(feeds) == 1 and len(runner.input_names) == 1:
-        feeds = {runner.input_names[0]: next(iter(feeds.values()))}
-    outs = run_batched(runner, feeds, 32)
+    outs = run_batched(runner, match_feeds(runner, _npz(data)), 32)
     arrays = dict(zip(runner.output_names, outs, strict=True))
     atomic_write(output, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
     console.print(f"{output}: {', '.join(f'{k} {v.shape} {v.dtype}' for k, v in arrays.items())}")

@@ -86,3 +86,20 @@ def test_run_batch_1_tflite_on_many_samples(models, data, tmp_path, engine):
         want.append(it.get_tensor(dout["index"]).copy())
     with np.load(out) as z:
         np.testing.assert_array_equal(z["y"], np.concatenate(want))  # (N, 5) float32
+
+
+def test_feeds_match_inputs_by_position_when_names_differ(models, tmp_path):
+    """``run`` and ``verify`` (both formats) take a one-input model's array under any key."""
+    from edgequant.runtime.runner import match_feeds
+    from edgequant.runtime.runners import open_runner
+
+    renamed = tmp_path / "renamed.npz"
+    np.savez(renamed, images=models.x)
+    for path in (models.qdq_path, models.tflite_path):
+        assert _invoke("verify", path, "--data", renamed).exit_code == 0
+        out = tmp_path / f"{path.stem}.npz"
+        assert _invoke("run", path, "--data", renamed, "-o", out).exit_code == 0
+        with np.load(out) as z:
+            np.testing.assert_array_equal(z["y"], open_runner(path).run({"x": models.x})[0])
+    with pytest.raises(ValueError, match=r"\['x'\]"):
+        match_feeds(open_runner(models.qdq_path), {"a": models.x, "b": models.x})

@@ -22,7 +22,7 @@ from edgequant.analysis.latency import measure_interleaved
 from edgequant.analysis.metrics import accuracy, cosine, sqnr_db, top1_agreement
 from edgequant.inspect.model import model_file_bytes
 from edgequant.runtime.batching import num_samples, run_batched
-from edgequant.runtime.runner import Runner
+from edgequant.runtime.runner import Runner, match_feeds
 from edgequant.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
@@ -55,19 +55,6 @@ class CompareRow:
     latency_ms: float | None
     speedup: float | None
     outputs: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def feeds_for(runner: Runner, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The feeds ``runner`` needs: by name, or by position when the names differ but the
-    counts match (exporters such as TFLite rename inputs)."""
-    if all(n in feeds for n in runner.input_names):
-        return {n: feeds[n] for n in runner.input_names}
-    if len(feeds) == len(runner.input_names):
-        log.info("matching feeds %s to inputs %s by position", list(feeds), runner.input_names)
-        return dict(zip(runner.input_names, feeds.values(), strict=True))
-    raise ValueError(
-        f"feeds {sorted(feeds)} do not match the model inputs {runner.input_names}"
-    )
 
 
 def _match_outputs(ref: Runner, other: Runner) -> list[tuple[int, int, str]]:
@@ -109,13 +96,13 @@ def compare(
     n = num_samples(feeds)
     if labels is not None and np.asarray(labels).reshape(-1).shape[0] != n:
         raise ValueError(f"{np.asarray(labels).size} labels for {n} samples: counts must match")
-    outputs = [run_batched(r, feeds_for(r, feeds), batch_size) for r in runners]  # per model: list (N, ...)
+    outputs = [run_batched(r, match_feeds(r, feeds), batch_size) for r in runners]  # per model: list (N, ...)
 
     latencies: dict[str, float] = {}
     if latency_repeats > 0:
         calls: dict[str, Callable[[], object]] = {}
         for name, r in zip(names, runners, strict=True):
-            one = {k: np.asarray(v[:1]) for k, v in feeds_for(r, feeds).items()}
+            one = {k: np.asarray(v[:1]) for k, v in match_feeds(r, feeds).items()}
             raw = r.prepare_feeds(one)  # time the model alone, not our float → int8 conversion
             calls[name] = lambda r=r, raw=raw: r.run(raw, raw=True)
         latencies = measure_interleaved(calls, repeats=latency_repeats, warmup=latency_warmup)

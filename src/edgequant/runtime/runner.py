@@ -16,6 +16,7 @@ of samples runs through :func:`edgequant.runtime.batching.run_batched` (sample b
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -26,6 +27,8 @@ from edgequant.graph.contract import META_IO
 from edgequant.primitives import dequantize, quantize
 from edgequant.qparams import QParams
 from edgequant.spec import PerTensor, QType
+
+log = logging.getLogger(__name__)
 
 #: Integer I/O types mapped float ↔ integer (others, e.g. int32 / int64 token ids, are
 #: genuinely integer inputs and pass through).
@@ -95,6 +98,20 @@ def parse_io_metadata(text: str | None) -> dict[str, IOQuant]:
             )
         out[name] = IOQuant(str(v["dtype"]), float(v["scale"]), int(v["zero_point"]))
     return out
+
+
+def match_feeds(runner: Runner, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feeds ``runner`` needs: by name, or by position when the names differ but the
+    counts match (exporters such as TFLite rename inputs; a one-input model takes its array
+    under any name)."""
+    if all(n in feeds for n in runner.input_names):
+        return {n: feeds[n] for n in runner.input_names}
+    if len(feeds) == len(runner.input_names):
+        log.info("matching feeds %s to inputs %s by position", list(feeds), runner.input_names)
+        return dict(zip(runner.input_names, feeds.values(), strict=True))
+    raise ValueError(
+        f"feeds {sorted(feeds)} do not match the model inputs {runner.input_names}"
+    )
 
 
 def io_quant_of_tensor(dtype: np.dtype | str, scales, zero_points) -> IOQuant | None:

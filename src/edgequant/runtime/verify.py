@@ -25,6 +25,7 @@ from edgequant.runtime.diff import TensorDiff, compare, merge_diffs
 from edgequant.runtime.ort import OrtRunner
 from edgequant.runtime.reference import ReferenceRunner
 from edgequant.runtime.report import VerifyReport
+from edgequant.runtime.runner import match_feeds
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +118,9 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     model is then interpreted as that fused graph (``export.qop.lower`` and
     ``interp.fusions``): ``lower_qdq=None`` does this automatically, ``False`` interprets the
     QDQ graph as float ops (compare with ``optimize=False``). With ``per_node``, intermediate
-    tensors are compared on the graph the interpreter runs. Float feeds of integer-I/O models
-    are quantized with the ``edgequant.io`` qparams. ``batch_size``: samples per call for a
+    tensors are compared on the graph the interpreter runs. Feeds are matched to inputs by
+    :func:`~edgequant.runtime.runner.match_feeds`; float feeds of integer-I/O models are
+    quantized with the ``edgequant.io`` qparams. ``batch_size``: samples per call for a
     dynamic-batch model (``None``: all at once).
     """
     if engine != "onnxruntime":
@@ -141,7 +143,7 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     outputs: list[list[TensorDiff]] = []
     nodes: list[list[TensorDiff]] = []
     samples = 0
-    for batch in batches(feeds, ref.input_shapes, batch_size):
+    for batch in batches(match_feeds(ref, feeds), ref.input_shapes, batch_size):
         prepared = ref.prepare_feeds(batch.feeds)
         ours = dict(zip(ref.output_names, ref.run(prepared, raw=True), strict=True))
         theirs = dict(zip(ort_outputs.output_names, ort_outputs.run(prepared, raw=True),

@@ -21,6 +21,7 @@ from edgequant.runtime.batching import batches
 from edgequant.runtime.diff import TensorDiff, compare, merge_diffs
 from edgequant.runtime.litert import KERNEL_PATHS, LiteRTRunner
 from edgequant.runtime.report import VerifyReport
+from edgequant.runtime.runner import match_feeds
 from edgequant.runtime.tflite_reference import TFLiteReferenceRunner
 
 log = logging.getLogger(__name__)
@@ -50,15 +51,14 @@ def verify_tflite(path: str | Path, feeds: Mapping[str, np.ndarray], threads: in
     """LiteRT (builtin kernels and XNNPACK) vs the reference executor, per output, in LSB.
 
     ``feeds``: input name → array, samples on the first axis (float data is quantized with
-    the input's qparams when the model takes integers; a one-input model takes its array
-    under any name). A batch-1 model runs sample by sample.
+    the input's qparams when the model takes integers; matched by position when the names
+    differ, see :func:`~edgequant.runtime.runner.match_feeds`). A batch-1 model runs sample by sample.
     """
     path = Path(path)
     refs = {k: TFLiteReferenceRunner(path, k) for k in KERNEL_PATHS}
     engines = {k: LiteRTRunner(path, threads, xnnpack=v) for k, v in KERNEL_PATHS.items()}
     first = refs["builtin"]
-    if len(first.input_names) == 1 and len(feeds) == 1 and first.input_names[0] not in feeds:
-        feeds = {first.input_names[0]: next(iter(feeds.values()))}
+    feeds = match_feeds(first, feeds)
     facts = _output_facts(first)
     parts: dict[tuple[str, str], list[TensorDiff]] = {}
     samples = 0
