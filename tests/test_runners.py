@@ -139,6 +139,9 @@ def test_errors_name_what_is_allowed(float_model, tmp_path):
     tfl.write_bytes(b"x")
     with pytest.raises(ValueError, match="litert"):
         open_runner(tfl, engine="onnxruntime")
+    for engine in ("litert", "reference"):
+        with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+            open_runner(tfl, engine=engine)
     with pytest.raises(ValueError, match="'x'"):
         open_runner(float_model).run({"input": _x()})
     with pytest.raises(ValueError, match=r"edgequant\.io"):

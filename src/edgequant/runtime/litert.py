@@ -25,12 +25,23 @@ def litert_missing(path: str | Path, e: Exception) -> ImportError:
     )
 
 
+def check_tflite_file(path: str | Path) -> Path:
+    """``path`` as a Path once its header shows a TFLite flatbuffer (``TFL3`` identifier)."""
+    p = Path(path)
+    with p.open("rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise ValueError(f"{str(p)!r} is not a TFLite flatbuffer (no 'TFL3' file identifier)")
+    return p
+
+
 class LiteRTRunner(IORunner):
     """LiteRT interpreter for one ``.tflite`` file."""
 
     engine = "litert"
 
     def __init__(self, path: str | Path, threads: int | None = 1, xnnpack: bool = True) -> None:
+        check_tflite_file(path)
         try:
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
         except ImportError as e:

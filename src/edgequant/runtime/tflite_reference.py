@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgequant.runtime.litert import litert_missing
+from edgequant.runtime.litert import check_tflite_file, litert_missing
 from edgequant.runtime.runner import IORunner, io_quant_of_tensor
 
 
@@ -18,12 +18,12 @@ class TFLiteReferenceRunner(IORunner):
     engine = "reference"
 
     def __init__(self, path: str | Path, kernels: str = "builtin") -> None:
+        self.path = check_tflite_file(path)
         try:
             from edgequant.interp.tflite.reference import ReferenceInterpreter
         except ImportError as e:  # the schema comes from ai_edge_litert
             raise litert_missing(path, e) from e
 
-        self.path = Path(path)
         self.reference = ReferenceInterpreter(self.path, kernels)
         tensors, sub = self.reference.tensors, self.reference.sub
         self.input_names = list(self.reference.input_names)
