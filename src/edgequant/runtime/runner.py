@@ -26,6 +26,7 @@ import numpy as np
 from edgequant.graph.contract import META_IO
 from edgequant.primitives import dequantize, quantize
 from edgequant.qparams import QParams
+from edgequant.runtime.batching import needs_batching, run_batched
 from edgequant.spec import PerTensor, QType
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,6 @@ class IORunner:
         """Run one batch. Float feeds are quantized for integer inputs, integer outputs
         dequantized (``raw=True``: feeds and outputs in the model's own types). A fixed-batch
         model given another number of samples runs in batches of its size."""
-        from edgequant.runtime.batching import needs_batching, run_batched
-
         if needs_batching(self.input_shapes, feeds):
             return run_batched(self, feeds, raw=raw)
         prepared = self.cast_feeds(feeds) if raw else self.prepare_feeds(feeds)
