@@ -173,18 +173,26 @@ def test_tflite_quantization_matches_litert(tflite_int8):
     assert [t.dtype for t in s.inputs] == ["int8"]
 
 
-def test_tflite_io_quant_matches_litert(tflite_int8):
+def test_tflite_runners_io_quant_matches_inspector_and_litert(tflite_int8):
+    """Both .tflite runners read the I/O qparams the runtime maps float ↔ int8 with: LiteRT's
+    own report and the flatbuffer (reference) must equal the inspector's and LiteRT's legacy
+    ``quantization`` tuple."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgequant.inspect.tflite_model import tflite_io_quant
+    from edgequant.runtime.litert import LiteRTRunner
+    from edgequant.runtime.tflite_reference import TFLiteReferenceRunner
 
-    io = tflite_io_quant(tflite_int8)
+    inspected = {q.name: q for q in inspect_model(tflite_int8).quantized}
     it = Interpreter(model_path=str(tflite_int8))
-    for d in [*it.get_input_details(), *it.get_output_details()]:
-        scale, zp = d["quantization"]
-        assert io[d["name"]].scale == scale  # both the stored float32, widened
-        assert io[d["name"]].zero_point == zp
-        assert io[d["name"]].dtype == np.dtype(d["dtype"]).name
+    details = [*it.get_input_details(), *it.get_output_details()]
+    for runner in (LiteRTRunner(tflite_int8), TFLiteReferenceRunner(tflite_int8)):
+        assert set(runner.io) == {d["name"] for d in details}
+        for d in details:
+            io, q = runner.io[d["name"]], inspected[d["name"]]
+            scale, zp = d["quantization"]
+            assert io.scale == scale == float(q.scale)  # the stored float32, widened
+            assert io.zero_point == zp == int(q.zero_point)
+            assert io.dtype == np.dtype(d["dtype"]).name == q.dtype
 
 
 def test_blocked_int4_weights_show_block_size(qdq_conv, tmp_path):

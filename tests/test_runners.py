@@ -17,7 +17,8 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from edgequant.analysis.compare import compare
-from edgequant.runtime.runners import open_runner, parse_io_metadata
+from edgequant.runtime.runner import parse_io_metadata
+from edgequant.runtime.runners import open_runner
 
 IN_SCALE, IN_ZP = 1 / 255, 0
 OUT_SCALE, OUT_ZP = 0.05, -3
@@ -137,7 +138,10 @@ def test_errors_name_what_is_allowed(float_model, tmp_path):
     tfl = tmp_path / "m.tflite"
     tfl.write_bytes(b"x")
     with pytest.raises(ValueError, match="litert"):
-        open_runner(tfl, engine="reference")
+        open_runner(tfl, engine="onnxruntime")
+    for engine in ("litert", "reference"):
+        with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+            open_runner(tfl, engine=engine)
     with pytest.raises(ValueError, match="'x'"):
         open_runner(float_model).run({"input": _x()})
     with pytest.raises(ValueError, match=r"edgequant\.io"):

@@ -216,15 +216,13 @@ def run(
     """Run MODEL on DATA and save every output to OUT.npz."""
     import numpy as np
 
-    from edgequant.analysis.compare import run_batched
     from edgequant.graph.io import atomic_write
+    from edgequant.runtime.batching import run_batched
+    from edgequant.runtime.runner import match_feeds
     from edgequant.runtime.runners import open_runner
 
     runner = open_runner(model, engine=engine)
-    feeds = _npz(data)
-    if len(feeds) == 1 and len(runner.input_names) == 1:
-        feeds = {runner.input_names[0]: next(iter(feeds.values()))}
-    outs = run_batched(runner, feeds, 32)
+    outs = run_batched(runner, match_feeds(runner, _npz(data)), 32)
     arrays = dict(zip(runner.output_names, outs, strict=True))
     atomic_write(output, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
     console.print(f"{output}: {', '.join(f'{k} {v.shape} {v.dtype}' for k, v in arrays.items())}")
@@ -243,31 +241,35 @@ def verify(
     ] = False,
 ) -> None:
     """Run the reference interpreter beside the runtime; fail beyond --max-lsb."""
-
     feeds = _npz(data)
     if model.suffix == ".tflite":
-        from edgequant.runtime.litert import verify_tflite
+        from edgequant.runtime.verify_tflite import verify_tflite
 
-        result = verify_tflite(model, feeds)
-        ok = all(v.get("max_lsb", 0) <= max_lsb for v in result.get("outputs", {}).values())
-        print(json.dumps(result, indent=2, default=str)) if json_out else console.print(result)
-        raise typer.Exit(0 if ok else EXIT_CHECK_FAILED)
-    from edgequant.runtime.verify import verify as run_verify
+        report = verify_tflite(model, feeds)
+        if per_node:
+            err_console.print("note: --per-node compares outputs only for .tflite models")
+    else:
+        from edgequant.runtime.verify import verify as run_verify
 
-    report = run_verify(model, feeds, per_node=per_node, isolate_integer=isolate_integer)
+        report = run_verify(model, feeds, per_node=per_node, isolate_integer=isolate_integer)
+    _print_verify(model, report, json_out)
+    raise typer.Exit(0 if report.ok(max_lsb) else EXIT_CHECK_FAILED)
+
+
+def _print_verify(model: Path, report, json_out: bool) -> None:
     d = report.to_dict()
     if json_out:
         print(json.dumps(d, indent=2, default=str))
-    else:
-        t = Table("tensor", "kind", "producer", "max diff", "bit-identical",
-                  title=f"{model.name}: reference interpreter ({d['requantization']}) vs "
-                        f"onnxruntime{' (lowered)' if d['lowered'] else ''}")
-        for row in d["outputs"] + d["nodes"]:
-            unit = " LSB" if row["kind"] != "float" else ""
-            t.add_row(row["name"], row["kind"], row["producer"], f"{row['max_diff']:g}{unit}",
-                      f"{100 * row['identical']:.3f}%")
-        console.print(t)
-    raise typer.Exit(0 if report.ok(max_lsb) else EXIT_CHECK_FAILED)
+        return
+    ref = f"{d['reference']} ({d['requantization']})"
+    engines = ", ".join(d["engines"]) + (" (lowered)" if d["lowered"] else "")
+    t = Table("tensor", "engine", "kind", "producer", "max diff", "bit-identical",
+              title=f"{model.name}: {ref} vs {engines}", caption=f"{d['samples']} sample(s)")
+    for row in d["outputs"] + d["nodes"]:
+        unit = " LSB" if row["kind"] != "float" else ""
+        t.add_row(row["name"], row["engine"], row["kind"], row["producer"],
+                  f"{row['max_diff']:g}{unit}", f"{100 * row['identical']:.3f}%")
+    console.print(t)
 
 
 @app.command()

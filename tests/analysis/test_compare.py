@@ -10,7 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgequant.analysis.compare import ROW_FIELDS, compare, rows_to_json, run_batched
+from edgequant.analysis.compare import ROW_FIELDS, compare, rows_to_json
+from edgequant.runtime.batching import run_batched
 from edgequant.runtime.runners import open_runner
 
 #: Relative tolerance between compare()'s metrics and the same formulas evaluated here: both

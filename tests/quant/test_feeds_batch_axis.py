@@ -13,11 +13,11 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "graph"))
 import real_world_models as rw
 
 from edgequant.errors import CalibrationError
+from edgequant.runtime.batching import batches as iter_batches
+from edgequant.runtime.batching import fixed_batch_size
 from edgequant.runtime.feeds import (
     auto_batch_axis,
     batch_axes_of,
-    fixed_batch,
-    iter_batches,
     load_feeds,
     model_inputs,
     parse_batch_axes,
@@ -42,7 +42,7 @@ def test_minus1_and_zero_dims_are_symbolic():
     assert model_inputs(model)[0].shape == (None, 3, 8, 8)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
     assert model_inputs(model)[0].shape == (None, 3, 8, 8)
-    assert fixed_batch(model_inputs(model)) is None  # not a fixed batch of -1 or 0
+    assert fixed_batch_size({i.name: i.shape for i in model_inputs(model)}) is None  # not a fixed batch of -1 or 0
 
 
 def test_state_input_batches_slice_axis_1():
@@ -50,7 +50,7 @@ def test_state_input_batches_slice_axis_1():
     assert batch_axes_of(inputs) == {"x": 0, "h0": 1}
     data = rw.state_data(n=7)
     feeds = load_feeds(data, inputs)
-    batches = list(iter_batches(feeds, 3, batch_axes_of(inputs)))
+    batches = [b.feeds for b in iter_batches(feeds, None, 3, axes=batch_axes_of(inputs))]
     assert [b["h0"].shape for b in batches] == [(2, 3, 16), (2, 3, 16), (2, 1, 16)]
     assert np.array_equal(np.concatenate([b["h0"] for b in batches], axis=1), data["h0"])
     assert np.array_equal(np.concatenate([b["x"] for b in batches], axis=0), data["x"])
@@ -128,7 +128,7 @@ def test_saved_model_is_run_on_the_calibration_sample(monkeypatch, tmp_path):
 def test_scalar_input_takes_one_value_for_every_sample():
     """A rank-0 input (a sample rate) is fed as is to every batch; a per-sample array is refused."""
     from edgequant.errors import CalibrationError
-    from edgequant.runtime.feeds import iter_batches, load_feeds, model_inputs
+    from edgequant.runtime.feeds import load_feeds, model_inputs
     from edgequant_zoo.realworld import vad_lstm
 
     case = vad_lstm()
@@ -136,7 +136,7 @@ def test_scalar_input_takes_one_value_for_every_sample():
     sr = next(i for i in inputs if i.name == "sr")
     assert sr.scalar
     feeds = load_feeds(case.feeds, inputs)
-    batches = list(iter_batches(feeds, 8, {i.name: i.batch_axis for i in inputs}))
+    batches = [b.feeds for b in iter_batches(feeds, None, 8, axes={i.name: i.batch_axis for i in inputs})]
     assert len(batches) == 4 and all(b["sr"].shape == () and int(b["sr"]) == 16000 for b in batches)
     assert batches[0]["h0"].shape == (1, 8, 32)
     with pytest.raises(CalibrationError, match="scalar"):

@@ -10,7 +10,8 @@ import pytest
 
 from edgequant.export.tflite import export_tflite
 from edgequant.export.tflite.builder import load_model
-from edgequant.runtime.litert import LiteRTRunner, verify_tflite
+from edgequant.runtime.litert import LiteRTRunner
+from edgequant.runtime.verify_tflite import verify_tflite
 
 #: LiteRT's int8 graph vs onnxruntime's QDQ graph: both quantize the same tensors with the
 #: same qparams, but onnxruntime requantizes in float (round half even) and LiteRT in fixed
@@ -37,10 +38,10 @@ def test_int8_litert_equals_reference(tfl_models, name, tmp_path):
     res = export_tflite(onnx.load(case.qdq_path), tmp_path / f"{name}.tflite")
     assert res.mode == "int8" and res.float_nodes == []
     report = verify_tflite(res.path, {"x": case.x})
-    for out, row in report["outputs"].items():
-        assert row["builtin"]["max_lsb"] == 0, (out, row)
-        assert row["xnnpack"]["max_lsb"] == 0, (out, row)
-    assert report["ok"] and report["calls"] == len(case.x)
+    assert report.engines == ["litert/builtin", "litert/xnnpack"]
+    for d in report.outputs:
+        assert d.in_lsb and d.max_diff == 0, d
+    assert report.ok() and report.samples == len(case.x)
 
 
 @pytest.mark.parametrize("name", ["mnist", "ops"])
@@ -67,7 +68,7 @@ def test_integer_io(tfl_models, io, tmp_path):
     assert lite.input_dtypes["x"] == np.dtype(io)
     assert ("DEQUANTIZE" in res.ops) is False
     report = verify_tflite(res.path, {"x": case.x})
-    assert report["ok"], report
+    assert report.ok(), report
     # the integer output, dequantized, equals the float-I/O model's output exactly
     ref = export_tflite(onnx.load(case.qdq_path), tmp_path / "m_float.tflite")
     m = load_model(res.path.read_bytes())
@@ -76,10 +77,12 @@ def test_integer_io(tfl_models, io, tmp_path):
     x = case.x[:1]
     xq = np.clip(np.rint(x / t_in.scale[0]) + t_in.zeroPoint[0], *(
         (-128, 127) if io == "int8" else (0, 255))).astype(io)
-    y_int = lite.run({"x": xq})[0].astype(np.float64)
+    y_int = lite.run({"x": xq}, raw=True)[0].astype(np.float64)
     y = (y_int - t_out.zeroPoint[0]) * t_out.scale[0]
     y_float = LiteRTRunner(ref.path).run({"x": x})[0]
     assert np.allclose(y, y_float, atol=1e-6)
+    # the runner's own float ↔ integer mapping (non-raw run) does the same
+    assert np.allclose(lite.run({"x": x})[0], y_float, atol=1e-6)
 
 
 def test_uint8_qdq_converts_exactly(tfl_models, tmp_path):
@@ -95,7 +98,7 @@ def test_uint8_qdq_converts_exactly(tfl_models, tmp_path):
     types = {t.type for t in m.subgraphs[0].tensors if t.quantization is not None
              and t.quantization.scale is not None and t.buffer == 0}
     assert types <= {9}  # INT8 activations only
-    assert verify_tflite(res.path, {"x": case.x})["ok"]
+    assert verify_tflite(res.path, {"x": case.x}).ok()
 
 
 def test_float_island_kept_unless_strict(tfl_models, tmp_path):
@@ -129,7 +132,7 @@ def test_16x8_export(tfl_models, tmp_path):
     types = {(t.type, len(t.shape)) for t in m.subgraphs[0].tensors
              if t.quantization is not None and t.quantization.scale is not None}
     assert (7, 4) in types and (4, 1) in types  # INT16 activations, INT64 bias
-    assert verify_tflite(res.path, {"x": case.x})["ok"]
+    assert verify_tflite(res.path, {"x": case.x}).ok()
     sess = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"])
     lite = LiteRTRunner(res.path)
     scale = _out_scale(res.path)

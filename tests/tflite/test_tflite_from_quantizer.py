@@ -10,7 +10,8 @@ import pytest
 
 from edgequant import quantize
 from edgequant.export.tflite import export_tflite
-from edgequant.runtime.litert import LiteRTRunner, verify_tflite
+from edgequant.runtime.litert import LiteRTRunner
+from edgequant.runtime.verify_tflite import verify_tflite
 
 #: fp16 / w8_dynamic vs the float model, fraction of the output range (reasons: see
 #: test_tflite_export_float.TOLERANCE).
@@ -28,7 +29,7 @@ def test_integer_recipes_bit_exact(tfl_models, recipe, io, tmp_path):
     res = export_tflite(qm.model, tmp_path / "again.tflite")
     assert res.mode == {"w8a8": "int8", "w8a16": "int16x8"}[recipe] and not res.float_nodes
     report = verify_tflite(res.path, {"x": case.x})
-    assert report["ok"], report
+    assert report.ok(), report
 
 
 @pytest.mark.parametrize("recipe", sorted(TOLERANCE))

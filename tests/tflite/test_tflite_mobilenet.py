@@ -10,7 +10,8 @@ import pytest
 import tflite_models as M
 
 from edgequant.export.tflite import export_tflite
-from edgequant.runtime.litert import LiteRTRunner, verify_tflite
+from edgequant.runtime.litert import LiteRTRunner
+from edgequant.runtime.verify_tflite import verify_tflite
 
 #: Float modes vs onnxruntime, as a fraction of the logits' range (see test_tflite_export_float
 #: for the reasons; dynamic range compounds over 23 layers, hence the wider bound).
@@ -59,4 +60,4 @@ def test_mobilenet_int8_bit_exact(mobilenet):
     res = export_tflite(onnx.load(q), root / "mbn_int8.tflite")
     assert res.float_nodes == [] and res.ops["DEPTHWISE_CONV_2D"] == 7
     report = verify_tflite(res.path, {"x": x[:4]})
-    assert report["ok"], report
+    assert report.ok(), report

@@ -1,7 +1,8 @@
 """``edgequant compare``: size, fidelity, accuracy and latency of models against a reference.
 
 Every model (``.onnx`` or ``.tflite``, float or integer I/O) runs on the same float feeds
-through :func:`edgequant.runtime.runners.open_runner`. Fidelity is measured on the *first* output
+through :func:`edgequant.runtime.runners.open_runner` and
+:func:`edgequant.runtime.batching.run_batched`. Fidelity is measured on the *first* output
 against the reference's first output (the row's ``cosine``, ``sqnr_db``, ``top1_agreement``
 and ``accuracy``); when the models have several outputs, every output pair is also compared
 and kept in ``CompareRow.outputs`` (name → ``{"cosine", "sqnr_db"}``), which
@@ -20,7 +21,9 @@ import numpy as np
 from edgequant.analysis.latency import measure_interleaved
 from edgequant.analysis.metrics import accuracy, cosine, sqnr_db, top1_agreement
 from edgequant.inspect.model import model_file_bytes
-from edgequant.runtime.runners import Runner, open_runner
+from edgequant.runtime.batching import num_samples, run_batched
+from edgequant.runtime.runner import Runner, match_feeds
+from edgequant.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
 
@@ -52,60 +55,6 @@ class CompareRow:
     latency_ms: float | None
     speedup: float | None
     outputs: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def num_samples(feeds: Mapping[str, np.ndarray]) -> int:
-    """Number of samples (first axis), which every input must share."""
-    if not feeds:
-        raise ValueError("feeds are empty: give one array per model input (first axis = samples)")
-    counts = {name: np.asarray(x).shape[0] if np.ndim(x) else 1 for name, x in feeds.items()}
-    if len(set(counts.values())) != 1:
-        raise ValueError(f"inputs disagree on the number of samples: {counts}")
-    return next(iter(counts.values()))
-
-
-def feeds_for(runner: Runner, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The feeds ``runner`` needs: by name, or by position when the names differ but the
-    counts match (exporters such as TFLite rename inputs)."""
-    if all(n in feeds for n in runner.input_names):
-        return {n: feeds[n] for n in runner.input_names}
-    if len(feeds) == len(runner.input_names):
-        log.info("matching feeds %s to inputs %s by position", list(feeds), runner.input_names)
-        return dict(zip(runner.input_names, feeds.values(), strict=True))
-    raise ValueError(
-        f"feeds {sorted(feeds)} do not match the model inputs {runner.input_names}"
-    )
-
-
-def _fixed_batch(runner: Runner) -> int | None:
-    dims = {s[0] for s in runner.input_shapes.values() if len(s) > 0 and s[0] is not None}
-    return min(dims) if dims else None
-
-
-def run_batched(
-    runner: Runner, feeds: Mapping[str, np.ndarray], batch_size: int = 32
-) -> list[np.ndarray]:
-    """Run all samples in batches of ``batch_size`` and concatenate each output.
-
-    A model whose batch dimension is fixed (e.g. at 1) runs in batches of that size; the
-    last batch is padded with copies of the last sample and the padding dropped.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} is not allowed: use an integer >= 1")
-    feeds = feeds_for(runner, feeds)
-    n = num_samples(feeds)
-    fixed = _fixed_batch(runner)
-    bs = fixed or batch_size
-    chunks: list[list[np.ndarray]] = []
-    for start in range(0, n, bs):
-        stop = min(start + bs, n)
-        batch = {k: np.asarray(v[start:stop]) for k, v in feeds.items()}
-        pad = bs - (stop - start) if fixed else 0
-        if pad:
-            batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) for k, v in batch.items()}
-        outs = runner.run(batch)
-        chunks.append([o[: stop - start] for o in outs])
-    return [np.concatenate(parts, axis=0) for parts in zip(*chunks, strict=True)]
 
 
 def _match_outputs(ref: Runner, other: Runner) -> list[tuple[int, int, str]]:
@@ -147,19 +96,15 @@ def compare(
     n = num_samples(feeds)
     if labels is not None and np.asarray(labels).reshape(-1).shape[0] != n:
         raise ValueError(f"{np.asarray(labels).size} labels for {n} samples: counts must match")
-    outputs = [run_batched(r, feeds, batch_size) for r in runners]  # per model: list (N, ...)
+    outputs = [run_batched(r, match_feeds(r, feeds), batch_size) for r in runners]  # per model: list (N, ...)
 
     latencies: dict[str, float] = {}
     if latency_repeats > 0:
         calls: dict[str, Callable[[], object]] = {}
         for name, r in zip(names, runners, strict=True):
-            one = {k: np.asarray(v[:1]) for k, v in feeds_for(r, feeds).items()}
-            prepare = getattr(r, "prepare_feeds", None)
-            if prepare is not None:  # time the model alone, not our float → int8 conversion
-                raw = prepare(one)
-                calls[name] = lambda r=r, raw=raw: r.run(raw, raw=True)
-            else:
-                calls[name] = lambda r=r, one=one: r.run(one)
+            one = {k: np.asarray(v[:1]) for k, v in match_feeds(r, feeds).items()}
+            raw = r.prepare_feeds(one)  # time the model alone, not our float → int8 conversion
+            calls[name] = lambda r=r, raw=raw: r.run(raw, raw=True)
         latencies = measure_interleaved(calls, repeats=latency_repeats, warmup=latency_warmup)
 
     ref_bytes = model_file_bytes(paths[0])

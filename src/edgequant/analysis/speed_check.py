@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from edgequant.analysis.latency import measure_interleaved
 from edgequant.runtime.feeds import model_inputs
+from edgequant.runtime.sessions import ort_session
 
 #: Below this, a quantized model counts as slower than float (timing noise on a shared box).
 SLOWER_THRESHOLD = 0.95
@@ -29,11 +29,8 @@ def sample_feeds(model: onnx.ModelProto, sample: dict[str, np.ndarray] | None = 
 def relative_speed(float_model: onnx.ModelProto, quant_model: onnx.ModelProto,
                    sample: dict[str, np.ndarray] | None = None, repeats: int = 30) -> float:
     """float latency / quantized latency (> 1 means the quantized model is faster)."""
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sessions = {name: ort.InferenceSession(m.SerializeToString(), so,
-                                           providers=["CPUExecutionProvider"])
-                for name, m in (("float", float_model), ("quantized", quant_model))}
+    sessions = {name: ort_session(m) for name, m in (("float", float_model),
+                                                     ("quantized", quant_model))}
     feeds = sample_feeds(float_model, sample)
     qin = {i.name: i.type for i in sessions["quantized"].get_inputs()}
     if any("float" not in qin[k] for k in feeds if k in qin):

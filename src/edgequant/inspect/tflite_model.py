@@ -12,10 +12,6 @@ from typing import Any
 
 import numpy as np
 
-#: TFLite integer I/O types the runners map float ↔ integer (others, e.g. int32 token ids,
-#: are genuinely integer inputs and pass through).
-_QUANTIZED_IO_TYPES = ("int8", "uint8", "int16")
-
 
 def _schema():
     try:
@@ -144,23 +140,3 @@ def inspect_tflite(path: str | Path) -> dict[str, Any]:
         "quantized": list(quantized.values()),
     }
 
-
-def tflite_io_quant(path: str | Path) -> dict:
-    """Per-tensor qparams of the integer (int8/uint8/int16) inputs and outputs of subgraph 0,
-    by tensor name, as ``edgequant.runtime.runners.IOQuant``."""
-    from edgequant.runtime.runners import IOQuant
-
-    schema = _schema()
-    m = load_tflite(path)
-    type_names = _enum_names(schema.TensorType)
-    sg = m.subgraphs[0]
-    out = {}
-    for i in [*(sg.inputs if sg.inputs is not None else []), *(sg.outputs or [])]:
-        t = sg.tensors[i]
-        dtype = _tensor_dtype(t, type_names)
-        q = t.quantization
-        if dtype in _QUANTIZED_IO_TYPES and q is not None and q.scale is not None:
-            if len(q.scale) == 1:
-                zp = int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
-                out[_text(t.name)] = IOQuant(dtype, float(q.scale[0]), zp)
-    return out

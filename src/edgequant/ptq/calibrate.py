@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from edgequant.errors import CalibrationError
 from edgequant.observers import make_observer
 from edgequant.qparams import QParams
+from edgequant.runtime.sessions import ort_session
 from edgequant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
@@ -24,20 +24,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 32
 
 Progress = Callable[[int, int], None]
-
-
-def session_with_outputs(model: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
-    """An onnxruntime session of ``model`` that also returns the tensors ``names``."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    existing = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in existing:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT,
-                                                                     None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def calibrate(model: onnx.ModelProto, specs: Mapping[str, QuantSpec],
@@ -55,7 +41,7 @@ def calibrate(model: onnx.ModelProto, specs: Mapping[str, QuantSpec],
     tensors = tensors or {}
     observers = {n: make_observer(specs[n]) for n in names}
     sources = sorted({tensors.get(n, n) for n in names})
-    sess = session_with_outputs(model, sources)
+    sess = ort_session(model, extra_outputs=sources)
     out_names = [o.name for o in sess.get_outputs()]
     wanted = [out_names.index(tensors.get(n, n)) for n in names]
     seen = 0

@@ -34,14 +34,9 @@ from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
-from edgequant.runtime.feeds import (
-    batch_axes_of,
-    fixed_batch,
-    iter_batches,
-    load_feeds,
-    model_inputs,
-    validation_sample,
-)
+from edgequant.runtime.batching import batches as sample_batches
+from edgequant.runtime.batching import num_samples
+from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs, validation_sample
 from edgequant.spec import PerTensor, QType, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -268,10 +263,10 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
     inputs = model_inputs(model, batch_axes)
     if isinstance(calibration, str | os.PathLike | Mapping):
         feeds = load_feeds(calibration, inputs, what="calibration data")
-        fixed = fixed_batch(inputs)
-        batched = [i for i in inputs if not i.scalar]
-        n = feeds[batched[0].name].shape[batched[0].batch_axis] if batched else 1
-        batches: Iterable = iter_batches(feeds, fixed or batch_size, batch_axes_of(inputs))
+        axes = batch_axes_of(inputs)
+        n = num_samples(feeds, axes)
+        batches: Iterable = (b.feeds for b in sample_batches(
+            feeds, {i.name: i.shape for i in inputs}, batch_size, pad=False, axes=axes))
         total = n
     else:
         batches = (load_feeds(b, inputs, what="calibration batch") for b in calibration)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import onnx
 from onnx import helper
 
 from edgequant.errors import CalibrationError
+from edgequant.runtime.batching import batches, fixed_batch_size
 
 
 @dataclass(frozen=True)
@@ -202,34 +203,6 @@ def _cast(arr: np.ndarray, spec: InputSpec, what: str) -> np.ndarray:
     return arr.astype(spec.dtype, copy=False)
 
 
-def iter_batches(feeds: Mapping[str, np.ndarray], batch_size: int,
-                 axes: Mapping[str, int] | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """Split feeds along each input's sample axis (``axes``, default 0) into batches of at
-    most ``batch_size``."""
-    axes = axes or {}
-    first = next((k for k, v in feeds.items() if np.ndim(v) > 0), None)
-    if first is None:  # only scalar inputs: one sample
-        yield dict(feeds)
-        return
-    n = feeds[first].shape[axes.get(first, 0)]
-    for start in range(0, n, batch_size):
-        yield {k: _take(v, axes.get(k, 0), start, start + batch_size) for k, v in feeds.items()}
-
-
-def _take(arr: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
-    if arr.ndim == 0:  # a scalar input: the same value for every batch
-        return arr
-    index = [slice(None)] * arr.ndim
-    index[axis] = slice(start, stop)
-    return arr[tuple(index)]
-
-
-def fixed_batch(inputs: list[InputSpec]) -> int | None:
-    """The batch size the inputs' batch dimension is fixed to, if any."""
-    dims = {i.shape[i.batch_axis] for i in inputs if i.shape and not i.scalar}
-    return dims.pop() if len(dims) == 1 and None not in dims else None
-
-
 def zero_sample(inputs: list[InputSpec]) -> dict[str, np.ndarray]:
     """Zeros for every input, symbolic dims set to 1."""
     return {i.name: np.zeros(tuple(d or 1 for d in i.shape), i.dtype) for i in inputs}
@@ -244,9 +217,10 @@ def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
             feeds = load_feeds(data, inputs)
         except CalibrationError:
             feeds = {}
-        size = fixed_batch(inputs) or 1
+        axes = batch_axes_of(inputs)
+        size = fixed_batch_size({i.name: i.shape for i in inputs}, axes) or 1
         if feeds:
-            batch = next(iter_batches(feeds, size, batch_axes_of(inputs)))
+            batch = next(batches(feeds, None, size, axes=axes)).feeds
             first = next((i for i in inputs if not i.scalar), inputs[0])
             if first.scalar or batch[first.name].shape[first.batch_axis] == size:
                 return batch

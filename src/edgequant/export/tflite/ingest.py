@@ -79,12 +79,12 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
 
 def _runtime_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[int, ...]]:
     """Shapes of intermediate tensors from one onnxruntime run on zero inputs."""
-    import onnxruntime as ort
+    from edgequant.runtime.sessions import ort_session
 
     m = onnx.ModelProto.FromString(model.SerializeToString())
     have = {o.name for o in m.graph.output}
     m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(m)
     inits = {i.name for i in m.graph.initializer}
     feeds = {}
     for inp in m.graph.input:

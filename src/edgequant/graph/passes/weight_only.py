@@ -126,16 +126,13 @@ def unfused_dequantize_weights(model: onnx.ModelProto) -> set[str]:
     import os
     import tempfile
 
-    import onnxruntime as ort
+    from edgequant.runtime.sessions import ort_session
 
     dq_of = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(so.optimized_model_filepath, load_external_data=False)
+        path = os.path.join(tmp, "optimized.onnx")
+        ort_session(model, optimization="extended", optimized_model_path=path)
+        optimized = onnx.load(path, load_external_data=False)
     left = {n.output[0] for n in optimized.graph.node if n.op_type == "DequantizeLinear"}
     return {dq_of[o] for o in left if o in dq_of}
 
