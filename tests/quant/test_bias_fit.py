@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from edgequant.bias_fit import BIAS_LIMIT, fit_bias
+from edgequant.bias_fit import BIAS_LIMIT, accumulator_headroom, fit_bias
 from edgequant.qparams import qparams_for
 from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec
 
@@ -131,7 +131,10 @@ def test_fitted_weight_qparams_let_the_pipeline_keep_the_bias_int32(tmp_path):
     assert not any("kept float" in n for n in first.report["notes"])
     assert any("'dw.w'" in n and "[1]" in n for n in first.report["notes"])
     spec = replace(get_recipe("w8a8").weights, granularity=PerChannel(0))
-    fit = fit_bias(b, first.qparams["input"].scale, qparams_for(w, spec), weight_values=w)
+    fan_in = w.size // b.size
+    limit = BIAS_LIMIT - accumulator_headroom(fan_in)  # room for the int32 dot product
+    fit = fit_bias(b, first.qparams["input"].scale, qparams_for(w, spec), weight_values=w,
+                   limit=limit)
     assert fit.channels == (1,)
     np.testing.assert_array_equal(first.qparams["dw.w"].scale, fit.qparams.scale)
     second = quantize(model, "w8a8", data, check_speed=False, qparams={"dw.w": fit.qparams})

@@ -42,7 +42,8 @@ def test_minus1_and_zero_dims_are_symbolic():
     assert model_inputs(model)[0].shape == (None, 3, 8, 8)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
     assert model_inputs(model)[0].shape == (None, 3, 8, 8)
-    assert fixed_batch_size({i.name: i.shape for i in model_inputs(model)}) is None  # not a fixed batch of -1 or 0
+    shapes = {i.name: i.shape for i in model_inputs(model)}
+    assert fixed_batch_size(shapes) is None  # not a fixed batch of -1 or 0
 
 
 def test_state_input_batches_slice_axis_1():
