@@ -50,7 +50,9 @@ def accumulator_headroom(fan_in: int, input_bits: int = 8, weight_bits: int = 8)
     cannot wrap: runtimes accumulate ``bias + Σ x·w − zx·Σw`` in int32 (onnxruntime's fused
     QLinearConv flips the sign of a bias stored within that margin of the limit), so both
     sums get room: ``2 · fan_in · 2^input_bits · 2^(weight_bits − 1)``."""
-    return 2 * int(fan_in) * (1 << input_bits) * (1 << (weight_bits - 1))
+    if input_bits > 8 or weight_bits > 8:  # 16x8: int64 bias in TFLite, float in onnxruntime
+        return 0
+    return min(2 * int(fan_in) * (1 << input_bits) * (1 << (weight_bits - 1)), BIAS_LIMIT // 2)
 
 
 def bias_fits(bias: float, input_scale: float, weight_scale: float,
@@ -69,9 +71,16 @@ def min_weight_scale(bias: float, input_scale: float, weight_scale: float,
     if bias_fits(bias, input_scale, s, limit):
         return s
     guess = abs(float(np.float32(bias))) / (float(np.float32(input_scale)) * limit)
-    s = max(np.float32(guess), s)  # float64 estimate, then exact steps on float32
-    while not bias_fits(bias, input_scale, s, limit):
-        s = np.nextafter(s, np.float32(np.inf))
+    if not 0 < limit <= BIAS_LIMIT:
+        raise ValueError(f"bias limit {limit} is not allowed: use 1 … 2^31 − 1")
+    # float64 estimate nudged up (a few float32 ulps), then exact float32 steps down
+    s = max(np.float32(guess * (1 + 2.0 ** -20)), s)
+    for _ in range(64):
+        if bias_fits(bias, input_scale, s, limit):
+            break
+        s = np.float32(s * np.float32(1 + 2.0 ** -16))
+    else:  # pragma: no cover - the estimate is within a few ulps
+        raise AssertionError(f"no weight scale fits bias {bias} at input scale {input_scale}")
     while s > weight_scale and bias_fits(bias, input_scale,
                                           lower := np.nextafter(s, np.float32(0)), limit):
         s = lower
