@@ -40,18 +40,15 @@ def zero_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def validate_onnx(model: onnx.ModelProto, sample: Mapping[str, np.ndarray] | None = None,
                   what: str = "the output model") -> None:
     """Full checker + one onnxruntime run on ``sample`` (or zeros); raises on failure."""
-    import onnxruntime as ort
+    from edgequant.runtime.sessions import ort_session
 
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # ValidationError, InferenceError
         raise InvalidOutputError(f"{what} fails the ONNX checker: {_first_line(exc)}") from exc
     feeds = dict(sample) if sample else zero_feeds(model)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort_session(model)
         wanted = {i.name: i.type for i in sess.get_inputs()}
         feeds = {k: _as_ort(v, wanted[k]) for k, v in feeds.items() if k in wanted}
         sess.run(None, feeds)
