@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from edgequant.export.validate import validate_tflite
+from edgequant.export.validate import validate_onnx, validate_tflite
 from edgequant.graph.io import save_model
 
 FORMATS = ("qdq", "qop", "tflite")
@@ -72,4 +72,5 @@ def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
         qm.report["tflite"] = getattr(result, "to_dict", lambda: {})()
         return out
     model = lower_model(qm, strict=strict) if fmt == "qop" else qm.model
-    return save_model(model, out, inputs, sample=sample)
+    validate_onnx(model, sample, what=f"the model for {str(out)!r}")
+    return save_model(model, out, inputs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -126,15 +126,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None],
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike,
-               inputs: tuple[str | os.PathLike, ...] = (), *, validate: bool = True,
-               sample: Mapping[str, np.ndarray] | None = None) -> Path:
-    """Write ``model`` atomically as a single .onnx file (models here stay under 2 GB).
-
-    With ``validate`` (default) the model must first pass the full ONNX checker and run in
-    onnxruntime on ``sample`` (or zeros); otherwise ``InvalidOutputError`` and no file.
-    """
-    if validate:
-        from edgequant.export.validate import validate_onnx
-
-        validate_onnx(model, sample, what=f"the model for {str(path)!r}")
+               inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Write ``model`` atomically as a single .onnx file (models here stay under 2 GB), never
+    onto one of ``inputs``. Exporters validate the model first (``export.validate``)."""
     return atomic_write(path, lambda tmp: onnx.save_model(model, tmp), inputs)

@@ -112,6 +112,10 @@ def export_onnx(module: nn.Module, example_inputs, path: str | os.PathLike | Non
 
 
 def save_atomic(model: onnx.ModelProto, path: Path) -> None:
-    """Write ``model`` to ``path`` via a temp file + rename (never a half-written file)."""
+    """Check ``model`` (ONNX checker + one onnxruntime run), then write it to ``path`` via a
+    temp file + rename (never a half-written file)."""
+    from edgequant.export.validate import validate_onnx
+
+    validate_onnx(model, what=f"the exported model for {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, path)
