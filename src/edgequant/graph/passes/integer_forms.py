@@ -3,8 +3,8 @@
 onnxruntime has no integer kernel for ``Sum``, ``Div`` or ``BatchNormalization`` (its QDQ
 optimizer leaves them on floats), but has QLinearAdd / QLinearMul. So, in float preparation:
 
-- ``Sum(a, b, c, ...)`` → ``Add(Add(a, b), c) ...``: the same float additions in the same
-  order (onnxruntime's Sum accumulates left to right), so the float model is unchanged;
+- ``Sum(a, b, c, ...)`` → ``Add(Add(a, b), c) ...``: the same sum, to float32 rounding of
+  the association (onnxruntime's Sum kernel may add in another order: ≤ 1 ulp);
 - ``Div(x, c)`` with a constant, finite, non-zero ``c`` → ``Mul(x, 1/c)``. Decision: rewritten
   even when ``1/c`` is not exact in float32 (``x / 6``): the product differs from the
   quotient by at most one unit in the last place (≈ 6e-8 relative), far below any 8- or
