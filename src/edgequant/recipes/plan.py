@@ -23,7 +23,7 @@ from edgequant.graph.contract import (
 )
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.graph.passes.normalize import subgraph_nodes
-from edgequant.recipes.conditions import share_ok
+from edgequant.recipes.conditions import RECURRENT_OPS, recurrent_ok, share_ok
 from edgequant.recipes.decisions import Choice, NodeDecision, QuantPlan, TensorDecision
 from edgequant.recipes.recipe import Recipe, Rule
 from edgequant.recipes.tensors import (
@@ -129,6 +129,9 @@ def _decide(node: onnx.NodeProto, info: GraphInfo, c: Choice, table: bool, fp16:
         return decision("quantize", "quantized")
     if table:  # an embedding table: int8 rows, dequantized after the lookup
         return decision("quantize", "quantized")
+    if mode == "dynamic" and node.op_type in RECURRENT_OPS:
+        why = recurrent_ok(node, info)
+        return decision("float", why) if why else decision("quantize", "quantized")
     # dynamic / weight_only: only ops with constant weights are touched
     if node.op_type not in WEIGHTED_OPS:
         return decision("skip", f"{mode} mode quantizes weighted ops only")
