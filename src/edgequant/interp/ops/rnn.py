@@ -65,7 +65,7 @@ def _scan(x: np.ndarray, seq_lens: np.ndarray, reverse: bool, states: list[np.nd
     return ys, states
 
 
-def _run(ctx: NodeContext, x, w, r, b, seq_lens, initial: list, n_gates: int, make_cell,
+def run_recurrent(ctx: NodeContext, x, w, r, b, seq_lens, initial: list, n_gates: int, make_cell,
          project: Callable[[np.ndarray, int], np.ndarray] | None = None):
     """Shared driver: per direction build the cell, scan, then stack outputs as ONNX.
 
@@ -100,7 +100,7 @@ def RNN(ctx: NodeContext, x, w, r, b=None, seq_lens=None, initial_h=None):
     def make_cell(d, r_d, rb, h):
         return lambda xw, s: [np.tanh(xw + s[0] @ r_d.T + rb)]
 
-    return _run(ctx, x, w, r, b, seq_lens, [initial_h], 1, make_cell)
+    return run_recurrent(ctx, x, w, r, b, seq_lens, [initial_h], 1, make_cell)
 
 
 @register()
@@ -123,7 +123,7 @@ def GRU(ctx: NodeContext, x, w, r, b=None, seq_lens=None, initial_h=None):
             return [(1 - z) * cand + z * prev]
         return cell
 
-    return _run(ctx, x, w, r, b, seq_lens, [initial_h], 3, make_cell)
+    return run_recurrent(ctx, x, w, r, b, seq_lens, [initial_h], 3, make_cell)
 
 
 @register()
@@ -135,7 +135,7 @@ def LSTM(ctx: NodeContext, x, w, r, b=None, seq_lens=None, initial_h=None, initi
     def make_cell(d, r_d, rb, h):
         return lstm_cell(x.dtype, p, d, h, rb, lambda prev_h: prev_h @ r_d.T)
 
-    return _run(ctx, x, w, r, b, seq_lens, [initial_h, initial_c], 4, make_cell)
+    return run_recurrent(ctx, x, w, r, b, seq_lens, [initial_h, initial_c], 4, make_cell)
 
 
 def lstm_cell(dtype, p, d: int, h: int, rb: np.ndarray,

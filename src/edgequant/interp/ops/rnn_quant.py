@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgequant.interp.integers import as_int
-from edgequant.interp.ops.rnn import _run, lstm_cell
+from edgequant.interp.ops.rnn import lstm_cell, run_recurrent
 from edgequant.interp.registry import MS_DOMAIN, NodeContext, register
 
 f32 = np.float32
@@ -65,5 +65,5 @@ def DynamicQuantizeLSTM(ctx: NodeContext, x, w, r, b=None, seq_lens=None, initia
                          lambda prev_h: quantized_gemm(prev_h, r[d], rs[d], rz[d]))
 
     # _run reads W and R in the ONNX LSTM layout (D, 4·H, ·) for shapes only
-    return _run(ctx, x, np.swapaxes(w, 1, 2), np.swapaxes(r, 1, 2), b, seq_lens,
+    return run_recurrent(ctx, x, np.swapaxes(w, 1, 2), np.swapaxes(r, 1, 2), b, seq_lens,
                 [initial_h, initial_c], 4, make_cell, project=project)
