@@ -14,9 +14,16 @@ from collections.abc import Mapping
 
 import onnx
 
-from edgequant.graph.contract import FUSABLE_PRODUCERS, FUSED_ACTIVATIONS, STATIC_OPS, WEIGHTED_OPS
+from edgequant.graph.contract import (
+    FLOAT_REASONS,
+    FUSABLE_PRODUCERS,
+    FUSED_ACTIVATIONS,
+    STATIC_OPS,
+    WEIGHTED_OPS,
+)
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.graph.passes.normalize import subgraph_nodes
+from edgequant.recipes.conditions import RECURRENT_OPS, recurrent_ok, share_ok
 from edgequant.recipes.decisions import Choice, NodeDecision, QuantPlan, TensorDecision
 from edgequant.recipes.recipe import Recipe, Rule
 from edgequant.recipes.tensors import (
@@ -110,7 +117,11 @@ def _decide(node: onnx.NodeProto, info: GraphInfo, c: Choice, table: bool, fp16:
         return decision("skip", "fp16 mode stores float weights only; this node has none")
     if mode == "static":
         if node.op_type not in STATIC_OPS:
-            return decision("float", f"no integer kernel for {node.op_type}")
+            return decision("float", FLOAT_REASONS.get(node.op_type,
+                                                       f"no integer kernel for {node.op_type}"))
+        why = share_ok(node, info)
+        if why:
+            return decision("float", why)
         if node.op_type in WEIGHTED_OPS:
             why = _weighted_ok(node, info, need_const=node.op_type == "Conv")
             if why:
@@ -118,6 +129,9 @@ def _decide(node: onnx.NodeProto, info: GraphInfo, c: Choice, table: bool, fp16:
         return decision("quantize", "quantized")
     if table:  # an embedding table: int8 rows, dequantized after the lookup
         return decision("quantize", "quantized")
+    if mode == "dynamic" and node.op_type in RECURRENT_OPS:
+        why = recurrent_ok(node, info)
+        return decision("float", why) if why else decision("quantize", "quantized")
     # dynamic / weight_only: only ops with constant weights are touched
     if node.op_type not in WEIGHTED_OPS:
         return decision("skip", f"{mode} mode quantizes weighted ops only")

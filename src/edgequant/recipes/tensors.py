@@ -36,6 +36,10 @@ from edgequant.spec import PerChannel, PerGroup, QType, QuantSpec
 #: cost accuracy.
 TABLE_SPEC = QuantSpec(QType(8, True, narrow_range=True), PerChannel(0), symmetric=True)
 
+#: LSTM weights W (D, 4·H, I) and R (D, 4·H, H) under dynamic recipes: int8 per gate row, the
+#: only weight type onnxruntime's DynamicQuantizeLSTM takes, whatever the recipe's weight bits.
+LSTM_WEIGHT_SPEC = QuantSpec(QType(8, True, narrow_range=True), PerChannel(1), symmetric=True)
+
 Decisions = dict[str, TensorDecision]
 
 
@@ -95,6 +99,11 @@ def tensor_decisions(recipe: Recipe, model: onnx.ModelProto, info: GraphInfo,
         if d.mode == "fp16":
             for t in (i for i in node.input if i in fp32):
                 out.setdefault(t, TensorDecision(t, "weight", "fp16", rule=c.rule, mode="fp16"))
+            continue
+        if node.op_type == "LSTM":  # dynamic (recipes.conditions.recurrent_ok)
+            for w in node.input[1:3]:
+                out[w] = TensorDecision(w, "weight", "quantize", LSTM_WEIGHT_SPEC, c.rule,
+                                        mode=d.mode)
             continue
         if node.op_type == "Gather":
             out[node.input[0]] = TensorDecision(node.input[0], "weight", "quantize", TABLE_SPEC,

@@ -10,7 +10,7 @@ onnxruntime kernels used (checked against ORT 1.31 on CPU, uint8 and int8 activa
 QLinearConv, QLinearMatMul (per-column B scales), com.microsoft QGemm (int32 bias,
 per-column B), QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool,
 QLinearSigmoid, QLinearLeakyRelu, QLinearConcat, QLinearSoftmax; integer Clip, MaxPool,
-Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat.
+Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat, nearest Resize, Pad.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ PASS_THROUGH = tuple(op for op in PASS_THROUGH_OPS if op != "Dropout")  # Dropou
 #: Integer types the layout-only ops accept in ONNX and onnxruntime; MaxPool and Clip take
 #: 8-bit types only (KERNEL_ACTIVATION_DTYPES).
 LAYOUT_DTYPES = (*KERNEL_ACTIVATION_DTYPES, np.dtype(np.int16), np.dtype(np.uint16))
+#: Pass-through ops whose onnxruntime CPU kernels take 8-bit integers only.
+INTEGER_8BIT_ONLY = ("MaxPool", "Resize", "Pad")
 
 Lowering = Callable[[onnx.NodeProto, QdqIndex], "Emit | str"]
 
@@ -265,13 +267,17 @@ def lower_concat(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
 
 
 def lower_pass_through(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
-    """MaxPool / Reshape / Flatten / ... run on the integer tensor when qparams are identical."""
+    """MaxPool / Reshape / Flatten / ... run on the integer tensor when qparams are identical;
+    so do nearest Resize and Pad (a constant fill becomes the zero point: see
+    :func:`_pad_operands`)."""
     if node.op_type == "MaxPool" and len(node.output) > 1:
         return "MaxPool with an Indices output is not lowered"
+    if node.op_type == "Resize" and _attrs(node).get("mode", b"nearest") not in (b"nearest", "nearest"):
+        return "only nearest Resize is exact on the integer tensor"
     x = idx.dq_input(node.input[0])
     if isinstance(x, str):
         return x
-    allowed = KERNEL_ACTIVATION_DTYPES if node.op_type == "MaxPool" else LAYOUT_DTYPES
+    allowed = KERNEL_ACTIVATION_DTYPES if node.op_type in INTEGER_8BIT_ONLY else LAYOUT_DTYPES
     if x.dtype not in allowed:
         return f"input '{node.input[0]}' is {x.dtype}; integer {node.op_type} takes {allowed}"
     for name in node.input[1:]:  # shape / axes / perm operands must stay non-float
@@ -283,9 +289,31 @@ def lower_pass_through(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
         return oq
     if not x.same_qparams(oq.out):
         return "input and output qparams differ; the integer op would not be exact"
-    core = helper.make_node(node.op_type, [x.name, *node.input[1:]], [""],
+    operands = list(node.input[1:])
+    if node.op_type == "Pad":
+        operands = _pad_operands(node, idx, x)
+        if isinstance(operands, str):
+            return operands
+    core = helper.make_node(node.op_type, [x.name, *operands], [""],
                             name=_new_name(idx, node, "int"), **_attrs(node))
     return finish(idx, core, oq)
+
+
+def _pad_operands(node: onnx.NodeProto, idx: QdqIndex, x: QTensor) -> list[str] | str:
+    """Pad's operands for the integer tensor: a constant fill value 0 becomes the zero point
+    (Q(0) = zero point exactly); any other fill value stays float."""
+    operands = list(node.input[1:])
+    if len(operands) < 2 or not operands[1]:
+        if _attrs(node).get("mode", b"constant") in (b"constant", "constant"):
+            operands[1:2] = [idx.add_const(f"{node.name or 'pad'}_zero_point",
+                                           x.zp_value.reshape(()).astype(x.dtype))]
+        return operands
+    value = idx.consts.get(operands[1])
+    if value is None or value.size != 1 or float(value.reshape(-1)[0]) != 0.0:
+        return f"Pad fill '{operands[1]}' is not the constant 0"
+    operands[1] = idx.add_const(f"{node.name or 'pad'}_zero_point",
+                                x.zp_value.reshape(()).astype(x.dtype))
+    return operands
 
 
 def lower_activation(node: onnx.NodeProto, idx: QdqIndex) -> Emit | str:
@@ -336,5 +364,5 @@ LOWERINGS: dict[str, Lowering] = {
     "Concat": lower_concat,
     "Relu": lower_activation,
     "Clip": lower_activation,
-    **dict.fromkeys(PASS_THROUGH, lower_pass_through),
+    **dict.fromkeys((*PASS_THROUGH, "Resize", "Pad"), lower_pass_through),
 }

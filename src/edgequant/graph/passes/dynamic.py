@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 
 from edgequant.graph.contract import tensor_stem
 from edgequant.graph.info import GraphInfo, attr
+from edgequant.graph.passes.dynamic_lstm import dynamic_lstms
 from edgequant.graph.passes.qdq_nodes import int_initializer
 from edgequant.primitives import quantize
 from edgequant.qparams import QParams, qparams_for
@@ -36,7 +37,8 @@ TINY = np.float32(1e-12)
 def dynamic_matmuls(model: onnx.ModelProto, plan: QuantPlan,
                     weight_qparams: dict[str, QParams] | None = None
                     ) -> tuple[onnx.ModelProto, dict[str, QParams], set[str]]:
-    """Rewrite planned MatMul/Gemm nodes; returns model, weight qparams, rewritten weights."""
+    """Rewrite planned MatMul/Gemm nodes (and LSTMs: :mod:`dynamic_lstm`); returns model,
+    weight qparams, rewritten weights."""
     info = GraphInfo.build(model)
     g = model.graph
     weight_qparams = weight_qparams or {}
@@ -96,7 +98,9 @@ def dynamic_matmuls(model: onnx.ModelProto, plan: QuantPlan,
     keep = [t for t in g.initializer if t.name in still]
     del g.initializer[:]
     g.initializer.extend(keep + [c for c in common if c.name in still] + new_inits)
-    return model, used, done
+    lstm_used, lstm_done = dynamic_lstms(model, plan)
+    used.update(lstm_used)
+    return model, used, done | lstm_done
 
 
 def _row_quant(a: str, stem: str, nodes: list[onnx.NodeProto]) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError
 from edgequant.graph.info import GraphInfo, attr
+from edgequant.graph.passes.integer_forms import integer_forms, tensor_ranks
 from edgequant.graph.passes.normalize import (
     normalize,
     raise_ir_version,
@@ -143,7 +144,7 @@ def reduce_mean_to_global_pool(model: onnx.ModelProto) -> onnx.ModelProto:
     ``Flatten`` so the output shape stays (N, C).
     """
     info = GraphInfo.build(model)
-    shapes = _ranks(model)
+    shapes = tensor_ranks(model)
     out = []
     for node in model.graph.node:
         axes = attr(node, "axes")
@@ -168,13 +169,6 @@ def reduce_mean_to_global_pool(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _ranks(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    vis = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
-    return {v.name: len(v.type.tensor_type.shape.dim) for v in vis
-            if v.type.tensor_type.HasField("shape")}
-
-
 def strip_debug_info(model: onnx.ModelProto) -> onnx.ModelProto:
     """Drop per-node doc strings and metadata (exporter stack traces) and cached value_info.
 
@@ -190,7 +184,8 @@ def strip_debug_info(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def prepare_float(model: onnx.ModelProto, notes: list[str] | None = None) -> onnx.ModelProto:
-    """normalize → opset 21 → fold constants → fold BN → canonical global pool → drop debug info.
+    """normalize → opset 21 → fold constants → fold BN → Sum / Div / lone BN as Add / Mul
+    (:mod:`integer_forms`) → canonical global pool → drop debug info.
 
     ``notes`` (when given) receives one line per load-time change the report should show
     (initializers dropped from the inputs, ``-1`` dims made symbolic, opset upgrade,
@@ -203,5 +198,6 @@ def prepare_float(model: onnx.ModelProto, notes: list[str] | None = None) -> onn
     sink_subgraph_initializers(model)
     route_subgraph_inputs(model)
     model = fold_batchnorm(model)
+    model = integer_forms(model, notes)
     model = reduce_mean_to_global_pool(model)
     return strip_debug_info(model)

@@ -16,6 +16,7 @@ from edgequant.interp.ops import (  # noqa: F401  (imported for their @register 
     reduce,
     resize,
     rnn,
+    rnn_quant,
     sequence,
     shape,
 )

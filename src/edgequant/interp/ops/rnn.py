@@ -16,7 +16,8 @@ from edgequant.errors import UnsupportedOpError
 from edgequant.interp.registry import NodeContext, register
 
 #: the activations each op uses when the ``activations`` attribute is absent (per direction)
-DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
+DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"],
+                       "DynamicQuantizeLSTM": ["Sigmoid", "Tanh", "Tanh"]}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -64,8 +65,12 @@ def _scan(x: np.ndarray, seq_lens: np.ndarray, reverse: bool, states: list[np.nd
     return ys, states
 
 
-def _run(ctx: NodeContext, x, w, r, b, seq_lens, initial: list, n_gates: int, make_cell):
-    """Shared driver: per direction build the cell, scan, then stack outputs as ONNX."""
+def run_recurrent(ctx: NodeContext, x, w, r, b, seq_lens, initial: list, n_gates: int, make_cell,
+         project: Callable[[np.ndarray, int], np.ndarray] | None = None):
+    """Shared driver: per direction build the cell, scan, then stack outputs as ONNX.
+
+    ``project(x, d)`` replaces the input projection ``x @ w[d].T`` (quantized kernels); ``w``
+    is then only read for its shape (D, G·H, I)."""
     dirs = _directions(ctx)
     _check_attrs(ctx, len(dirs))
     t_len, n = x.shape[:2]
@@ -79,7 +84,7 @@ def _run(ctx: NodeContext, x, w, r, b, seq_lens, initial: list, n_gates: int, ma
     ys, finals = [], []
     for d, reverse in enumerate(dirs):
         states = [np.zeros((n, h), x.dtype) if s is None else s[d] for s in initial]
-        xw = x @ w[d].T + b[d, : n_gates * h]  # (T, N, G·H) input projection for all steps
+        xw = (x @ w[d].T if project is None else project(x, d)) + b[d, : n_gates * h]  # (T, N, G·H)
         cell = make_cell(d, r[d], b[d, n_gates * h:], h)
         y, fin = _scan(xw, seq, reverse, states, cell)
         ys.append(y)
@@ -95,7 +100,7 @@ def RNN(ctx: NodeContext, x, w, r, b=None, seq_lens=None, initial_h=None):
     def make_cell(d, r_d, rb, h):
         return lambda xw, s: [np.tanh(xw + s[0] @ r_d.T + rb)]
 
-    return _run(ctx, x, w, r, b, seq_lens, [initial_h], 1, make_cell)
+    return run_recurrent(ctx, x, w, r, b, seq_lens, [initial_h], 1, make_cell)
 
 
 @register()
@@ -118,7 +123,7 @@ def GRU(ctx: NodeContext, x, w, r, b=None, seq_lens=None, initial_h=None):
             return [(1 - z) * cand + z * prev]
         return cell
 
-    return _run(ctx, x, w, r, b, seq_lens, [initial_h], 3, make_cell)
+    return run_recurrent(ctx, x, w, r, b, seq_lens, [initial_h], 3, make_cell)
 
 
 @register()
@@ -128,17 +133,23 @@ def LSTM(ctx: NodeContext, x, w, r, b=None, seq_lens=None, initial_h=None, initi
     iₜ = σ(· + Pi ⊙ Cₜ₋₁), fₜ = σ(· + Pf ⊙ Cₜ₋₁), c̃ = tanh(·), Cₜ = fₜ ⊙ Cₜ₋₁ + iₜ ⊙ c̃,
     oₜ = σ(· + Po ⊙ Cₜ), Hₜ = oₜ ⊙ tanh(Cₜ). Outputs Y, Y_h, Y_c."""
     def make_cell(d, r_d, rb, h):
-        pi, po, pf = (np.zeros(h, x.dtype),) * 3 if p is None else (p[d, :h], p[d, h: 2 * h],
-                                                                     p[d, 2 * h:])
+        return lstm_cell(x.dtype, p, d, h, rb, lambda prev_h: prev_h @ r_d.T)
 
-        def cell(xw, s):
-            prev_h, prev_c = s
-            g = xw + prev_h @ r_d.T + rb  # (N, 4·H) gates i, o, f, c
-            i = _sigmoid(g[:, :h] + pi * prev_c)
-            f = _sigmoid(g[:, 2 * h: 3 * h] + pf * prev_c)
-            c = f * prev_c + i * np.tanh(g[:, 3 * h:])
-            o = _sigmoid(g[:, h: 2 * h] + po * c)
-            return [o * np.tanh(c), c]
-        return cell
+    return run_recurrent(ctx, x, w, r, b, seq_lens, [initial_h, initial_c], 4, make_cell)
 
-    return _run(ctx, x, w, r, b, seq_lens, [initial_h, initial_c], 4, make_cell)
+
+def lstm_cell(dtype, p, d: int, h: int, rb: np.ndarray,
+              recurrent: Callable[[np.ndarray], np.ndarray]):
+    """The LSTM step of direction ``d``; ``recurrent(prev_h)`` is ``prev_h @ R[d].T``."""
+    pi, po, pf = (np.zeros(h, dtype),) * 3 if p is None else (p[d, :h], p[d, h: 2 * h],
+                                                               p[d, 2 * h:])
+
+    def cell(xw, s):
+        prev_h, prev_c = s
+        g = xw + recurrent(prev_h) + rb  # (N, 4·H) gates i, o, f, c
+        i = _sigmoid(g[:, :h] + pi * prev_c)
+        f = _sigmoid(g[:, 2 * h: 3 * h] + pf * prev_c)
+        c = f * prev_c + i * np.tanh(g[:, 3 * h:])
+        o = _sigmoid(g[:, h: 2 * h] + po * c)
+        return [o * np.tanh(c), c]
+    return cell
