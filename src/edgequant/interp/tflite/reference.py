@@ -296,3 +296,12 @@ def _batch_matmul(ins, infos, out, opt, flavor="builtin"):
     a = np.swapaxes(a, -1, -2) if adj_x else a
     b = np.swapaxes(b, -1, -2) if adj_y else b
     return np.matmul(a.astype(np.float64), b).astype(np.float32)
+
+
+def _register_shape_ops() -> None:
+    from edgequant.interp.tflite.shape_ops import OPS
+
+    _OPS.update(OPS)
+
+
+_register_shape_ops()
