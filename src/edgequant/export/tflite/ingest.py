@@ -38,9 +38,9 @@ class Graph(QDQGraph):
 
 def _fix_dims(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None) -> onnx.ModelProto:
     """Give every input a static shape: a dim named in ``fixed_dims`` (``{"time": 12}``) takes
-    that size; the leading (batch) dim, and any dim sharing the leading dim's symbol on another
-    axis (a state ``(layers, batch, hidden)``), is fixed to 1; any other dynamic dim is an error
-    naming the option that fixes it."""
+    that size; batch dims are fixed to 1 on any axis (a state ``(layers, batch, hidden)``):
+    symbols containing "batch", else the leading dims' symbols, and unnamed leading dims; any
+    other dynamic dim is an error naming the option that fixes it."""
     fixed = dict(fixed_dims or {})
     for k, v in fixed.items():
         if not isinstance(v, int | np.integer) or int(v) < 1:
@@ -48,8 +48,12 @@ def _fix_dims(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None) 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
-    batch_names = {d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim[:1]
-                   if d.dim_param} - set(fixed)
+    symbols = {d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim if d.dim_param}
+    batch_names = {n for n in symbols if "batch" in n.lower()}
+    if not batch_names:  # no dim says "batch": the leading dims' symbols are the batch
+        batch_names = {d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim[:1]
+                       if d.dim_param}
+    batch_names -= set(fixed)
     used: set[str] = set()
     for inp in inputs:
         dims = inp.type.tensor_type.shape.dim
@@ -60,7 +64,7 @@ def _fix_dims(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None) 
             if name in fixed:
                 size = int(fixed[name])
                 used.add(name)
-            elif k == 0 or name in batch_names:
+            elif name in batch_names or (k == 0 and not name):
                 size = 1
                 log.info("input %s: symbolic batch dim %d (%s) fixed to 1", inp.name, k, name or "?")
             else:
