@@ -54,7 +54,12 @@ def _fix_dims(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None) 
         batch_names = {d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim[:1]
                        if d.dim_param}
     batch_names -= set(fixed)
-    used: set[str] = set()
+    unknown = set(fixed) - {d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim}
+    if unknown:
+        known = sorted({d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim
+                        if d.dim_param})
+        raise ValueError(f"fixed_dims names {sorted(unknown)}: no input has such a dim "
+                         f"(symbolic dims: {known or 'none'})")
     for inp in inputs:
         dims = inp.type.tensor_type.shape.dim
         for k, d in enumerate(dims):
@@ -63,7 +68,6 @@ def _fix_dims(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None) 
             name = d.dim_param if d.HasField("dim_param") else ""
             if name in fixed:
                 size = int(fixed[name])
-                used.add(name)
             elif name in batch_names or (k == 0 and not name):
                 size = 1
                 log.info("input %s: symbolic batch dim %d (%s) fixed to 1", inp.name, k, name or "?")
@@ -76,12 +80,6 @@ def _fix_dims(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None) 
                     + ("" if name else " after naming the dim in the ONNX model"))
             d.Clear()
             d.dim_value = size
-    unknown = set(fixed) - used
-    if unknown:
-        known = sorted({d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim
-                        if d.dim_param})
-        raise ValueError(f"fixed_dims names {sorted(unknown)}: no input has such a dim "
-                         f"(symbolic dims: {known or 'none'})")
     for out in model.graph.output:  # stale symbolic output shapes would clash with inference
         out.type.tensor_type.ClearField("shape")
     del model.graph.value_info[:]

@@ -182,7 +182,7 @@ def _binary(kind):
             if kind == "MUL":
                 return K.mul(a, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype, flavor)
             return K.add_sub(a, b, infos[0].q, infos[1].q, out.q, _act(opt),
-                             1 if kind == "ADD" else -1, out.dtype)
+                             1 if kind == "ADD" else -1, out.dtype, flavor)
         y = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply}[kind](a, b)
         return _float_act(y, _act(opt)).astype(np.float32)
     return run

@@ -43,11 +43,40 @@ def _int_taps(out_size: int, in_size: int, align: bool, half: bool):
     return v, lo, hi
 
 
+def _xnn_taps(out_size: int, in_size: int, align: bool, half: bool):
+    """XNNPACK's source taps: float32 coordinate, 11-bit weight ``lrintf(α · 2^11)``."""
+    adj = int(align and out_size != 1)
+    scale = np.float32(in_size - adj) / np.float32(out_size - adj)
+    offset = np.float32(0.5) * scale - np.float32(0.5) if half and not align else np.float32(0)
+    c = (np.arange(out_size).astype(np.float32) * scale + offset).astype(np.float32)
+    lo = np.floor(c).astype(np.int64)
+    w = np.rint(((c - lo.astype(np.float32)) * np.float32(2048)).astype(np.float32))
+    return (np.clip(lo, 0, in_size - 1), np.clip(lo + 1, 0, in_size - 1), w.astype(np.int64))
+
+
+def resize_bilinear_xnnpack(x: np.ndarray, oh: int, ow: int, align: bool, half: bool):
+    """Integer RESIZE_BILINEAR as XNNPACK's s8 ibilinear kernel (11-bit weights, horizontal
+    then vertical blend, one rounding shift by 22)."""
+    y0, y1, wy = _xnn_taps(oh, x.shape[1], align, half)
+    x0, x1, wx = _xnn_taps(ow, x.shape[2], align, half)
+    xi = x.astype(np.int64)
+    wx, wy = wx[None, None, :, None], wy[None, :, None, None]
+    tl, tr = xi[:, y0][:, :, x0], xi[:, y0][:, :, x1]
+    bl, br = xi[:, y1][:, :, x0], xi[:, y1][:, :, x1]
+    top = (tl << 11) + (tr - tl) * wx  # (N, OH, OW, C) int32
+    bot = (bl << 11) + (br - bl) * wx
+    acc = (top << 11) + (bot - top) * wy
+    return (acc + (1 << 21)) >> 22
+
+
 def resize_bilinear(ins, infos, out, opt, flavor="builtin"):
-    """RESIZE_BILINEAR on NHWC: float (float32 coordinates) or integer (10-bit fixed point)."""
+    """RESIZE_BILINEAR on NHWC: float (float32 coordinates) or integer (LiteRT: 10-bit fixed
+    point; XNNPACK: :func:`resize_bilinear_xnnpack`)."""
     x = ins[0]
     oh, ow = (int(v) for v in ins[1])
     a, h = bool(opt.alignCorners), bool(opt.halfPixelCenters)
+    if _is_int(infos[0]) and flavor == "xnnpack" and x.dtype == np.int8:
+        return resize_bilinear_xnnpack(x, oh, ow, a, h).astype(out.dtype)
     if _is_int(infos[0]):
         vy, y0, y1 = _int_taps(oh, x.shape[1], a, h)
         vx, x0, x1 = _int_taps(ow, x.shape[2], a, h)
