@@ -9,6 +9,9 @@ Div                  DIV (x / c exactly as onnxruntime)          MUL by the cons
 HardSigmoid          MUL α, ADD β, RELU_0_TO_1                   same ops, integer kernels: the
                                                                  ADD writes the output's qparams
                                                                  and RELU_0_TO_1 clamps in them
+                                                                 (one op, LiteRT's int8 kernel);
+                                                                 16x8: MAXIMUM / MINIMUM (no
+                                                                 int16 RELU_0_TO_1 in LiteRT)
 BatchNormalization   MUL s, ADD t (s = γ/√(σ²+ε), t = β − μs)    same ops, integer kernels
 Sum                  ADD (2 inputs) / ADD_N                      a chain of ADDs (LiteRT's ADD_N
                                                                  is float / int32 only)
@@ -130,7 +133,16 @@ def HardSigmoid(cv: Converter, node: Node) -> None:
     pre = cv.temp(f"{node.name}_affine", shape, x.dtype, quant, x.nhwc)
     _scale_shift(cv, x, np.array([alpha]), np.array([beta]), pre, node.name)
     out = cv.output(y, shape, x.nhwc)
-    cv.op(OP.RELU_0_TO_1, [pre], [out])
+    if cv.act_dtype != np.int16:
+        cv.op(OP.RELU_0_TO_1, [pre], [out])
+        return
+    # LiteRT's RELU_0_TO_1 has no int16 kernel: MAXIMUM 0, MINIMUM 1 (in the output's qparams)
+    s, z = float(quant.scale[0]), int(quant.zero_point[0])
+    bound = {v: cv.const(f"{node.name}_{v}", np.array([np.clip(np.rint(v / s) + z, -32768, 32767)],
+                                                      np.int16), quant) for v in (0, 1)}
+    floor = cv.temp(f"{node.name}_max0", shape, x.dtype, quant, x.nhwc)
+    cv.op(OP.MAXIMUM, [pre, bound[0]], [floor])
+    cv.op(OP.MINIMUM, [floor, bound[1]], [out])
 
 
 def BatchNormalization(cv: Converter, node: Node) -> None:

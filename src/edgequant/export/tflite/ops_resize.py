@@ -6,7 +6,10 @@ only for some sizes (``half_pixel`` + ``round_prefer_floor`` equals TFLite's hal
 nearest when upsampling by 2, not when downsampling by 2), the builder computes, per spatial
 axis, the source indices (and linear weights) ONNX uses and those of each TFLite flag pair,
 and takes the pair that matches exactly; none matching is an error naming the node and its
-attributes. Integer RESIZE_NEAREST_NEIGHBOR keeps its input's qparams (pure data movement).
+attributes. Integer RESIZE_NEAREST_NEIGHBOR keeps its input's qparams (pure data movement);
+so does integer RESIZE_BILINEAR (its blend rounds once). LiteRT's int16 bilinear steps source
+coordinates in 1/1024 pixel: when that step is inexact (e.g. align_corners 6 → 12) the int16
+node runs float between DEQUANTIZE and QUANTIZE instead (hundreds of LSB otherwise).
 """
 
 from __future__ import annotations
@@ -90,8 +93,6 @@ def _flags(node: Node, linear: bool, sizes, scales) -> tuple[bool, bool]:
                                  "coordinate_transformation_mode='tf_crop_and_resize' has no "
                                  "TFLite equivalent")
     for pair in FLAG_PAIRS:
-        if pair[1] and pair[0]:
-            continue
         ok = True
         for out_size, in_size, scale in zip(*sizes, scales, strict=True):
             c = onnx_coords(out_size, in_size, scale, ctm)
@@ -108,6 +109,12 @@ def _flags(node: Node, linear: bool, sizes, scales) -> tuple[bool, bool]:
         f"node {node.name!r}: Resize attribute coordinate_transformation_mode={ctm!r}{extra} "
         f"for sizes {list(sizes[1])} → {list(sizes[0])} has no TFLite equivalent "
         "(align_corners / half_pixel_centers give other source pixels)")
+
+
+def _exact_10bit(out_size: int, in_size: int, align: bool) -> bool:
+    """Is LiteRT's 10-bit fixed-point coordinate step exact for this axis?"""
+    adj = int(align and out_size > 1)
+    return ((1 << 10) * (in_size - adj)) % (out_size - adj) == 0
 
 
 def Resize(cv: Converter, node: Node) -> None:
@@ -140,6 +147,14 @@ def Resize(cv: Converter, node: Node) -> None:
         (OP.RESIZE_NEAREST_NEIGHBOR, OPT.ResizeNearestNeighborOptions,
          schema.ResizeNearestNeighborOptionsT())
     opt.alignCorners, opt.halfPixelCenters = align, half
+    if code == OP.RESIZE_BILINEAR and cv.q and cv.act_dtype == np.int16 and not all(
+            _exact_10bit(o, i, align) for o, i in zip(out_shape[2:], in_shape[2:], strict=True)):
+        # LiteRT's integer bilinear steps source coordinates in 1/1024: an inexact step is off
+        # by up to (size · error) / 1024 of a pixel difference — hundreds of int16 LSB
+        cv.note(f"node {node.name!r}: int16 RESIZE_BILINEAR would step coordinates inexactly "
+                "(10-bit fixed point); it runs float between DEQUANTIZE and QUANTIZE")
+        cv.float_nodes.append(node.name)
+        cv.dom = "f"
     x = cv.act(node.inputs[0], "nhwc")
     size = cv.const(f"{node.name}_size", np.array(out_shape[2:], np.int32))
     shape = cv.tflite_shape(node.outputs[0], True)

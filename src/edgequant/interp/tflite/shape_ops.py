@@ -1,5 +1,5 @@
 """Reference kernels for RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR, PADV2, MIRROR_PAD, ADD_N,
-DIV, RELU_0_TO_1 and LOCAL_RESPONSE_NORMALIZATION (``ReferenceInterpreter`` signature:
+DIV, RELU_0_TO_1, MAXIMUM, MINIMUM and LOCAL_RESPONSE_NORMALIZATION (``ReferenceInterpreter`` signature:
 ``(ins, infos, out, opt, flavor)``).
 
 Integer resize-nearest and pads move data (bit exact by construction); integer bilinear
@@ -43,15 +43,23 @@ def _int_taps(out_size: int, in_size: int, align: bool, half: bool):
     return v, lo, hi
 
 
-def _xnn_taps(out_size: int, in_size: int, align: bool, half: bool):
-    """XNNPACK's source taps: float32 coordinate, 11-bit weight ``lrintf(α · 2^11)``."""
+def _xnn_float_taps(out_size: int, in_size: int, align: bool, half: bool):
+    """XNNPACK's source taps: float32 coordinate ``o · scale + offset``, lower / upper index
+    (clamped), float32 weight of the upper one."""
     adj = int(align and out_size != 1)
     scale = np.float32(in_size - adj) / np.float32(out_size - adj)
     offset = np.float32(0.5) * scale - np.float32(0.5) if half and not align else np.float32(0)
     c = (np.arange(out_size).astype(np.float32) * scale + offset).astype(np.float32)
-    lo = np.floor(c).astype(np.int64)
-    w = np.rint(((c - lo.astype(np.float32)) * np.float32(2048)).astype(np.float32))
-    return (np.clip(lo, 0, in_size - 1), np.clip(lo + 1, 0, in_size - 1), w.astype(np.int64))
+    lo = np.floor(c)
+    w = (c - lo).astype(np.float32)
+    lo = lo.astype(np.int64)
+    return np.clip(lo, 0, in_size - 1), np.clip(lo + 1, 0, in_size - 1), w
+
+
+def _xnn_taps(out_size: int, in_size: int, align: bool, half: bool):
+    """XNNPACK's integer taps: the float taps' weight as ``lrintf(α · 2^11)``."""
+    lo, hi, w = _xnn_float_taps(out_size, in_size, align, half)
+    return lo, hi, np.rint((w * np.float32(2048)).astype(np.float32)).astype(np.int64)
 
 
 def resize_bilinear_xnnpack(x: np.ndarray, oh: int, ow: int, align: bool, half: bool):
@@ -69,6 +77,18 @@ def resize_bilinear_xnnpack(x: np.ndarray, oh: int, ow: int, align: bool, half: 
     return (acc + (1 << 21)) >> 22
 
 
+def _resize_bilinear_xnnpack_f32(x: np.ndarray, oh: int, ow: int, align: bool, half: bool):
+    """Float RESIZE_BILINEAR as XNNPACK's f32 ibilinear: horizontal then vertical lerp."""
+    y0, y1, wy = _xnn_float_taps(oh, x.shape[1], align, half)
+    x0, x1, wx = _xnn_float_taps(ow, x.shape[2], align, half)
+    wx, wy = wx[None, None, :, None], wy[None, :, None, None]
+    tl, tr = x[:, y0][:, :, x0], x[:, y0][:, :, x1]
+    bl, br = x[:, y1][:, :, x0], x[:, y1][:, :, x1]
+    top = tl + (tr - tl) * wx  # (N, OH, OW, C) float32
+    bot = bl + (br - bl) * wx
+    return (top + (bot - top) * wy).astype(np.float32)
+
+
 def resize_bilinear(ins, infos, out, opt, flavor="builtin"):
     """RESIZE_BILINEAR on NHWC: float (float32 coordinates) or integer (LiteRT: 10-bit fixed
     point; XNNPACK: :func:`resize_bilinear_xnnpack`)."""
@@ -77,6 +97,8 @@ def resize_bilinear(ins, infos, out, opt, flavor="builtin"):
     a, h = bool(opt.alignCorners), bool(opt.halfPixelCenters)
     if _is_int(infos[0]) and flavor == "xnnpack" and x.dtype == np.int8:
         return resize_bilinear_xnnpack(x, oh, ow, a, h).astype(out.dtype)
+    if flavor == "xnnpack" and x.dtype == np.float32:
+        return _resize_bilinear_xnnpack_f32(x, oh, ow, a, h)
     if _is_int(infos[0]):
         vy, y0, y1 = _int_taps(oh, x.shape[1], a, h)
         vx, x0, x1 = _int_taps(ow, x.shape[2], a, h)
@@ -157,7 +179,17 @@ def local_response_norm(ins, infos, out, opt, flavor="builtin"):
     return (x / (opt.bias + opt.alpha * acc) ** opt.beta).astype(np.float32)
 
 
+def _minmax(fn):
+    def run(ins, infos, out, opt, flavor="builtin"):
+        """MAXIMUM / MINIMUM: elementwise on the stored values (integer inputs share the
+        output's qparams)."""
+        return fn(ins[0], ins[1]).astype(out.dtype)
+    return run
+
+
 OPS = {
+    "MAXIMUM": _minmax(np.maximum),
+    "MINIMUM": _minmax(np.minimum),
     "RESIZE_NEAREST_NEIGHBOR": resize_nearest,
     "RESIZE_BILINEAR": resize_bilinear,
     "PADV2": padv2,
