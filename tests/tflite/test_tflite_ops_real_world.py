@@ -176,3 +176,28 @@ def test_16x8_export_matches_reference_and_onnxruntime(name, tmp_path):
     lite = LiteRTRunner(res.path, xnnpack=False)
     worst = max(float(np.abs(lite.run({"x": xi})[0] - _ort(qm.model, xi)).max()) for xi in x)
     assert round(worst / scale) <= MAX_LSB16_VS_ORT, (name, worst / scale)
+
+
+def test_fixed_dims_through_save_and_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgequant.cli import app
+
+    src = tmp_path / "seq.onnx"
+    onnx.save(_seq_model(), src)
+    qm = edgequant.quantize(_seq_model(), "fp16")
+    with pytest.raises(UnsupportedOpError, match="fixed_dims"):
+        qm.save(tmp_path / "a.tflite")
+    out = qm.save(tmp_path / "a.tflite", fixed_dims={"time": 7})
+    assert [tuple(s) for s in LiteRTRunner(out).input_shapes.values()] == [(1, 7, 8), (1, 1, 8)]
+    with pytest.raises(ValueError, match=r"\.tflite output only"):
+        qm.save(tmp_path / "a.onnx", fixed_dims={"time": 7})
+    cli_out = tmp_path / "b.tflite"
+    res = CliRunner().invoke(app, ["quantize", str(src), "-o", str(cli_out), "--recipe", "fp16",
+                                   "--fix-dim", "time=4"])
+    assert res.exit_code == 0, res.output
+    assert [tuple(s) for s in LiteRTRunner(cli_out).input_shapes.values()] == [(1, 4, 8),
+                                                                                (1, 1, 8)]
+    bad = CliRunner().invoke(app, ["quantize", str(src), "-o", str(tmp_path / "c.tflite"),
+                                   "--recipe", "fp16", "--fix-dim", "time"])
+    assert bad.exit_code != 0 and "NAME=SIZE" in bad.output

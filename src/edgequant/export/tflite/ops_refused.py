@@ -2,8 +2,9 @@
 
 They get a handler so the error says *why* (not "has no TFLite export"): ``If`` / ``Loop``
 would need TFLite subgraphs (control flow is out of scope); ``GRU`` has no TFLite builtin
-(the converter unrolls it into many ops); ``LSTM`` would map to UNIDIRECTIONAL_SEQUENCE_LSTM,
-which is not built yet.
+(the converter unrolls it into many ops); ``LSTM`` would map to UNIDIRECTIONAL_SEQUENCE_LSTM
+(not built: its state lives in variable tensors, so ONNX's initial_h / initial_c inputs and
+Y_c output have no counterpart).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ REFUSED = {
     "Scan": "TFLite control flow is out of scope; unroll the scan before export",
     "GRU": "TFLite has no GRU builtin (its converter unrolls GRUs into elementwise ops); "
            "export the GRU cell unrolled, or keep this model on onnxruntime",
-    "LSTM": "UNIDIRECTIONAL_SEQUENCE_LSTM export is not implemented yet; keep this model on "
-            "onnxruntime (QDQ / QOperator export)",
+    "LSTM": "UNIDIRECTIONAL_SEQUENCE_LSTM export is not implemented (TFLite keeps the LSTM "
+            "state in variable tensors: no initial_h / initial_c inputs, no Y_c output); keep "
+            "this model on onnxruntime (QDQ / QOperator export)",
 }
 
 
