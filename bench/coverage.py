@@ -97,7 +97,7 @@ def _check_file(path: Path, fmt: str, feeds: list[dict]) -> list[np.ndarray]:
 def _verify(path: Path, fmt: str, feeds: dict) -> str:
     try:
         if fmt == "tflite":
-            from edgequant.runtime.litert import verify_tflite
+            from edgequant.runtime.verify_tflite import verify_tflite
 
             rep = verify_tflite(path, feeds)
         else:

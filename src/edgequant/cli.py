@@ -62,6 +62,18 @@ def _recipe_arg(text: str):
     return get_recipe(text)
 
 
+def _fixed_dims(items: list[str]) -> dict[str, int]:
+    """``["time=12"]`` → ``{"time": 12}``."""
+    dims: dict[str, int] = {}
+    for item in items:
+        name, sep, size = item.partition("=")
+        if not sep or not name or not size.strip().isdigit() or int(size) < 1:
+            raise ValueError(f"--fix-dim {item!r}: use NAME=SIZE with a positive integer size, "
+                             "e.g. time=12")
+        dims[name.strip()] = int(size)
+    return dims
+
+
 @app.command()
 @user_errors
 def quantize(
@@ -78,6 +90,9 @@ def quantize(
     speed_check: Annotated[bool, typer.Option(help="time float vs quantized")] = True,
     batch_axis: Annotated[list[str] | None, typer.Option(
         help="INPUT=AXIS: the axis of INPUT's calibration samples (repeatable), e.g. h0=1")
+    ] = None,
+    fix_dim: Annotated[list[str] | None, typer.Option(
+        help="NAME=SIZE: fix dynamic dim NAME for .tflite output (repeatable), e.g. time=12")
     ] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
@@ -99,7 +114,8 @@ def quantize(
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total),
                           check_speed=speed_check and fmt != "tflite", batch_axes=axes)
-    out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict)
+    out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict,
+                  fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)
     if report:
         save_report(qm.report, report)

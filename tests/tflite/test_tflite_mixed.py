@@ -292,4 +292,4 @@ def test_int16_add_general_scales_bit_exact(tmp_path):
     rng = np.random.default_rng(0)
     feeds = {"x1": rng.uniform(-2, 2, (16, 64)).astype(np.float32),
              "x2": rng.uniform(-3, 3, (16, 64)).astype(np.float32)}
-    assert verify_tflite(res.path, feeds)["ok"]
+    assert verify_tflite(res.path, feeds).ok()

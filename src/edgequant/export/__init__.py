@@ -42,13 +42,14 @@ def lower_model(qm, requantization: str = "float", strict: bool = False):
 
 
 def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
-           inputs: tuple = (), sample=None) -> Path:
+           inputs: tuple = (), sample=None, fixed_dims=None) -> Path:
     """Write ``qm`` in format ``fmt`` atomically; never onto one of ``inputs``.
 
     The model is validated before it lands at ``path`` (``edgequant.export.validate``):
     ONNX passes the full checker and runs in onnxruntime, ``.tflite`` runs in LiteRT, on
     ``sample`` (one batch, input name → array) or zeros. A failure raises
-    ``InvalidOutputError`` naming the cause and leaves no file behind.
+    ``InvalidOutputError`` naming the cause and leaves no file behind. ``fixed_dims``
+    (``.tflite`` only) sizes named dynamic dims.
     """
     out = Path(path)
     for src in inputs:
@@ -62,7 +63,7 @@ def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tflite", dir=out.parent)
         os.close(fd)
         try:
-            result = export_tflite(qm.model, tmp, strict=strict)
+            result = export_tflite(qm.model, tmp, strict=strict, fixed_dims=fixed_dims)
             validate_tflite(tmp, sample)
             os.replace(tmp, out)
         finally:
@@ -71,6 +72,8 @@ def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
             result.path = out
         qm.report["tflite"] = getattr(result, "to_dict", lambda: {})()
         return out
+    if fixed_dims:
+        raise ValueError("fixed_dims applies to .tflite output only (ONNX keeps dynamic dims)")
     model = lower_model(qm, strict=strict) if fmt == "qop" else qm.model
     validate_onnx(model, sample, what=f"the model for {str(out)!r}")
     return save_model(model, out, inputs)

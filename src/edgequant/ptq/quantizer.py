@@ -59,14 +59,17 @@ class QuantizedModel:
     sample: dict[str, np.ndarray] | None = None
 
     def save(self, path: str | os.PathLike, *, format: str | None = None,
-             to: str | None = None, strict: bool = False) -> Path:
-        """Write atomically. ``.tflite`` (or ``to="tflite"``) uses the TFLite exporter;
-        otherwise ONNX, as QDQ (``format="qdq"``, default) or integer-only (``"qop"``)."""
+             to: str | None = None, strict: bool = False,
+             fixed_dims: Mapping[str, int] | None = None) -> Path:
+        """Write atomically. ``.tflite`` (or ``to="tflite"``) uses the TFLite exporter
+        (``fixed_dims`` sizes named dynamic dims, e.g. ``{"time": 12}``); otherwise ONNX, as
+        QDQ (``format="qdq"``, default) or integer-only (``"qop"``)."""
         from edgequant.export import export, format_for
 
         fmt = format_for(path, format, to)
         inputs = (self.source,) if self.source else ()
-        return export(self, path, fmt, strict=strict, inputs=inputs, sample=self.sample)
+        return export(self, path, fmt, strict=strict, inputs=inputs, sample=self.sample,
+                      fixed_dims=fixed_dims)
 
 
 def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | None = None, *,

@@ -26,7 +26,8 @@ weights) or dynamic (int8 weights, hybrid kernels). ``ExportResult.mode`` sums t
 
 Layout: the public inputs/outputs keep the ONNX layout (NCHW); a single TRANSPOSE converts a
 4-D input to NHWC and a 4-D output back; weights are permuted at export time. A symbolic
-leading (batch) dim is fixed to 1; any other dynamic dim is an error.
+leading (batch) dim (and the same symbol on another axis) is fixed to 1, named dims to
+``fixed_dims``; any other dynamic dim is an error naming that option.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ from pathlib import Path
 
 import onnx
 
-from edgequant.export.tflite import ops_compute, ops_elementwise, ops_layout
+from edgequant.export.tflite import (
+    ops_compute,
+    ops_elementwise,
+    ops_layout,
+    ops_math,
+    ops_refused,
+    ops_resize,
+)
 from edgequant.export.tflite.convert import FLOAT_MODES, Converter
 from edgequant.export.tflite.ingest import read_graph
 from edgequant.graph.io import atomic_write
@@ -53,6 +61,10 @@ HANDLERS = {
         "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose",
         "Concat", "Pad", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
         "ReduceMean")},
+    **{op: getattr(ops_math, op) for op in (
+        "Div", "HardSigmoid", "BatchNormalization", "Sum", "LRN")},
+    "Resize": ops_resize.Resize,
+    **{op: ops_refused.refuse for op in ops_refused.REFUSED},
 }
 IO_TYPES = ("float", "int8", "uint8")
 
@@ -130,6 +142,7 @@ def export_tflite(
     strict: bool = False,
     mode: str | None = None,
     io: str | None = None,
+    fixed_dims: dict[str, int] | None = None,
 ) -> ExportResult:
     """Export a float or QDQ ONNX model to a ``.tflite`` file at ``path`` (atomically).
 
@@ -138,7 +151,9 @@ def export_tflite(
     the summary (a ValueError when the graph says otherwise). ``io`` (quantized I/O tensors):
     float | int8 | uint8; default from the graph (integer I/O) or ``edgequant.io`` metadata.
     ``strict``: a node that would stay float in a graph with activation qparams is an error
-    naming it (unsupported ops are an error in every mode).
+    naming it (unsupported ops are an error in every mode). ``fixed_dims`` sizes named
+    dynamic input dims (``{"time": 12}``); batch dims (the leading dim's symbol, on any axis)
+    are fixed to 1.
     """
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
@@ -147,7 +162,7 @@ def export_tflite(
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
     if io is not None and io not in IO_TYPES:
         raise ValueError(f"io {io!r} is not allowed: use one of {IO_TYPES}")
-    graph = read_graph(model)
+    graph = read_graph(model, fixed_dims)
     override = _check_mode(graph, mode)
     if io is None:
         io = "auto" if graph.io_dtype else "float"

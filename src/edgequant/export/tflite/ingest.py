@@ -1,7 +1,8 @@
 """Read a float or QDQ ONNX model for TFLite export: :func:`edgequant.graph.read_qdq.read_qdq`
 (the float graph + per-tensor qparams) plus the TFLite-specific steps:
 
-* the symbolic batch dim is fixed to 1 (any other dynamic dim is an error) and every tensor
+* the symbolic batch dim is fixed to 1, named dims to ``fixed_dims`` (any other dynamic dim is
+  an error) and every tensor
   gets a static shape (ONNX shape inference, else one onnxruntime run on zeros);
 * constant subgraphs are folded (``patterns.fold_casts``) and the ``w8_dynamic`` per-row
   subgraph becomes one MatMul / Gemm over an int8 weight (``patterns.undo_row_dynamic``);
@@ -35,26 +36,50 @@ class Graph(QDQGraph):
         return [n for n in self.nodes if name in n.inputs]
 
 
-def _fix_batch(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fix a symbolic leading (batch) dim of every input to 1; other symbolic dims → error."""
+def _fix_dims(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None) -> onnx.ModelProto:
+    """Give every input a static shape: a dim named in ``fixed_dims`` (``{"time": 12}``) takes
+    that size; batch dims are fixed to 1 on any axis (a state ``(layers, batch, hidden)``):
+    symbols containing "batch", else the leading dims' symbols, and unnamed leading dims; any
+    other dynamic dim is an error naming the option that fixes it."""
+    fixed = dict(fixed_dims or {})
+    for k, v in fixed.items():
+        if not isinstance(v, int | np.integer) or int(v) < 1:
+            raise ValueError(f"fixed_dims[{k!r}] = {v!r}: sizes must be positive integers")
     model = onnx.ModelProto.FromString(model.SerializeToString())
     inits = {i.name for i in model.graph.initializer}
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    symbols = {d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim if d.dim_param}
+    batch_names = {n for n in symbols if "batch" in n.lower()}
+    if not batch_names:  # no dim says "batch": the leading dims' symbols are the batch
+        batch_names = {d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim[:1]
+                       if d.dim_param}
+    batch_names -= set(fixed)
+    unknown = set(fixed) - {d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim}
+    if unknown:
+        known = sorted({d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim
+                        if d.dim_param})
+        raise ValueError(f"fixed_dims names {sorted(unknown)}: no input has such a dim "
+                         f"(symbolic dims: {known or 'none'})")
+    for inp in inputs:
         dims = inp.type.tensor_type.shape.dim
         for k, d in enumerate(dims):
             if d.HasField("dim_value") and d.dim_value > 0:
                 continue
-            if k == 0:
-                log.info("input %s: symbolic batch dim fixed to 1", inp.name)
-                d.Clear()
-                d.dim_value = 1
+            name = d.dim_param if d.HasField("dim_param") else ""
+            if name in fixed:
+                size = int(fixed[name])
+            elif name in batch_names or (k == 0 and not name):
+                size = 1
+                log.info("input %s: symbolic batch dim %d (%s) fixed to 1", inp.name, k, name or "?")
             else:
+                hint = name or f"{inp.name}_dim{k}"
                 raise UnsupportedOpError(
-                    f"input {inp.name!r} has a dynamic dim {k} ({d.dim_param or '?'}): TFLite export "
-                    "needs static shapes; only the leading batch dim is fixed (to 1)"
-                )
+                    f"input {inp.name!r} has a dynamic dim {k} ({name or '?'}): TFLite export "
+                    "needs static shapes; only the batch dim is fixed (to 1). Fix it with "
+                    f"fixed_dims={{{hint!r}: N}} (CLI: --fix-dim {hint}=N)"
+                    + ("" if name else " after naming the dim in the ONNX model"))
+            d.Clear()
+            d.dim_value = size
     for out in model.graph.output:  # stale symbolic output shapes would clash with inference
         out.type.tensor_type.ClearField("shape")
     del model.graph.value_info[:]
@@ -98,9 +123,10 @@ def _runtime_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple
     return {n: tuple(np.asarray(v).shape) for n, v in zip(names, outs, strict=True)}
 
 
-def read_graph(model: onnx.ModelProto) -> Graph:
-    """Parse a float or QDQ ONNX model (opset ≥ 13) into a :class:`Graph` for TFLite export."""
-    model = _fix_batch(model)
+def read_graph(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None) -> Graph:
+    """Parse a float or QDQ ONNX model (opset ≥ 13) into a :class:`Graph` for TFLite export;
+    ``fixed_dims`` sizes named dynamic dims (:func:`_fix_dims`)."""
+    model = _fix_dims(model, fixed_dims)
     shapes = _shapes(model)
     qg = read_qdq(model)
     graph = Graph(**{f.name: getattr(qg, f.name) for f in fields(QDQGraph)}, shapes=shapes)

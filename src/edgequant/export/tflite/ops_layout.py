@@ -118,24 +118,53 @@ def Concat(cv: Converter, node: Node) -> None:
 
 
 def Pad(cv: Converter, node: Node) -> None:
-    """Constant zero Pad → PAD (integer PAD fills with the zero point, i.e. real 0)."""
+    """Pad → PAD (constant 0: integer PAD fills with the zero point, i.e. real 0), PADV2
+    (another constant, stored in the input's qparams when integer), MIRROR_PAD REFLECT
+    (reflect) or SYMMETRIC (edge with pads ≤ 1, where repeating the edge is the same)."""
     mode = node.attrs.get("mode", b"constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     pads = cv.g.value(node.inputs[1]) if len(node.inputs) > 1 else node.attrs.get("pads")
     value = cv.g.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else 0.0
-    if mode != "constant" or pads is None or float(np.asarray(value).reshape(())) != 0.0:
-        raise UnsupportedOpError(f"node {node.name!r}: only constant zero Pad with constant pads "
-                                 "is exported")
+    if pads is None or value is None:
+        raise UnsupportedOpError(f"node {node.name!r}: Pad with computed pads or value is not "
+                                 "exported (pads and constant_value must be constants)")
+    if len(node.inputs) > 3 and node.inputs[3]:
+        raise UnsupportedOpError(f"node {node.name!r}: Pad input axes is not exported")
     pads = np.asarray(pads, np.int64)
+    if np.any(pads < 0):
+        raise UnsupportedOpError(f"node {node.name!r}: negative pads {pads.tolist()} (a crop) "
+                                 "are not exported")
+    value = float(np.asarray(value).reshape(()))
+    if mode == "edge" and pads.max() > 1:
+        raise UnsupportedOpError(f"node {node.name!r}: Pad attribute mode='edge' with pads "
+                                 f"{pads.tolist()}: TFLite MIRROR_PAD SYMMETRIC equals edge for "
+                                 "pads ≤ 1 only")
+    if mode not in ("constant", "reflect", "edge"):
+        raise UnsupportedOpError(f"node {node.name!r}: Pad attribute mode={mode!r}: allowed "
+                                 "constant, reflect, edge")
     rank = pads.size // 2
     pairs = np.stack([pads[:rank], pads[rank:]], axis=1)  # (rank, 2)
     nhwc = rank == 4 and _is_nhwc(cv, node.inputs[0])
     if nhwc:
         pairs = pairs[list(TO_NHWC)]
     x = cv.act(node.inputs[0], "nhwc" if nhwc else "nchw")
-    cv.passthrough(OP.PAD, [x, cv.const(f"{node.name}_paddings", pairs.astype(np.int32))],
-                   node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc), nhwc, x.quant,
-                   OPT.PadOptions, schema.PadOptionsT())
+    ins = [x, cv.const(f"{node.name}_paddings", pairs.astype(np.int32))]
+    code, opt_type, opt = OP.PAD, OPT.PadOptions, schema.PadOptionsT()
+    if mode != "constant":
+        code, opt_type, opt = OP.MIRROR_PAD, OPT.MirrorPadOptions, schema.MirrorPadOptionsT()
+        opt.mode = schema.MirrorPadMode.REFLECT if mode == "reflect" else \
+            schema.MirrorPadMode.SYMMETRIC
+    elif value != 0.0:
+        code, opt_type, opt = OP.PADV2, OPT.PadV2Options, schema.PadV2OptionsT()
+        if cv.q:
+            s, z = float(x.quant.scale[0]), int(x.quant.zero_point[0])
+            info = np.iinfo(x.dtype)
+            q = np.array([np.clip(np.rint(value / s) + z, info.min, info.max)], x.dtype)
+            ins.append(cv.const(f"{node.name}_value", q, x.quant))
+        else:
+            ins.append(cv.const(f"{node.name}_value", np.array([value], np.float32)))
+    cv.passthrough(code, ins, node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc), nhwc,
+                   x.quant, opt_type, opt)
 
 
 def _pool(cv: Converter, node: Node, code: int, kernel, strides, pads, count_pad=False) -> None:

@@ -191,10 +191,33 @@ def fully_connected(x, w, bias, xq, wq, yq, act, out_dtype=np.int8, flavor="buil
     return y.astype(out_dtype)
 
 
-def add_sub(a, b, aq, bq, yq, act, sign: int, dtype=np.int8):
+def _xnn_multiplier(ratio: np.float32, shift: int) -> int:
+    """``lrintf(ratio · 2^shift)``, the scaling done on the float's exponent bits."""
+    return int(np.rint(np.ldexp(np.float32(ratio), shift).astype(np.float32)))
+
+
+def add_sub_xnnpack(a, b, aq, bq, yq, act, sign: int, dtype=np.int8):
+    """int8 ADD / SUB as XNNPACK's qs8 vadd (measured): multipliers ``sa/so``, ``sb/so`` in
+    fixed point with ``20 − exponent(max)`` fraction bits, one arithmetic shift (round half
+    up); SUB negates ``b``'s multiplier."""
+    sa, sb, so = (np.float32(q[0][0]) for q in (aq, bq, yq))
+    ra, rb = np.float32(sa / so), np.float32(sb / so)
+    shift = 20 - (int(np.frexp(max(ra, rb))[1]) - 1)
+    ma, mb = _xnn_multiplier(ra, shift), sign * _xnn_multiplier(rb, shift)
+    bias = (1 << (shift - 1)) - ma * int(aq[1][0]) - mb * int(bq[1][0])
+    acc = bias + a.astype(np.int64) * ma + b.astype(np.int64) * mb  # (…) int32 in XNNPACK
+    y = (acc >> shift) + int(yq[1][0])
+    lo, hi = act_range(act, float(so), int(yq[1][0]), dtype)
+    return np.clip(y, lo, hi).astype(dtype)
+
+
+def add_sub(a, b, aq, bq, yq, act, sign: int, dtype=np.int8, flavor="builtin"):
     """int8 ADD / SUB (``sign`` −1) with TFLite's left-shift-20 scheme; int16 (general
     scales) shifts by 15 and rescales its inputs with single rounding, its sum with
-    gemmlowp's double rounding (the only combination matching LiteRT on every output)."""
+    gemmlowp's double rounding (the only combination matching LiteRT on every output).
+    ``flavor="xnnpack"``: :func:`add_sub_xnnpack` (int8)."""
+    if flavor == "xnnpack" and np.dtype(dtype) == np.int8:
+        return add_sub_xnnpack(a, b, aq, bq, yq, act, sign, dtype)
     left_shift = 15 if np.dtype(dtype) == np.int16 else 20
     sa, sb, so = float(aq[0][0]), float(bq[0][0]), float(yq[0][0])
     twice_max = 2 * max(sa, sb)

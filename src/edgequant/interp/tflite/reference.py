@@ -182,7 +182,7 @@ def _binary(kind):
             if kind == "MUL":
                 return K.mul(a, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype, flavor)
             return K.add_sub(a, b, infos[0].q, infos[1].q, out.q, _act(opt),
-                             1 if kind == "ADD" else -1, out.dtype)
+                             1 if kind == "ADD" else -1, out.dtype, flavor)
         y = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply}[kind](a, b)
         return _float_act(y, _act(opt)).astype(np.float32)
     return run
@@ -296,3 +296,12 @@ def _batch_matmul(ins, infos, out, opt, flavor="builtin"):
     a = np.swapaxes(a, -1, -2) if adj_x else a
     b = np.swapaxes(b, -1, -2) if adj_y else b
     return np.matmul(a.astype(np.float64), b).astype(np.float32)
+
+
+def _register_shape_ops() -> None:
+    from edgequant.interp.tflite.shape_ops import OPS
+
+    _OPS.update(OPS)
+
+
+_register_shape_ops()
