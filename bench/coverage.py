@@ -95,17 +95,20 @@ def _check_file(path: Path, fmt: str, feeds: list[dict]) -> list[np.ndarray]:
 
 
 def _verify(path: Path, fmt: str, feeds: dict) -> str:
+    """``verify`` summary: max LSB over integer outputs, max |Δ| over float ones (the
+    reference interpreter vs onnxruntime; the TFLite reference vs LiteRT, both kernel paths)."""
     try:
         if fmt == "tflite":
             from edgequant.runtime.verify_tflite import verify_tflite
 
             rep = verify_tflite(path, feeds)
         else:
-            rep = eq.verify(str(path), feeds)
-        lsb = getattr(rep, "max_lsb", None)
-        if lsb is None and hasattr(rep, "to_dict"):
-            lsb = rep.to_dict().get("max_lsb")
-        return f"{lsb} LSB" if lsb is not None else "ran"
+            rep = eq.verify(str(path), feeds, isolate_integer=True)
+        ints = [d.max_diff for d in rep.outputs if d.in_lsb]
+        floats = [d.max_diff for d in rep.outputs if not d.in_lsb]
+        parts = [f"verify {max(ints):g} LSB"] if ints else []
+        parts += [f"verify float |Δ| {max(floats):.1e}"] if floats else []
+        return ", ".join(parts) or "verify ran"
     except Exception as e:
         return f"verify: {type(e).__name__}: {str(e).splitlines()[0][:60]}"
 
