@@ -12,6 +12,12 @@ from edgequant.interp import Interpreter
 OPSET = 21
 MS_OPSET = 1
 
+#: float32 single-op results vs onnxruntime: a few ulp of relative error from a different
+#: summation order / libm (exp, erf, tanh approximations in MLAS).
+FLOAT_RTOL = 2e-5
+#: absolute floor for values near 0 (cancellation in sums of ~100 float32 terms).
+FLOAT_ATOL = 2e-6
+
 
 def single_op_model(op_type: str, inputs: dict[str, np.ndarray], constants: dict[str, np.ndarray],
                     input_order: list[str], n_outputs: int = 1, domain: str = "",

@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from single_op import run_ort, run_ref, single_op_model
-
-#: float32 results: a few ulp of relative error from a different summation order / libm.
-FLOAT_RTOL = 2e-5
-#: absolute floor for values near 0 (cancellation in sums of a few dozen float32 terms).
-FLOAT_ATOL = 2e-6
+from single_op import FLOAT_ATOL, FLOAT_RTOL, run_ort, run_ref, single_op_model
 
 rng = np.random.default_rng(7)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from edgequant.interp.ops.shape import axis_indices
 from edgequant.interp.registry import NodeContext, register
 
 
@@ -63,9 +64,7 @@ def CumSum(ctx: NodeContext, x, axis):
 @register()
 def GatherElements(ctx: NodeContext, x, indices):
     """out[i][j][k] = x[index[i][j][k]][j][k] on ``axis`` (negative indices allowed)."""
-    axis = int(ctx.attr("axis", 0)) % x.ndim
-    idx = np.asarray(indices).astype(np.int64)
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
+    axis, idx = axis_indices(ctx, x, indices)
     return np.take_along_axis(x, idx, axis=axis)
 
 

@@ -108,12 +108,18 @@ def Slice(ctx: NodeContext, x, starts=None, ends=None, axes=None, steps=None):
     return x[tuple(index)]
 
 
+def axis_indices(ctx: NodeContext, x: np.ndarray, indices) -> tuple[int, np.ndarray]:
+    """The ``axis`` attribute (default 0, made non-negative) and ``indices`` as int64 with
+    negative entries counted from the end of that axis (Gather, GatherElements)."""
+    axis = int(ctx.attr("axis", 0)) % x.ndim
+    idx = np.asarray(indices).astype(np.int64)
+    return axis, np.where(idx < 0, idx + x.shape[axis], idx)
+
+
 @register()
 def Gather(ctx: NodeContext, x, indices):
     """Take ``indices`` (negative allowed) along ``axis``."""
-    axis = int(ctx.attr("axis", 0)) % x.ndim
-    idx = np.asarray(indices).astype(np.int64)
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
+    axis, idx = axis_indices(ctx, x, indices)
     return np.take(x, idx, axis=axis)
 
 
