@@ -255,8 +255,14 @@ def verify(
     isolate_integer: Annotated[bool, typer.Option(
         help="take onnxruntime's integers where float layers are quantized (mixed models)")
     ] = False,
+    batch_axis: Annotated[list[str] | None, typer.Option(
+        help="INPUT=AXIS: the axis of INPUT's samples in DATA (repeatable; ONNX models)")
+    ] = None,
 ) -> None:
     """Run the reference interpreter beside the runtime; fail beyond --max-lsb."""
+    from edgequant.runtime.feeds import parse_batch_axes
+
+    axes = parse_batch_axes(batch_axis or [])
     feeds = _npz(data)
     if model.suffix == ".tflite":
         from edgequant.runtime.verify_tflite import verify_tflite
@@ -267,7 +273,8 @@ def verify(
     else:
         from edgequant.runtime.verify import verify as run_verify
 
-        report = run_verify(model, feeds, per_node=per_node, isolate_integer=isolate_integer)
+        report = run_verify(model, feeds, per_node=per_node, isolate_integer=isolate_integer,
+                            batch_axes=axes or None)
     _print_verify(model, report, json_out)
     raise typer.Exit(0 if report.ok(max_lsb) else EXIT_CHECK_FAILED)
 

@@ -142,3 +142,24 @@ def test_scalar_input_takes_one_value_for_every_sample():
     assert batches[0]["h0"].shape == (1, 8, 32)
     with pytest.raises(CalibrationError, match="scalar"):
         load_feeds({**case.feeds, "sr": np.full(32, 16000)}, inputs)
+
+
+def test_verify_slices_samples_on_each_inputs_batch_axis(tmp_path):
+    """verify runs a state-input model (h0/c0 batch on axis 1) sample-consistently: the
+    interpreter and onnxruntime see the same per-batch slices, integer outputs at 0 LSB, and
+    an explicit axis that contradicts the data is refused."""
+    import edgequant as eq
+    from edgequant_zoo.realworld import vad_lstm
+
+    case = vad_lstm()
+    axes = {"h0": 1, "c0": 1}
+    qm = eq.quantize(case.model, "w8a8", calibration=case.feeds, batch_axes=axes)
+    path = qm.save(tmp_path / "vad.onnx")
+    report = eq.verify(str(path), case.feeds, batch_size=8, isolate_integer=True)  # auto axes
+    assert report.samples == 32
+    assert report.max_lsb == 0, report.to_dict()
+    explicit = eq.verify(str(path), case.feeds, batch_size=8, isolate_integer=True,
+                         batch_axes=axes)
+    assert explicit.samples == 32 and explicit.max_lsb == 0
+    with pytest.raises(ValueError):
+        eq.verify(str(path), case.feeds, batch_size=8, batch_axes={"h0": 0, "c0": 0})

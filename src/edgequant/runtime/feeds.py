@@ -52,13 +52,20 @@ def model_inputs(model: onnx.ModelProto,
                      for d in tt.shape.dim)
         scalar = tt.HasField("shape") and not dims
         spec = InputSpec(vi.name, helper.tensor_dtype_to_np_dtype(tt.elem_type), dims, 0, scalar)
-        specs.append(replace(spec, batch_axis=auto_batch_axis(dims)))
+        names = tuple(d.dim_param for d in tt.shape.dim)
+        specs.append(replace(spec, batch_axis=auto_batch_axis(dims, names)))
     return with_batch_axes(specs, batch_axes) if batch_axes else specs
 
 
-def auto_batch_axis(shape: tuple[int | None, ...]) -> int:
-    """The one symbolic dim when exactly one is symbolic (unless dim 0 is fixed to 1, a
-    batch-1 export whose symbolic dim is a sequence); otherwise axis 0."""
+def auto_batch_axis(shape: tuple[int | None, ...], names: tuple[str, ...] = ()) -> int:
+    """The batch axis of an input: the symbolic dim named like a batch (``batch``,
+    ``batch_size``, ``N``…) when there is one; else the one symbolic dim when exactly one is
+    symbolic (unless dim 0 is fixed to 1, a batch-1 export whose symbolic dim is a sequence);
+    otherwise axis 0."""
+    named = [i for i, n in enumerate(names) if n and ("batch" in n.lower() or n in ("N", "n"))
+             and i < len(shape) and shape[i] is None]
+    if len(named) == 1:
+        return named[0]
     symbolic = [i for i, d in enumerate(shape) if d is None]
     if len(symbolic) == 1 and not (shape and shape[0] == 1):
         return symbolic[0]

@@ -22,6 +22,7 @@ from edgequant.interp import topological_order
 from edgequant.interp.loading import load_proto
 from edgequant.runtime.batching import batches, run_batched
 from edgequant.runtime.diff import TensorDiff, compare, merge_diffs
+from edgequant.runtime.feeds import batch_axes_of, model_inputs
 from edgequant.runtime.isolate import cut_at, float_boundaries
 from edgequant.runtime.ort import OrtRunner
 from edgequant.runtime.reference import ReferenceRunner
@@ -110,7 +111,8 @@ def _lowered(proto: onnx.ModelProto, requantization: str | None) -> onnx.ModelPr
 def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
            engine: Literal["onnxruntime"] = "onnxruntime", requantization: str | None = None,
            optimize: bool = True, lower_qdq: bool | None = None,
-           batch_size: int | None = None, isolate_integer: bool = False) -> VerifyReport:
+           batch_size: int | None = None, isolate_integer: bool = False,
+           batch_axes: Mapping[str, int] | None = None) -> VerifyReport:
     """Run ``model`` on the interpreter and on ``engine``; report differences in LSB.
 
     onnxruntime (with its default graph optimizations, ``optimize=True``) fuses QDQ groups into
@@ -122,7 +124,8 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     tensors are compared on the graph the interpreter runs. Feeds are matched to inputs by
     :func:`~edgequant.runtime.runner.match_feeds`; float feeds of integer-I/O models are
     quantized with the ``edgequant.io`` qparams. ``batch_size``: samples per call for a
-    dynamic-batch model (``None``: all at once).
+    dynamic-batch model (``None``: all at once). ``batch_axes``: input name → the axis its
+    samples are on (default: the one symbolic dim, else 0 — as for calibration data).
 
     ``isolate_integer=True`` separates float noise from integer faults: at each
     :func:`~edgequant.runtime.isolate.float_boundaries` tensor (a Q of a float layer's output —
@@ -159,7 +162,8 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     outputs: list[list[TensorDiff]] = []
     nodes: list[list[TensorDiff]] = []
     samples = 0
-    for batch in batches(match_feeds(ref, feeds), ref.input_shapes, batch_size):
+    axes = batch_axes_of(model_inputs(target, batch_axes))
+    for batch in batches(match_feeds(ref, feeds), ref.input_shapes, batch_size, axes=axes):
         prepared = ref.prepare_feeds(batch.feeds)
         theirs = dict(zip(ort_outputs.output_names, ort_outputs.run(prepared, raw=True),
                           strict=True))
