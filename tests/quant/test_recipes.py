@@ -73,3 +73,24 @@ def test_plan_records_decision_and_rule_per_tensor():
     assert d["fc.w"]["spec"]["granularity"] == {"kind": "per_channel", "axis": 0}
     assert d["fc.b"]["role"] == "bias"
     assert {v["action"] for v in d.values()} >= {"quantize", "share"}
+
+
+def test_recipe_options_are_checked_and_round_trip(monkeypatch):
+    from edgequant.recipes import options as opts
+
+    monkeypatch.setitem(opts.OPTIONS, "demo_switch", opts.Option(False, "a test switch", opts.boolean))
+    monkeypatch.setitem(opts.OPTIONS, "demo_alpha", opts.Option(0.5, "a test number",
+                                                                 opts.number(0.0, 1.0)))
+    base = get_recipe("w8a8")
+    assert opts.option(base, "demo_switch") is False  # default when unset
+    rec = base.with_options(demo_switch=True, demo_alpha=0.25)
+    back = Recipe.from_json(rec.to_json())
+    assert back == rec
+    assert opts.option(back, "demo_switch") is True and opts.option(back, "demo_alpha") == 0.25
+    with pytest.raises(RecipeError, match=r"option 'nope' is unknown; known options: .*demo_alpha"):
+        base.with_options(nope=1)
+    with pytest.raises(RecipeError,
+                       match=r"option 'demo_alpha': 2 is not allowed: use a number in \[0.0, 1.0\]"):
+        base.with_options(demo_alpha=2)
+    with pytest.raises(RecipeError, match="option 'demo_switch': 1 is not allowed: use true or false"):
+        base.with_options(demo_switch=1)

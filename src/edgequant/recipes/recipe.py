@@ -85,8 +85,14 @@ class Recipe:
     schema_version: int = SCHEMA_VERSION
     description: str = ""
     extra: tuple[tuple[str, Any], ...] = field(default=())
+    #: algorithm switches, ``(name, value)`` pairs checked against ``recipes.options.OPTIONS``
+    options: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
+        from edgequant.recipes.options import check_options
+
+        pairs = self.options.items() if isinstance(self.options, dict) else self.options
+        object.__setattr__(self, "options", check_options(tuple(pairs), f"recipe {self.name!r}"))
         if self.mode not in MODES:
             raise RecipeError(f"recipe mode {self.mode!r} is not allowed: use one of {MODES}")
         if self.schema_version != SCHEMA_VERSION:
@@ -115,6 +121,12 @@ class Recipe:
         from dataclasses import replace
 
         return replace(self, rules=(*self.rules, *rules))
+
+    def with_options(self, **values: Any) -> Recipe:
+        """A copy with options set (checked against ``recipes.options.OPTIONS``)."""
+        from dataclasses import replace
+
+        return replace(self, options=tuple({**dict(self.options), **values}.items()))
 
     def to_json(self) -> str:
         """Serialise to JSON (stable key order)."""
@@ -209,6 +221,7 @@ def _recipe_to_dict(r: Recipe) -> dict:
             for rule in r.rules
         ],
         "extra": dict(r.extra),
+        "options": dict(r.options),
     }
 
 
@@ -240,4 +253,5 @@ def _recipe_from_dict(d: dict) -> Recipe:
         schema_version=d.get("schema_version", SCHEMA_VERSION),
         description=d.get("description", ""),
         extra=tuple(sorted(d.get("extra", {}).items())),
+        options=tuple(sorted(d.get("options", {}).items())),
     )

@@ -1,0 +1,81 @@
+"""Recipe options: named switches for the optional algorithms a recipe turns on.
+
+Options are data, like the rest of a recipe: ``Recipe.options`` holds ``(name, value)``
+pairs, round-tripped through JSON and checked here against :data:`OPTIONS`. Each algorithm
+registers its own entries (name → :class:`Option`) in this table; the stage that runs the
+algorithm reads the value with :func:`option` (the default when the recipe does not set it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgequant.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class Option:
+    """One recipe option: its default, a one-line help text and a value check.
+
+    ``check(value)`` returns the normalised value or raises ``ValueError`` saying what is
+    allowed.
+    """
+
+    default: Any
+    help: str
+    check: Callable[[Any], Any]
+
+
+def boolean(value: Any) -> bool:
+    """Accept only real booleans (JSON ``true``/``false``)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not allowed: use true or false")
+    return value
+
+
+def one_of(*choices: Any) -> Callable[[Any], Any]:
+    """A check accepting exactly ``choices``."""
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not allowed: use one of {list(choices)}")
+        return value
+    return check
+
+
+def number(lo: float, hi: float, integer: bool = False) -> Callable[[Any], Any]:
+    """A check accepting a number in ``[lo, hi]`` (an int when ``integer``)."""
+    def check(value: Any) -> Any:
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
+            what = "an integer" if integer else "a number"
+            raise ValueError(f"{value!r} is not allowed: use {what} in [{lo}, {hi}]")
+        return value
+    return check
+
+
+#: name → Option. Algorithms add their entries here (one home for every option name).
+OPTIONS: dict[str, Option] = {
+}
+
+
+def check_options(pairs: tuple[tuple[str, Any], ...], where: str) -> tuple[tuple[str, Any], ...]:
+    """Validate and normalise ``(name, value)`` pairs; unknown names list what is allowed."""
+    out = []
+    for name, value in pairs:
+        if name not in OPTIONS:
+            known = ", ".join(sorted(OPTIONS)) or "none"
+            raise RecipeError(f"{where}: option {name!r} is unknown; known options: {known}")
+        try:
+            out.append((name, OPTIONS[name].check(value)))
+        except ValueError as exc:
+            raise RecipeError(f"{where}: option {name!r}: {exc}") from exc
+    return tuple(sorted(out))
+
+
+def option(recipe, name: str) -> Any:
+    """The value of option ``name`` in ``recipe`` (its default when unset)."""
+    if name not in OPTIONS:
+        raise KeyError(f"option {name!r} is not registered in edgequant.recipes.options.OPTIONS")
+    return dict(recipe.options).get(name, OPTIONS[name].default)
