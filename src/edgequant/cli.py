@@ -87,6 +87,7 @@ def quantize(
     format: Annotated[str, typer.Option(help="qdq | qop (ONNX output)")] = "qdq",
     to: Annotated[str | None, typer.Option(help="onnx | tflite (default: by suffix)")] = None,
     report: Annotated[Path | None, typer.Option(help="also write the report as JSON")] = None,
+    html: Annotated[Path | None, typer.Option(help="also write an HTML report (one file)")] = None,
     speed_check: Annotated[bool, typer.Option(help="time float vs quantized")] = True,
     batch_axis: Annotated[list[str] | None, typer.Option(
         help="INPUT=AXIS: the axis of INPUT's calibration samples (repeatable), e.g. h0=1")
@@ -119,6 +120,11 @@ def quantize(
     _print_quantize_summary(model, out, qm)
     if report:
         save_report(qm.report, report)
+    if html:
+        from edgequant.report.html import write_html
+        from edgequant.report.pages import quantize_page
+
+        write_html(html, quantize_page(qm.report, str(model), str(out)))
 
 
 def _print_quantize_summary(src: Path, out: Path, qm) -> None:
@@ -181,6 +187,7 @@ def compare(
     labels: Annotated[Path | None, typer.Option(help="LABELS.npy for accuracy")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     repeats: Annotated[int, typer.Option(help="interleaved latency rounds")] = 30,
+    html: Annotated[Path | None, typer.Option(help="also write an HTML report (one file)")] = None,
 ) -> None:
     """Size, accuracy, agreement, cosine, SQNR and latency of MODELs vs REFERENCE."""
     import numpy as np
@@ -193,6 +200,11 @@ def compare(
     lab = np.load(labels, allow_pickle=False) if labels else None
     rows = run_compare(reference, models, feeds, labels=lab, latency_repeats=repeats)
     out = rows_to_json(rows)
+    if html:
+        from edgequant.report.html import write_html
+        from edgequant.report.pages import compare_page
+
+        write_html(html, compare_page(out, str(reference)))
     if json_out:
         print(json.dumps({"reference": str(reference), "rows": out},
                          default=lambda v: None if isinstance(v, float) and math.isinf(v) else v,
@@ -304,7 +316,7 @@ def demo(
     from edgequant_zoo.demo import run_demo
 
     result = run_demo(out, console=console)
-    console.print(f"models and report written to {out}/ (report.json, report.md)")
+    console.print(f"models and report written to {out}/ (report.json, report.md, report.html)")
     if result.get("failures"):
         raise typer.Exit(EXIT_CHECK_FAILED)
 

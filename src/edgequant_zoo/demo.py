@@ -36,6 +36,8 @@ def run_demo(out: Path, console=None, seed: int = 0) -> dict[str, Any]:
     """Run the demo into folder ``out``; returns the report dict (also written to disk)."""
     from edgequant.analysis.compare import compare, rows_to_json
     from edgequant.ptq.quantizer import quantize
+    from edgequant.report.html import write_html
+    from edgequant.report.pages import demo_page
     from edgequant.report.render import write_report
     from edgequant_zoo.mnist import load_mnist
     from edgequant_zoo.tutorial_cnn import export_onnx, train_tutorial_cnn
@@ -102,6 +104,7 @@ def run_demo(out: Path, console=None, seed: int = 0) -> dict[str, Any]:
               "compare": rows_to_json(rows), "quantize_reports": reports,
               "failures": failures, "seconds": round(time.perf_counter() - t0, 1)}
     write_report(out / "report", report)
+    write_html(out / "report.html", demo_page(report))
     if console is not None:
         _print_table(console, table)
     return report

@@ -34,6 +34,7 @@ from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
+from edgequant.report.precision import precision_rows
 from edgequant.runtime.batching import batches as sample_batches
 from edgequant.runtime.batching import num_samples
 from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs, validation_sample
@@ -156,6 +157,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         "unmatched_rules": list(plan.unmatched_rules),
         "quantized_tensors": len(used),
     }
+    report["precision"] = precision_rows(plan, float_model)
     if io != "float":
         report["io_qparams"] = json.loads(props.get(META_IO, "{}"))
     result = QuantizedModel(qm, plan, used, report, source)
