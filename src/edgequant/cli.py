@@ -94,18 +94,22 @@ def quantize(
     fix_dim: Annotated[list[str] | None, typer.Option(
         help="NAME=SIZE: fix dynamic dim NAME for .tflite output (repeatable), e.g. time=12")
     ] = None,
+    requantize: Annotated[bool, typer.Option(
+        help="an already quantized MODEL: dequantize its weights and quantize again")] = False,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
+    from edgequant.extras import require_tflite
+    from edgequant.outputs import plan_outputs
     from edgequant.ptq.quantizer import quantize as run_quantize
-    from edgequant.ptq.quantizer import save_report
     from edgequant.runtime.feeds import parse_batch_axes
 
     fmt = format_for(output, format, to)
-    if output.exists() and model.exists() and output.resolve() == model.resolve():
-        raise ValueError(f"output path {str(output)!r} is the input model; choose another path")
-    if not output.parent.exists():
-        raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
+    plan_outputs({"input model": model, "calibration data": calibration,
+                  "recipe file": recipe if recipe.endswith(".json") else None},
+                 {"output model": output, "report": report})
+    if fmt == "tflite":
+        require_tflite("writing .tflite")
     rec = _recipe_arg(recipe)
     axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
@@ -113,12 +117,26 @@ def quantize(
         qm = run_quantize(model, rec, calibration, io=io, strict=strict,
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total),
-                          check_speed=speed_check and fmt != "tflite", batch_axes=axes)
+                          check_speed=speed_check and fmt != "tflite", batch_axes=axes,
+                          requantize=requantize)
     out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict,
                   fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)
     if report:
-        save_report(qm.report, report)
+        _write_report(qm.report, report, model)
+
+
+def _write_report(data: dict, path: Path, model: Path) -> None:
+    """The report is auxiliary: a failure to write it (disk full…) is a warning, not an error
+    — the model is already written."""
+    from edgequant.ptq.quantizer import save_report
+
+    try:
+        save_report(data, path, inputs={"input model": model})
+    except Exception as exc:  # deliberately broad: the main output exists and is valid
+        why = (str(exc).strip().splitlines() or [""])[0]
+        err_console.print(f"[bold yellow]warning:[/] report {str(path)!r} not written: "
+                          f"{type(exc).__name__}: {why}", highlight=False, soft_wrap=True)
 
 
 def _print_quantize_summary(src: Path, out: Path, qm) -> None:
@@ -155,8 +173,10 @@ def inspect(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List ops, dtypes and every quantized tensor's scale, zero point and axis."""
+    from edgequant.extras import require_for_paths
     from edgequant.inspect.model import inspect_model
 
+    require_for_paths([model], "inspecting")
     summary = inspect_model(model)
     if json_out:
         print(summary.to_json())
@@ -185,6 +205,11 @@ def compare(
     """Size, accuracy, agreement, cosine, SQNR and latency of MODELs vs REFERENCE."""
     import numpy as np
 
+    from edgequant.extras import require_for_paths
+    from edgequant.outputs import plan_outputs
+
+    plan_outputs({"reference": reference, "data": data, "labels": labels}, {})
+    require_for_paths([reference, *models], "comparing")
     from edgequant.analysis.compare import compare as run_compare
     from edgequant.analysis.compare import rows_to_json
 
@@ -230,17 +255,19 @@ def run(
     engine: Annotated[str | None, typer.Option(help="reference | onnxruntime | litert")] = None,
 ) -> None:
     """Run MODEL on DATA and save every output to OUT.npz."""
-    import numpy as np
-
-    from edgequant.graph.io import atomic_write
+    from edgequant.extras import require_for_paths
+    from edgequant.outputs import plan_outputs, write_npz
     from edgequant.runtime.batching import run_batched
     from edgequant.runtime.runner import match_feeds
     from edgequant.runtime.runners import open_runner
 
+    inputs = {"input model": model, "data": data}
+    plan_outputs(inputs, {"output": output})
+    require_for_paths([model], "running")
     runner = open_runner(model, engine=engine)
     outs = run_batched(runner, match_feeds(runner, _npz(data)), 32)
     arrays = dict(zip(runner.output_names, outs, strict=True))
-    atomic_write(output, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    write_npz(output, arrays, inputs)
     console.print(f"{output}: {', '.join(f'{k} {v.shape} {v.dtype}' for k, v in arrays.items())}")
 
 
@@ -260,8 +287,12 @@ def verify(
     ] = None,
 ) -> None:
     """Run the reference interpreter beside the runtime; fail beyond --max-lsb."""
+    from edgequant.extras import require_for_paths
+    from edgequant.outputs import plan_outputs
     from edgequant.runtime.feeds import parse_batch_axes
 
+    plan_outputs({"input model": model, "data": data}, {})
+    require_for_paths([model], "verifying")
     axes = parse_batch_axes(batch_axis or [])
     feeds = _npz(data)
     if model.suffix == ".tflite":
@@ -301,6 +332,12 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("demo_out"),
 ) -> None:
     """Train the seed tutorial CNN on MNIST, quantize it in every mode, print one table."""
+    from edgequant.extras import require_all, require_tflite
+    from edgequant.outputs import plan_outputs
+
+    plan_outputs({}, {"output": out}, folders=["output"])
+    require_all(("torch", "onnxscript", "mlxtend"), "edgequant demo")
+    require_tflite("edgequant demo")
     from edgequant_zoo.demo import run_demo
 
     result = run_demo(out, console=console)
