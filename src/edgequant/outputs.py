@@ -119,7 +119,7 @@ def plan_outputs(inputs: Iterable[PathLike | None] | Mapping[str, PathLike | Non
                     "it would be overwritten; choose another path")
         for other, prev in planned.items():
             if _same(out, prev):
-                raise OutputPathError(f"{role} path {str(path)!r} is also the {other} output; "
+                raise OutputPathError(f"{role} path {str(path)!r} is also the {other} path; "
                                       "give each output its own path")
         planned[role] = out
     return planned
