@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))  # float_models
 
-from float_models import cnn_bn, images  # noqa: E402
+from float_models import cnn_bn, images
 
 
 def sha256(path: Path) -> str:

@@ -90,7 +90,7 @@ def test_plan_outputs_rules(tmp_path):
     src.write_bytes(b"x")
     planned = plan_outputs([src], {"model": tmp_path / "a.onnx", "report": None})
     assert planned == {"model": tmp_path / "a.onnx"}
-    with pytest.raises(OutputPathError, match="report path .* is also the model path"):
+    with pytest.raises(OutputPathError, match=r"report path .* is also the model path"):
         plan_outputs([src], {"model": tmp_path / "a.onnx", "report": tmp_path / "." / "a.onnx"})
     with pytest.raises(OutputPathError, match="is the input"):
         plan_outputs([src], {"model": tmp_path / "sub" / ".." / "in.onnx"})
