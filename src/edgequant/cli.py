@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -41,7 +42,8 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (EdgequantError, ValueError, TypeError, FileNotFoundError, KeyError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False,
+                              soft_wrap=True)  # escape: "edgequant[tflite]" is not markup
             raise typer.Exit(EXIT_USER_ERROR) from None
     return wrapper
 
@@ -135,8 +137,8 @@ def _write_report(data: dict, path: Path, model: Path) -> None:
         save_report(data, path, inputs={"input model": model})
     except Exception as exc:  # deliberately broad: the main output exists and is valid
         why = (str(exc).strip().splitlines() or [""])[0]
-        err_console.print(f"[bold yellow]warning:[/] report {str(path)!r} not written: "
-                          f"{type(exc).__name__}: {why}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold yellow]warning:[/] report {escape(str(path))!r} not written: "
+                          f"{type(exc).__name__}: {escape(why)}", highlight=False, soft_wrap=True)
 
 
 def _print_quantize_summary(src: Path, out: Path, qm) -> None:
@@ -161,9 +163,9 @@ def _print_quantize_summary(src: Path, out: Path, qm) -> None:
             t.add_row(name, q["role"], q["dtype"], f"{q['scale']:.9g}", str(q["zero_point"]))
         console.print(t)
     for note in r.get("notes", []):
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
     for w in r.get("warnings", []):
-        console.print(f"[bold yellow]warning:[/] {w}")
+        console.print(f"[bold yellow]warning:[/] {escape(w)}")
 
 
 @app.command()
