@@ -167,7 +167,7 @@ def dequantize_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]
     pairs = _drop_activation_pairs(out)
     folded = _fold_constants(out)
     _prune_initializers(out)
-    rest = find_quantized(out)
+    rest = sorted(find_quantized(out), key=lambda f: f.kind != "qoperator")  # the real cause first
     if rest:
         raise AlreadyQuantizedError(
             f"cannot requantize: {rest[0].describe()} cannot be turned back into float "
