@@ -40,7 +40,8 @@ def user_errors(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (EdgequantError, ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+        # OSError: a full disk or a vanished folder while writing (paths are checked up front)
+        except (EdgequantError, ValueError, TypeError, OSError, KeyError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False,
                               soft_wrap=True)  # escape: "edgequant[tflite]" is not markup

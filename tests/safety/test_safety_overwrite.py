@@ -102,3 +102,21 @@ def test_distinct_paths_still_work(work):
     assert res.exit_code == 0, (res.stderr, res.exception)
     with np.load(work / "o.npz") as z:
         assert z["logits"].shape == (16, 10)
+
+
+def test_full_disk_while_writing_is_one_line_and_leaves_nothing(work, monkeypatch):
+    import errno
+
+    import onnx
+
+    def full_disk(model, path, *a, **k):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save_model", full_disk)
+    before = snapshot(work)
+    res = invoke("quantize", work / "model.onnx", "-o", work / "q.onnx", "--recipe", "fp16",
+                 "--no-speed-check")
+    assert_one_line_error(res, "No space left on device")
+    assert snapshot(work) == before  # no q.onnx, no partial temp file
