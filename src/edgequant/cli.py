@@ -103,13 +103,15 @@ def quantize(
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
     from edgequant.extras import require_tflite
+    from edgequant.graph.external_data import external_inputs
     from edgequant.outputs import plan_outputs
     from edgequant.ptq.quantizer import quantize as run_quantize
     from edgequant.runtime.feeds import parse_batch_axes
 
     fmt = format_for(output, format, to)
     plan_outputs({"input model": model, "calibration data": calibration,
-                  "recipe file": recipe if recipe.endswith(".json") else None},
+                  "recipe file": recipe if recipe.endswith(".json") else None,
+                  **external_inputs(model)},
                  {"output model": output, "report": report})
     if fmt == "tflite":
         require_tflite("writing .tflite")
@@ -259,12 +261,13 @@ def run(
 ) -> None:
     """Run MODEL on DATA and save every output to OUT.npz."""
     from edgequant.extras import require_for_paths
+    from edgequant.graph.external_data import external_inputs
     from edgequant.outputs import plan_outputs, write_npz
     from edgequant.runtime.batching import run_batched
     from edgequant.runtime.runner import match_feeds
     from edgequant.runtime.runners import open_runner
 
-    inputs = {"input model": model, "data": data}
+    inputs = {"input model": model, "data": data, **external_inputs(model)}
     plan_outputs(inputs, {"output": output})
     require_for_paths([model], "running")
     runner = open_runner(model, engine=engine)

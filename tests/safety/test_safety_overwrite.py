@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import onnx
 import pytest
 from conftest import assert_one_line_error, invoke, snapshot
 
@@ -107,8 +108,6 @@ def test_distinct_paths_still_work(work):
 def test_full_disk_while_writing_is_one_line_and_leaves_nothing(work, monkeypatch):
     import errno
 
-    import onnx
-
     def full_disk(model, path, *a, **k):
         with open(path, "wb") as f:
             f.write(b"partial")
@@ -120,3 +119,17 @@ def test_full_disk_while_writing_is_one_line_and_leaves_nothing(work, monkeypatc
                  "--no-speed-check")
     assert_one_line_error(res, "No space left on device")
     assert snapshot(work) == before  # no q.onnx, no partial temp file
+
+
+def test_output_onto_the_models_external_data(tmp_path):
+    from float_models import cnn_bn
+
+    onnx.save(cnn_bn(), tmp_path / "m.onnx", save_as_external_data=True, location="w.bin",
+                  size_threshold=0)
+    np.savez(tmp_path / "cal.npz", input=np.zeros((2, 1, 12, 12), np.float32))
+    before = snapshot(tmp_path)
+    res = invoke("quantize", tmp_path / "m.onnx", "-o", tmp_path / "w.bin", "--recipe", "fp16")
+    assert_one_line_error(res, "is the external data of initializer")
+    res = invoke("run", tmp_path / "m.onnx", "--data", tmp_path / "cal.npz", "-o", tmp_path / "w.bin")
+    assert_one_line_error(res, "is the external data of initializer")
+    assert snapshot(tmp_path) == before

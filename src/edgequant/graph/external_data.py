@@ -116,3 +116,21 @@ def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike) -> Non
         except Exception as exc:  # onnx raises ValueError / OSError / its own checker errors
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{label}: cannot read its external data: {first}") from exc
+
+
+def external_inputs(path: str | os.PathLike) -> dict[str, Path]:
+    """label → file of every external-data file an ``.onnx`` model at ``path`` reads (so no
+    output lands on one). Unreadable models give ``{}``: ``load_model`` reports them later."""
+    p = Path(path)
+    if p.suffix != ".onnx" or not p.is_file():
+        return {}
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception:
+        return {}
+    files: dict[str, Path] = {}
+    for label, t in all_tensors(model):
+        for e in t.external_data:
+            if e.key == "location" and e.value:
+                files.setdefault(f"external data of {label}", p.parent / e.value)
+    return files
