@@ -46,3 +46,10 @@ def test_edgequant_torch_without_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'edgequant\[torch\]'"):
         import edgequant.torch  # noqa: F401
+
+
+def test_demo_without_its_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    res = invoke("demo", "--out", tmp_path / "d")
+    assert_one_line_error(res, "edgequant demo needs the demo extra", "edgequant[demo]")
+    assert not (tmp_path / "d").exists()

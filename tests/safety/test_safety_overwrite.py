@@ -133,3 +133,10 @@ def test_output_onto_the_models_external_data(tmp_path):
     res = invoke("run", tmp_path / "m.onnx", "--data", tmp_path / "cal.npz", "-o", tmp_path / "w.bin")
     assert_one_line_error(res, "is the external data of initializer")
     assert snapshot(tmp_path) == before
+
+
+def test_demo_folder_that_is_a_file(work):
+    before = snapshot(work)
+    res = invoke("demo", "--out", work / "model.onnx")
+    assert_one_line_error(res, "output folder", "is a file")
+    assert snapshot(work) == before

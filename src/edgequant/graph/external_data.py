@@ -126,7 +126,7 @@ def external_inputs(path: str | os.PathLike) -> dict[str, Path]:
         return {}
     try:
         model = onnx.load(str(p), load_external_data=False)
-    except Exception:
+    except Exception:  # a bad model is load_model's to report, with a reason
         return {}
     files: dict[str, Path] = {}
     for label, t in all_tensors(model):
