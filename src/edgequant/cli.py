@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -39,9 +40,11 @@ def user_errors(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (EdgequantError, ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+        # OSError: a full disk or a vanished folder while writing (paths are checked up front)
+        except (EdgequantError, ValueError, TypeError, OSError, KeyError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False,
+                              soft_wrap=True)  # escape: "edgequant[tflite]" is not markup
             raise typer.Exit(EXIT_USER_ERROR) from None
     return wrapper
 
@@ -95,18 +98,25 @@ def quantize(
     fix_dim: Annotated[list[str] | None, typer.Option(
         help="NAME=SIZE: fix dynamic dim NAME for .tflite output (repeatable), e.g. time=12")
     ] = None,
+    requantize: Annotated[bool, typer.Option(
+        help="an already quantized MODEL: dequantize its weights and quantize again")] = False,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
+    from edgequant.extras import require_tflite
+    from edgequant.graph.external_data import external_inputs
+    from edgequant.outputs import plan_outputs
     from edgequant.ptq.quantizer import quantize as run_quantize
     from edgequant.ptq.quantizer import save_report
     from edgequant.runtime.feeds import parse_batch_axes
 
     fmt = format_for(output, format, to)
-    if output.exists() and model.exists() and output.resolve() == model.resolve():
-        raise ValueError(f"output path {str(output)!r} is the input model; choose another path")
-    if not output.parent.exists():
-        raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
+    plan_outputs({"input model": model, "calibration data": calibration,
+                  "recipe file": recipe if recipe.endswith(".json") else None,
+                  **external_inputs(model)},
+                 {"output model": output, "report": report, "HTML report": html})
+    if fmt == "tflite":
+        require_tflite("writing .tflite")
     rec = _recipe_arg(recipe)
     axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
@@ -114,17 +124,31 @@ def quantize(
         qm = run_quantize(model, rec, calibration, io=io, strict=strict,
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total),
-                          check_speed=speed_check and fmt != "tflite", batch_axes=axes)
+                          check_speed=speed_check and fmt != "tflite", batch_axes=axes,
+                          requantize=requantize)
     out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict,
                   fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)
     if report:
-        save_report(qm.report, report)
+        _write_auxiliary("report", report,
+                         lambda: save_report(qm.report, report, inputs={"input model": model}))
     if html:
         from edgequant.report.html import write_html
         from edgequant.report.pages import quantize_page
 
-        write_html(html, quantize_page(qm.report, str(model), str(out)))
+        _write_auxiliary("HTML report", html,
+                         lambda: write_html(html, quantize_page(qm.report, str(model), str(out))))
+
+
+def _write_auxiliary(what: str, path: Path, write) -> None:
+    """Reports are auxiliary: a failure to write one (disk full…) is a warning, not an error
+    — the model is already written."""
+    try:
+        write()
+    except Exception as exc:  # deliberately broad: the main output exists and is valid
+        why = (str(exc).strip().splitlines() or [""])[0]
+        err_console.print(f"[bold yellow]warning:[/] {what} {escape(str(path))!r} not written: "
+                          f"{type(exc).__name__}: {escape(why)}", highlight=False, soft_wrap=True)
 
 
 def _print_quantize_summary(src: Path, out: Path, qm) -> None:
@@ -149,9 +173,9 @@ def _print_quantize_summary(src: Path, out: Path, qm) -> None:
             t.add_row(name, q["role"], q["dtype"], f"{q['scale']:.9g}", str(q["zero_point"]))
         console.print(t)
     for note in r.get("notes", []):
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
     for w in r.get("warnings", []):
-        console.print(f"[bold yellow]warning:[/] {w}")
+        console.print(f"[bold yellow]warning:[/] {escape(w)}")
 
 
 @app.command()
@@ -161,8 +185,10 @@ def inspect(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List ops, dtypes and every quantized tensor's scale, zero point and axis."""
+    from edgequant.extras import require_for_paths
     from edgequant.inspect.model import inspect_model
 
+    require_for_paths([model], "inspecting")
     summary = inspect_model(model)
     if json_out:
         print(summary.to_json())
@@ -192,6 +218,12 @@ def compare(
     """Size, accuracy, agreement, cosine, SQNR and latency of MODELs vs REFERENCE."""
     import numpy as np
 
+    from edgequant.extras import require_for_paths
+    from edgequant.outputs import plan_outputs
+
+    plan_outputs({"reference": reference, "data": data, "labels": labels, **{
+        f"model {i + 1}": m for i, m in enumerate(models)}}, {"HTML report": html})
+    require_for_paths([reference, *models], "comparing")
     from edgequant.analysis.compare import compare as run_compare
     from edgequant.analysis.compare import rows_to_json
 
@@ -242,17 +274,20 @@ def run(
     engine: Annotated[str | None, typer.Option(help="reference | onnxruntime | litert")] = None,
 ) -> None:
     """Run MODEL on DATA and save every output to OUT.npz."""
-    import numpy as np
-
-    from edgequant.graph.io import atomic_write
+    from edgequant.extras import require_for_paths
+    from edgequant.graph.external_data import external_inputs
+    from edgequant.outputs import plan_outputs, write_npz
     from edgequant.runtime.batching import run_batched
     from edgequant.runtime.runner import match_feeds
     from edgequant.runtime.runners import open_runner
 
+    inputs = {"input model": model, "data": data, **external_inputs(model)}
+    plan_outputs(inputs, {"output": output})
+    require_for_paths([model], "running")
     runner = open_runner(model, engine=engine)
     outs = run_batched(runner, match_feeds(runner, _npz(data)), 32)
     arrays = dict(zip(runner.output_names, outs, strict=True))
-    atomic_write(output, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    write_npz(output, arrays, inputs)
     console.print(f"{output}: {', '.join(f'{k} {v.shape} {v.dtype}' for k, v in arrays.items())}")
 
 
@@ -272,8 +307,12 @@ def verify(
     ] = None,
 ) -> None:
     """Run the reference interpreter beside the runtime; fail beyond --max-lsb."""
+    from edgequant.extras import require_for_paths
+    from edgequant.outputs import plan_outputs
     from edgequant.runtime.feeds import parse_batch_axes
 
+    plan_outputs({"input model": model, "data": data}, {})
+    require_for_paths([model], "verifying")
     axes = parse_batch_axes(batch_axis or [])
     feeds = _npz(data)
     if model.suffix == ".tflite":
@@ -313,6 +352,12 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("demo_out"),
 ) -> None:
     """Train the seed tutorial CNN on MNIST, quantize it in every mode, print one table."""
+    from edgequant.extras import require_all, require_tflite
+    from edgequant.outputs import plan_outputs
+
+    plan_outputs({}, {"output": out}, folders=["output"])
+    require_all(("torch", "onnxscript", "mlxtend"), "edgequant demo")
+    require_tflite("edgequant demo")
     from edgequant_zoo.demo import run_demo
 
     result = run_demo(out, console=console)

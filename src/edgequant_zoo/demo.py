@@ -35,6 +35,7 @@ LATENCY_REPEATS = 50
 def run_demo(out: Path, console=None, seed: int = 0) -> dict[str, Any]:
     """Run the demo into folder ``out``; returns the report dict (also written to disk)."""
     from edgequant.analysis.compare import compare, rows_to_json
+    from edgequant.outputs import atomic_write, write_npz
     from edgequant.ptq.quantizer import quantize
     from edgequant.report.html import write_html
     from edgequant.report.pages import demo_page
@@ -53,9 +54,9 @@ def run_demo(out: Path, console=None, seed: int = 0) -> dict[str, Any]:
 
     float_path = export_onnx(module, out / "tutorial_cnn.onnx", torch.zeros(1, 1, 28, 28))
     cal = split.x_train[:CALIBRATION_SAMPLES]  # (500, 1, 28, 28) float32
-    np.savez(out / "calibration.npz", input=cal)
-    np.savez(out / "test.npz", input=split.x_test)
-    np.save(out / "test_labels.npy", split.y_test)
+    write_npz(out / "calibration.npz", {"input": cal})
+    write_npz(out / "test.npz", {"input": split.x_test})
+    atomic_write(out / "test_labels.npy", lambda tmp: _save_npy(tmp, split.y_test))
 
     paths: dict[str, Path] = {}
     reports: dict[str, dict] = {}
@@ -134,6 +135,11 @@ def _qat(module, split, cal: np.ndarray, out: Path, seed: int) -> tuple[Path, di
     qm = eqt.convert(qat, torch.zeros(1, 1, 28, 28))
     qm.save(out / "model_w8a8_qat.tflite")  # the same trained qparams, for LiteRT
     return qm.save(out / "model_w8a8_qat.onnx"), qm.report
+
+
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a handle: np.save would append .npy to the temp name
+        np.save(f, arr)
 
 
 class _Epochs:

@@ -11,12 +11,13 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import onnx
+
+from edgequant.outputs import atomic_write
 
 __all__ = ["ONNX_OPSET", "export_onnx"]
 
@@ -85,10 +86,9 @@ def export_onnx(
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def _write(tmp_name: str) -> None:
+        tmp = Path(tmp_name)
         with _quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
                 module.eval(),
@@ -107,9 +107,8 @@ def export_onnx(
             # Fallback for exporters that cannot target 21 directly.
             model = onnx.version_converter.convert_version(model, ONNX_OPSET)
             onnx.save(model, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(out, _write)
     log.info("exported %s to %s (opset %d)", type(module).__name__, out, ONNX_OPSET)
     return out
 

@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from edgequant.export.validate import validate_onnx, validate_tflite
+from edgequant.extras import require_tflite
 from edgequant.graph.io import save_model
+from edgequant.outputs import atomic_write, plan_outputs
 
 FORMATS = ("qdq", "qop", "tflite")
 
@@ -51,23 +52,21 @@ def export(qm, path: str | os.PathLike, fmt: str, *, strict: bool = False,
     ``InvalidOutputError`` naming the cause and leaves no file behind. ``fixed_dims``
     (``.tflite`` only) sizes named dynamic dims.
     """
-    out = Path(path)
-    for src in inputs:
-        if src and Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
-            raise ValueError(f"output path {str(out)!r} is the input model; choose another path")
+    sources = [s for s in inputs if s]
+    named = {"input model" + (f" {i + 1}" if i else ""): s for i, s in enumerate(sources)}
+    out = plan_outputs(named, {"output": path})["output"]
     if fmt == "tflite":
+        require_tflite("writing .tflite")
         from edgequant.export.tflite.export import export_tflite
 
-        if not out.parent.is_dir():
-            raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tflite", dir=out.parent)
-        os.close(fd)
-        try:
-            result = export_tflite(qm.model, tmp, strict=strict, fixed_dims=fixed_dims)
+        results = []
+
+        def _write(tmp: str) -> None:
+            results.append(export_tflite(qm.model, tmp, strict=strict, fixed_dims=fixed_dims))
             validate_tflite(tmp, sample)
-            os.replace(tmp, out)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+
+        atomic_write(out, _write)
+        result = results[0]
         if hasattr(result, "path"):
             result.path = out
         qm.report["tflite"] = getattr(result, "to_dict", lambda: {})()

@@ -2,15 +2,14 @@
 
 Loading checks what users most often get wrong before anything else touches the model: a
 missing or truncated file, a file that is not ONNX, external-data paths escaping the model's
-folder, and NaN/Inf in weights. Saving writes to a temporary file in the target folder and
-renames it, so a failure never leaves a half-written model and an input is never overwritten.
+folder (``graph.external_data``), and NaN/Inf in weights. Saving goes through
+``edgequant.outputs.atomic_write`` (temp file + rename, the user's umask), so a failure never
+leaves a half-written model and an input is never overwritten.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,11 @@ import onnx
 from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError, ModelLoadError
+from edgequant.graph.external_data import check_external_data, load_external_data
+from edgequant.outputs import atomic_write
+
+__all__ = ["as_model_proto", "atomic_write", "check_external_data", "check_finite_weights",
+           "load_model", "save_model"]
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -36,9 +40,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         ) from exc
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelLoadError(f"{str(p)!r} is not an ONNX model: it has no graph nodes")
-    check_external_data(model, p.parent)
-    if any(_is_external(t) for t in model.graph.initializer):
-        onnx.load_external_data_for_model(model, str(p.parent))
+    load_external_data(model, p.parent)  # checks every reference before reading any
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -68,27 +70,6 @@ def as_model_proto(model) -> onnx.ModelProto:
     )
 
 
-def _is_external(t: onnx.TensorProto) -> bool:
-    return t.data_location == onnx.TensorProto.EXTERNAL
-
-
-def check_external_data(model: onnx.ModelProto, folder: Path) -> None:
-    """Every external-data location must resolve inside ``folder`` (no ``..``, no absolute)."""
-    root = folder.resolve()
-    for t in model.graph.initializer:
-        if not _is_external(t):
-            continue
-        loc = next((e.value for e in t.external_data if e.key == "location"), "")
-        target = (root / loc).resolve()
-        if Path(loc).is_absolute() or not target.is_relative_to(root):
-            raise ModelLoadError(
-                f"initializer {t.name!r} points to external data {loc!r} outside the model's "
-                f"folder {str(root)!r}; only paths inside that folder are allowed"
-            )
-        if not target.is_file():
-            raise ModelLoadError(f"initializer {t.name!r}: external data file {loc!r} is missing")
-
-
 def check_finite_weights(model: onnx.ModelProto) -> None:
     """Refuse NaN/Inf in float initializers, naming the first offending tensor."""
     for t in model.graph.initializer:
@@ -101,28 +82,6 @@ def check_finite_weights(model: onnx.ModelProto) -> None:
             raise EdgequantError(
                 f"initializer {t.name!r} holds {bad} NaN/Inf value(s); weights must be finite"
             )
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None],
-                 inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``; never overwrite one of ``inputs``."""
-    out = Path(path)
-    for src in inputs:
-        if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
-            raise EdgequantError(
-                f"output path {str(out)!r} is the input model; choose another output path"
-            )
-    if not out.parent.exists():
-        raise EdgequantError(f"output folder {str(out.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike,

@@ -14,13 +14,9 @@ import numpy as np
 
 
 def _schema():
-    try:
-        import ai_edge_litert.schema_py_generated as schema
-    except ImportError as e:
-        raise ImportError(
-            "reading .tflite files needs the tflite extra: pip install 'edgequant[tflite]'"
-        ) from e
-    return schema
+    from edgequant.extras import require
+
+    return require("ai_edge_litert.schema_py_generated", "tflite", "reading .tflite files")
 
 
 def _enum_names(enum_cls) -> dict[int, str]:

@@ -20,14 +20,16 @@ import onnx
 
 from edgequant.errors import CalibrationError, RecipeError, UnsupportedOpError
 from edgequant.export.validate import InvalidOutputError
+from edgequant.graph.already_quantized import refuse_or_dequantize
 from edgequant.graph.contract import META_FORMAT, META_IO, META_RECIPE, tensor_stem
-from edgequant.graph.io import as_model_proto, atomic_write, check_finite_weights
+from edgequant.graph.io import as_model_proto, check_finite_weights
 from edgequant.graph.passes.dynamic import dynamic_matmuls
 from edgequant.graph.passes.fold import prepare_float
 from edgequant.graph.passes.fp16 import store_fp16
 from edgequant.graph.passes.gather_weights import quantize_gathers
 from edgequant.graph.passes.insert_qdq import insert_qdq
 from edgequant.graph.passes.weight_only import dequantize_weights, unfused_dequantize_weights
+from edgequant.ptq.auxiliary import guarded_speed_check
 from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate
 from edgequant.ptq.coverage import check_coverage
 from edgequant.qparams import QParams
@@ -76,8 +78,8 @@ class QuantizedModel:
 def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | None = None, *,
              io: str = "float", strict: bool = False, qparams: Mapping[str, QParams] | None = None,
              batch_size: int = DEFAULT_BATCH, progress: Progress | None = None,
-             check_speed: bool = False, batch_axes: Mapping[str, int] | None = None
-             ) -> QuantizedModel:
+             check_speed: bool = False, batch_axes: Mapping[str, int] | None = None,
+             requantize: bool = False) -> QuantizedModel:
     """Quantize a float ONNX model (path, ``onnx.ModelProto`` or ``onnx_ir.Model``).
 
     ``calibration`` (static recipes) is a DATA.npz path, a dict input name → array (samples on
@@ -89,7 +91,10 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     in ``report["speedup_vs_float"]``, with a warning when the quantized model is slower (the
     CLI turns it on; off by default here because timing costs seconds). ``batch_axes`` maps
     input name → the axis its calibration samples are on (default: the one symbolic dim,
-    else 0; see ``edgequant.runtime.feeds``).
+    else 0; see ``edgequant.runtime.feeds``). An already quantized input (QDQ, QOperator,
+    integer or fp16 weights) is refused naming its first quantized node, unless
+    ``requantize=True``: then its weights are dequantized to float and quantized again, with a
+    warning (``edgequant.graph.already_quantized``).
 
     The plan decides per node: static nodes get calibrated Q/DQ, weight-only nodes integer
     weights with float compute, dynamic nodes run-time activation scales, fp16 nodes float16
@@ -105,13 +110,14 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         raise RecipeError(f"--io {io} needs a full-integer recipe (w8a8, w8a16); {rec.name!r} "
                           f"is {rec.mode}")
     proto = as_model_proto(model)
+    proto, requant_warning = refuse_or_dequantize(proto, requantize)
     check_finite_weights(proto)
     load_notes: list[str] = []
     float_model = prepare_float(proto, load_notes)
     plan = resolve(rec, float_model, io=io)
     overrides = dict(qparams or {})
     report: dict[str, Any] = {"recipe": rec.name, "mode": rec.mode, "io": io,
-                              "notes": load_notes, "warnings": []}
+                              "notes": load_notes, "warnings": list(requant_warning)}
     _strict_check(plan, strict)
     report["warnings"] += check_coverage(float_model, plan, strict)
 
@@ -162,8 +168,9 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         report["io_qparams"] = json.loads(props.get(META_IO, "{}"))
     result = QuantizedModel(qm, plan, used, report, source)
     result.sample = validation_sample(calibration, model_inputs(float_model, batch_axes))
-    if check_speed:
-        _speed_check(float_model, qm, calibration, report, batch_axes)
+    if check_speed:  # auxiliary: any failure becomes a warning in the report
+        guarded_speed_check(float_model, report, lambda: _speed_check(
+            float_model, qm, calibration, report, batch_axes))
     return result
 
 
@@ -282,7 +289,8 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
     return result
 
 
-def save_report(report: dict, path: str | os.PathLike) -> Path:
-    """Write a report dict as JSON atomically."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2,
-                                                                         default=str)))
+def save_report(report: dict, path: str | os.PathLike, inputs=()) -> Path:
+    """Write a report dict as JSON atomically, never onto one of ``inputs``."""
+    from edgequant.outputs import write_text
+
+    return write_text(path, json.dumps(report, indent=2, default=str), inputs)

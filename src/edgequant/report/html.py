@@ -117,14 +117,12 @@ def render_html(report: HtmlReport) -> str:
             f"<script>{_SCRIPT}</script>\n</body></html>\n")
 
 
-def write_html(path: str | os.PathLike, report: HtmlReport) -> Path:
-    """Render ``report`` and write it atomically to ``path``."""
-    from edgequant.graph.io import atomic_write
+def write_html(path: str | os.PathLike, report: HtmlReport, inputs=()) -> Path:
+    """Render ``report`` and write it atomically to ``path`` (never onto one of ``inputs``)."""
+    from edgequant.outputs import write_text
 
     text = render_html(report)  # render first: a chart error leaves no file behind
-    path = Path(path)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return path
+    return write_text(path, text, inputs)
 
 
 def table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:

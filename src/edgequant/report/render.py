@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgequant.graph.io import atomic_write
+from edgequant.outputs import write_text
 
 #: Significant digits of floats in Markdown tables (JSON keeps full precision).
 MD_DIGITS = 4
@@ -97,10 +97,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def write_report(path_stem: str | Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md``; return both paths."""
     stem = Path(path_stem)
@@ -109,6 +105,6 @@ def write_report(path_stem: str | Path, report: Mapping[str, Any]) -> tuple[Path
     stem.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
     text = json.dumps(to_jsonable(report), indent=2, allow_nan=False) + "\n"
-    _atomic_write(json_path, text)
-    _atomic_write(md_path, render_markdown(report))
+    write_text(json_path, text)
+    write_text(md_path, render_markdown(report))
     return json_path, md_path

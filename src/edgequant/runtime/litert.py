@@ -18,11 +18,12 @@ KERNEL_PATHS = {"builtin": False, "xnnpack": True}
 
 
 def litert_missing(path: str | Path, e: Exception) -> ImportError:
-    """The error for running ``path`` without the tflite extra installed."""
-    return ImportError(
-        f"running {Path(path).name} needs LiteRT: install the tflite extra "
-        f"(pip install 'edgequant[tflite]'); import failed with: {e}"
-    )
+    """The error for running ``path`` without the tflite extra installed (one line, caught by
+    the CLI like every ``EdgequantError``)."""
+    from edgequant.extras import MissingExtraError
+
+    return MissingExtraError(f"running {Path(path).name} needs the tflite extra: "
+                             f"pip install 'edgequant[tflite]' ({e})")
 
 
 def check_tflite_file(path: str | Path) -> Path:

@@ -73,6 +73,9 @@ def open_runner(model: onnx.ModelProto | str | os.PathLike, engine: str | None =
         from edgequant.runtime.ort import OrtRunner
 
         return OrtRunner(model, threads=threads)
+    from edgequant.extras import require_tflite
+
+    require_tflite(f"running {Path(model).name}")
     if engine == "reference":
         from edgequant.runtime.tflite_reference import TFLiteReferenceRunner
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (the extra check must run before the modules that import torch)
 """PyTorch front end: export an ``nn.Module`` to ONNX, PTQ it, or train it with QAT.
 
 | function                     | does                                                        |
@@ -10,6 +11,10 @@
 | ``fit_qat``                  | a small training loop (optional distillation), rich progress|
 | ``distillation_loss``        | Hinton KL(student ‖ teacher) at temperature T, times T²     |
 """
+
+from edgequant.extras import require
+
+require("torch", "torch", "edgequant.torch")  # one line naming the extra, not a traceback
 
 from edgequant.torch.calibration import calibration_feeds
 from edgequant.torch.convert import convert

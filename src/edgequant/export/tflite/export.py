@@ -48,7 +48,7 @@ from edgequant.export.tflite import (
 )
 from edgequant.export.tflite.convert import FLOAT_MODES, Converter
 from edgequant.export.tflite.ingest import read_graph
-from edgequant.graph.io import atomic_write
+from edgequant.outputs import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"output folder {str(folder)!r} does not exist (create it first)")
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    write_bytes(path, data)
 
 
 def op_histogram(data: bytes) -> dict[str, int]:
