@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import onnx
 
 from edgequant.errors import CalibrationError
@@ -55,8 +56,6 @@ def prepare_transformer(model: onnx.ModelProto, recipe: Recipe, calibration, not
         return calibration_batches(model, calibration, batch_size, batch_axes)[0]
 
     if alpha is not None:
-        from edgequant.graph.passes.smoothquant import smooth_model
-
         model, extra["smoothquant"] = smooth_model(model, recipe, batches, alpha)
         notes.append(f"SmoothQuant (alpha={alpha}): {len(extra['smoothquant'])} LayerNorm "
                      "group(s) smoothed")
@@ -66,3 +65,38 @@ def prepare_transformer(model: onnx.ModelProto, recipe: Recipe, calibration, not
         model, recipe, extra["outliers"] = split_outliers(model, recipe, batches, threshold)
     GraphInfo.build(model)  # fail here, not in a later stage, if an edit broke the graph
     return model, recipe, calibration, extra
+
+
+def static_nodes(model: onnx.ModelProto, recipe: Recipe) -> set[str]:
+    """Names of the nodes ``recipe`` quantizes in static mode on ``model``."""
+    from edgequant.recipes.plan import resolve
+
+    plan = resolve(recipe, model)
+    return {d.node for d in plan.nodes if d.action == "quantize" and d.mode == "static"}
+
+
+def smooth_model(model: onnx.ModelProto, recipe: Recipe, batches, alpha
+                 ) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """SmoothQuant on every LayerNorm → static MatMul group (see ``graph.passes.smoothquant``);
+    returns the smoothed float model and one report row per group."""
+    from edgequant.graph.passes.smoothquant import apply_smoothing, choose_alpha, smooth_groups
+    from edgequant.ptq.channel_stats import channel_stats
+    from edgequant.recipes.tensors import resolve_weight_spec
+
+    info = GraphInfo.build(model)
+    groups = smooth_groups(model, static_nodes(model, recipe), info)
+    stats = channel_stats(model, [g.tensor for g in groups], batches)
+    rows = []
+    for g in groups:
+        st = stats[g.tensor]
+        weights = [info.const_array(m.input[1]).astype(np.float32) for m in g.matmuls]  # (K, N)
+        wspecs = [resolve_weight_spec(recipe.weights, m, info) for m in g.matmuls]
+        a, s, before, after = choose_alpha(st.rows, st.absmax, weights, alpha,
+                                           recipe.activations, wspecs)
+        if a is not None:
+            apply_smoothing(model, g, s, info)
+        rows.append({"layernorm": g.norm.name or g.tensor,
+                     "matmuls": [m.name or m.output[0] for m in g.matmuls],
+                     "alpha": a, "cloned": bool(g.others and a is not None),
+                     "error_before": round(before, 6), "error_after": round(after, 6)})
+    return model, rows
