@@ -60,9 +60,10 @@ def prepare_transformer(model: onnx.ModelProto, recipe: Recipe, calibration, not
         notes.append(f"SmoothQuant (alpha={alpha}): {len(extra['smoothquant'])} LayerNorm "
                      "group(s) smoothed")
     if threshold is not None:
-        from edgequant.graph.passes.outlier_split import split_outliers
-
         model, recipe, extra["outliers"] = split_outliers(model, recipe, batches, threshold)
+        o = extra["outliers"]
+        notes.append(f"outlier decomposition (threshold {threshold:g}): {len(o['layers'])} "
+                     f"MatMul(s) split, {o['share']:.2%} of their input features in float")
     GraphInfo.build(model)  # fail here, not in a later stage, if an edit broke the graph
     return model, recipe, calibration, extra
 
@@ -100,3 +101,42 @@ def smooth_model(model: onnx.ModelProto, recipe: Recipe, batches, alpha
                      "alpha": a, "cloned": bool(g.others and a is not None),
                      "error_before": round(before, 6), "error_after": round(after, 6)})
     return model, rows
+
+
+def split_outliers(model: onnx.ModelProto, recipe: Recipe, batches, threshold: float
+                   ) -> tuple[onnx.ModelProto, Recipe, dict[str, Any]]:
+    """LLM.int8() decomposition of the MatMuls with constant weights that are static, or
+    float only by the transformer rule for long-tailed FFN inputs; returns the model, the
+    recipe with a rule keeping the outlier parts float, and ``report["outliers"]``."""
+    from edgequant.graph.passes.outlier_split import outlier_features, split_matmuls
+    from edgequant.ptq.channel_stats import channel_stats
+    from edgequant.recipes.plan import resolve
+    from edgequant.recipes.recipe import Rule
+    from edgequant.recipes.transformer import FFN_RULE
+
+    info = GraphInfo.build(model)
+    plan = resolve(recipe, model, info=info)
+    by_name = {(n.name or n.output[0]): n for n in model.graph.node}
+    cands = [d.node for d in plan.nodes if d.op_type == "MatMul"
+             and ((d.action == "quantize" and d.mode == "static")
+                  or (d.action == "float" and d.rule == FFN_RULE))]
+    cands = [c for c in cands if info.is_constant(by_name[c].input[1])
+             and info.const_array(by_name[c].input[1]).ndim == 2]
+    stats = channel_stats(model, [by_name[c].input[0] for c in cands], batches, max_rows=1)
+    targets = {c: outlier_features(stats[by_name[c].input[0]].absmax, threshold) for c in cands}
+    splits = split_matmuls(model, targets, info)
+    floats = tuple(n for s in splits for n in s.float_nodes)
+    if floats:
+        recipe = recipe.with_rules(Rule(nodes=tuple(dict.fromkeys(floats)), action="float",
+                                        name="outlier decomposition: outlier features float"))
+    ints = tuple(s.int8_matmul for s in splits if by_name[s.matmul] is not None
+                 and next(d for d in plan.nodes if d.node == s.matmul).action == "float")
+    if ints:  # the int8 part of a MatMul the transformer rules kept float
+        recipe = recipe.with_rules(Rule(nodes=ints, name="outlier decomposition: inliers int8"))
+    total = sum(s.features for s in splits)
+    report = {"threshold": threshold, "matmuls_checked": len(cands),
+              "share": (sum(len(s.outliers) for s in splits) / total) if total else 0.0,
+              "layers": [{"matmul": s.matmul, "features": s.features,
+                          "outlier_features": len(s.outliers), "share": round(s.share, 4),
+                          "int8_matmul": s.int8_matmul} for s in splits]}
+    return model, recipe, report

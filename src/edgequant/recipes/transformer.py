@@ -34,6 +34,8 @@ from edgequant.recipes.recipe import Recipe, Rule
 FLOAT_OPS = ("Softmax", "Add", "Mul", "Div", "Sub", "Where")
 #: Producers after which a MatMul's input is long-tailed (the FFN's second linear).
 NONLINEAR_PRODUCERS = ("Gelu", "Erf", "Tanh", "Mul", "Relu", "Sigmoid", "FastGelu")
+#: The name of the rule keeping FFN-output MatMuls float (the outlier decomposition splits them).
+FFN_RULE = "transformer: MatMul after GELU float (long-tailed input)"
 #: Ops between the attention-score MatMul and its Softmax (scaling, masking, moves).
 SCORE_OPS = ("Mul", "Div", "Add", *SCORE_PASS_OPS)
 
@@ -97,8 +99,7 @@ def transformer_rules(model: onnx.ModelProto, info: GraphInfo | None = None) -> 
                           name="transformer: attention-mask path float"))
     ffn = ffn_output_matmuls(model, info)
     if ffn:
-        rules.append(Rule(nodes=tuple(ffn), action="float",
-                          name="transformer: MatMul after GELU float (long-tailed input)"))
+        rules.append(Rule(nodes=tuple(ffn), action="float", name=FFN_RULE))
     return tuple(rules)
 
 
