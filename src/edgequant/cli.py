@@ -94,6 +94,11 @@ def quantize(
     fix_dim: Annotated[list[str] | None, typer.Option(
         help="NAME=SIZE: fix dynamic dim NAME for .tflite output (repeatable), e.g. time=12")
     ] = None,
+    smoothquant: Annotated[str | None, typer.Option(
+        help="SmoothQuant alpha in [0, 1], or 'search' (best per LayerNorm group)")] = None,
+    outlier_threshold: Annotated[float | None, typer.Option(
+        help="LLM.int8() decomposition: input features with calibrated max |x| above this "
+             "run in float")] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
@@ -107,6 +112,9 @@ def quantize(
     if not output.parent.exists():
         raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
     rec = _recipe_arg(recipe)
+    from edgequant.recipes.transformer import cli_options
+
+    rec = rec.with_options(**cli_options(smoothquant, outlier_threshold))
     axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
         task = bar.add_task("calibrating", total=None)

@@ -120,3 +120,21 @@ def with_transformer_rules(recipe: Recipe, model: onnx.ModelProto,
     note = (f"transformer graph: {len(rules)} transformer rule(s) applied first "
             f"({'; '.join(r.label for r in rules)}); option transformer_rules='off' turns them off")
     return replace(recipe, rules=(*rules, *recipe.rules)), [note]
+
+
+def cli_options(smoothquant: str | None, outlier_threshold: float | None) -> dict[str, object]:
+    """Recipe options from ``--smoothquant ALPHA|search`` and ``--outlier-threshold T``."""
+    out: dict[str, object] = {}
+    if smoothquant is not None:
+        text = smoothquant.strip().lower()
+        if text == "search":
+            out["smoothquant_alpha"] = "search"
+        else:
+            try:
+                out["smoothquant_alpha"] = float(text)
+            except ValueError:
+                raise ValueError(f"--smoothquant {smoothquant!r}: use a number in [0, 1] or "
+                                 "'search'") from None
+    if outlier_threshold is not None:
+        out["outlier_threshold"] = float(outlier_threshold)
+    return out
