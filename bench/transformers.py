@@ -13,7 +13,7 @@ per-channel int8 weights, uint8 activations, same calibration text) and ``quanti
 size ratio to float, and speed relative to float (float ms / model ms; > 1 is faster) in
 onnxruntime, 1 thread, at batch 1 and 16 (interleaved rounds, median).
 
-Run: ``.venv/bin/python bench/transformers.py [--calib 64] [--eval 200] [--threshold 2]``
+Run: ``.venv/bin/python bench/transformers.py [--calib 64] [--eval 200] [--threshold 3]``
 
 Measured (this machine, 2 shared cores, onnxruntime 1 thread, --calib 64 --eval 200):
 
@@ -48,7 +48,10 @@ def ort_static(src: Path, dst: Path, cal: dict[str, np.ndarray]) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = dst.with_name(dst.stem + "_pre.onnx")
-    quant_pre_process(str(src), str(pre))
+    try:
+        quant_pre_process(str(src), str(pre))
+    except Exception:  # its symbolic shape inference gives up on the dynamo SDPA graph
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     n = len(cal["input_ids"])
 
     class Reader(CalibrationDataReader):
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--eval", type=int, default=200)
-    ap.add_argument("--threshold", type=float, default=2.0, help="LLM.int8 outlier threshold")
+    ap.add_argument("--threshold", type=float, default=3.0, help="LLM.int8 outlier threshold")
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args(argv)
     cal = tokenize(docstring_corpus(args.calib, modules=CALIBRATION_MODULES), SEQ_LEN)

@@ -97,3 +97,16 @@ def test_transformer_rules_off_collapses_onto_the_mask(bert_onnx):
     feeds = tokens(16, seed=7)
     c = cosines(run(onnx.load(bert_onnx), feeds), run(qm.model, feeds))
     assert c.mean() < MIN_COSINE
+
+
+def test_model_without_mask_input(tmp_path):
+    """No attention_mask input (Hugging Face builds an all-ones mask from the shape)."""
+    from tiny_bert import export, tiny_bert
+
+    path = export(tiny_bert("sdpa", with_mask=False), tmp_path / "nomask.onnx",
+                  names=("input_ids",))
+    ids = {"input_ids": tokens(16, seed=0)["input_ids"]}
+    qm = eq.quantize(path, "w8a8", ids)
+    assert any("transformer rule" in n for n in qm.report["notes"])
+    ev = {"input_ids": tokens(8, seed=4)["input_ids"]}
+    assert cosines(run(onnx.load(path), ev), run(qm.model, ev)).mean() >= MIN_COSINE

@@ -129,8 +129,8 @@ def split_outliers(model: onnx.ModelProto, recipe: Recipe, batches, threshold: f
     if floats:
         recipe = recipe.with_rules(Rule(nodes=tuple(dict.fromkeys(floats)), action="float",
                                         name="outlier decomposition: outlier features float"))
-    ints = tuple(s.int8_matmul for s in splits if by_name[s.matmul] is not None
-                 and next(d for d in plan.nodes if d.node == s.matmul).action == "float")
+    kept_float = {d.node for d in plan.nodes if d.action == "float"}
+    ints = tuple(s.int8_matmul for s in splits if s.matmul in kept_float)
     if ints:  # the int8 part of a MatMul the transformer rules kept float
         recipe = recipe.with_rules(Rule(nodes=ints, name="outlier decomposition: inliers int8"))
     total = sum(s.features for s in splits)
