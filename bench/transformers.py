@@ -29,6 +29,16 @@ onnxruntime 1 thread, --calib 64 --eval 200 --repeats 8):
     onnxruntime quantize_dynamic            0.9932   0.9866  0.257      1.67       2.00
     (LLM.int8 t=3: 9.2% of the split MatMuls' input features in float)
 
+    [eager attention]
+    model                                 mean cos  min cos   size x fp32 b1 x fp32 b16
+    fp32                                    1.0000   1.0000  1.000      1.00       1.00
+    edgequant w8a8                          0.9909   0.9780  0.370      1.83       1.67
+    edgequant w8a8 + SmoothQuant            0.9969   0.9922  0.370      1.75       1.66
+    edgequant w8a8 + LLM.int8 (t=3)         0.9951   0.9911  0.287      1.21       1.19
+    edgequant w8_dynamic                    0.9976   0.9952  0.253      1.76       1.60
+    onnxruntime quantize_static             0.3408   0.0533  0.257      1.89       1.89
+    onnxruntime quantize_dynamic            0.9932   0.9867  0.256      1.98       1.86
+
 Static w8a8 (transformer rules by default) meets the issue's bar (mean cosine ≥ 0.99,
 faster than fp32); onnxruntime's static quantizer collapses on the mask (0.34). The static
 file stays at 0.37x because the FFN-output MatMuls are float; the LLM.int8 split makes their
