@@ -100,6 +100,11 @@ def quantize(
     ] = None,
     requantize: Annotated[bool, typer.Option(
         help="an already quantized MODEL: dequantize its weights and quantize again")] = False,
+    smoothquant: Annotated[str | None, typer.Option(
+        help="SmoothQuant alpha in [0, 1], or 'search' (best per LayerNorm group)")] = None,
+    outlier_threshold: Annotated[float | None, typer.Option(
+        help="LLM.int8() decomposition: input features with calibrated max |x| above this "
+             "run in float")] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
@@ -118,6 +123,9 @@ def quantize(
     if fmt == "tflite":
         require_tflite("writing .tflite")
     rec = _recipe_arg(recipe)
+    from edgequant.recipes.transformer import cli_options
+
+    rec = rec.with_options(**cli_options(smoothquant, outlier_threshold))
     axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
         task = bar.add_task("calibrating", total=None)

@@ -11,7 +11,8 @@ import inspect
 
 import numpy as np
 
-__all__ = ["CORPUS_MODULES", "MIN_DOCSTRING_CHARS", "docstring_corpus"]
+__all__ = ["CALIBRATION_MODULES", "CORPUS_MODULES", "EVALUATION_MODULES", "MIN_DOCSTRING_CHARS",
+           "docstring_corpus"]
 
 # Pure-library modules with many documented public functions and classes; no module here
 # has import-time side effects (unlike `this` or `antigravity`).
@@ -24,6 +25,11 @@ CORPUS_MODULES = (
     "tarfile", "tempfile", "textwrap", "threading", "tokenize", "typing", "urllib.parse",
     "uuid", "zipfile",
 )  # fmt: skip
+
+#: A disjoint split by module (every other module in name order), so calibration text and
+#: evaluation text never come from the same module.
+CALIBRATION_MODULES = tuple(sorted(CORPUS_MODULES)[0::2])
+EVALUATION_MODULES = tuple(sorted(CORPUS_MODULES)[1::2])
 
 # Shorter docstrings ("Return self.") carry almost no sentence content.
 MIN_DOCSTRING_CHARS = 40
@@ -49,16 +55,22 @@ def _module_docstrings(module_name: str) -> list[str]:
     return [inspect.cleandoc(d) for d in docs if isinstance(d, str)]
 
 
-def docstring_corpus(n: int = 200, seed: int = 0) -> list[str]:
+def docstring_corpus(n: int = 200, seed: int = 0,
+                     modules: tuple[str, ...] = CORPUS_MODULES) -> list[str]:
     """``n`` distinct standard-library docstrings, each ≥ MIN_DOCSTRING_CHARS characters.
 
     Same ``n`` and ``seed`` → same list in the same order (for one Python version).
+    ``modules`` restricts the pool (e.g. :data:`CALIBRATION_MODULES` or
+    :data:`EVALUATION_MODULES` for a disjoint split); each must be in :data:`CORPUS_MODULES`.
     """
     if n < 1:
         raise ValueError(f"docstring_corpus: n={n}; allowed is n >= 1")
+    unknown = sorted(set(modules) - set(CORPUS_MODULES))
+    if unknown:
+        raise ValueError(f"docstring_corpus: modules {unknown} are not in CORPUS_MODULES")
     seen: set[str] = set()
     pool: list[str] = []
-    for module_name in sorted(CORPUS_MODULES):
+    for module_name in sorted(modules):
         for doc in _module_docstrings(module_name):
             if len(doc) >= MIN_DOCSTRING_CHARS and doc not in seen:
                 seen.add(doc)

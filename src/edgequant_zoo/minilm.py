@@ -87,14 +87,18 @@ def tokenize(texts: list[str], seq_len: int = 128) -> dict[str, np.ndarray]:
     return {name: np.asarray(enc[name], dtype=np.int64) for name in MINILM_INPUTS}
 
 
-def _embedder(st):
+#: Attention implementations :func:`export_minilm` accepts (Hugging Face names).
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+def _embedder(st, attn_implementation: str = "eager"):
     import torch
     from torch import nn
 
     bert = st[0].auto_model
-    # Eager attention exports as plain MatMul/Softmax/Add instead of SDPA's NaN guards
-    # (IsNaN/Where), which is simpler to quantize and numerically identical.
-    bert.set_attn_implementation("eager")
+    # Eager attention exports as plain MatMul/Softmax/Add; SDPA (the Hugging Face default)
+    # adds NaN guards (IsNaN/Where) and a dtype-minimum mask. Both are numerically identical.
+    bert.set_attn_implementation(attn_implementation)
 
     class MiniLMEmbedder(nn.Module):
         """(input_ids, attention_mask, token_type_ids) → L2-normalised mean-pooled (N, 384)."""
@@ -116,13 +120,18 @@ def _embedder(st):
     return MiniLMEmbedder().eval()
 
 
-def export_minilm(path: str | os.PathLike[str], seq_len: int = 128) -> Path:
+def export_minilm(path: str | os.PathLike[str], seq_len: int = 128,
+                  attn_implementation: str = "eager") -> Path:
     """Export all-MiniLM-L6-v2 + mean pooling + L2 norm to float ONNX (opset 21) at ``path``.
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, dynamic ``batch``
     and ``sequence`` axes); output ``sentence_embedding`` (batch, 384) float32. ``seq_len``
-    is the example length used for tracing.
+    is the example length used for tracing. ``attn_implementation`` is ``"eager"`` or
+    ``"sdpa"`` (Hugging Face's default: scaled_dot_product_attention with a dtype-min mask).
     """
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"export_minilm: attn_implementation={attn_implementation!r}; allowed: "
+                         f"{list(ATTN_IMPLEMENTATIONS)}")
     st = load_sentence_transformer()
     feeds = tokenize(docstring_corpus(n=2), seq_len=seq_len)
     import torch
@@ -130,7 +139,7 @@ def export_minilm(path: str | os.PathLike[str], seq_len: int = 128) -> Path:
     example = tuple(torch.from_numpy(feeds[name]) for name in MINILM_INPUTS)
     axes = {name: {0: "batch", 1: "sequence"} for name in MINILM_INPUTS}
     return export_onnx(
-        _embedder(st),
+        _embedder(st, attn_implementation),
         path,
         example,
         input_names=MINILM_INPUTS,

@@ -7,6 +7,7 @@ handed to the observers and dropped before the next batch runs.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -15,6 +16,9 @@ import onnx
 from edgequant.errors import CalibrationError
 from edgequant.observers import make_observer
 from edgequant.qparams import QParams
+from edgequant.runtime.batching import batches as sample_batches
+from edgequant.runtime.batching import num_samples
+from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs
 from edgequant.runtime.sessions import ort_session
 from edgequant.spec import QuantSpec
 
@@ -63,3 +67,47 @@ def calibrate(model: onnx.ModelProto, specs: Mapping[str, QuantSpec],
         raise CalibrationError("the calibration set is empty: give at least one sample")
     log.info("calibrated %d tensors on %d samples", len(names), seen)
     return {n: observers[n].qparams() for n in names}
+
+
+def calibration_batches(model: onnx.ModelProto, calibration, batch_size: int = DEFAULT_BATCH,
+                        batch_axes: Mapping[str, int] | None = None
+                        ) -> tuple[Iterable[dict[str, np.ndarray]], int | None]:
+    """Checked feeds to run ``model`` on, and the sample count when known.
+
+    ``calibration`` is a DATA.npz path or a dict (split into batches of ``batch_size`` on
+    each input's batch axis) or an iterable of dicts, each run as given — the way to
+    calibrate on mixed sequence lengths (every batch padded to its own length).
+    """
+    inputs = model_inputs(model, batch_axes)
+    if isinstance(calibration, str | os.PathLike | Mapping):
+        feeds = load_feeds(calibration, inputs, what="calibration data")
+        axes = batch_axes_of(inputs)
+        check_shared_dims(feeds, model, "calibration data")
+        batches = (b.feeds for b in sample_batches(
+            feeds, {i.name: i.shape for i in inputs}, batch_size, pad=False, axes=axes))
+        return batches, num_samples(feeds, axes)
+
+    def checked(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = load_feeds(batch, inputs, what="calibration batch")
+        check_shared_dims(feeds, model, "calibration batch")
+        return feeds
+    return (checked(b) for b in calibration), None
+
+
+def check_shared_dims(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto, what: str) -> None:
+    """Inputs declaring the same named dim (``sequence``) must agree on its size: a batch whose
+    ``input_ids`` are 128 long and ``attention_mask`` 64 long is refused, naming both."""
+    sizes: dict[str, tuple[str, int]] = {}
+    for vi in model.graph.input:
+        if vi.name not in feeds:
+            continue
+        arr = np.asarray(feeds[vi.name])
+        for axis, d in enumerate(vi.type.tensor_type.shape.dim):
+            if not d.dim_param or axis >= arr.ndim:
+                continue
+            seen = sizes.setdefault(d.dim_param, (vi.name, arr.shape[axis]))
+            if seen[1] != arr.shape[axis]:
+                raise CalibrationError(
+                    f"{what}: input {vi.name!r} has {d.dim_param!r} = {arr.shape[axis]} (axis "
+                    f"{axis}) but input {seen[0]!r} has {seen[1]}; inputs sharing a named dim "
+                    "must agree (pad every input of a batch to one length)")

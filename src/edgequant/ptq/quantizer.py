@@ -28,17 +28,17 @@ from edgequant.graph.passes.fold import prepare_float
 from edgequant.graph.passes.fp16 import store_fp16
 from edgequant.graph.passes.gather_weights import quantize_gathers
 from edgequant.graph.passes.insert_qdq import insert_qdq
+from edgequant.graph.passes.mask_path import finite_mask_constants
 from edgequant.graph.passes.weight_only import dequantize_weights, unfused_dequantize_weights
 from edgequant.ptq.auxiliary import guarded_speed_check
-from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate
+from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate, calibration_batches
 from edgequant.ptq.coverage import check_coverage
+from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
 from edgequant.report.precision import precision_rows
-from edgequant.runtime.batching import batches as sample_batches
-from edgequant.runtime.batching import num_samples
 from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs, validation_sample
 from edgequant.spec import PerTensor, QType, QuantSpec
 
@@ -111,13 +111,16 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
                           f"is {rec.mode}")
     proto = as_model_proto(model)
     proto, requant_warning = refuse_or_dequantize(proto, requantize)
+    proto, load_notes = finite_mask_constants(proto)  # -inf attention masks: before the check
     check_finite_weights(proto)
-    load_notes: list[str] = []
     float_model = prepare_float(proto, load_notes)
+    float_model, rec, calibration, extra = prepare_transformer(
+        float_model, rec, calibration, load_notes, batch_size=batch_size, batch_axes=batch_axes)
     plan = resolve(rec, float_model, io=io)
     overrides = dict(qparams or {})
     report: dict[str, Any] = {"recipe": rec.name, "mode": rec.mode, "io": io,
-                              "notes": load_notes, "warnings": list(requant_warning)}
+                              "notes": load_notes, "warnings": list(requant_warning),
+                              **extra}
     _strict_check(plan, strict)
     report["warnings"] += check_coverage(float_model, plan, strict)
 
@@ -139,7 +142,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         report["notes"].append(f"calibration data ignored: recipe {rec.name} needs none")
     # after the static Q/DQ: whether onnxruntime fuses an int4 MatMul depends on its
     # neighbours (it does not when the MatMul reads a DequantizeLinear or feeds a Q)
-    if "weight_only" in modes:
+    if "weight_only" in modes and set(_weight_only_names(plan)) - set(used):
         qm, more = _weight_only(qm, plan, overrides, report)
         used.update(more)
     if "dynamic" in modes:
@@ -177,7 +180,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
 def _weight_only(qm: onnx.ModelProto, plan: QuantPlan, overrides, report
                  ) -> tuple[onnx.ModelProto, dict[str, QParams]]:
     """Weight-only nodes: integer weights (int4 blocks for MatMul / Gemm), float compute."""
-    names = [t.tensor for t in plan.quantized("weight", mode="weight_only")]
+    names = _weight_only_names(plan)
     first, more = dequantize_weights(_copy(qm), plan, names, weight_qparams=overrides)
     slow = unfused_dequantize_weights(first)  # onnxruntime would dequantize every run
     if slow:
@@ -197,6 +200,10 @@ def _weight_only(qm: onnx.ModelProto, plan: QuantPlan, overrides, report
         "default computes with int8 activations (session option "
         "session.qdq_matmulnbits_accuracy_level=4); set it to 0 for float activations")
     return qm, more
+
+
+def _weight_only_names(plan: QuantPlan) -> list[str]:
+    return [t.tensor for t in plan.quantized("weight", mode="weight_only")]
 
 
 def _dynamic(qm: onnx.ModelProto, plan: QuantPlan, overrides, done_before: set[str], report
@@ -272,17 +279,7 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
             f"recipe {plan.recipe.name!r} calibrates activations: give calibration data "
             "(--calibration DATA.npz, one array per model input, samples on the first axis)"
         )
-    inputs = model_inputs(model, batch_axes)
-    if isinstance(calibration, str | os.PathLike | Mapping):
-        feeds = load_feeds(calibration, inputs, what="calibration data")
-        axes = batch_axes_of(inputs)
-        n = num_samples(feeds, axes)
-        batches: Iterable = (b.feeds for b in sample_batches(
-            feeds, {i.name: i.shape for i in inputs}, batch_size, pad=False, axes=axes))
-        total = n
-    else:
-        batches = (load_feeds(b, inputs, what="calibration batch") for b in calibration)
-        total = None
+    batches, total = calibration_batches(model, calibration, batch_size, batch_axes)
     sources = {k: plan.tensors[k].tensor for k in specs}
     result.update(calibrate(model, specs, batches, total=total, progress=progress,
                             tensors=sources))

@@ -55,8 +55,33 @@ def number(lo: float, hi: float, integer: bool = False) -> Callable[[Any], Any]:
     return check
 
 
+def optional(check: Callable[[Any], Any], *extra: Any) -> Callable[[Any], Any]:
+    """``check`` that also accepts ``None`` (off) and the literal values in ``extra``."""
+    def wrapped(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value in extra):
+            return value
+        try:
+            return check(value)
+        except ValueError as exc:
+            more = ", ".join(repr(e) for e in (None, *extra))
+            raise ValueError(f"{exc} (or {more})") from None
+    return wrapped
+
+
 #: name → Option. Algorithms add their entries here (one home for every option name).
 OPTIONS: dict[str, Option] = {
+    "transformer_rules": Option(
+        "auto", "static recipes: keep the attention-mask path, Softmax, LayerNorm, GELU and "
+        "residual Adds float (edgequant.recipes.transformer); auto = when the graph is a "
+        "transformer", one_of("auto", "on", "off")),
+    "smoothquant_alpha": Option(
+        None, "SmoothQuant migration strength in [0, 1] for static MatMuls after LayerNorm "
+        "(or 'search': the best of a grid per layer, by output error on calibration data); "
+        "None = off", optional(number(0.0, 1.0), "search")),
+    "outlier_threshold": Option(
+        None, "LLM.int8()-style decomposition: input features of a static MatMul whose "
+        "calibrated max |x| exceeds this run in a float MatMul, the rest in int8; None = off",
+        optional(number(1e-6, float("inf")))),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
+from dataclasses import replace
 
 import onnx
 
@@ -34,6 +35,11 @@ from edgequant.recipes.tensors import (
     tensor_decisions,
     weight_axes,
 )
+
+#: Modes whose plans store embedding tables (Gather from a constant 2-D table) as int8 rows,
+#: dequantized after the lookup (static plans do it in weight-only mode: the lookup has no
+#: integer kernel worth a Q/DQ seam, and the table is most of a small transformer's size).
+TABLE_MODES = ("dynamic", "weight_only", "static")
 
 __all__ = ["TABLE_SPEC", "Choice", "NodeDecision", "QuantPlan", "TensorDecision", "resolve",
            "resolve_weight_spec", "weight_axes"]
@@ -166,8 +172,10 @@ def resolve(recipe: Recipe, model: onnx.ModelProto, io: str = "float",
         c, matched = _choose(recipe, node)
         if not matched:
             c = _follow_producer(node, info, choices) or c
+        table = is_table_gather(node, info) and c.mode in TABLE_MODES
+        if table and c.mode == "static":  # no integer Gather→float seam: int8 rows, float after
+            c = replace(c, mode="weight_only")
         choices[name] = c
-        table = is_table_gather(node, info) and c.mode in ("dynamic", "weight_only")
         fp16 = c.mode == "fp16" and any(i in fp32 for i in node.input)
         if not (table or fp16 or _computes_on_floats(node, info)):
             reason = f"mode {c.mode}" if c.mode in ("none", "fp16") else "no float compute"

@@ -1,0 +1,178 @@
+"""all-MiniLM-L6-v2 (real weights) quantized every way, side by side in one run.
+
+The sentence-transformers pipeline (BERT → masked mean pooling → L2 norm) is exported from
+the Hugging Face model twice, with SDPA attention (the Hugging Face default: dtype-minimum
+mask, IsNaN guards) and with eager attention. Text is real: stdlib docstrings, calibration
+and evaluation drawn from disjoint modules (``edgequant_zoo.corpus``), 128 tokens, padded.
+
+Rows: edgequant ``w8a8`` (static; the transformer rules apply by default), ``w8a8`` +
+SmoothQuant (alpha searched per LayerNorm group), ``w8a8`` + LLM.int8() decomposition,
+``w8_dynamic``, and onnxruntime's ``quantize_static`` (after ``quant_pre_process``, QDQ,
+per-channel int8 weights, uint8 activations, same calibration text) and ``quantize_dynamic``
+(per-channel). Columns: mean and minimum cosine of the sentence embeddings to float, file
+size ratio to float, and speed relative to float (float ms / model ms; > 1 is faster) in
+onnxruntime, 1 thread, at batch 1 and 16 (interleaved rounds, median).
+
+Run: ``.venv/bin/python bench/transformers.py [--calib 64] [--eval 200] [--threshold 3]``
+
+Measured 2026-12-02 (2 cores shared with other jobs, load ~30, so speed ratios are noisy;
+onnxruntime 1 thread, --calib 64 --eval 200 --repeats 8):
+
+    [sdpa attention]
+    model                                 mean cos  min cos   size x fp32 b1 x fp32 b16
+    fp32                                    1.0000   1.0000  1.000      1.00       1.00
+    edgequant w8a8                          0.9908   0.9780  0.369      1.43       1.91
+    edgequant w8a8 + SmoothQuant            0.9969   0.9932  0.370      1.44       1.68
+    edgequant w8a8 + LLM.int8 (t=3)         0.9951   0.9911  0.287      1.11       1.25
+    edgequant w8_dynamic                    0.9976   0.9952  0.252      1.67       1.86
+    onnxruntime quantize_static             0.3397   0.0750  0.251      1.37       1.81
+    onnxruntime quantize_dynamic            0.9932   0.9866  0.257      1.67       2.00
+    (LLM.int8 t=3: 9.2% of the split MatMuls' input features in float)
+
+    [eager attention]
+    model                                 mean cos  min cos   size x fp32 b1 x fp32 b16
+    fp32                                    1.0000   1.0000  1.000      1.00       1.00
+    edgequant w8a8                          0.9909   0.9780  0.370      1.83       1.67
+    edgequant w8a8 + SmoothQuant            0.9969   0.9922  0.370      1.75       1.66
+    edgequant w8a8 + LLM.int8 (t=3)         0.9951   0.9911  0.287      1.21       1.19
+    edgequant w8_dynamic                    0.9976   0.9952  0.253      1.76       1.60
+    onnxruntime quantize_static             0.3408   0.0533  0.257      1.89       1.89
+    onnxruntime quantize_dynamic            0.9932   0.9867  0.256      1.98       1.86
+
+Static w8a8 (transformer rules by default) meets the issue's bar (mean cosine ≥ 0.99,
+faster than fp32); onnxruntime's static quantizer collapses on the mask (0.34). The static
+file stays at 0.37x because the FFN-output MatMuls are float; the LLM.int8 split makes their
+inliers int8 (0.29x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+# This file is named like the Hugging Face package it imports indirectly: drop its folder
+# from the import path, or ``import transformers`` would find this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+import edgequant as eq  # noqa: E402
+from edgequant.analysis.latency import measure_interleaved  # noqa: E402
+from edgequant_zoo.corpus import CALIBRATION_MODULES, EVALUATION_MODULES, docstring_corpus  # noqa: E402
+from edgequant_zoo.minilm import MINILM_INPUTS, export_minilm, tokenize  # noqa: E402
+
+SEQ_LEN = 128
+
+
+def ort_static(src: Path, dst: Path, cal: dict[str, np.ndarray]) -> Path:
+    """onnxruntime's recommended static flow: quant_pre_process, then quantize_static."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = dst.with_name(dst.stem + "_pre.onnx")
+    try:
+        quant_pre_process(str(src), str(pre))
+    except Exception:  # its symbolic shape inference gives up on the dynamo SDPA graph
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    n = len(cal["input_ids"])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{k: v[i:i + 8] for k, v in cal.items()} for i in range(0, n, 8)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return dst
+
+
+def ort_dynamic(src: Path, dst: Path) -> Path:
+    """onnxruntime's dynamic quantizer, per-channel int8 weights."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    return dst
+
+
+def session(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def embed(s: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    n = len(feeds["input_ids"])
+    return np.concatenate([s.run(None, {k: v[i:i + 25] for k, v in feeds.items()})[0]
+                           for i in range(0, n, 25)])  # (n, 384)
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1),
+                                       1e-12)  # (n,)
+
+
+def build(attn: str, d: Path, cal: dict, threshold: float) -> dict[str, Path]:
+    src = export_minilm(d / f"minilm_{attn}.onnx", seq_len=SEQ_LEN, attn_implementation=attn)
+    w8a8 = eq.get_recipe("w8a8")
+    paths = {"fp32": src}
+    for name, recipe in (("edgequant w8a8", w8a8),
+                         ("edgequant w8a8 + SmoothQuant", w8a8.with_options(
+                             smoothquant_alpha="search")),
+                         (f"edgequant w8a8 + LLM.int8 (t={threshold:g})", w8a8.with_options(
+                             outlier_threshold=threshold))):
+        qm = eq.quantize(str(src), recipe, cal)
+        paths[name] = qm.save(d / f"{attn}_{len(paths)}.onnx")
+        if "outliers" in qm.report:
+            print(f"  [{attn}] outlier share (input features in float): "
+                  f"{qm.report['outliers']['share']:.2%}")
+    paths["edgequant w8_dynamic"] = eq.quantize(str(src), "w8_dynamic").save(
+        d / f"{attn}_dyn.onnx")
+    paths["onnxruntime quantize_static"] = ort_static(src, d / f"{attn}_ort_static.onnx", cal)
+    paths["onnxruntime quantize_dynamic"] = ort_dynamic(src, d / f"{attn}_ort_dyn.onnx")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib", type=int, default=64)
+    ap.add_argument("--eval", type=int, default=200)
+    ap.add_argument("--threshold", type=float, default=3.0, help="LLM.int8 outlier threshold")
+    ap.add_argument("--repeats", type=int, default=10)
+    args = ap.parse_args(argv)
+    cal = tokenize(docstring_corpus(args.calib, modules=CALIBRATION_MODULES), SEQ_LEN)
+    ev = tokenize(docstring_corpus(args.eval, modules=EVALUATION_MODULES), SEQ_LEN)
+    one = {k: v[:1] for k, v in ev.items()}
+    sixteen = {k: v[:16] for k, v in ev.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        print(f"all-MiniLM-L6-v2, {args.calib} calibration / {args.eval} evaluation docstrings "
+              f"(disjoint modules), {SEQ_LEN} tokens, onnxruntime 1 thread")
+        for attn in ("sdpa", "eager"):
+            paths = build(attn, d, cal, args.threshold)
+            sess = {k: session(p) for k, p in paths.items()}
+            ref = embed(sess["fp32"], ev)
+            speed = {}
+            for label, feeds in (("b1", one), ("b16", sixteen)):
+                ms = measure_interleaved({k: (lambda s=s, f=feeds: s.run(None, f))
+                                          for k, s in sess.items()}, repeats=args.repeats)
+                speed[label] = {k: ms["fp32"] / ms[k] for k in ms}
+            size0 = paths["fp32"].stat().st_size
+            print(f"\n[{attn} attention]")
+            print(f"{'model':<36} {'mean cos':>9} {'min cos':>8} {'size':>6} "
+                  f"{'x fp32 b1':>9} {'x fp32 b16':>10}")
+            for k, p in paths.items():
+                c = row_cosines(ref, embed(sess[k], ev))
+                print(f"{k:<36} {c.mean():>9.4f} {c.min():>8.4f} {p.stat().st_size / size0:>6.3f} "
+                      f"{speed['b1'][k]:>9.2f} {speed['b16'][k]:>10.2f}", flush=True)
+    assert set(MINILM_INPUTS) == set(ev)
+
+
+if __name__ == "__main__":
+    main()
