@@ -287,13 +287,13 @@ def test_insert_qdq_executes_a_rule_chosen_subset_with_given_qparams():
 
 
 def test_dynamic_rule_beside_static_layers():
-    """w8a8 body, dynamic-range Gemm head: MatMulInteger reads the static layers' output."""
+    """w8a8 body, dynamic-range Gemm head: MatMulIntegerToFloat reads the static layers' output."""
     rec = get_recipe("w8a8").with_rules(Rule(op_types=("Gemm",), mode="dynamic"))
     model = cnn_bn()
     qm = eq.quantize(model, rec, calibration={"input": images(64, seed=4)})
     assert qm.report["plan"]["nodes_by_mode"] == {"dynamic": 1, "static": 4}
     m = qm.model
-    mmi = next(n for n in m.graph.node if n.op_type == "MatMulInteger")
+    mmi = next(n for n in m.graph.node if n.op_type == "MatMulIntegerToFloat")
     assert init(m, mmi.input[1]).data_type == TensorProto.INT8
     assert "fc.b" in {i for n in m.graph.node for i in n.input}  # float bias: no int32 scale
     x = images(32)
