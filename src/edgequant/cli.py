@@ -87,7 +87,10 @@ def quantize(
     format: Annotated[str, typer.Option(help="qdq | qop (ONNX output)")] = "qdq",
     to: Annotated[str | None, typer.Option(help="onnx | tflite (default: by suffix)")] = None,
     report: Annotated[Path | None, typer.Option(help="also write the report as JSON")] = None,
-    speed_check: Annotated[bool, typer.Option(help="time float vs quantized")] = True,
+    speed_guard: Annotated[bool, typer.Option(
+        "--speed-guard/--no-speed-guard", "--speed-check/--no-speed-check",
+        help="time float vs quantized in onnxruntime; keep float the regions that run slower")
+    ] = True,
     batch_axis: Annotated[list[str] | None, typer.Option(
         help="INPUT=AXIS: the axis of INPUT's calibration samples (repeatable), e.g. h0=1")
     ] = None,
@@ -113,7 +116,7 @@ def quantize(
         qm = run_quantize(model, rec, calibration, io=io, strict=strict,
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total),
-                          check_speed=speed_check and fmt != "tflite", batch_axes=axes)
+                          check_speed=speed_guard and fmt != "tflite", batch_axes=axes)
     out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict,
                   fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)

@@ -32,6 +32,7 @@ from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate
 from edgequant.ptq.coverage import check_coverage
 from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
+from edgequant.recipes.options import option
 from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
 from edgequant.runtime.batching import batches as sample_batches
@@ -83,10 +84,12 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     the first axis) or an iterable of such dicts. ``io`` makes model inputs/outputs integer
     (static recipes). ``strict`` turns every op left in float and every rule that matched
     nothing into an error. ``qparams`` overrides calibrated / computed qparams by tensor name
-    (quantization-aware training hands its trained ranges here). ``check_speed=True`` times
-    the float and quantized models side by side in onnxruntime (batch 1) and records the ratio
-    in ``report["speedup_vs_float"]``, with a warning when the quantized model is slower (the
-    CLI turns it on; off by default here because timing costs seconds). ``batch_axes`` maps
+    (quantization-aware training hands its trained ranges here). ``check_speed=True`` (or
+    the recipe option ``speed_guard``) runs the never-slower-than-float guard
+    (``ptq.speed_guard``): float and quantized models timed side by side in onnxruntime (batch
+    1), regions slower than float kept float, the result in ``report["speed"]`` and
+    ``report["speedup_vs_float"]`` (the CLI turns it on; off by default here because timing
+    costs seconds). ``batch_axes`` maps
     input name → the axis its calibration samples are on (default: the one symbolic dim,
     else 0; see ``edgequant.runtime.feeds``).
 
@@ -160,8 +163,9 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         report["io_qparams"] = json.loads(props.get(META_IO, "{}"))
     result = QuantizedModel(qm, plan, used, report, source)
     result.sample = validation_sample(calibration, model_inputs(float_model, batch_axes))
-    if check_speed:
-        _speed_check(float_model, qm, calibration, report, batch_axes)
+    if check_speed or option(rec, "speed_guard"):
+        result = _speed_guard(model, float_model, result, rec, calibration, batch_axes,
+                              dict(io=io, strict=strict, qparams=qparams, batch_size=batch_size))
     return result
 
 
@@ -212,20 +216,19 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _speed_check(float_model, qm, calibration, report, batch_axes=None) -> None:
-    from edgequant.analysis.speed_check import SLOWER_THRESHOLD, relative_speed
+def _speed_guard(model, float_model, result, rec, calibration, batch_axes, kwargs):
+    """Never slower than float (``ptq.speed_guard``): may re-quantize with regions kept float."""
+    from edgequant.ptq.speed_guard import guard
 
     sample = None
     inputs = model_inputs(float_model, batch_axes)
     if isinstance(calibration, str | os.PathLike | Mapping) and \
-            not any(batch_axes_of(inputs).values()):  # the speed check slices axis 0
+            not any(batch_axes_of(inputs).values()):  # the guard slices axis 0
         sample = load_feeds(calibration, inputs, what="calibration data")
-    ratio = relative_speed(float_model, qm, sample)
-    report["speedup_vs_float"] = None if ratio != ratio else round(ratio, 3)
-    if ratio == ratio and ratio < SLOWER_THRESHOLD:
-        report["warnings"].append(
-            f"the quantized model runs at {ratio:.2f}x the float model's speed in onnxruntime "
-            "on this CPU: it is slower than float")
+    inner = rec.with_options(speed_guard=False)
+    return guard(float_model, result, inner,
+                 lambda r: quantize(model, r, calibration, check_speed=False,
+                                    batch_axes=batch_axes, **kwargs), sample)
 
 
 def _strict_check(plan: QuantPlan, strict: bool) -> None:

@@ -57,6 +57,9 @@ def number(lo: float, hi: float, integer: bool = False) -> Callable[[Any], Any]:
 
 #: name → Option. Algorithms add their entries here (one home for every option name).
 OPTIONS: dict[str, Option] = {
+    "speed_guard": Option(False, "time the quantized model against float in onnxruntime and keep "
+                                 "float every quantized region that runs slower (ptq.speed_guard)",
+                          boolean),
 }
 
 
