@@ -117,6 +117,11 @@ def quantize(
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total),
                           check_speed=speed_guard and fmt != "tflite", batch_axes=axes)
+        if speed_guard and fmt == "tflite" and io == "float":
+            from edgequant.ptq.speed_guard import run_guard
+
+            qm = run_guard(model, qm, rec, calibration, batch_axes=axes, runtime="litert",
+                           quantize_kwargs=dict(io=io, strict=strict))
     out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict,
                   fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)
@@ -131,7 +136,12 @@ def _print_quantize_summary(src: Path, out: Path, qm) -> None:
                   f"{b:,} bytes ({a / b:.2f}x smaller than {a:,}), "
                   f"{r['plan']['quantized_nodes']} node(s) quantized")
     if r.get("speedup_vs_float") is not None:
-        console.print(f"onnxruntime speed vs float: {r['speedup_vs_float']:.2f}x")
+        speed = r.get("speed", {})
+        console.print(f"{speed.get('runtime', 'onnxruntime')} speed vs float: "
+                      f"{r['speedup_vs_float']:.2f}x")
+        for k in speed.get("kept_float", []):
+            console.print(f"  speed guard: region {k['region']} ({len(k['nodes'])} node(s)) "
+                          f"computes in float: {k['reason']}")
     floats = r["plan"]["float_nodes"]
     if floats:
         t = Table("node", "op", "kept in float because", title="float nodes")

@@ -164,8 +164,11 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     result = QuantizedModel(qm, plan, used, report, source)
     result.sample = validation_sample(calibration, model_inputs(float_model, batch_axes))
     if check_speed or option(rec, "speed_guard"):
-        result = _speed_guard(model, float_model, result, rec, calibration, batch_axes,
-                              dict(io=io, strict=strict, qparams=qparams, batch_size=batch_size))
+        from edgequant.ptq.speed_guard import run_guard
+
+        result = run_guard(model, result, rec, calibration, float_model=float_model,
+                           batch_axes=batch_axes, quantize_kwargs=dict(
+                               io=io, strict=strict, qparams=qparams, batch_size=batch_size))
     return result
 
 
@@ -214,21 +217,6 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
-
-
-def _speed_guard(model, float_model, result, rec, calibration, batch_axes, kwargs):
-    """Never slower than float (``ptq.speed_guard``): may re-quantize with regions kept float."""
-    from edgequant.ptq.speed_guard import guard
-
-    sample = None
-    inputs = model_inputs(float_model, batch_axes)
-    if isinstance(calibration, str | os.PathLike | Mapping) and \
-            not any(batch_axes_of(inputs).values()):  # the guard slices axis 0
-        sample = load_feeds(calibration, inputs, what="calibration data")
-    inner = rec.with_options(speed_guard=False)
-    return guard(float_model, result, inner,
-                 lambda r: quantize(model, r, calibration, check_speed=False,
-                                    batch_axes=batch_axes, **kwargs), sample)
 
 
 def _strict_check(plan: QuantPlan, strict: bool) -> None:

@@ -8,9 +8,11 @@ The loop (deterministic given the timings):
 2. profile both in onnxruntime (:func:`profile_nodes`: per-node kernel medians over runs),
    group the quantized nodes into regions and compare each region's attributed time with the
    float nodes it replaced (:mod:`speed_regions`);
-3. re-resolve the recipe with ``Rule(nodes=..., action="float")`` for the clearly slower
-   regions (or, when none is but the whole model is clearly slower, the worst one) and
-   quantize again; repeat until faster or nothing is left to drop.
+3. re-resolve the recipe with a float-compute rule (:func:`fallback_rule`: ``weight_only``
+   int8 weights when the recipe quantizes weights — float speed, int8 size — else
+   ``action="float"``) for the clearly slower regions (or, when none is but the whole model
+   is clearly slower, the worst one) and quantize again; repeat until faster or nothing is
+   left to drop.
 
 The final whole-model timing, the regions kept float and why land in ``report["speed"]``
 (and ``report["speedup_vs_float"]``). Timing is noisy on shared machines: regions are
@@ -25,7 +27,7 @@ import logging
 import os
 import statistics
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from edgequant.ptq.speed_regions import (
     regions_to_drop,
 )
 from edgequant.recipes.recipe import Recipe, Rule
-from edgequant.runtime.feeds import model_inputs
+from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs
 from edgequant.runtime.sessions import ort_session
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,17 @@ def profile_nodes_by_type(model: Any, feeds: dict[str, np.ndarray], *, runs: int
     return out
 
 
+def fallback_rule(recipe: Recipe, names: tuple[str, ...]) -> Rule:
+    """The rule for regions that run slower quantized: float compute. When the recipe
+    quantizes weights, they stay int8 in the file (``weight_only``: onnxruntime decompresses
+    them once at session start, so the region runs at float speed and the model keeps its
+    size); otherwise the nodes stay float."""
+    if recipe.mode in ("static", "dynamic") and recipe.weights is not None:
+        return Rule(nodes=names, mode="weight_only", name="speed guard: float compute, "
+                                                            "int8 weights")
+    return Rule(nodes=names, action="float", name="speed guard: float")
+
+
 def guard(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
           requantize: Callable[[Recipe], Any], sample: dict[str, np.ndarray] | None = None,
           max_rounds: int = 8) -> Any:
@@ -149,7 +162,7 @@ def guard(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
     ``requantize(recipe)`` quantizes the same model and data with ``recipe`` (no guard).
     """
     feeds = sample_feeds(float_model, sample)
-    qm, kept, rounds = first, [], []
+    qm, kept, rounds = with_own_report(first), [], []
     float_profile: dict[str, float] | None = None
     for _ in range(max_rounds):
         f_ms, q_ms = whole_model_speed(float_model, qm.model, sample)
@@ -173,7 +186,7 @@ def guard(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
         names = tuple(n for k in kept for n in k["nodes"])
         log.info("speed guard: keeping %d region(s) float: %s", len(drop),
                  ", ".join(r.name for r in drop))
-        qm = requantize(recipe.with_rules(Rule(nodes=names, action="float")))
+        qm = requantize(recipe.with_rules(fallback_rule(recipe, names)))
     f_ms, q_ms = whole_model_speed(float_model, qm.model, sample)
     speed = {"runtime": "onnxruntime", "batch": 1, "float_ms": _r(f_ms), "quantized_ms": _r(q_ms),
              "speedup": _r(f_ms / q_ms), "kept_float": kept, "rounds": rounds}
@@ -186,10 +199,58 @@ def guard(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
     return qm
 
 
+def run_guard(model: Any, result: Any, recipe: Recipe | str, calibration: Any = None, *,
+              float_model: onnx.ModelProto | None = None,
+              batch_axes: Mapping[str, int] | None = None,
+              quantize_kwargs: Mapping[str, Any] | None = None,
+              runtime: str = "onnxruntime") -> Any:
+    """The guard for a ``quantize(model, recipe, calibration, **quantize_kwargs)`` result:
+    re-quantizes through the same call with float rules added. ``runtime``: ``"onnxruntime"``
+    (profiled, :func:`guard`) or ``"litert"`` (``.tflite`` A/B, ``speed_guard_litert``)."""
+    from edgequant.graph.io import as_model_proto
+    from edgequant.graph.passes.fold import prepare_float
+    from edgequant.ptq.quantizer import quantize
+
+    if runtime not in ("onnxruntime", "litert"):
+        raise ValueError(f"runtime {runtime!r} is not allowed: use 'onnxruntime' or 'litert'")
+    if float_model is None:
+        float_model = prepare_float(as_model_proto(model))
+    sample = None
+    inputs = model_inputs(float_model, batch_axes)
+    if isinstance(calibration, str | os.PathLike | Mapping) and \
+            not any(batch_axes_of(inputs).values()):  # the guard slices axis 0
+        sample = load_feeds(calibration, inputs, what="calibration data")
+    if isinstance(recipe, str):
+        from edgequant.recipes.builtin import get_recipe
+
+        recipe = get_recipe(recipe)
+    inner = recipe.with_options(speed_guard=False)
+    kwargs = dict(quantize_kwargs or {})
+
+    def requantize(r: Recipe) -> Any:
+        return quantize(model, r, calibration, check_speed=False, batch_axes=batch_axes,
+                        **kwargs)
+
+    if runtime == "litert":
+        from edgequant.ptq.speed_guard_litert import guard_litert
+
+        return guard_litert(float_model, result, inner, requantize,
+                            sample_feeds(float_model, sample))
+    return guard(float_model, result, inner, requantize, sample)
+
+
+def with_own_report(qm: Any) -> Any:
+    """A shallow copy of ``qm`` with its own report (the caller's result stays untouched)."""
+    import copy
+    from dataclasses import replace
+
+    return replace(qm, report=copy.deepcopy(qm.report))
+
+
 def _kept(t: RegionTiming) -> dict[str, Any]:
     return {"region": t.region.name, "nodes": list(t.region.nodes),
             "quantized_ms": round(t.quant_ms, 4), "float_ms": round(t.float_ms, 4),
-            "reason": "quantized region slower than float in onnxruntime"}
+            "reason": "quantized region slower than float compute in onnxruntime"}
 
 
 def _r(v: float) -> float | None:
