@@ -85,7 +85,7 @@ def main() -> None:
         path, cal, evals, labels = (_cnn if name == "cnn" else _effnet)(tmp)
         data = {"input": cal}
         plain = eq.quantize(path, "w8a8", data)
-        guarded = run_guard(path, plain, "w8a8", data)
+        guarded = run_guard(path, plain, "w8a8", data, quantize_fn=eq.quantize)
         fp32 = eq.quantize(path, "fp32")
         files = {"fp32": fp32.save(tmp / f"{name}_fp32.onnx"),
                  "int8": plain.save(tmp / f"{name}_int8.onnx"),
@@ -98,7 +98,7 @@ def main() -> None:
                 for k, s in sess.items()}
         _row(name, "onnxruntime", ms, outs, labels,
              [k["region"] for k in guarded.report["speed"]["kept_float"]])
-        lite = run_guard(path, plain, "w8a8", data, runtime="litert")
+        lite = run_guard(path, plain, "w8a8", data, quantize_fn=eq.quantize, runtime="litert")
         tfl = {"fp32": fp32.save(tmp / f"{name}_fp32.tflite"),
                "int8": plain.save(tmp / f"{name}_int8.tflite"),
                "guarded": lite.save(tmp / f"{name}_guarded.tflite")}

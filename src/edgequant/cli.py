@@ -120,7 +120,8 @@ def quantize(
         if speed_guard and fmt == "tflite" and io == "float":
             from edgequant.ptq.speed_guard import run_guard
 
-            qm = run_guard(model, qm, rec, calibration, batch_axes=axes, runtime="litert",
+            qm = run_guard(model, qm, rec, calibration, quantize_fn=run_quantize,
+                           batch_axes=axes, runtime="litert",
                            quantize_kwargs=dict(io=io, strict=strict))
     out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict,
                   fixed_dims=_fixed_dims(fix_dim or []))

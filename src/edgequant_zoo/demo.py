@@ -63,13 +63,14 @@ def run_demo(out: Path, console=None, seed: int = 0) -> dict[str, Any]:
         qm = quantize(float_path, name, calibration=data)
         # never slower than float (ptq.speed_guard), judged per runtime: onnxruntime for the
         # .onnx files, LiteRT for the .tflite ones; the integer-only qop file stays integer
-        guarded = run_guard(float_path, qm, name, data) if name != "fp32" else qm
+        guarded = run_guard(float_path, qm, name, data, quantize_fn=quantize) if name != "fp32" else qm
         paths[name] = guarded.save(out / f"model_{name}.onnx")
         reports[name] = guarded.report
         if name == "w8a8":
             paths["w8a8_qop"] = qm.save(out / "model_w8a8_qop.onnx", format="qop")
         if name in TFLITE_RECIPES:
-            lite = run_guard(float_path, qm, name, data, runtime="litert") \
+            lite = run_guard(float_path, qm, name, data, quantize_fn=quantize,
+                             runtime="litert") \
                 if name != "fp32" else qm
             paths[f"{name}.tflite"] = lite.save(out / f"model_{name}.tflite")
             reports[f"{name}.tflite"] = {"speed": lite.report.get("speed")}

@@ -139,3 +139,24 @@ def test_real_profile_names_cover_the_model():
     owner = {n: r.name for r in regions(cnn(), ALL) for n in r.nodes}
     got = attribute(prof, qm.model, owner)
     assert got.get("conv", 0) > 0 and got.get("fc", 0) > 0
+
+
+def test_cli_runs_the_guard_by_default_and_not_with_the_flag(fake_timings, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgequant.cli import app
+
+    onnx.save(cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", input=np.random.default_rng(7).normal(
+        size=(8, 1, 8, 8)).astype(np.float32))
+    for flag, expect in (([], ["conv"]), (["--no-speed-guard"], None)):
+        res = CliRunner().invoke(app, ["quantize", str(tmp_path / "m.onnx"), "-o",
+                                       str(tmp_path / "q.onnx"), "--calibration",
+                                       str(tmp_path / "cal.npz"), "--report",
+                                       str(tmp_path / "r.json"), *flag])
+        assert res.exit_code == 0, res.output
+        report = json.loads((tmp_path / "r.json").read_text())
+        got = [k["region"] for k in report["speed"]["kept_float"]] if "speed" in report else None
+        assert got == expect

@@ -166,7 +166,8 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     if check_speed or option(rec, "speed_guard"):
         from edgequant.ptq.speed_guard import run_guard
 
-        result = run_guard(model, result, rec, calibration, float_model=float_model,
+        result = run_guard(model, result, rec, calibration, quantize_fn=quantize,
+                           float_model=float_model,
                            batch_axes=batch_axes, quantize_kwargs=dict(
                                io=io, strict=strict, qparams=qparams, batch_size=batch_size))
     return result

@@ -40,6 +40,7 @@ from edgequant.ptq.speed_regions import (
     compare_regions,
     regions,
     regions_to_drop,
+    with_own_report,
 )
 from edgequant.recipes.recipe import Recipe, Rule
 from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs
@@ -170,7 +171,8 @@ def guard(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
                        "kept_float": [k["region"] for k in kept]})
         if not q_ms == q_ms or f_ms >= q_ms:  # NaN (integer I/O) or already at least as fast
             break
-        quantized = {d.node for d in qm.plan.nodes if d.action == "quantize"}
+        done = {n for k in kept for n in k["nodes"]}
+        quantized = {d.node for d in qm.plan.nodes if d.action == "quantize"} - done
         regs = regions(float_model, quantized)
         if not regs:
             break
@@ -200,16 +202,16 @@ def guard(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
 
 
 def run_guard(model: Any, result: Any, recipe: Recipe | str, calibration: Any = None, *,
-              float_model: onnx.ModelProto | None = None,
+              quantize_fn: Callable[..., Any], float_model: onnx.ModelProto | None = None,
               batch_axes: Mapping[str, int] | None = None,
               quantize_kwargs: Mapping[str, Any] | None = None,
               runtime: str = "onnxruntime") -> Any:
-    """The guard for a ``quantize(model, recipe, calibration, **quantize_kwargs)`` result:
+    """The guard for a ``quantize_fn(model, recipe, calibration, **quantize_kwargs)`` result
+    (``quantize_fn``: ``edgequant.quantize``, passed in to keep imports one-way):
     re-quantizes through the same call with float rules added. ``runtime``: ``"onnxruntime"``
     (profiled, :func:`guard`) or ``"litert"`` (``.tflite`` A/B, ``speed_guard_litert``)."""
     from edgequant.graph.io import as_model_proto
     from edgequant.graph.passes.fold import prepare_float
-    from edgequant.ptq.quantizer import quantize
 
     if runtime not in ("onnxruntime", "litert"):
         raise ValueError(f"runtime {runtime!r} is not allowed: use 'onnxruntime' or 'litert'")
@@ -228,8 +230,8 @@ def run_guard(model: Any, result: Any, recipe: Recipe | str, calibration: Any = 
     kwargs = dict(quantize_kwargs or {})
 
     def requantize(r: Recipe) -> Any:
-        return quantize(model, r, calibration, check_speed=False, batch_axes=batch_axes,
-                        **kwargs)
+        return quantize_fn(model, r, calibration, check_speed=False, batch_axes=batch_axes,
+                           **kwargs)
 
     if runtime == "litert":
         from edgequant.ptq.speed_guard_litert import guard_litert
@@ -237,14 +239,6 @@ def run_guard(model: Any, result: Any, recipe: Recipe | str, calibration: Any = 
         return guard_litert(float_model, result, inner, requantize,
                             sample_feeds(float_model, sample))
     return guard(float_model, result, inner, requantize, sample)
-
-
-def with_own_report(qm: Any) -> Any:
-    """A shallow copy of ``qm`` with its own report (the caller's result stays untouched)."""
-    import copy
-    from dataclasses import replace
-
-    return replace(qm, report=copy.deepcopy(qm.report))
 
 
 def _kept(t: RegionTiming) -> dict[str, Any]:

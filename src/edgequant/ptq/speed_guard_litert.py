@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 
 from edgequant.analysis.latency import measure_interleaved
-from edgequant.ptq.speed_guard import with_own_report
-from edgequant.ptq.speed_regions import ABS_MARGIN_MS, REL_MARGIN, regions
+from edgequant.ptq.speed_regions import ABS_MARGIN_MS, REL_MARGIN, regions, with_own_report
+from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.recipe import Recipe, Rule
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ def guard_litert(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
     save as ``.tflite`` with ``report["speed"]`` filled. ``feeds``: one batch-1 input."""
     with tempfile.TemporaryDirectory(prefix="eq_litert_guard_") as tmp:
         root = Path(tmp)
-        float_path = _float_tflite(float_model, root)
+        # the float model through the same exporter (the fp32 recipe only cleans the graph)
+        float_path = requantize(get_recipe("fp32")).save(root / "float.tflite")
         qm, kept, rounds = with_own_report(first), [], []
         for k in range(max_rounds):
             cur = qm.save(root / f"round{k}.tflite")
@@ -55,7 +56,8 @@ def guard_litert(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
                            round(ms["quantized"], 4), "kept_float": [r["region"] for r in kept]})
             if ms["quantized"] <= ms["float"]:
                 break
-            quantized = {d.node for d in qm.plan.nodes if d.action == "quantize"}
+            done = {n for r in kept for n in r["nodes"]}
+            quantized = {d.node for d in qm.plan.nodes if d.action == "quantize"} - done
             cands = {}
             for reg in regions(float_model, quantized):
                 names = (*[n for r in kept for n in r["nodes"]], *reg.nodes)
@@ -84,10 +86,3 @@ def guard_litert(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
     qm.report["speed"] = speed
     qm.report["speedup_vs_float"] = speed["speedup"]
     return qm
-
-
-def _float_tflite(float_model: onnx.ModelProto, root: Path) -> Path:
-    """The float model as ``.tflite`` through the same exporter."""
-    from edgequant.ptq.quantizer import quantize
-
-    return quantize(float_model, "fp32").save(root / "float.tflite")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import onnx
 
@@ -183,3 +184,11 @@ def regions_to_drop(timings: list[RegionTiming], whole_model_slower: bool) -> li
                        key=lambda t: (-t.excess_ms, t.region.name))
         return [worst[0].region] if worst else []
     return []
+
+
+def with_own_report(qm: Any) -> Any:
+    """A shallow copy of ``qm`` with its own report (the caller's result stays untouched)."""
+    import copy
+    from dataclasses import replace
+
+    return replace(qm, report=copy.deepcopy(qm.report))
