@@ -7,11 +7,13 @@ agreement with fp32 on real photo crops) and the regions the guard kept in float
 onnxruntime uses its default threads; LiteRT one thread with XNNPACK (``LiteRTRunner``).
 
 Measured on the 2-core shared AMD EPYC box (AVX-512 VNNI), onnxruntime 1.31, ai_edge_litert,
-with other jobs running (ratios from one run; see docs/speed.md)::
+02:10 UTC with other jobs running (load ~30; ratios from one run, ``--repeats 200``)::
 
-    model        runtime      int8 x fp32   guarded x fp32   accuracy fp32 / int8 / guarded
-    demo CNN     onnxruntime     0.50           1.00           (see table printed)
-    demo CNN     LiteRT          1.04           1.04           unchanged (nothing dropped)
+    model     runtime      fp32      int8 (x fp32)      guarded (x fp32)   MNIST test acc
+    demo CNN  onnxruntime  16.3 µs   35.4 µs (0.46x)    16.2 µs (1.00x)    95.50 / 95.50 / 95.50 %
+    demo CNN  LiteRT       17.1 µs   16.1 µs (1.06x)    15.8 µs (1.08x)    96.50 / 96.50 / 96.50 %
+    (onnxruntime: conv and fc regions kept in float compute with int8 weights; LiteRT:
+    nothing dropped; LiteRT accuracy on the first 200 test images)
 
 The demo CNN's int8 loses in onnxruntime because its QLinearConv on a 1-channel 28×28
 input (plus the NHWC transposes around it) costs ~3x the NCHWc float conv, and the

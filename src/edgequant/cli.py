@@ -122,7 +122,8 @@ def quantize(
 
             qm = run_guard(model, qm, rec, calibration, quantize_fn=run_quantize,
                            batch_axes=axes, runtime="litert",
-                           quantize_kwargs=dict(io=io, strict=strict))
+                           quantize_kwargs=dict(io=io, strict=strict),
+                           save_kwargs=dict(fixed_dims=_fixed_dims(fix_dim or [])))
     out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict,
                   fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)

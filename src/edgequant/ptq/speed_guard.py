@@ -205,11 +205,13 @@ def run_guard(model: Any, result: Any, recipe: Recipe | str, calibration: Any = 
               quantize_fn: Callable[..., Any], float_model: onnx.ModelProto | None = None,
               batch_axes: Mapping[str, int] | None = None,
               quantize_kwargs: Mapping[str, Any] | None = None,
-              runtime: str = "onnxruntime") -> Any:
+              runtime: str = "onnxruntime", save_kwargs: Mapping[str, Any] | None = None
+              ) -> Any:
     """The guard for a ``quantize_fn(model, recipe, calibration, **quantize_kwargs)`` result
     (``quantize_fn``: ``edgequant.quantize``, passed in to keep imports one-way):
     re-quantizes through the same call with float rules added. ``runtime``: ``"onnxruntime"``
-    (profiled, :func:`guard`) or ``"litert"`` (``.tflite`` A/B, ``speed_guard_litert``)."""
+    (profiled, :func:`guard`) or ``"litert"`` (``.tflite`` A/B, ``speed_guard_litert``;
+    ``save_kwargs`` such as ``fixed_dims`` go to its ``.tflite`` saves)."""
     from edgequant.graph.io import as_model_proto
     from edgequant.graph.passes.fold import prepare_float
 
@@ -237,7 +239,7 @@ def run_guard(model: Any, result: Any, recipe: Recipe | str, calibration: Any = 
         from edgequant.ptq.speed_guard_litert import guard_litert
 
         return guard_litert(float_model, result, inner, requantize,
-                            sample_feeds(float_model, sample))
+                            sample_feeds(float_model, sample), save_kwargs=dict(save_kwargs or {}))
     return guard(float_model, result, inner, requantize, sample)
 
 

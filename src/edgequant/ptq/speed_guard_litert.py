@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from edgequant.analysis.latency import measure_interleaved
+from edgequant.errors import EdgequantError
 from edgequant.ptq.speed_regions import ABS_MARGIN_MS, REL_MARGIN, regions, with_own_report
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.recipe import Recipe, Rule
@@ -41,16 +42,32 @@ def _time(paths: dict[str, Path], feeds: dict[str, np.ndarray], repeats: int) ->
 
 def guard_litert(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
                  requantize: Callable[[Recipe], Any], feeds: dict[str, np.ndarray],
-                 repeats: int = REPEATS, max_rounds: int = 8) -> Any:
+                 repeats: int = REPEATS, max_rounds: int = 8,
+                 save_kwargs: dict[str, Any] | None = None) -> Any:
     """The LiteRT version of :func:`ptq.speed_guard.guard`: returns the QuantizedModel to
-    save as ``.tflite`` with ``report["speed"]`` filled. ``feeds``: one batch-1 input."""
+    save as ``.tflite`` with ``report["speed"]`` filled. ``feeds``: one batch-1 input;
+    ``save_kwargs``: passed to every ``.tflite`` save (``fixed_dims``). When the model cannot
+    be timed in LiteRT the guard is skipped with a warning in the report."""
+    try:
+        return _guard_litert(float_model, first, recipe, requantize, feeds, repeats,
+                             max_rounds, dict(save_kwargs or {}))
+    except (EdgequantError, ValueError, RuntimeError, ImportError) as exc:
+        log.warning("LiteRT speed guard skipped: %s", exc)
+        qm = with_own_report(first)
+        qm.report["warnings"].append(f"LiteRT speed guard skipped: {str(exc).splitlines()[0]}")
+        return qm
+
+
+def _guard_litert(float_model, first, recipe, requantize, feeds, repeats, max_rounds,
+                  save_kwargs) -> Any:
     with tempfile.TemporaryDirectory(prefix="eq_litert_guard_") as tmp:
         root = Path(tmp)
         # the float model through the same exporter (the fp32 recipe only cleans the graph)
-        float_path = requantize(get_recipe("fp32")).save(root / "float.tflite")
+        float_path = requantize(get_recipe("fp32")).save(root / "float.tflite",
+                                                         **save_kwargs)
         qm, kept, rounds = with_own_report(first), [], []
         for k in range(max_rounds):
-            cur = qm.save(root / f"round{k}.tflite")
+            cur = qm.save(root / f"round{k}.tflite", **save_kwargs)
             ms = _time({"float": float_path, "quantized": cur}, feeds, repeats)
             rounds.append({"float_ms": round(ms["float"], 4), "quantized_ms":
                            round(ms["quantized"], 4), "kept_float": [r["region"] for r in kept]})
@@ -62,7 +79,8 @@ def guard_litert(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
             for reg in regions(float_model, quantized):
                 names = (*[n for r in kept for n in r["nodes"]], *reg.nodes)
                 cand = requantize(recipe.with_rules(Rule(nodes=names, action="float")))
-                cands[reg.name] = (reg, cand, cand.save(root / f"round{k}_{len(cands)}.tflite"))
+                cands[reg.name] = (reg, cand, cand.save(root / f"round{k}_{len(cands)}.tflite",
+                                                            **save_kwargs))
             if not cands:
                 break
             ab = _time({"current": cur, **{n: c[2] for n, c in cands.items()}}, feeds, repeats)
@@ -77,7 +95,7 @@ def guard_litert(float_model: onnx.ModelProto, first: Any, recipe: Recipe,
                          "float_ms": round(ab[reg.name], 4),
                          "reason": "model faster in LiteRT with this region float"})
             log.info("LiteRT speed guard: keeping region %s float", reg.name)
-        final = qm.save(root / "final.tflite")
+        final = qm.save(root / "final.tflite", **save_kwargs)
         ms = _time({"float": float_path, "quantized": final}, feeds, repeats)
     speed = {"runtime": "litert", "batch": 1, "float_ms": round(ms["float"], 4),
              "quantized_ms": round(ms["quantized"], 4),
