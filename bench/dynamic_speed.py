@@ -6,13 +6,22 @@ Prints speed over fp32 side by side and the mean / min cosine of the embeddings 
 ``--layout-legacy`` also times the previous layout (Div/Round/Clip/Cast + MatMulInteger +
 Cast/Mul/Mul), rebuilt here for comparison only.
 
-Measured on the 2-core shared AMD EPYC box (AVX-512 VNNI), onnxruntime 1.31, 01:55 UTC,
-other jobs running (absolute times vary with the load; the ratios are from one run)::
+Measured on the 2-core shared AMD EPYC box (AVX-512 VNNI), onnxruntime 1.31, default
+threads, other jobs running (load 15–30, run under ``nice``: absolute times are inflated; the
+ratios are side by side in one run). ``bench/dynamic_speed.py --repeats 20 --profile``,
+02:40 UTC::
 
-    model            cos mean  cos min   b1 x fp32   b16 x fp32
-    ort dynamic      0.99300   0.98841     1.88        2.05
-    w8_dynamic       0.99757   0.99595     1.97–2.22   2.05–2.16
-    (legacy layout   0.99758   0.99587     1.73        1.76)
+    model          cos mean  cos min    b1 ms   b1 x   b16 ms  b16 x
+    fp32            1.00000  1.00000   243.24   1.00   2019.6   1.00
+    ort dynamic     0.99300  0.98841   131.07   1.86   1214.1   1.66
+    w8_dynamic      0.99757  0.99596   108.16   2.25   1250.0   1.62
+
+Earlier runs of the same layouts on a quieter box (01:20–01:30 UTC, 1 thread, scratch
+harness): w8_dynamic 1.94–2.22x (b1) and 2.05–2.16x (b16) vs onnxruntime's 1.88–1.97x /
+1.96–2.05x; the previous layout (Div/Round/Clip/Cast + MatMulInteger + Cast/Mul/Mul) 1.73x /
+1.76x. At b16 the two are within the timing noise of this machine; at b1 w8_dynamic is
+ahead. Profile (batch 1, kernel ms): w8_dynamic MatMulIntegerToFloat 5.1 vs onnxruntime's
+DynamicQuantizeMatMul 4.0 + MatMulIntegerToFloat 1.4.
 
 The fused layout (blocked per-row QuantizeLinear → MatMulIntegerToFloat → per-row Mul)
 removes 7 of the 13 elementwise ops per projection; onnxruntime profiles (``--profile``)

@@ -15,6 +15,11 @@ Measured on the 2-core shared AMD EPYC box (AVX-512 VNNI), onnxruntime 1.31, ai_
     (onnxruntime: conv and fc regions kept in float compute with int8 weights; LiteRT:
     nothing dropped; LiteRT accuracy on the first 200 test images)
 
+    EfficientNet-Lite0 (``--models effnet --repeats 30``, under ``nice``, load ~20):
+    onnxruntime fp32 122.1 ms, int8 66.2 ms (1.84x), guarded 63.2 ms (1.93x), nothing dropped;
+    LiteRT fp32 60.3 ms, int8 28.6 ms (2.11x), guarded (same model, nothing dropped) 33.4 ms
+    (1.80x: the timing noise of 30 rounds on this box); top-1 agreement with fp32 85.9 %.
+
 The demo CNN's int8 loses in onnxruntime because its QLinearConv on a 1-channel 28×28
 input (plus the NHWC transposes around it) costs ~3x the NCHWc float conv, and the
 10-output QGemm with its input QuantizeLinear costs more than the float Gemm; the guard
