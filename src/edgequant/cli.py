@@ -91,7 +91,10 @@ def quantize(
     to: Annotated[str | None, typer.Option(help="onnx | tflite (default: by suffix)")] = None,
     report: Annotated[Path | None, typer.Option(help="also write the report as JSON")] = None,
     html: Annotated[Path | None, typer.Option(help="also write an HTML report (one file)")] = None,
-    speed_check: Annotated[bool, typer.Option(help="time float vs quantized")] = True,
+    speed_guard: Annotated[bool, typer.Option(
+        "--speed-guard/--no-speed-guard", "--speed-check/--no-speed-check",
+        help="time float vs quantized in onnxruntime; keep float the regions that run slower")
+    ] = True,
     batch_axis: Annotated[list[str] | None, typer.Option(
         help="INPUT=AXIS: the axis of INPUT's calibration samples (repeatable), e.g. h0=1")
     ] = None,
@@ -132,8 +135,15 @@ def quantize(
         qm = run_quantize(model, rec, calibration, io=io, strict=strict,
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total),
-                          check_speed=speed_check and fmt != "tflite", batch_axes=axes,
+                          check_speed=speed_guard and fmt != "tflite", batch_axes=axes,
                           requantize=requantize)
+        if speed_guard and fmt == "tflite" and io == "float":
+            from edgequant.ptq.speed_guard import run_guard
+
+            qm = run_guard(model, qm, rec, calibration, quantize_fn=run_quantize,
+                           batch_axes=axes, runtime="litert",
+                           quantize_kwargs=dict(io=io, strict=strict, requantize=requantize),
+                           save_kwargs=dict(fixed_dims=_fixed_dims(fix_dim or [])))
     out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict,
                   fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)
@@ -166,7 +176,12 @@ def _print_quantize_summary(src: Path, out: Path, qm) -> None:
                   f"{b:,} bytes ({a / b:.2f}x smaller than {a:,}), "
                   f"{r['plan']['quantized_nodes']} node(s) quantized")
     if r.get("speedup_vs_float") is not None:
-        console.print(f"onnxruntime speed vs float: {r['speedup_vs_float']:.2f}x")
+        speed = r.get("speed", {})
+        console.print(f"{speed.get('runtime', 'onnxruntime')} speed vs float: "
+                      f"{r['speedup_vs_float']:.2f}x")
+        for k in speed.get("kept_float", []):
+            console.print(f"  speed guard: region {k['region']} ({len(k['nodes'])} node(s)) "
+                          f"computes in float: {k['reason']}")
     floats = r["plan"]["float_nodes"]
     if floats:
         t = Table("node", "op", "kept in float because", title="float nodes")

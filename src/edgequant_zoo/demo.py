@@ -37,6 +37,7 @@ def run_demo(out: Path, console=None, seed: int = 0) -> dict[str, Any]:
     from edgequant.analysis.compare import compare, rows_to_json
     from edgequant.outputs import atomic_write, write_npz
     from edgequant.ptq.quantizer import quantize
+    from edgequant.ptq.speed_guard import run_guard
     from edgequant.report.html import write_html
     from edgequant.report.pages import demo_page
     from edgequant.report.render import write_report
@@ -61,14 +62,21 @@ def run_demo(out: Path, console=None, seed: int = 0) -> dict[str, Any]:
     paths: dict[str, Path] = {}
     reports: dict[str, dict] = {}
     for name in DEMO_RECIPES:
-        qm = quantize(float_path, name, calibration={"input": cal} if name in ("w8a8", "w8a16")
-                      else None)
-        paths[name] = qm.save(out / f"model_{name}.onnx")
-        reports[name] = qm.report
+        data = {"input": cal} if name in ("w8a8", "w8a16") else None
+        qm = quantize(float_path, name, calibration=data)
+        # never slower than float (ptq.speed_guard), judged per runtime: onnxruntime for the
+        # .onnx files, LiteRT for the .tflite ones; the integer-only qop file stays integer
+        guarded = run_guard(float_path, qm, name, data, quantize_fn=quantize) if name != "fp32" else qm
+        paths[name] = guarded.save(out / f"model_{name}.onnx")
+        reports[name] = guarded.report
         if name == "w8a8":
             paths["w8a8_qop"] = qm.save(out / "model_w8a8_qop.onnx", format="qop")
         if name in TFLITE_RECIPES:
-            paths[f"{name}.tflite"] = qm.save(out / f"model_{name}.tflite")
+            lite = run_guard(float_path, qm, name, data, quantize_fn=quantize,
+                             runtime="litert") \
+                if name != "fp32" else qm
+            paths[f"{name}.tflite"] = lite.save(out / f"model_{name}.tflite")
+            reports[f"{name}.tflite"] = {"speed": lite.report.get("speed")}
     _say(console, "quantization-aware training (w8a8, 2 epochs from the float model) ...")
     paths["w8a8_qat"], reports["w8a8_qat"] = _qat(module, split, cal, out, seed)
     paths["w8a8_qat.tflite"] = out / "model_w8a8_qat.tflite"

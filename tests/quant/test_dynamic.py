@@ -54,7 +54,7 @@ def test_per_row_matches_integer_oracle():
     model, w = one_matmul()
     x = np.random.default_rng(1).normal(size=(3, 5, 48)).astype(np.float32)
     qm = eq.quantize(model, "w8_dynamic")
-    assert "MatMulInteger" in [n.op_type for n in qm.model.graph.node]
+    assert "MatMulIntegerToFloat" in [n.op_type for n in qm.model.graph.node]
     np.testing.assert_allclose(run(qm.model, x), oracle(x, w), rtol=DYNAMIC_RTOL, atol=1e-6)
 
 
@@ -86,4 +86,4 @@ def test_shared_input_is_quantized_once():
     model = mlp_softmax()
     qm = eq.quantize(model, "w8_dynamic")
     ops = [n.op_type for n in qm.model.graph.node]
-    assert ops.count("MatMulInteger") == 2 and ops.count("ReduceMax") == 2
+    assert ops.count("MatMulIntegerToFloat") == 2 and ops.count("ReduceMax") == 2

@@ -37,7 +37,7 @@ def test_size_check_before_allocating():
 def test_any_speed_check_error_becomes_a_warning(monkeypatch, error):
     import onnxruntime as ort
 
-    import edgequant.analysis.speed_check as sc
+    import edgequant.ptq.speed_guard as sc
 
     def broken(*a, **k):
         if error == "ort":  # what onnxruntime raises for a corrupted-but-loadable model

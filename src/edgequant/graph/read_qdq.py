@@ -233,6 +233,8 @@ def read_qdq(model: onnx.ModelProto) -> QDQGraph:
         elif n.op_type == "DequantizeLinear":
             out.quantized = True
             _dequantize_linear(n, out, alias, producer, elem)
+        elif n.op_type == "QuantizeLinear" and n.inputs[1] not in consts:
+            out.nodes.append(n)  # run-time scale (w8_dynamic's per-row quantization): an op
         elif n.op_type == "QuantizeLinear":
             out.quantized = True
             _quantize_linear(n, out, alias, elem)

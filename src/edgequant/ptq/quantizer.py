@@ -36,10 +36,11 @@ from edgequant.ptq.coverage import check_coverage
 from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
+from edgequant.recipes.options import option
 from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
 from edgequant.report.precision import precision_rows
-from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs, validation_sample
+from edgequant.runtime.feeds import model_inputs, validation_sample
 from edgequant.spec import PerTensor, QType, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,12 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     the first axis) or an iterable of such dicts. ``io`` makes model inputs/outputs integer
     (static recipes). ``strict`` turns every op left in float and every rule that matched
     nothing into an error. ``qparams`` overrides calibrated / computed qparams by tensor name
-    (quantization-aware training hands its trained ranges here). ``check_speed=True`` times
-    the float and quantized models side by side in onnxruntime (batch 1) and records the ratio
-    in ``report["speedup_vs_float"]``, with a warning when the quantized model is slower (the
-    CLI turns it on; off by default here because timing costs seconds). ``batch_axes`` maps
+    (quantization-aware training hands its trained ranges here). ``check_speed=True`` (or
+    the recipe option ``speed_guard``) runs the never-slower-than-float guard
+    (``ptq.speed_guard``): float and quantized models timed side by side in onnxruntime (batch
+    1), regions slower than float kept float, the result in ``report["speed"]`` and
+    ``report["speedup_vs_float"]`` (the CLI turns it on; off by default here because timing
+    costs seconds). ``batch_axes`` maps
     input name → the axis its calibration samples are on (default: the one symbolic dim,
     else 0; see ``edgequant.runtime.feeds``). An already quantized input (QDQ, QOperator,
     integer or fp16 weights) is refused naming its first quantized node, unless
@@ -171,9 +174,16 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         report["io_qparams"] = json.loads(props.get(META_IO, "{}"))
     result = QuantizedModel(qm, plan, used, report, source)
     result.sample = validation_sample(calibration, model_inputs(float_model, batch_axes))
-    if check_speed:  # auxiliary: any failure becomes a warning in the report
-        guarded_speed_check(float_model, report, lambda: _speed_check(
-            float_model, qm, calibration, report, batch_axes))
+    if check_speed or option(rec, "speed_guard"):  # auxiliary: a failure is a warning
+        from edgequant.ptq.speed_guard import run_guard
+
+        guarded: list[QuantizedModel] = []
+        guarded_speed_check(float_model, report, lambda: guarded.append(run_guard(
+            model, result, rec, calibration, quantize_fn=quantize, float_model=float_model,
+            batch_axes=batch_axes, quantize_kwargs=dict(io=io, strict=strict, qparams=qparams,
+                                                        batch_size=batch_size,
+                                                        requantize=requantize))))
+        result = guarded[0] if guarded else result
     return result
 
 
@@ -226,22 +236,6 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
-
-
-def _speed_check(float_model, qm, calibration, report, batch_axes=None) -> None:
-    from edgequant.analysis.speed_check import SLOWER_THRESHOLD, relative_speed
-
-    sample = None
-    inputs = model_inputs(float_model, batch_axes)
-    if isinstance(calibration, str | os.PathLike | Mapping) and \
-            not any(batch_axes_of(inputs).values()):  # the speed check slices axis 0
-        sample = load_feeds(calibration, inputs, what="calibration data")
-    ratio = relative_speed(float_model, qm, sample)
-    report["speedup_vs_float"] = None if ratio != ratio else round(ratio, 3)
-    if ratio == ratio and ratio < SLOWER_THRESHOLD:
-        report["warnings"].append(
-            f"the quantized model runs at {ratio:.2f}x the float model's speed in onnxruntime "
-            "on this CPU: it is slower than float")
 
 
 def _strict_check(plan: QuantPlan, strict: bool) -> None:

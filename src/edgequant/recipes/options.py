@@ -82,6 +82,9 @@ OPTIONS: dict[str, Option] = {
         None, "LLM.int8()-style decomposition: input features of a static MatMul whose "
         "calibrated max |x| exceeds this run in a float MatMul, the rest in int8; None = off",
         optional(number(1e-6, float("inf")))),
+    "speed_guard": Option(False, "time the quantized model against float in onnxruntime and keep "
+                                 "float every quantized region that runs slower (ptq.speed_guard)",
+                          boolean),
 }
 
 

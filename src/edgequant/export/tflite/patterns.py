@@ -5,7 +5,8 @@
   weight-only int8 stores ``Cast(int8) · scale``, PyTorch's ``F.pad`` exports a
   ConstantOfShape / Slice / Concat chain computing the pads).
 * ``undo_row_dynamic``: the ``w8_dynamic`` recipe's per-row dynamic quantization subgraph
-  (Abs → ReduceMax → … → MatMulInteger → Cast → Mul → Mul [→ Add]) becomes one MatMul / Gemm
+  (Abs → ReduceMax → … → QuantizeLinear → MatMulIntegerToFloat → Mul [→ Add]; or the older
+  … → Cast → MatMulInteger → Cast → Mul → Mul [→ Add]) becomes one MatMul / Gemm
   with an int8 per-column weight: the TFLite hybrid FULLY_CONNECTED quantizes its input per
   row at run time, the same scheme.
 * ``drop_dead``: removes nodes whose outputs nothing reads.
@@ -74,22 +75,16 @@ def _sole_consumer(nodes: list[Node], name: str, op: str) -> Node | None:
 def undo_row_dynamic(nodes: list[Node], consts: dict[str, np.ndarray],
                      qconsts: dict[str, QConst], shapes: dict[str, tuple[int, ...]],
                      outputs: list[str]) -> list[Node]:
-    """Replace each recognised MatMulInteger block by MatMul/Gemm over a quantized weight."""
+    """Replace each recognised per-row dynamic block by MatMul/Gemm over a quantized weight."""
     out = list(nodes)
-    for mmi in [n for n in nodes if n.op_type == "MatMulInteger"]:
+    for mmi in [n for n in nodes if n.op_type in ("MatMulInteger", "MatMulIntegerToFloat")]:
         w = mmi.inputs[1]
-        chain = [_producer(nodes, mmi.inputs[0], "Cast")]
-        for op in ("Clip", "Add", "Round", "Div"):
-            chain.append(chain[-1] and _producer(nodes, chain[-1].inputs[0], op))
-        cast = _sole_consumer(nodes, mmi.outputs[0], "Cast")
-        row = cast and _sole_consumer(nodes, cast.outputs[0], "Mul")
-        col = row and _sole_consumer(nodes, row.outputs[0], "Mul")
-        if chain[-1] is None or col is None or w not in consts:
+        found = _row_block(nodes, mmi)
+        if found is None or w not in consts:
             continue
-        scale_name = next((i for i in col.inputs if i in consts), None)
-        if scale_name is None or consts[w].dtype != np.int8:
+        a, scale_name, col, dead = found
+        if scale_name not in consts or consts[w].dtype != np.int8:
             continue
-        a = chain[-1].inputs[0]
         scale = np.asarray(consts[scale_name], np.float32).reshape(-1)  # (N,)
         wq = f"{mmi.name}_weight"
         qp = QParams(scale, np.zeros(scale.shape, np.int8), QType(8, True), PerChannel(1))
@@ -104,9 +99,28 @@ def undo_row_dynamic(nodes: list[Node], consts: dict[str, np.ndarray],
         else:
             new = Node("MatMul", mmi.name, [a, wq], [y], {})
         out[out.index(mmi)] = new
-        for n in (cast, row, col):
+        for n in dead:
             out.remove(n)
     return drop_dead(out, outputs)
+
+
+def _row_block(nodes: list[Node], mmi: Node) -> tuple[str, str, Node, list[Node]] | None:
+    """(float input A, per-column weight scale, last node, nodes replaced besides ``mmi``)."""
+    if mmi.op_type == "MatMulIntegerToFloat":
+        ql = _producer(nodes, mmi.inputs[0], "QuantizeLinear")
+        row = _sole_consumer(nodes, mmi.outputs[0], "Mul")
+        if ql is None or row is None or len(mmi.inputs) < 4:
+            return None
+        return ql.inputs[0], mmi.inputs[3], row, [row]
+    chain = [_producer(nodes, mmi.inputs[0], "Cast")]
+    for op in ("Clip", "Add", "Round", "Div"):
+        chain.append(chain[-1] and _producer(nodes, chain[-1].inputs[0], op))
+    cast = _sole_consumer(nodes, mmi.outputs[0], "Cast")
+    row = cast and _sole_consumer(nodes, cast.outputs[0], "Mul")
+    col = row and _sole_consumer(nodes, row.outputs[0], "Mul")
+    if chain[-1] is None or col is None:
+        return None
+    return chain[-1].inputs[0], col.inputs[1], col, [cast, row, col]
 
 
 def drop_dead(nodes: list[Node], outputs: list[str]) -> list[Node]:

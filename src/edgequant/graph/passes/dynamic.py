@@ -2,15 +2,23 @@
 
 For ``Y = A·W (+ C)`` with constant ``W (K, N)``::
 
-    s_row = max(|A|, axis=-1) / 127                        # (..., 1) float32, at run time
-    A_q   = clip(round(A / s_row) + 128, 0, 255) as uint8  # symmetric, stored with offset 128
-    acc   = MatMulInteger(A_q, W_q, a_zero_point=128)       # (..., N) int32, W_q int8 per column
-    Y     = float(acc) · s_row · s_w (+ C)                  # (..., N) float32
+    s_row = max(|A|, axis=-1) / 127                           # (..., 1) float32, at run time
+    A_q   = QuantizeLinear(A, s_row, 128, block_size=K)       # (..., K) uint8, one block per row
+    Y_col = MatMulIntegerToFloat(A_q, W_q, 1, s_w, 128)       # (..., N) float32(acc) · s_w
+    Y     = Y_col · s_row (+ C)                               # (..., N) float32
 
 A per-row scale follows each token's own range — the single per-tensor scale of other tools
 is what loses accuracy on transformers, whose activations carry large per-token outliers.
-The uint8 storage with a fixed zero point 128 keeps onnxruntime's fast u8×s8 kernel.
-Rows that share an input (Q, K and V projections) share one quantization of it.
+The uint8 storage with a fixed zero point 128 keeps onnxruntime's fast u8×s8 kernel (its
+s8×s8 path is ~10x slower on x86). Rows that share an input (Q, K and V projections) share
+one quantization of it.
+
+Layout chosen by measuring (``bench/dynamic_speed.py``, onnxruntime profiles of
+all-MiniLM-L6-v2): a blocked ``QuantizeLinear`` (opset 21, block = the whole row) replaces the
+Div → Round → Add → Clip → Cast chain, and com.microsoft ``MatMulIntegerToFloat`` (per-column
+``b_scale``) replaces MatMulInteger → Cast → Mul; only the per-row Mul stays outside the
+kernel, since ``MatMulIntegerToFloat``'s ``a_scale`` is per tensor or per column of A, never
+per row. The zero point 128 must have the scale's run-time shape: ``ConstantOfShape`` of it.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from onnx import helper, numpy_helper
 
 from edgequant.graph.contract import tensor_stem
 from edgequant.graph.info import GraphInfo, attr
-from edgequant.graph.passes.dynamic_lstm import dynamic_lstms
+from edgequant.graph.passes.dynamic_lstm import MS_DOMAIN, dynamic_lstms
 from edgequant.graph.passes.qdq_nodes import int_initializer
 from edgequant.primitives import quantize
 from edgequant.qparams import QParams, qparams_for
@@ -47,9 +55,7 @@ def dynamic_matmuls(model: onnx.ModelProto, plan: QuantPlan,
         numpy_helper.from_array(np.array([-1], np.int64), "dynq_axes_last"),
         numpy_helper.from_array(TINY, "dynq_tiny"),
         numpy_helper.from_array(np.float32(127.0), "dynq_127"),
-        numpy_helper.from_array(np.float32(128.0), "dynq_128"),
-        numpy_helper.from_array(np.float32(0.0), "dynq_0"),
-        numpy_helper.from_array(np.float32(255.0), "dynq_255"),
+        numpy_helper.from_array(np.float32(1.0), "dynq_one"),
         numpy_helper.from_array(np.uint8(128), "dynq_zp"),
     ]
     row_cache: dict[str, tuple[str, str]] = {}
@@ -74,19 +80,17 @@ def dynamic_matmuls(model: onnx.ModelProto, plan: QuantPlan,
         new_inits.append(int_initializer(wq, qp.qtype.onnx_dtype, f"{stem}_W_quantized"))
         new_inits.append(numpy_helper.from_array(qp.scale.astype(np.float32), f"{stem}_W_scale"))
         if a not in row_cache:
-            row_cache[a] = _row_quant(a, stem, out_nodes)
+            row_cache[a] = _row_quant(a, stem, w.shape[0], out_nodes)
         aq, s_row = row_cache[a]
-        acc, accf, y1 = f"{stem}_acc", f"{stem}_accf", f"{stem}_rowscaled"
+        y1 = f"{stem}_colscaled"
         y = node.output[0]
         has_bias = node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]
         y2 = f"{stem}_nobias" if has_bias else y
         out_nodes += [
-            helper.make_node("MatMulInteger", [aq, f"{stem}_W_quantized", "dynq_zp"], [acc],
-                             name=f"{stem}_MatMulInteger"),
-            helper.make_node("Cast", [acc], [accf], to=onnx.TensorProto.FLOAT,
-                             name=f"{stem}_CastAcc"),
-            helper.make_node("Mul", [accf, s_row], [y1], name=f"{stem}_MulRow"),
-            helper.make_node("Mul", [y1, f"{stem}_W_scale"], [y2], name=f"{stem}_MulCol"),
+            helper.make_node("MatMulIntegerToFloat",
+                             [aq, f"{stem}_W_quantized", "dynq_one", f"{stem}_W_scale", "dynq_zp"],
+                             [y1], name=f"{stem}_MatMulIntegerToFloat", domain=MS_DOMAIN),
+            helper.make_node("Mul", [y1, s_row], [y2], name=f"{stem}_MulRow"),
         ]
         if has_bias:
             out_nodes.append(helper.make_node("Add", [y2, node.input[2]], [y],
@@ -98,27 +102,30 @@ def dynamic_matmuls(model: onnx.ModelProto, plan: QuantPlan,
     keep = [t for t in g.initializer if t.name in still]
     del g.initializer[:]
     g.initializer.extend(keep + [c for c in common if c.name in still] + new_inits)
+    if done and not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     lstm_used, lstm_done = dynamic_lstms(model, plan)
     used.update(lstm_used)
     return model, used, done | lstm_done
 
 
-def _row_quant(a: str, stem: str, nodes: list[onnx.NodeProto]) -> tuple[str, str]:
-    """Nodes computing the per-row uint8 quantization of ``a``; returns (A_q, s_row)."""
+def _row_quant(a: str, stem: str, k: int, nodes: list[onnx.NodeProto]) -> tuple[str, str]:
+    """Nodes computing the per-row uint8 quantization of ``a`` (last dim ``k``); returns
+    (A_q, s_row)."""
     p = f"{stem}_in"
+    zp128 = numpy_helper.from_array(np.array([128], np.uint8))
     nodes += [
         helper.make_node("Abs", [a], [f"{p}_abs"], name=f"{p}_Abs"),
         helper.make_node("ReduceMax", [f"{p}_abs", "dynq_axes_last"], [f"{p}_amax"],
-                         keepdims=1, name=f"{p}_ReduceMax"),
+                         keepdims=1, name=f"{p}_ReduceMax"),  # (..., 1)
         helper.make_node("Max", [f"{p}_amax", "dynq_tiny"], [f"{p}_amax_safe"], name=f"{p}_Max"),
         helper.make_node("Div", [f"{p}_amax_safe", "dynq_127"], [f"{p}_scale"],
-                         name=f"{p}_Scale"),
-        helper.make_node("Div", [a, f"{p}_scale"], [f"{p}_scaled"], name=f"{p}_Div"),
-        helper.make_node("Round", [f"{p}_scaled"], [f"{p}_rounded"], name=f"{p}_Round"),
-        helper.make_node("Add", [f"{p}_rounded", "dynq_128"], [f"{p}_shifted"], name=f"{p}_Add"),
-        helper.make_node("Clip", [f"{p}_shifted", "dynq_0", "dynq_255"], [f"{p}_clipped"],
-                         name=f"{p}_Clip"),
-        helper.make_node("Cast", [f"{p}_clipped"], [f"{p}_quantized"], to=onnx.TensorProto.UINT8,
-                         name=f"{p}_Cast"),
+                         name=f"{p}_Scale"),  # (..., 1) float32
+        helper.make_node("Shape", [f"{p}_scale"], [f"{p}_scale_shape"], name=f"{p}_Shape"),
+        helper.make_node("ConstantOfShape", [f"{p}_scale_shape"], [f"{p}_zero_point"],
+                         value=zp128, name=f"{p}_ZeroPoint"),  # (..., 1) uint8 128
+        helper.make_node("QuantizeLinear", [a, f"{p}_scale", f"{p}_zero_point"],
+                         [f"{p}_quantized"], axis=-1, block_size=int(k),
+                         name=f"{p}_QuantizeLinear"),  # (..., K) uint8
     ]
     return f"{p}_quantized", f"{p}_scale"

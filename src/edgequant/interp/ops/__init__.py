@@ -7,6 +7,7 @@ from edgequant.interp.ops import (  # noqa: F401  (imported for their @register 
     elementwise,
     indexing,
     math,
+    matmul_float,
     nbits,
     nn,
     pool,
