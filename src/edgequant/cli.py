@@ -80,7 +80,7 @@ def quantize(
     model: Annotated[Path, typer.Argument(help="float ONNX model")],
     output: Annotated[Path, typer.Option("-o", "--output", help="output .onnx or .tflite")],
     recipe: Annotated[str, typer.Option(help="fp32 | fp16 | w8_dynamic | w8a8 | w8a16 | "
-                                             "w4a16_g128 | recipe.json")] = "w8a8",
+                                             "w4a16_g128 | recipe.json | auto")] = "w8a8",
     calibration: Annotated[Path | None, typer.Option(help="DATA.npz for static recipes")] = None,
     io: Annotated[str, typer.Option(help="float | int8 | uint8 model inputs/outputs")] = "float",
     strict: Annotated[bool, typer.Option(help="fail on any op left in float")] = False,
@@ -94,6 +94,18 @@ def quantize(
     fix_dim: Annotated[list[str] | None, typer.Option(
         help="NAME=SIZE: fix dynamic dim NAME for .tflite output (repeatable), e.g. time=12")
     ] = None,
+    max_drop: Annotated[float | None, typer.Option(help="--recipe auto: budget (points)")] = None,
+    metric: Annotated[str, typer.Option(help="--recipe auto: agreement|accuracy|cosine")
+                      ] = "agreement",
+    objective: Annotated[str, typer.Option(help="--recipe auto: size | latency")] = "size",
+    eval_data: Annotated[Path | None, typer.Option(
+        help="--recipe auto: DATA.npz; search on the first half, check on the second")] = None,
+    eval_labels: Annotated[Path | None, typer.Option(help="LABELS.npy for eval data")] = None,
+    workers: Annotated[int, typer.Option(help="--recipe auto: Ray workers (1: serial)")] = 1,
+    ray_address: Annotated[str | None, typer.Option(help="existing Ray cluster")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="analysis cache folder")] = None,
+    no_cache: Annotated[bool, typer.Option(help="do not use the analysis cache")] = False,
+    write_recipe: Annotated[Path | None, typer.Option(help="also write the recipe JSON")] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
@@ -106,7 +118,16 @@ def quantize(
         raise ValueError(f"output path {str(output)!r} is the input model; choose another path")
     if not output.parent.exists():
         raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
-    rec = _recipe_arg(recipe)
+    auto = None
+    if recipe != "auto" and (max_drop is not None or eval_data is not None):
+        raise ValueError("--max-drop / --eval-data apply to --recipe auto only")
+    if recipe == "auto":
+        from edgequant.cli_analyze import auto_search
+
+        auto = auto_search(model, calibration, eval_data, eval_labels, max_drop=max_drop,
+                           metric=metric, objective=objective, workers=workers,
+                           ray_address=ray_address, cache_dir=cache_dir, no_cache=no_cache)
+    rec = auto.recipe if auto else _recipe_arg(recipe)
     axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
         task = bar.add_task("calibrating", total=None)
@@ -118,7 +139,17 @@ def quantize(
                   fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)
     if report:
-        save_report(qm.report, report)
+        save_report(qm.report | ({"auto": auto.to_dict()} if auto else {}), report)
+    if write_recipe:
+        from edgequant.graph.io import atomic_write
+
+        atomic_write(write_recipe, lambda tmp: Path(tmp).write_text(rec.to_json()))
+    if auto:
+        from edgequant.cli_analyze import print_auto
+
+        print_auto(auto)
+        if not auto.meets_budget_held_apart:
+            raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _print_quantize_summary(src: Path, out: Path, qm) -> None:
@@ -307,6 +338,11 @@ def demo(
     console.print(f"models and report written to {out}/ (report.json, report.md)")
     if result.get("failures"):
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+from edgequant.cli_analyze import analyze as _analyze  # noqa: E402  (its body lives there)
+
+app.command(name="analyze")(user_errors(_analyze))
 
 
 def main() -> None:

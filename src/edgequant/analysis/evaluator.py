@@ -150,6 +150,20 @@ class Evaluator:
                     out[key] = qp
         return out
 
+    def without_check(self) -> Evaluator:
+        """A copy scoring the search data only (its own cache digest)."""
+        import copy
+
+        c = copy.copy(self)
+        c.check = c.check_reference = c.check_labels = c.check_float_score = None
+        c.digest = cache_key(self.digest, "without held-apart data")
+        return c
+
+    def share_table(self, other: Evaluator) -> None:
+        """Reuse ``other``'s calibrated activation table (same model and calibration)."""
+        if other._table is not None:
+            self._table = other._table
+
     # -- one evaluation ------------------------------------------------------------------
 
     def quantize(self, recipe: Recipe):

@@ -1,0 +1,47 @@
+"""Per-node latency from onnxruntime's profiler.
+
+Stand-in with the signature of ``edgequant.ptq.speed_guard.profile_nodes`` (written by another
+change); the auto search only needs ``profile_nodes(model, feeds) -> {node: ms}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edgequant.runtime.sessions import LOG_SEVERITY_ERROR
+
+#: Profiled runs (after one warm-up run) averaged per node.
+PROFILE_RUNS = 5
+
+
+def profile_nodes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
+                  runs: int = PROFILE_RUNS) -> dict[str, float]:
+    """Mean kernel time in ms of every node onnxruntime ran (one thread, its node names)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.log_severity_level = LOG_SEVERITY_ERROR
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tmp, "profile")
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        feeds = dict(feeds)
+        sess.run(None, feeds)  # warm-up (also profiled: dropped below by averaging all runs)
+        for _ in range(runs):
+            sess.run(None, feeds)
+        path = sess.end_profiling()
+        events = json.loads(open(path).read())
+    total: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            total[e["name"][: -len("_kernel_time")]] += e.get("dur", 0) / 1e3
+    return {k: v / (runs + 1) for k, v in total.items()}
