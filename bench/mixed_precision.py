@@ -19,6 +19,7 @@ FIGURES
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,16 +60,15 @@ def minilm_case(tmp: Path, n_cal: int, n_eval: int):
 def run_model(name: str, case, cache: Path) -> None:
     path, cal, data, check = case
     t0 = time.perf_counter()
-    rep = analyze(path, cal, data, metric="cosine", sweeps=("single", "all_but_one", "int4"),
-                  cache_dir=cache)
+    rep = analyze(path, cal, data, metric="cosine", cache_dir=cache)
     print(f"\n== {name}: {len(rep.layers)} layers, uniform int8 drop {rep.base_drop:.3f} cosine "
           f"points on the search half; sweeps {time.perf_counter() - t0:.0f} s")
-    print(f"{'rank':>4} {'layer':<48} {'single':>8} {'gain':>8} {'int4':>8} {'w dB':>6} "
+    print(f"{'rank':>4} {'layer':<48} {'single':>8} {'gain':>8} {'w dB':>6} {'w4 dB':>6} "
           f"{'a dB':>6}  fix")
     for r in rep.top(5):
         print(f"{r.rank:>4} {r.node[-48:]:<48} {r.single_drop:>8.3f} {r.gain:>8.3f} "
-              f"{r.int4_drop:>8.3f} {_db(r.weight_sqnr_db)} {_db(r.activation_sqnr_db)}  "
-              f"{r.suggestion}")
+              f"{_db(r.weight_sqnr_db)} {_db(r.weight_sqnr_int4_db)} "
+              f"{_db(r.activation_sqnr_db)}  {r.suggestion}")
     rows = []
     for budget in BUDGETS:
         res = auto_recipe(path, cal, data, check, max_drop=budget, metric="cosine",
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="effnet,minilm")
     ap.add_argument("--calib", type=int, default=32)
-    ap.add_argument("--eval", type=int, default=64, help="search and held-apart samples each")
+    ap.add_argument("--eval", type=int, default=48, help="search and held-apart samples each")
     ap.add_argument("--ray-layers", type=int, default=8)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             case = cases[name](d, args.calib, args.eval)
             first = first or case
             run_model(name, case, d / "cache")
+            sys.stdout.flush()
         if first is not None and args.ray_layers > 0:
             ray_vs_serial(first, args.ray_layers)
     np.set_printoptions()

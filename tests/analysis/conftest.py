@@ -113,3 +113,11 @@ def digits_models(tmp_path_factory):
 def digits_cnn_builder():
     """:func:`build_digits_cnn` itself, for tests that need a variant (e.g. fixed batch)."""
     return build_digits_cnn
+
+
+@pytest.fixture(scope="session")
+def planted():
+    """The digits CNN with a planted sensitive head (see ``sensitivity_models``)."""
+    from sensitivity_models import planted_model
+
+    return planted_model()

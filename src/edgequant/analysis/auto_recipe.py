@@ -10,7 +10,8 @@ The search, every step a real quantized model scored on the *search* data:
    are the weak side, else to fp16 (size) / float (latency); one more layer each step until
    the budget is met;
 2. (``objective="size"``) **demote** int8 layers to int4 weights, least harmful per byte saved
-   first (the ``int4`` sweep), in halving chunks; a chunk stays only if the budget still holds.
+   first (the input-weighted int4 weight SQNR, or the measured ``int4`` sweep when asked
+   for), in halving chunks; a chunk stays only if the budget still holds.
 
 Every model tried is a candidate; the chosen one is the smallest (or fastest: latencies of the
 candidates within budget are measured side by side) within the budget on the search data, then
@@ -121,7 +122,8 @@ class _Search:
         self.candidates: list[Candidate] = []
 
     def try_mixes(self, mixes: list[tuple[str, str, dict[str, str] | Recipe]]) -> list[Candidate]:
-        recipes = [m if isinstance(m, Recipe) else mixed_recipe(self.base, self.layers, m, f"auto-{name}")
+        recipes = [m if isinstance(m, Recipe)
+                   else mixed_recipe(self.base, self.layers, m, f"auto-{name}")
                    for name, _, m in mixes]
         evals = cached_sweep(self.ev, recipes, self.cache, workers=self.workers,
                              ray_address=self.ray_address)
@@ -146,11 +148,14 @@ def auto_recipe(model: Any, calibration: Any, data: Any, check: Any, *, max_drop
                 workers: int = 1, ray_address: str | None = None,
                 cache_dir: str | os.PathLike | None = default_cache_dir(),
                 progress: Progress | None = None, max_steps: int = MAX_STEPS,
-                latency_repeats: int = LATENCY_REPEATS) -> AutoResult:
+                latency_repeats: int = LATENCY_REPEATS,
+                sweeps: tuple[str, ...] = ("single", "all_but_one")) -> AutoResult:
     """Search a per-layer mix within ``max_drop`` points of ``metric`` (see the module doc).
 
     ``data`` is what the search scores on; ``check`` is held-apart data the chosen mix is
     checked on (required: a budget met only on the data it was tuned on is not met).
+    ``sweeps`` adds ``"int4"`` to order int4 demotions by measured drops instead of the
+    int4 weight SQNR.
     """
     max_drop = check_budget(max_drop)
     check_objective(objective)
@@ -162,7 +167,7 @@ def auto_recipe(model: Any, calibration: Any, data: Any, check: Any, *, max_drop
                         check_labels=check_labels)
     search_ev = ev.without_check()
     sens = analyze(proto, calibration, data, labels=labels, metric=metric,
-                   sweeps=("single", "all_but_one", "int4"), workers=workers,
+                   sweeps=sweeps, workers=workers,
                    ray_address=ray_address, cache_dir=cache_dir, progress=progress,
                    evaluator=search_ev)
     ev.share_table(search_ev)
@@ -216,10 +221,9 @@ def _layer_costs(ev: Evaluator, layers: list[Layer], objective: str) -> dict[str
 
 def _demote(s: _Search, rows: dict, mix: dict[str, str], base_drop: float, budget: int) -> None:
     """Move int8 layers to int4 weights in halving chunks while the budget holds."""
-    eligible = [la for la in s.layers if mix.get(la.node, "int8") == "int8"
-                and rows[la.node].int4_drop is not None]
-    eligible.sort(key=lambda la: (max(0.0, rows[la.node].int4_drop - base_drop)
-                                  / max(1, la.params), la.node))
+    eligible = [la for la in s.layers if mix.get(la.node, "int8") == "int8"]
+    eligible.sort(key=lambda la: (_int4_harm(rows[la.node], base_drop) / max(1, la.params),
+                                  la.node))
     i, k, steps = 0, max(1, len(eligible) // 2), 0
     while i < len(eligible) and steps < budget:
         trial = dict(mix)
@@ -234,6 +238,16 @@ def _demote(s: _Search, rows: dict, mix: dict[str, str], base_drop: float, budge
             i += 1
         else:
             k = max(1, k // 2)
+
+
+def _int4_harm(row, base_drop: float) -> float:
+    """Measured extra drop of int4 weights (the ``int4`` sweep) or, without it, the relative
+    noise power of the input-weighted int4 weight SQNR."""
+    if row.int4_drop is not None:
+        return max(0.0, row.int4_drop - base_drop)
+    if row.weight_sqnr_int4_db is None:
+        return float("inf")
+    return 10.0 ** (-row.weight_sqnr_int4_db / 10.0)
 
 
 def _measure_latency(ev: Evaluator, candidates: list[Candidate], within: list[Candidate],

@@ -70,6 +70,7 @@ class LayerSensitivity:
     gain: float
     int4_drop: float | None
     weight_sqnr_db: float | None
+    weight_sqnr_int4_db: float | None
     weight_absmax: float
     weight_outlier_ratio: float
     activation_sqnr_db: float | None
@@ -292,6 +293,7 @@ def _row(la: Layer, idx: int, base_drop: float, results: Mapping[str, list], st,
     fix, why = suggest(impact, st.weight_sqnr_db, st.activation_sqnr_db,
                        st.activation_outlier_ratio, base)
     return LayerSensitivity(la.node, la.op_type, list(la.nodes), la.weight, la.params, single,
-                            abo, gain, int4, st.weight_sqnr_db, st.weight_absmax,
+                            abo, gain, int4, st.weight_sqnr_db, st.weight_sqnr_int4_db,
+                            st.weight_absmax,
                             st.weight_outlier_ratio, st.activation_sqnr_db, st.activation_min,
                             st.activation_max, st.activation_outlier_ratio, impact, fix, why)

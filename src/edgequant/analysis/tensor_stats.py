@@ -6,7 +6,7 @@ range one rare value sets).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -20,6 +20,7 @@ from edgequant.recipes.plan import QuantPlan
 from edgequant.runtime.batching import batches
 from edgequant.runtime.feeds import batch_axes_of, model_inputs
 from edgequant.runtime.sessions import ort_session
+from edgequant.spec import QType
 
 #: Samples of the calibration data the activation statistics read (they stream in batches).
 STATS_SAMPLES = 16
@@ -34,6 +35,7 @@ class TensorStats:
     """One layer's weight and input-activation statistics (``None``: not quantized)."""
 
     weight_sqnr_db: float | None
+    weight_sqnr_int4_db: float | None
     weight_absmax: float
     weight_outlier_ratio: float
     activation_sqnr_db: float | None
@@ -80,21 +82,24 @@ def input_energy_weights(node: onnx.NodeProto, w: np.ndarray, energy: np.ndarray
     return np.broadcast_to(energy.reshape((1, -1) if axis == 1 else (-1, 1)), w.shape)
 
 
-def weight_stats(w: np.ndarray, plan: QuantPlan, name: str, importance: np.ndarray
-                 ) -> tuple[float | None, float, float]:
+def weight_stats(w: np.ndarray, plan: QuantPlan, name: str, importance: np.ndarray,
+                 bits: int | None = None) -> tuple[float | None, float, float]:
     """(SQNR dB of ``w`` quantized with its planned spec, absmax, outlier ratio).
 
     The SQNR weighs each element's signal and error by the energy of the input it multiplies
     (``importance``), so it estimates the layer's output SQNR from weight rounding alone: a
     huge weight on an input that is always zero costs nothing in float but wrecks the
-    quantization grid of its channel, and shows up here as a low SQNR.
+    quantization grid of its channel, and shows up here as a low SQNR. ``bits`` replaces the
+    planned width (e.g. 4: what int4 weights would cost).
     """
     d = plan.tensors.get(name)
     sqnr = None
     if d is not None and d.action == "quantize" and d.spec is not None:
-        obs = make_observer(d.spec, name)
+        spec = d.spec if bits is None else replace(
+            d.spec, qtype=QType(bits, True, narrow_range=True), symmetric=True)
+        obs = make_observer(spec, name)
         obs.update(w)
-        wq = fake_quantize(w, obs.qparams(), d.spec.rounding)
+        wq = fake_quantize(w, obs.qparams(), spec.rounding)
         w64 = w.astype(np.float64)
         sqnr = _sqnr(float(np.sum(importance * w64 ** 2)),
                      float(np.sum(importance * (w64 - wq) ** 2)))
@@ -145,10 +150,11 @@ def layer_stats(float_model: onnx.ModelProto, layers: list[Layer], plan: QuantPl
         a = acc[layer.input]
         imp = input_energy_weights(nodes[layer.node], w, a["energy"])
         w_sqnr, w_max, w_ratio = weight_stats(w.astype(np.float32), plan, layer.weight, imp)
+        w4_sqnr = weight_stats(w.astype(np.float32), plan, layer.weight, imp, bits=4)[0]
         sample = np.concatenate(a["sample"]) if a["sample"] else np.zeros(0)
         quantized = layer.input in act_qparams
         out[layer.node] = TensorStats(
-            w_sqnr, w_max, w_ratio,
+            w_sqnr, w4_sqnr, w_max, w_ratio,
             _sqnr(a["signal"], a["noise"]) if quantized else None,
             a["lo"], a["hi"], outlier_ratio(sample))
     return out
