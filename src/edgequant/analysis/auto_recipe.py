@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from edgequant.analysis.budget import Scorer, check_budget, metric_name
-from edgequant.analysis.cache import ResultCache, default_cache_dir
+from edgequant.analysis.cache import ResultCache
 from edgequant.analysis.evaluator import Evaluator
 from edgequant.analysis.latency import measure_interleaved
 from edgequant.analysis.layers import Layer, find_layers, mixed_recipe
@@ -146,7 +146,7 @@ def auto_recipe(model: Any, calibration: Any, data: Any, check: Any, *, max_drop
                 labels: np.ndarray | None = None, check_labels: np.ndarray | None = None,
                 metric: str | Scorer = "agreement", objective: str = "size",
                 workers: int = 1, ray_address: str | None = None,
-                cache_dir: str | os.PathLike | None = default_cache_dir(),
+                cache_dir: str | os.PathLike | bool | None = True,
                 progress: Progress | None = None, max_steps: int = MAX_STEPS,
                 latency_repeats: int = LATENCY_REPEATS,
                 sweeps: tuple[str, ...] = ("single", "all_but_one")) -> AutoResult:

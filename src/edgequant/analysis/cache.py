@@ -60,10 +60,13 @@ def _version() -> str:
 
 
 class ResultCache:
-    """JSON results by key in ``folder/kind/KEY.json``; ``folder=None`` caches nothing."""
+    """JSON results by key in ``folder/kind/KEY.json``; ``folder=True`` is
+    :func:`default_cache_dir`, ``None`` / ``False`` caches nothing."""
 
-    def __init__(self, folder: str | os.PathLike | None) -> None:
-        self.folder = Path(folder) if folder is not None else None
+    def __init__(self, folder: str | os.PathLike | bool | None) -> None:
+        if folder is True:
+            folder = default_cache_dir()
+        self.folder = Path(folder) if folder not in (None, False) else None
 
     def _path(self, kind: str, key: str) -> Path:
         assert self.folder is not None

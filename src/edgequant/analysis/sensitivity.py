@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 
 from edgequant.analysis.budget import Scorer, metric_name
-from edgequant.analysis.cache import ResultCache, cache_key, default_cache_dir
+from edgequant.analysis.cache import ResultCache, cache_key
 from edgequant.analysis.evaluator import Evaluator
 from edgequant.analysis.layers import Layer, all_but, find_layers, only_layer
 from edgequant.analysis.sweep import Progress, cached_sweep, check_workers
@@ -197,14 +197,15 @@ def analyze(model: Any, calibration: Any, data: Any, *, labels: np.ndarray | Non
             metric: str | Scorer = "agreement", recipe: str | Recipe = "w8a8",
             sweeps: tuple[str, ...] = DEFAULT_SWEEPS, workers: int = 1,
             ray_address: str | None = None,
-            cache_dir: str | os.PathLike | None = default_cache_dir(),
+            cache_dir: str | os.PathLike | bool | None = True,
             example_inputs: Any = None, progress: Progress | None = None,
             evaluator: Evaluator | None = None) -> SensitivityReport:
     """Per-layer sensitivity of ``model`` (ONNX path / proto, or ``nn.Module``).
 
     ``calibration`` sets the activation ranges, ``data`` is what the drops are measured on
     (npz paths, dicts or a lone array); ``labels`` enables ``metric="accuracy"``.
-    ``workers > 1`` runs the sweeps on Ray; ``cache_dir=None`` disables the cache.
+    ``workers > 1`` runs the sweeps on Ray; ``cache_dir``: a folder, ``True`` (default:
+    ``~/.cache/edgequant``) or ``None`` (no cache).
     """
     check_workers(workers)
     bad = [s for s in sweeps if s not in SWEEPS]
