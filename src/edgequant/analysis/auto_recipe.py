@@ -7,8 +7,8 @@ The search, every step a real quantized model scored on the *search* data:
    sensitivity per unit of cost (``impact`` from :mod:`edgequant.analysis.sensitivity`, cost =
    extra weight bytes, or the layer's float ms from onnxruntime's profiler for
    ``objective="latency"``): to int16 activations when the layer's fix says its activations
-   are the weak side, else to fp16 (size) / float (latency); one more layer each step until
-   the budget is met;
+   are the weak side, else to fp16 (size) / float (latency); one more layer per step at
+   first, then 25 % more per step, until the budget is met;
 2. (``objective="size"``) **demote** int8 layers to int4 weights, least harmful per byte saved
    first (the input-weighted int4 weight SQNR, or the measured ``int4`` sweep when asked
    for), in halving chunks; a chunk stays only if the budget still holds.
@@ -182,12 +182,13 @@ def auto_recipe(model: Any, calibration: Any, data: Any, check: Any, *, max_drop
     mix: dict[str, str] = {}
     steps, current = 0, int8
     order = sorted(layers, key=lambda la: -rows[la.node].impact / cost[la.node])
-    for la in order:
-        if current.meets_budget or steps >= max_steps:
-            break
-        r = rows[la.node]
-        weak_acts = r.suggestion in ("int16 activations", "percentile/MSE range")
-        mix[la.node] = "int16" if weak_acts else ("fp16" if objective == "size" else "float")
+    while order and not current.meets_budget and steps < max_steps:
+        # one layer at a time at first, then 25 % more each step (large models converge in
+        # tens of steps, not hundreds)
+        for la in order[: max(1, len(mix) // 4)]:
+            weak_acts = rows[la.node].suggestion in ("int16 activations", "percentile/MSE range")
+            mix[la.node] = "int16" if weak_acts else ("fp16" if objective == "size" else "float")
+        order = [la for la in order if la.node not in mix]
         steps += 1
         current = s.try_mix(f"promote-{steps}", "promote", dict(mix))
     if objective == "size" and current.meets_budget:
