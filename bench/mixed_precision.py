@@ -24,8 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from edgequant.analysis.auto_recipe import auto_recipe
 from edgequant.analysis.layers import find_layers, only_layer
 from edgequant.analysis.sensitivity import analyze, make_evaluator
@@ -138,7 +136,6 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.flush()
         if first is not None and args.ray_layers > 0:
             ray_vs_serial(first, args.ray_layers)
-    np.set_printoptions()
 
 
 if __name__ == "__main__":
