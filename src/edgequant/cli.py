@@ -147,7 +147,7 @@ def quantize(
     if auto:
         from edgequant.cli_analyze import print_auto
 
-        print_auto(auto)
+        print_auto(auto, console)
         if not auto.meets_budget_held_apart:
             raise typer.Exit(EXIT_CHECK_FAILED)
 
@@ -340,9 +340,9 @@ def demo(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-from edgequant.cli_analyze import analyze as _analyze  # noqa: E402  (its body lives there)
+from edgequant.cli_analyze import make_analyze_command  # noqa: E402  (its body lives there)
 
-app.command(name="analyze")(user_errors(_analyze))
+app.command(name="analyze")(user_errors(make_analyze_command(console, _progress, _recipe_arg)))
 
 
 def main() -> None:

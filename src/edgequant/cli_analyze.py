@@ -49,52 +49,57 @@ def _fmt(v, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def analyze(
-    model: Annotated[Path, typer.Argument(help="float ONNX model")],
-    calibration: Annotated[Path, typer.Option(help="DATA.npz that sets activation ranges")],
-    data: Annotated[Path, typer.Option(help="DATA.npz the drops are measured on")],
-    labels: Annotated[Path | None, typer.Option(help="LABELS.npy for --metric accuracy")] = None,
-    metric: Annotated[str, typer.Option(help="agreement | accuracy | cosine")] = "agreement",
-    recipe: Annotated[str, typer.Option(help="base static recipe (name or .json)")] = "w8a8",
-    int4: Annotated[bool, typer.Option(help="also sweep int4 weights per layer")] = False,
-    top: Annotated[int, typer.Option(help="rows to print (0: all)")] = 0,
-    workers: Annotated[int, typer.Option(help="parallel sweeps on Ray (1: serial)")] = 1,
-    ray_address: Annotated[str | None, typer.Option(help="existing Ray cluster")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(
-        help="result cache (default ~/.cache/edgequant)")] = None,
-    no_cache: Annotated[bool, typer.Option(help="do not read or write the cache")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-) -> None:
-    """Per-layer sensitivity: quantize one layer alone and all but one, rank, suggest fixes."""
-    from edgequant.analysis.sensitivity import analyze as run_analyze
-    from edgequant.cli import _progress, _recipe_arg, console
+def make_analyze_command(console, progress, recipe_arg):
+    """The ``analyze`` command, printing to ``console`` (the CLI passes its own console,
+    progress bar factory and recipe parser: this module never imports ``edgequant.cli``)."""
 
-    _metric(metric)
-    if not model.is_file():
-        raise FileNotFoundError(f"model {str(model)!r} does not exist")
-    sweeps = ("single", "all_but_one", "int4") if int4 else ("single", "all_but_one")
-    with _progress() as bar:
-        task = bar.add_task("sweeping layers", total=None)
-        rep = run_analyze(model, calibration, data, labels=_labels(labels), metric=metric,
-                          recipe=_recipe_arg(recipe), sweeps=sweeps, workers=workers,
-                          ray_address=ray_address, cache_dir=_cache(cache_dir, no_cache),
-                          progress=lambda d, t: bar.update(task, completed=d, total=t))
-    if json_out:
-        d = rep.to_dict()
-        d["layers"] = [{k: _json_safe(v) for k, v in row.items()} for row in d["layers"]]
-        print(json.dumps(d, indent=2))
-        return
-    t = Table("rank", "layer", "op", "single", "gain", *(["int4"] if int4 else []),
-              "w SQNR dB", "a SQNR dB", "a outlier", "fix", "why",
-              title=f"{model.name}: {rep.recipe} drops {rep.base_drop:.3f} {rep.metric} points "
-                    f"(float score {rep.float_score:.2f}, {rep.samples} samples)"
-                    + (" [cached]" if rep.cached else ""))
-    for r in rep.layers[: top or None]:
-        t.add_row(str(r.rank), r.node, r.op_type, f"{r.single_drop:.3f}", f"{r.gain:.3f}",
-                  *([_fmt(r.int4_drop)] if int4 else []), _fmt(r.weight_sqnr_db, ".1f"),
-                  _fmt(r.activation_sqnr_db, ".1f"), _fmt(r.activation_outlier_ratio, ".1f"),
-                  r.suggestion, r.reason)
-    console.print(t)
+    def analyze(
+        model: Annotated[Path, typer.Argument(help="float ONNX model")],
+        calibration: Annotated[Path, typer.Option(help="DATA.npz that sets activation ranges")],
+        data: Annotated[Path, typer.Option(help="DATA.npz the drops are measured on")],
+        labels: Annotated[Path | None, typer.Option(help="LABELS.npy for --metric accuracy")] = None,
+        metric: Annotated[str, typer.Option(help="agreement | accuracy | cosine")] = "agreement",
+        recipe: Annotated[str, typer.Option(help="base static recipe (name or .json)")] = "w8a8",
+        int4: Annotated[bool, typer.Option(help="also sweep int4 weights per layer")] = False,
+        top: Annotated[int, typer.Option(help="rows to print (0: all)")] = 0,
+        workers: Annotated[int, typer.Option(help="parallel sweeps on Ray (1: serial)")] = 1,
+        ray_address: Annotated[str | None, typer.Option(help="existing Ray cluster")] = None,
+        cache_dir: Annotated[Path | None, typer.Option(
+            help="result cache (default ~/.cache/edgequant)")] = None,
+        no_cache: Annotated[bool, typer.Option(help="do not read or write the cache")] = False,
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ) -> None:
+        """Per-layer sensitivity: quantize one layer alone and all but one, rank, suggest fixes."""
+        from edgequant.analysis.sensitivity import analyze as run_analyze
+
+        _metric(metric)
+        if not model.is_file():
+            raise FileNotFoundError(f"model {str(model)!r} does not exist")
+        sweeps = ("single", "all_but_one", "int4") if int4 else ("single", "all_but_one")
+        with progress() as bar:
+            task = bar.add_task("sweeping layers", total=None)
+            rep = run_analyze(model, calibration, data, labels=_labels(labels), metric=metric,
+                              recipe=recipe_arg(recipe), sweeps=sweeps, workers=workers,
+                              ray_address=ray_address, cache_dir=_cache(cache_dir, no_cache),
+                              progress=lambda d, t: bar.update(task, completed=d, total=t))
+        if json_out:
+            d = rep.to_dict()
+            d["layers"] = [{k: _json_safe(v) for k, v in row.items()} for row in d["layers"]]
+            print(json.dumps(d, indent=2))
+            return
+        t = Table("rank", "layer", "op", "single", "gain", *(["int4"] if int4 else []),
+                  "w SQNR dB", "a SQNR dB", "a outlier", "fix", "why",
+                  title=f"{model.name}: {rep.recipe} drops {rep.base_drop:.3f} {rep.metric} points "
+                        f"(float score {rep.float_score:.2f}, {rep.samples} samples)"
+                        + (" [cached]" if rep.cached else ""))
+        for r in rep.layers[: top or None]:
+            t.add_row(str(r.rank), r.node, r.op_type, f"{r.single_drop:.3f}", f"{r.gain:.3f}",
+                      *([_fmt(r.int4_drop)] if int4 else []), _fmt(r.weight_sqnr_db, ".1f"),
+                      _fmt(r.activation_sqnr_db, ".1f"), _fmt(r.activation_outlier_ratio, ".1f"),
+                      r.suggestion, r.reason)
+        console.print(t)
+
+    return analyze
 
 
 def auto_search(model: Path, calibration: Path | None, eval_data: Path | None,
@@ -140,10 +145,8 @@ def auto_search(model: Path, calibration: Path | None, eval_data: Path | None,
                        cache_dir=_cache(cache_dir, no_cache))
 
 
-def print_auto(result) -> None:
-    """The candidates table and the held-apart verdict."""
-    from edgequant.cli import console
-
+def print_auto(result, console) -> None:
+    """The candidates table and the held-apart verdict, on ``console``."""
     t = Table("candidate", "bytes", "search drop", "held-apart drop", "latency ms", "mix",
               title=f"auto ({result.objective}, budget {result.max_drop:g} {result.metric} "
                     "points)")

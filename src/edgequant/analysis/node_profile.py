@@ -14,9 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from edgequant.runtime.sessions import LOG_SEVERITY_ERROR
+from edgequant.runtime.sessions import ort_session
 
 #: Profiled runs (after one warm-up run) averaged per node.
 PROFILE_RUNS = 5
@@ -26,14 +25,7 @@ def profile_nodes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
                   runs: int = PROFILE_RUNS) -> dict[str, float]:
     """Mean kernel time in ms of every node onnxruntime ran (one thread, its node names)."""
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.log_severity_level = LOG_SEVERITY_ERROR
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.enable_profiling = True
-        so.profile_file_prefix = os.path.join(tmp, "profile")
-        sess = ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort_session(model, threads=1, profile_prefix=os.path.join(tmp, "profile"))
         feeds = dict(feeds)
         sess.run(None, feeds)  # warm-up (also profiled: dropped below by averaging all runs)
         for _ in range(runs):

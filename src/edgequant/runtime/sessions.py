@@ -72,6 +72,7 @@ def ort_session(
     threads: int | None = None,
     extra_outputs: Sequence[str] = (),
     optimized_model_path: str | os.PathLike | None = None,
+    profile_prefix: str | os.PathLike | None = None,
 ) -> ort.InferenceSession:
     """An onnxruntime CPU session of ``model``.
 
@@ -79,7 +80,8 @@ def ort_session(
     (inter-op fixed at 1); ``None`` leaves onnxruntime's default. ``extra_outputs``:
     intermediate tensors to expose as graph outputs too (after the declared ones; note that
     exposing a tensor keeps onnxruntime from fusing it away). ``optimized_model_path``: where
-    onnxruntime writes the graph it optimized.
+    onnxruntime writes the graph it optimized. ``profile_prefix``: turn on onnxruntime's
+    profiler, writing its JSON next to this prefix (``session.end_profiling()`` returns it).
     """
     if optimization not in OPTIMIZATION_LEVELS:
         raise ValueError(
@@ -95,6 +97,9 @@ def ort_session(
         so.inter_op_num_threads = 1
     if optimized_model_path is not None:
         so.optimized_model_filepath = os.fspath(optimized_model_path)
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.fspath(profile_prefix)
     source = _model_bytes_or_path(model, list(extra_outputs))
     log.debug("onnxruntime session: optimization=%s threads=%s extra outputs=%d",
               optimization, threads, len(extra_outputs))
