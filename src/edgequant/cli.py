@@ -83,7 +83,7 @@ def quantize(
     model: Annotated[Path, typer.Argument(help="float ONNX model")],
     output: Annotated[Path, typer.Option("-o", "--output", help="output .onnx or .tflite")],
     recipe: Annotated[str, typer.Option(help="fp32 | fp16 | w8_dynamic | w8a8 | w8a16 | "
-                                             "w4a16_g128 | recipe.json")] = "w8a8",
+                                             "w4a16_g128 | recipe.json | auto")] = "w8a8",
     calibration: Annotated[Path | None, typer.Option(help="DATA.npz for static recipes")] = None,
     io: Annotated[str, typer.Option(help="float | int8 | uint8 model inputs/outputs")] = "float",
     strict: Annotated[bool, typer.Option(help="fail on any op left in float")] = False,
@@ -108,6 +108,18 @@ def quantize(
     outlier_threshold: Annotated[float | None, typer.Option(
         help="LLM.int8() decomposition: input features with calibrated max |x| above this "
              "run in float")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="--recipe auto: budget (points)")] = None,
+    metric: Annotated[str, typer.Option(help="--recipe auto: agreement|accuracy|cosine")
+                      ] = "agreement",
+    objective: Annotated[str, typer.Option(help="--recipe auto: size | latency")] = "size",
+    eval_data: Annotated[Path | None, typer.Option(
+        help="--recipe auto: DATA.npz; search on the first half, check on the second")] = None,
+    eval_labels: Annotated[Path | None, typer.Option(help="LABELS.npy for eval data")] = None,
+    workers: Annotated[int, typer.Option(help="--recipe auto: Ray workers (1: serial)")] = 1,
+    ray_address: Annotated[str | None, typer.Option(help="existing Ray cluster")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="analysis cache folder")] = None,
+    no_cache: Annotated[bool, typer.Option(help="do not use the analysis cache")] = False,
+    write_recipe: Annotated[Path | None, typer.Option(help="also write the recipe JSON")] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
@@ -120,12 +132,23 @@ def quantize(
 
     fmt = format_for(output, format, to)
     plan_outputs({"input model": model, "calibration data": calibration,
+                  "evaluation data": eval_data, "evaluation labels": eval_labels,
                   "recipe file": recipe if recipe.endswith(".json") else None,
                   **external_inputs(model)},
-                 {"output model": output, "report": report, "HTML report": html})
+                 {"output model": output, "report": report, "HTML report": html,
+                  "recipe JSON": write_recipe})
     if fmt == "tflite":
         require_tflite("writing .tflite")
-    rec = _recipe_arg(recipe)
+    auto = None
+    if recipe != "auto" and (max_drop is not None or eval_data is not None):
+        raise ValueError("--max-drop / --eval-data apply to --recipe auto only")
+    if recipe == "auto":
+        from edgequant.cli_analyze import auto_search
+
+        auto = auto_search(model, calibration, eval_data, eval_labels, max_drop=max_drop,
+                           metric=metric, objective=objective, workers=workers,
+                           ray_address=ray_address, cache_dir=cache_dir, no_cache=no_cache)
+    rec = auto.recipe if auto else _recipe_arg(recipe)
     from edgequant.recipes.transformer import cli_options
 
     rec = rec.with_options(**cli_options(smoothquant, outlier_threshold))
@@ -148,14 +171,26 @@ def quantize(
                   fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)
     if report:
+        full = qm.report | ({"auto": auto.to_dict()} if auto else {})
         _write_auxiliary("report", report,
-                         lambda: save_report(qm.report, report, inputs={"input model": model}))
+                         lambda: save_report(full, report, inputs={"input model": model}))
+    if write_recipe:
+        from edgequant.outputs import write_text
+
+        write_text(write_recipe, rec.to_json(), inputs=[model])
     if html:
         from edgequant.report.html import write_html
         from edgequant.report.pages import quantize_page
 
-        _write_auxiliary("HTML report", html,
-                         lambda: write_html(html, quantize_page(qm.report, str(model), str(out))))
+        _write_auxiliary("HTML report", html, lambda: write_html(
+            html, quantize_page(qm.report, str(model), str(out), auto=auto.to_dict() if auto
+                                else None)))
+    if auto:
+        from edgequant.cli_analyze import print_auto
+
+        print_auto(auto, console)
+        if not auto.meets_budget_held_apart:
+            raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _write_auxiliary(what: str, path: Path, write) -> None:
@@ -387,6 +422,11 @@ def demo(
     console.print(f"models and report written to {out}/ (report.json, report.md, report.html)")
     if result.get("failures"):
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+from edgequant.cli_analyze import make_analyze_command  # noqa: E402  (its body lives there)
+
+app.command(name="analyze")(user_errors(make_analyze_command(console, _progress, _recipe_arg)))
 
 
 def main() -> None:

@@ -108,3 +108,31 @@ def test_browser_harness_sees_console_errors(tmp_path):
     shown = render(page, tmp_path, size=(200, 200))
     assert any("boom-42" in m for m in shown.console)
     assert any("undefinedCall" in m for m in shown.console)
+
+
+def test_analyze_html_ranks_the_planted_layer_first_in_chromium(planted, tmp_path):
+    """``analyze --html``: sensitivity bars + weight / activation SQNR bars, the planted
+    head (``fc3``) first in the ranked table, rendered with no console messages."""
+    import onnx
+    from sensitivity_models import splits
+    from typer.testing import CliRunner
+
+    from edgequant.cli import app
+
+    s = splits()
+    onnx.save(planted, tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", x=s["cal"])
+    np.savez(tmp_path / "data.npz", x=s["data"])
+    html = tmp_path / "analyze.html"
+    res = CliRunner().invoke(app, ["analyze", str(tmp_path / "m.onnx"), "--calibration",
+                                   str(tmp_path / "cal.npz"), "--data", str(tmp_path / "data.npz"),
+                                   "--no-cache", "--html", str(html)])
+    assert res.exit_code == 0, res.output
+    shown = render(html, tmp_path)
+    assert shown.console == []
+    charts = re.findall(r'data-chart="([\w-]+)"', shown.dom)
+    assert charts == ["sensitivity", "sqnr-weight", "sqnr-activation"]
+    ready = re.search(r'<body[^>]*data-ready="(\d+)"', shown.dom)
+    assert ready and int(ready.group(1)) == 3
+    first_row = re.search(r"<tbody><tr><td[^>]*>1</td><td>([^<]+)</td>", shown.dom)
+    assert first_row and first_row.group(1) == "fc3"

@@ -34,8 +34,10 @@ def compare_page(rows: Sequence[dict], reference: str, title: str | None = None)
 
 
 def quantize_page(report: dict, source: str, output: str,
-                  compare_rows: Sequence[dict] | None = None) -> HtmlReport:
-    """A page for one ``quantize`` report (``QuantizedModel.report``)."""
+                  compare_rows: Sequence[dict] | None = None, auto: dict | None = None
+                  ) -> HtmlReport:
+    """A page for one ``quantize`` report (``QuantizedModel.report``); ``auto`` is the
+    ``--recipe auto`` search (``AutoResult.to_dict()``): its candidates are plotted."""
     summary = [{"model": Path(source).name, "role": "float input"},
                {"model": Path(output).name, "role": f"{report['recipe']} ({report['mode']})",
                 "speedup_vs_float": report.get("speedup_vs_float")}]
@@ -50,7 +52,42 @@ def quantize_page(report: dict, source: str, output: str,
                    for f in report["plan"]["float_nodes"]]
     if compare_rows:
         page.candidates, page.candidate_metric = candidates_from_rows(compare_rows)
+    if auto:
+        page.candidates = [{"name": c["name"], "kind": c["kind"], "bytes": c["bytes"],
+                            "metric": -c["search_drop"], "held_apart_drop": c["held_apart_drop"],
+                            "latency_ms": c["latency_ms"], "meets_budget": c["meets_budget"]}
+                           for c in auto["candidates"]]
+        page.candidate_metric = f"-{auto['metric']} drop (points)"
+        held = next((c["held_apart_drop"] for c in auto["candidates"]
+                     if c["name"] == auto["chosen"]), None)
+        page.notes.insert(0, f"--recipe auto: chose {auto['chosen']} for a budget of "
+                             f"{auto['max_drop']} {auto['metric']} points ({auto['objective']}); "
+                             f"held-apart drop {held}: "
+                             + ("within budget" if auto["meets_budget_held_apart"]
+                                else "MISSES the budget"))
     return page
+
+
+def analyze_page(sens: dict) -> HtmlReport:
+    """A page for ``edgequant analyze`` (``SensitivityReport.to_dict()``): ranked layers,
+    the drop of quantizing each alone, and weight / activation SQNR per layer."""
+    layers = sens["layers"]
+    rows = [{"rank": r["rank"], "layer": r["node"], "op_type": r["op_type"],
+             "drop": r["single_drop"], "all_but_one_drop": r["all_but_one_drop"],
+             "int4_drop": r.get("int4_drop"), "suggestion": r["suggestion"], "reason": r["reason"]}
+            for r in layers]
+    sqnr = [{"tensor": r["node"], "kind": "weight", "sqnr_db": r["weight_sqnr_db"]}
+            for r in layers if r.get("weight_sqnr_db") is not None]
+    sqnr += [{"tensor": r["node"], "kind": "activation", "sqnr_db": r["activation_sqnr_db"]}
+             for r in layers if r.get("activation_sqnr_db") is not None]
+    return HtmlReport(
+        title=f"edgequant analyze: {Path(str(sens['model'])).name}",
+        subtitle=f"{sens['recipe']} costs {sens['base_drop']:.3f} {sens['metric']} points on "
+                 f"{sens['samples']} samples (float score {sens['float_score']:.2f})",
+        summary=[{"model": "float", "bytes": sens["float_bytes"], sens["metric"]: sens["float_score"]},
+                 {"model": sens["recipe"], "bytes": sens["base_bytes"],
+                  sens["metric"]: sens["float_score"] - sens["base_drop"]}],
+        sensitivity=rows, sensitivity_metric=f"{sens['metric']} points lost", sqnr=sqnr)
 
 
 def demo_page(report: dict) -> HtmlReport:
