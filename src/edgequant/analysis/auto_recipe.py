@@ -39,9 +39,9 @@ from edgequant.analysis.cache import ResultCache
 from edgequant.analysis.evaluator import Evaluator
 from edgequant.analysis.latency import measure_interleaved
 from edgequant.analysis.layers import Layer, find_layers, mixed_recipe
-from edgequant.analysis.node_profile import profile_nodes
 from edgequant.analysis.sensitivity import analyze, load_model_arg, make_evaluator
 from edgequant.analysis.sweep import Progress, cached_sweep
+from edgequant.ptq.speed_guard import profile_nodes
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.recipe import Recipe
 from edgequant.runtime.sessions import ort_session
@@ -211,7 +211,7 @@ def _layer_costs(ev: Evaluator, layers: list[Layer], objective: str) -> dict[str
     if objective == "size":
         return {la.node: max(1.0, float(la.params)) for la in layers}
     one = {k: v[:1] for k, v in ev.data.items()}
-    prof = profile_nodes(ev.float_model, one)
+    prof = profile_nodes(ev.float_model, one, threads=1)
     out = {}
     for la in layers:
         keys = (*la.nodes, la.output)
