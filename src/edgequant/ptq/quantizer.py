@@ -30,6 +30,7 @@ from edgequant.graph.passes.insert_qdq import insert_qdq
 from edgequant.graph.passes.weight_only import dequantize_weights, unfused_dequantize_weights
 from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate
 from edgequant.ptq.coverage import check_coverage
+from edgequant.ptq.recovery import recover
 from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.plan import QuantPlan, resolve
@@ -109,8 +110,13 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     float_model = prepare_float(proto, load_notes)
     plan = resolve(rec, float_model, io=io)
     overrides = dict(qparams or {})
+    recovered = recover(float_model, plan, rec, calibration, overrides=overrides,
+                        batch_size=batch_size, batch_axes=batch_axes)
+    float_model, plan, calibration = recovered.model, recovered.plan, recovered.calibration
     report: dict[str, Any] = {"recipe": rec.name, "mode": rec.mode, "io": io,
                               "notes": load_notes, "warnings": []}
+    if recovered.report:
+        report["recovery"] = recovered.report
     _strict_check(plan, strict)
     report["warnings"] += check_coverage(float_model, plan, strict)
 

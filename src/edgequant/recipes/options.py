@@ -57,6 +57,12 @@ def number(lo: float, hi: float, integer: bool = False) -> Callable[[Any], Any]:
 
 #: name → Option. Algorithms add their entries here (one home for every option name).
 OPTIONS: dict[str, Option] = {
+    # accuracy recovery (edgequant.ptq.recovery, docs/ptq_recovery.md)
+    "cle": Option(False, "cross-layer equalization of Conv/Gemm pairs before quantization",
+                  boolean),
+    "bias_correction": Option("empirical", "fold the mean output shift of weight rounding into "
+                              "biases: none | empirical (calibration data)",
+                              one_of("none", "empirical")),
 }
 
 
