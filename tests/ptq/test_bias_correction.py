@@ -48,8 +48,9 @@ def test_one_shot_calibration_iterator_is_kept_for_calibration():
     m = conv_chain("Relu", seed=2)
     cal = _feeds(32, seed=10)
     gen = ({"x": cal[i:i + 8]} for i in range(0, 32, 8))
-    qm = eq.quantize(m, "w8a8", calibration=gen)
-    ref = eq.quantize(m, "w8a8", calibration={"x": cal}, batch_size=8)
+    qm = eq.quantize(m, "w4a8", calibration=gen)  # bias correction reads it, then calibration
+    assert qm.report["recovery"]["techniques"] == ["bias_correction (empirical)"]
+    ref = eq.quantize(m, "w4a8", calibration={"x": cal}, batch_size=8)
     x = _feeds(8, seed=12)
     np.testing.assert_array_equal(ort_session(qm.model).run(None, {"x": x})[0],
                                   ort_session(ref.model).run(None, {"x": x})[0])
@@ -57,7 +58,8 @@ def test_one_shot_calibration_iterator_is_kept_for_calibration():
 
 def test_cle_and_bias_correction_report_stages():
     m = conv_chain("Relu", seed=2)
-    qm = eq.quantize(m, get_recipe("w8a8").with_options(cle=True), calibration={"x": _feeds(32, 10)})
+    qm = eq.quantize(m, get_recipe("w8a8").with_options(cle=True, bias_correction="empirical"),
+                     calibration={"x": _feeds(32, 10)})
     rec = qm.report["recovery"]
     assert rec["techniques"] == ["cle", "bias_correction (empirical)"]
     assert len(rec["cle"]["pairs"]) == 2
@@ -81,3 +83,12 @@ def test_w4a8_verifies_at_zero_lsb_and_exports_to_tflite(tmp_path):
     f = ort_session(m).run(None, {"x": x})[0]
     cos = float(np.sum(q * f) / np.linalg.norm(q) / np.linalg.norm(f))
     assert cos > 0.9
+
+
+def test_auto_corrects_only_below_8_bit_weights():
+    from edgequant.ptq.recovery import bias_method
+
+    assert bias_method(get_recipe("w8a8")) == "none"
+    assert bias_method(get_recipe("w4a8")) == "empirical"
+    assert bias_method(get_recipe("w4a8").with_options(bias_correction="none")) == "none"
+    assert bias_method(get_recipe("w8a8").with_options(bias_correction="empirical")) == "empirical"

@@ -60,9 +60,9 @@ OPTIONS: dict[str, Option] = {
     # accuracy recovery (edgequant.ptq.recovery, docs/ptq_recovery.md)
     "cle": Option(False, "cross-layer equalization of Conv/Gemm pairs before quantization",
                   boolean),
-    "bias_correction": Option("empirical", "fold the mean output shift of weight rounding into "
-                              "biases: none | empirical (calibration data)",
-                              one_of("none", "empirical")),
+    "bias_correction": Option("auto", "fold the mean output shift of weight rounding into "
+                              "biases: none | empirical (calibration data) | auto (empirical "
+                              "below 8-bit weights)", one_of("none", "empirical", "auto")),
 }
 
 
