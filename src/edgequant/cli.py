@@ -80,7 +80,7 @@ def quantize(
     model: Annotated[Path, typer.Argument(help="float ONNX model")],
     output: Annotated[Path, typer.Option("-o", "--output", help="output .onnx or .tflite")],
     recipe: Annotated[str, typer.Option(help="fp32 | fp16 | w8_dynamic | w8a8 | w8a16 | "
-                                             "w4a16_g128 | recipe.json")] = "w8a8",
+                                             "w4a8 | w4a16_g128 | recipe.json")] = "w8a8",
     calibration: Annotated[Path | None, typer.Option(help="DATA.npz for static recipes")] = None,
     io: Annotated[str, typer.Option(help="float | int8 | uint8 model inputs/outputs")] = "float",
     strict: Annotated[bool, typer.Option(help="fail on any op left in float")] = False,
@@ -93,6 +93,11 @@ def quantize(
     ] = None,
     fix_dim: Annotated[list[str] | None, typer.Option(
         help="NAME=SIZE: fix dynamic dim NAME for .tflite output (repeatable), e.g. time=12")
+    ] = None,
+    cle: Annotated[bool | None, typer.Option(
+        "--cle/--no-cle", help="cross-layer equalization (default: the recipe's, off)")] = None,
+    bias_correction: Annotated[str | None, typer.Option(
+        help="none | empirical | auto (default: the recipe's, auto = below 8-bit weights)")
     ] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
@@ -107,6 +112,10 @@ def quantize(
     if not output.parent.exists():
         raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
     rec = _recipe_arg(recipe)
+    recovery = {k: v for k, v in (("cle", cle), ("bias_correction", bias_correction))
+                if v is not None}
+    if recovery:
+        rec = rec.with_options(**recovery)
     axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
         task = bar.add_task("calibrating", total=None)
