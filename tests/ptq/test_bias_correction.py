@@ -76,7 +76,9 @@ def test_w4a8_verifies_at_zero_lsb_and_exports_to_tflite(tmp_path):
     path = qm.save(tmp_path / "w4a8.onnx")
     report = eq.verify(str(path), {"x": x})
     assert report.max_lsb == 0, report.to_dict()
-    lite = qm.save(tmp_path / "w4a8.tflite")
+    qop = qm.save(tmp_path / "w4a8_qop.onnx", format="qop")  # integer-only lowering
+    assert eq.verify(str(qop), {"x": x}).max_lsb == 0
+    lite = qm.save(tmp_path / "w4a8.tflite")  # int4 weights written as int8 in [-7, 7]
     tfl = verify_tflite(lite, {"x": x})
     assert tfl.max_lsb == 0, tfl.to_dict()
     q = ort_session(qm.model).run(None, {"x": x})[0]
