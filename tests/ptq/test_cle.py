@@ -109,3 +109,20 @@ def test_shared_weight_and_branching_tensors_are_not_paired():
 def test_bad_option_values_are_refused(opts):
     with pytest.raises(RecipeError, match=next(iter(opts))):
         get_recipe("w8a8").with_options(**opts)
+
+
+def test_channel_stats_match_numpy_over_batches():
+    from edgequant.ptq.recovery.stats import channel_stats
+
+    m = conv_chain("Relu")
+    x = images(24, seed=7)
+    stats = channel_stats(m, {"c1.y": 1, "flat": -1},
+                          lambda: iter([{"x": x[:10]}, {"x": x[10:]}]))
+    full = ort_session(m, extra_outputs=["c1.y"]).run(["c1.y"], {"x": x})[0]  # (24, 16, 8, 8)
+    rows = np.moveaxis(full, 1, 0).reshape(16, -1).astype(np.float64)
+    s = stats["c1.y"]
+    np.testing.assert_allclose(s.max, rows.max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(s.min, rows.min(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(s.mean, rows.mean(axis=1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s.std, rows.std(axis=1), rtol=1e-4)
+    assert s.count == 24 * 64 and stats["flat"].count == 24

@@ -20,13 +20,12 @@ from onnx import helper, numpy_helper
 from edgequant.errors import CalibrationError
 from edgequant.graph.info import GraphInfo
 from edgequant.primitives import fake_quantize
-from edgequant.ptq.recovery.stats import Batches
+from edgequant.ptq.recovery.stats import PREFIX, Batches
 from edgequant.qparams import QParams, qparams_for
 from edgequant.recipes.decisions import QuantPlan
 from edgequant.runtime.sessions import ort_session
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
-PREFIX = "edgequant_recovery"
 
 
 @dataclass
