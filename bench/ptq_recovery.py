@@ -8,21 +8,20 @@ their recipe options are not registered), bias correction alone, and onnxruntime
 ``quantize_static`` after ``quant_pre_process`` on the same calibration crops (int4 weights
 for w4a8, when this onnxruntime supports them).
 
-Measured (64 calibration / 256 evaluation crops, onnxruntime 1.2x CPU; this branch):
+Measured on this branch (64 calibration / 256 evaluation crops; a shared, memory-starved
+machine's OOM killer stopped the run after these rows, see docs/ptq_recovery.md for the
+complete w8a8 / w4a8 comparison from a second run on 128 evaluation crops):
 
     recipe  row                          top-1 agree  cosine
-    w8a8    RTN                                0.863  0.9848
-    w8a8    + CLE                              0.855  0.9842
-    w8a8    + bias correction                  0.836  0.9890
-    w8a8    bias correction (no CLE)           0.848  0.9892
-    w8a8    onnxruntime quantize_static        0.859  0.9843
-    w4a8    RTN                                0.063  0.3373
-    w4a8    + CLE                              0.070  0.2872
-    w4a8    + bias correction                  0.230  0.6262
-    w4a8    bias correction (no CLE)           0.250  0.6592
-    w4a8    onnxruntime quantize_static        0.012  0.1532
+    w8a8    RTN                                0.832  0.9851
+    w8a8    + CLE                              0.777  0.9793
+    w8a8    + bias correction                  0.793  0.9848
+    w8a8    + AdaRound               n/a (not built)
+    w8a8    + range search           n/a (not built)
 
-(see the run log in docs/ptq_recovery.md; numbers move by a few hundredths with the crops).
+Second run (128 evaluation crops): w8a8 RTN 0.859 / 0.9850, bias correction alone
+0.828 / 0.9894; w4a8 RTN 0.078 / 0.3369, CLE 0.070 / 0.2192, bias correction alone
+0.242 / 0.6557; onnxruntime quantize_static w8a8 0.852 (bench/effnet_w8a8.py).
 
 Run: ``.venv/bin/python bench/ptq_recovery.py [--calib 64] [--eval 256] [--recipes w8a8 w4a8]``
 """
@@ -89,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--eval", type=int, default=256)
     ap.add_argument("--recipes", nargs="+", default=["w8a8", "w4a8"])
+    ap.add_argument("--batch", type=int, default=8,
+                    help="calibration samples per onnxruntime call (peak memory)")
     args = ap.parse_args(argv)
     cal, ev = calibration_crops(args.calib), evaluation_crops(args.eval)
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{name:<7} {label:<30} {'n/a (not built)':>20}")
                     continue
                 qm = eq.quantize(str(src), get_recipe(name).with_options(**opts),
-                                 calibration={"input": cal})
+                                 calibration={"input": cal}, batch_size=args.batch)
                 path = qm.save(d / f"{name}_{len(opts)}.onnx")
                 out = run(path, ev)
                 print(f"{name:<7} {label:<30} {top1_agreement(ref, out):>11.3f} "
