@@ -8,9 +8,10 @@ their recipe options are not registered), bias correction alone, and onnxruntime
 ``quantize_static`` after ``quant_pre_process`` on the same calibration crops (int4 weights
 for w4a8, when this onnxruntime supports them).
 
-Measured on this branch (64 calibration / 256 evaluation crops; a shared, memory-starved
-machine's OOM killer stopped the run after these rows, see docs/ptq_recovery.md for the
-complete w8a8 / w4a8 comparison from a second run on 128 evaluation crops):
+Measured on this branch (64 calibration / 256 evaluation crops). The machine (shared by
+eight jobs) OOM-killed the full run after the w8a8 cumulative rows; the w4a8 rows come
+from a second invocation of the same code limited to RTN, bias correction and onnxruntime.
+docs/ptq_recovery.md also has a complete script run on 128 evaluation crops:
 
     recipe  row                          top-1 agree  cosine
     w8a8    RTN                                0.832  0.9851
@@ -18,8 +19,11 @@ complete w8a8 / w4a8 comparison from a second run on 128 evaluation crops):
     w8a8    + bias correction                  0.793  0.9848
     w8a8    + AdaRound               n/a (not built)
     w8a8    + range search           n/a (not built)
+    w4a8    RTN                                0.105  0.3414
+    w4a8    bias correction (no CLE)           0.289  0.6602
+    w4a8    onnxruntime quantize_static        0.254  0.4645   (int4 weights)
 
-Second run (128 evaluation crops): w8a8 RTN 0.859 / 0.9850, bias correction alone
+That run (128 evaluation crops): w8a8 RTN 0.859 / 0.9850, bias correction alone
 0.828 / 0.9894; w4a8 RTN 0.078 / 0.3369, CLE 0.070 / 0.2192, bias correction alone
 0.242 / 0.6557; onnxruntime quantize_static w8a8 0.852 (bench/effnet_w8a8.py).
 
