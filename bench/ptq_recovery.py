@@ -9,8 +9,8 @@ their recipe options are not registered), bias correction alone, and onnxruntime
 for w4a8, when this onnxruntime supports them).
 
 Measured on this branch (64 calibration / 256 evaluation crops). The machine (shared by
-eight jobs) OOM-killed the full run after the w8a8 cumulative rows; the w4a8 rows come
-from a second invocation of the same code limited to RTN, bias correction and onnxruntime.
+eight jobs) OOM-killed the full run after the w8a8 cumulative rows; the remaining rows come
+from further invocations of the same code limited to those rows.
 docs/ptq_recovery.md also has a complete script run on 128 evaluation crops:
 
     recipe  row                          top-1 agree  cosine
@@ -19,6 +19,8 @@ docs/ptq_recovery.md also has a complete script run on 128 evaluation crops:
     w8a8    + bias correction                  0.793  0.9848
     w8a8    + AdaRound               n/a (not built)
     w8a8    + range search           n/a (not built)
+    w8a8    bias correction (no CLE)           0.812  0.9898
+    w8a8    onnxruntime quantize_static        0.824  0.9851
     w4a8    RTN                                0.105  0.3414
     w4a8    bias correction (no CLE)           0.289  0.6602
     w4a8    onnxruntime quantize_static        0.254  0.4645   (int4 weights)
