@@ -83,7 +83,7 @@ def quantize(
     model: Annotated[Path, typer.Argument(help="float ONNX model")],
     output: Annotated[Path, typer.Option("-o", "--output", help="output .onnx or .tflite")],
     recipe: Annotated[str, typer.Option(help="fp32 | fp16 | w8_dynamic | w8a8 | w8a16 | "
-                                             "w4a16_g128 | recipe.json | auto")] = "w8a8",
+                                             "w4a8 | w4a16_g128 | recipe.json | auto")] = "w8a8",
     calibration: Annotated[Path | None, typer.Option(help="DATA.npz for static recipes")] = None,
     io: Annotated[str, typer.Option(help="float | int8 | uint8 model inputs/outputs")] = "float",
     strict: Annotated[bool, typer.Option(help="fail on any op left in float")] = False,
@@ -120,6 +120,11 @@ def quantize(
     cache_dir: Annotated[Path | None, typer.Option(help="analysis cache folder")] = None,
     no_cache: Annotated[bool, typer.Option(help="do not use the analysis cache")] = False,
     write_recipe: Annotated[Path | None, typer.Option(help="also write the recipe JSON")] = None,
+    cle: Annotated[bool | None, typer.Option(
+        "--cle/--no-cle", help="cross-layer equalization (default: the recipe's, off)")] = None,
+    bias_correction: Annotated[str | None, typer.Option(
+        help="none | empirical | auto (default: the recipe's, auto = below 8-bit weights)")
+    ] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
@@ -152,6 +157,10 @@ def quantize(
     from edgequant.recipes.transformer import cli_options
 
     rec = rec.with_options(**cli_options(smoothquant, outlier_threshold))
+    recovery = {k: v for k, v in (("cle", cle), ("bias_correction", bias_correction))
+                if v is not None}
+    if recovery:
+        rec = rec.with_options(**recovery)
     axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
         task = bar.add_task("calibrating", total=None)

@@ -33,6 +33,7 @@ from edgequant.graph.passes.weight_only import dequantize_weights, unfused_dequa
 from edgequant.ptq.auxiliary import guarded_speed_check
 from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate, calibration_batches
 from edgequant.ptq.coverage import check_coverage
+from edgequant.ptq.recovery import recover
 from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
@@ -121,9 +122,14 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         float_model, rec, calibration, load_notes, batch_size=batch_size, batch_axes=batch_axes)
     plan = resolve(rec, float_model, io=io)
     overrides = dict(qparams or {})
+    recovered = recover(float_model, plan, rec, calibration, overrides=overrides,
+                        batch_size=batch_size, batch_axes=batch_axes)
+    float_model, plan, calibration = recovered.model, recovered.plan, recovered.calibration
     report: dict[str, Any] = {"recipe": rec.name, "mode": rec.mode, "io": io,
                               "notes": load_notes, "warnings": list(requant_warning),
                               **extra}
+    if recovered.report:
+        report["recovery"] = recovered.report
     _strict_check(plan, strict)
     report["warnings"] += check_coverage(float_model, plan, strict)
 

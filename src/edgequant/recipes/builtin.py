@@ -7,11 +7,15 @@
 | ``w8_dynamic``  | dynamic     | int8 per-channel symmetric      | int8 per-row, at run time      |
 | ``w8a8``        | static      | int8 per-channel symmetric      | uint8 affine, calibrated       |
 | ``w8a16``       | static      | int8 per-channel symmetric      | int16 symmetric (zero point 0) |
+| ``w4a8``        | static      | int4 per-channel symmetric      | uint8 affine, calibrated       |
 | ``w4a16_g128``  | weight_only | int4 symmetric, groups of 128   | float32                        |
 
 The grammar generalises: ``w{4|8}a{8|16}`` (static), ``w{4|8}_dynamic``, ``w{4|8}a16_g{N}``.
 Weights use narrow range ([-127, 127] for int8) so the same integers serve TFLite.
 Activations default to uint8 because x86 onnxruntime's fast int8 GEMM is uint8 × int8.
+``w4a8`` stores int4 weights in the QDQ model (onnxruntime computes them through its int8
+kernels); the .tflite exporter writes them as int8 values in [-7, 7]. Its default
+``bias_correction="auto"`` corrects the rounding shift (docs/ptq_recovery.md).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from edgequant.errors import RecipeError
 from edgequant.recipes.recipe import Recipe
 from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec
 
-BUILTIN_NAMES = ("fp32", "fp16", "w8_dynamic", "w8a8", "w8a16", "w4a16_g128")
+BUILTIN_NAMES = ("fp32", "fp16", "w8_dynamic", "w8a8", "w8a16", "w4a8", "w4a16_g128")
 
 
 def weight_spec(bits: int, group: int | None = None) -> QuantSpec:

@@ -85,6 +85,12 @@ OPTIONS: dict[str, Option] = {
     "speed_guard": Option(False, "time the quantized model against float in onnxruntime and keep "
                                  "float every quantized region that runs slower (ptq.speed_guard)",
                           boolean),
+    # accuracy recovery (edgequant.ptq.recovery, docs/ptq_recovery.md)
+    "cle": Option(False, "cross-layer equalization of Conv/Gemm pairs before quantization",
+                  boolean),
+    "bias_correction": Option("auto", "fold the mean output shift of weight rounding into "
+                              "biases: none | empirical (calibration data) | auto (empirical "
+                              "below 8-bit weights)", one_of("none", "empirical", "auto")),
 }
 
 
