@@ -94,6 +94,11 @@ def quantize(
     fix_dim: Annotated[list[str] | None, typer.Option(
         help="NAME=SIZE: fix dynamic dim NAME for .tflite output (repeatable), e.g. time=12")
     ] = None,
+    adaround: Annotated[bool, typer.Option(
+        help="learn weight rounding (AdaRound; needs edgequant[torch])")] = False,
+    adaround_iters: Annotated[int | None, typer.Option(help="AdaRound steps per layer")] = None,
+    range_search: Annotated[bool, typer.Option(
+        help="choose each activation's observer by its consumers' output error")] = False,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
@@ -107,13 +112,23 @@ def quantize(
     if not output.parent.exists():
         raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
     rec = _recipe_arg(recipe)
+    switches = {k: v for k, v in (("adaround", adaround or None), ("range_search", range_search
+                or None), ("adaround_iters", adaround_iters)) if v is not None}
+    rec = rec.with_options(**switches) if switches else rec
     axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
         task = bar.add_task("calibrating", total=None)
+        stages: dict[str, object] = {}
+
+        def stage(name: str, done: int, total: int) -> None:
+            t = stages.setdefault(name, bar.add_task(name, total=total))
+            bar.update(t, completed=done, total=total)
+
         qm = run_quantize(model, rec, calibration, io=io, strict=strict,
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total),
-                          check_speed=speed_check and fmt != "tflite", batch_axes=axes)
+                          check_speed=speed_check and fmt != "tflite", batch_axes=axes,
+                          stage_progress=stage)
     out = qm.save(output, format=fmt if fmt != "tflite" else None, to=to, strict=strict,
                   fixed_dims=_fixed_dims(fix_dim or []))
     _print_quantize_summary(model, out, qm)

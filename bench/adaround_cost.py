@@ -1,0 +1,98 @@
+"""AdaRound and range search on EfficientNet-Lite0 (4.7 M parameters, real ImageNet weights):
+wall time, peak memory, and fidelity to the float model on real photos, side by side.
+
+Each row runs in its own process: quantize with ``calibration_crops(N)`` (N = 64 or 256),
+then the top-1 agreement and mean cosine of the logits against the float model on
+``evaluation_crops(128)`` (photos disjoint from the calibration ones), onnxruntime. ``quantize
+s`` is the whole ``quantize()`` call (calibration + AdaRound); ``ΔRSS MB`` the process's peak
+resident memory during ``quantize()`` above its resident memory just before it (the
+calibration arrays themselves are loaded before). Defaults: 1000 Adam steps and 5 s per layer,
+4096 rows per layer, all samples given (``adaround_samples`` 256).
+
+Run: ``.venv/bin/python bench/adaround_cost.py`` (about 30 minutes on 2 busy cores).
+
+Measured (2-core machine shared with other jobs, torch 2.13 CPU, onnxruntime):
+
+    FIGURES
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROWS = [  # (label, recipe, samples, options)
+    ("w8a8 RTN", "w8a8", 256, {}),
+    ("w8a8 range search", "w8a8", 256, {"range_search": True}),
+    ("w8a8 AdaRound", "w8a8", 64, {"adaround": True}),
+    ("w8a8 AdaRound", "w8a8", 256, {"adaround": True}),
+    ("w4a8 RTN", "w4a8", 256, {}),
+    ("w4a8 AdaRound", "w4a8", 64, {"adaround": True}),
+    ("w4a8 AdaRound", "w4a8", 256, {"adaround": True}),
+    ("w4a8 AdaRound + range search", "w4a8", 256, {"adaround": True, "range_search": True}),
+]
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def one(model: str, recipe: str, samples: int, options: dict) -> dict:
+    """Quantize once and measure; returns the row as a dict."""
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgequant.ptq.quantizer import quantize
+    from edgequant.recipes import get_recipe
+    from edgequant_zoo.photos import calibration_crops, evaluation_crops
+
+    cal, ev = calibration_crops(samples), evaluation_crops(128)
+    name = ort.InferenceSession(model).get_inputs()[0].name
+    ref = ort.InferenceSession(model).run(None, {name: ev})[0]  # (128, 1000)
+    rec = get_recipe(recipe).with_options(**options)
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux)
+    before = _rss_kb("VmRSS:")
+    t = time.perf_counter()
+    qm = quantize(model, rec, {name: cal})
+    seconds = time.perf_counter() - t
+    peak = _rss_kb("VmHWM:")
+    with tempfile.TemporaryDirectory() as d:
+        out = qm.save(Path(d) / "q.onnx")
+        got = ort.InferenceSession(str(out)).run(None, {name: ev})[0]
+    cos = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    layers = qm.report.get("adaround", {}).get("layers", [])
+    return {"seconds": seconds, "delta_rss_mb": (peak - before) / 1024,
+            "top1": float(np.mean(ref.argmax(1) == got.argmax(1))), "cosine": float(cos.mean()),
+            "layers": len(layers), "kept_rtn": sum(la["kept_rtn"] for la in layers),
+            "budget_hit": sum(la["budget_hit"] for la in layers)}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--one":
+        print(json.dumps(one(sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5]))))
+        return
+    from edgequant_zoo.efficientnet import export_efficientnet_lite0
+
+    with tempfile.TemporaryDirectory() as d:
+        model = str(export_efficientnet_lite0(Path(d) / "effnet_lite0.onnx"))
+        print(f"{'row':32} {'N':>4} {'quantize s':>10} {'ΔRSS MB':>8} {'top-1':>6} {'cosine':>7}"
+              f" {'layers (kept RTN, budget hit)':>30}", flush=True)
+        for label, recipe, n, opts in ROWS:
+            res = subprocess.run([sys.executable, __file__, "--one", model, recipe, str(n),
+                                  json.dumps(opts)], capture_output=True, text=True, check=True)
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            extra = f"{r['layers']} ({r['kept_rtn']}, {r['budget_hit']})" if r["layers"] else ""
+            print(f"{label:32} {n:>4} {r['seconds']:>10.1f} {r['delta_rss_mb']:>8.0f} "
+                  f"{r['top1']:>6.3f} {r['cosine']:>7.4f} {extra:>30}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
