@@ -26,13 +26,13 @@ import tempfile
 from pathlib import Path
 
 ROWS = [  # (label, recipe, samples, options)
-    ("w8a8 RTN", "w8a8", 256, {}),
-    ("w8a8 range search", "w8a8", 256, {"range_search": True}),
+    ("w8a8 RTN", "w8a8", 64, {}),
     ("w8a8 AdaRound", "w8a8", 64, {"adaround": True}),
+    ("w4a8 RTN", "w4a8", 64, {}),
+    ("w4a8 AdaRound", "w4a8", 64, {"adaround": True}),
     ("w8a8 AdaRound", "w8a8", 256, {"adaround": True}),
-    ("w4a8 RTN", "w4a8", 256, {}),
-    ("w4a8 AdaRound", "w4a8", 256, {"adaround": True}),
-    ("w4a8 AdaRound + range search", "w4a8", 256, {"adaround": True, "range_search": True}),
+    ("w8a8 range search", "w8a8", 64, {"range_search": True}),
+    ("w4a8 AdaRound + range search", "w4a8", 64, {"adaround": True, "range_search": True}),
 ]
 
 

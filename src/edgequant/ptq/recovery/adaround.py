@@ -1,13 +1,12 @@
 """AdaRound over a model: learned up/down rounding of every static Conv / Gemm / MatMul
 weight, handed to the Q/DQ writer as fixed integers on the round-to-nearest grid.
 
-Inputs are "asymmetric" (as in AIMET and the paper's follow-ups): the rows a layer is
-optimised on are its inputs in the round-to-nearest quantized model (activation Q/DQ and
-the weight error of every layer upstream included), the target is the float layer on the
-float model's rows at the same positions. One pass of both models per chunk of layers
-collects them, instead of one pass per layer that re-quantizing layer by layer would cost
-(O(L) instead of O(L²) model runs); a layer thus corrects the error it sees upstream, up to
-the (smaller) difference between its neighbours' RTN and AdaRound weights.
+Each layer is optimised on its own float input rows (sampled output positions, see
+``layer_rows``), fake-quantized with the input's calibrated activation qparams, against the
+float layer on the float rows. Rows for a chunk of layers come from one onnxruntime pass of
+the float model. Inputs taken from the round-to-nearest quantized model ("asymmetric") were
+tried and rejected: each layer then learns to cancel its neighbours' RTN errors, which are
+gone once those neighbours are AdaRounded too (docs/adaround.md has the measurement).
 """
 
 from __future__ import annotations
