@@ -11,7 +11,7 @@ Q/DQ writing, about 1 s); ``ΔRSS MB``: the process's peak resident memory over 
 span above its resident memory at the end of calibration — AdaRound's own memory, which must
 not grow with N. Defaults: 1000 Adam steps and a 5 s budget per layer, 4096 rows per layer.
 
-Run: ``.venv/bin/python bench/adaround_cost.py`` (about 30 minutes on 2 busy cores).
+Run: ``.venv/bin/python bench/adaround_cost.py`` (about 50 minutes on 2 heavily shared cores).
 
 Measured (2-core machine shared with other jobs, torch 2.13 CPU, onnxruntime):
 
@@ -22,7 +22,7 @@ Measured (2-core machine shared with other jobs, torch 2.13 CPU, onnxruntime):
     w4a8 AdaRound                    64      532.3      443.6      125  0.164  0.3961  50 (1, 50)
     w8a8 AdaRound                   256      425.5      327.4        0  0.914  0.9924  50 (0, 48)
 
-    (load average ~30 on the 2 cores during the run: every layer hit its 5 s budget, i.e.
+    (load average ~30 on the 2 cores during the run: nearly every layer hit its 5 s budget, i.e.
     ran far fewer than 1000 steps; times are wall times under that load.)
 """
 
