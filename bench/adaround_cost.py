@@ -75,6 +75,7 @@ def one(model: str, recipe: str, samples: int, options: dict) -> dict:
             mark["rss"], mark["t"] = _rss_kb("VmRSS:"), time.perf_counter()
 
     t = time.perf_counter()
+    mark.update(rss=_rss_kb("VmRSS:"), t=t)  # range search may leave nothing to calibrate
     qm = quantize(model, rec, {name: cal}, progress=calibrated)
     end = time.perf_counter()
     peak = _rss_kb("VmHWM:")
