@@ -125,6 +125,11 @@ def quantize(
     bias_correction: Annotated[str | None, typer.Option(
         help="none | empirical | auto (default: the recipe's, auto = below 8-bit weights)")
     ] = None,
+    adaround: Annotated[bool, typer.Option(
+        help="learn weight rounding (AdaRound; needs edgequant[torch])")] = False,
+    adaround_iters: Annotated[int | None, typer.Option(help="AdaRound steps per layer")] = None,
+    range_search: Annotated[bool, typer.Option(
+        help="choose each activation's observer by its consumers' output error")] = False,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
@@ -161,14 +166,23 @@ def quantize(
                 if v is not None}
     if recovery:
         rec = rec.with_options(**recovery)
+    switches = {k: v for k, v in (("adaround", adaround or None), ("range_search", range_search
+                or None), ("adaround_iters", adaround_iters)) if v is not None}
+    rec = rec.with_options(**switches) if switches else rec
     axes = parse_batch_axes(batch_axis or [])
     with _progress() as bar:
         task = bar.add_task("calibrating", total=None)
+        stages: dict[str, object] = {}
+
+        def stage(name: str, done: int, total: int) -> None:
+            t = stages.setdefault(name, bar.add_task(name, total=total))
+            bar.update(t, completed=done, total=total)
+
         qm = run_quantize(model, rec, calibration, io=io, strict=strict,
                           progress=lambda done, total: bar.update(task, completed=done,
                                                                   total=total),
                           check_speed=speed_guard and fmt != "tflite", batch_axes=axes,
-                          requantize=requantize)
+                          requantize=requantize, stage_progress=stage)
         if speed_guard and fmt == "tflite" and io == "float":
             from edgequant.ptq.speed_guard import run_guard
 

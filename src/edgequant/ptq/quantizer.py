@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,9 @@ from edgequant.ptq.auxiliary import guarded_speed_check
 from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate, calibration_batches
 from edgequant.ptq.coverage import check_coverage
 from edgequant.ptq.recovery import recover
+from edgequant.ptq.recovery.adaround import learned_weights
+from edgequant.ptq.recovery.range_search import search_ranges
+from edgequant.ptq.recovery.samples import reusable
 from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
 from edgequant.recipes.builtin import get_recipe
@@ -81,7 +84,9 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
              io: str = "float", strict: bool = False, qparams: Mapping[str, QParams] | None = None,
              batch_size: int = DEFAULT_BATCH, progress: Progress | None = None,
              check_speed: bool = False, batch_axes: Mapping[str, int] | None = None,
-             requantize: bool = False) -> QuantizedModel:
+             requantize: bool = False,
+             stage_progress: Callable[[str, int, int], None] | None = None
+             ) -> QuantizedModel:
     """Quantize a float ONNX model (path, ``onnx.ModelProto`` or ``onnx_ir.Model``).
 
     ``calibration`` (static recipes) is a DATA.npz path, a dict input name → array (samples on
@@ -99,6 +104,8 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     integer or fp16 weights) is refused naming its first quantized node, unless
     ``requantize=True``: then its weights are dequantized to float and quantized again, with a
     warning (``edgequant.graph.already_quantized``).
+    ``stage_progress(stage, done, total)`` follows
+    the recovery stages (``"adaround"``: layers done).
 
     The plan decides per node: static nodes get calibrated Q/DQ, weight-only nodes integer
     weights with float compute, dynamic nodes run-time activation scales, fp16 nodes float16
@@ -142,9 +149,18 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     if modes & {"dynamic", "weight_only"}:
         qm, used = quantize_gathers(qm, plan, weight_qparams=overrides)
     if "static" in modes:
+        if option(rec, "adaround") or option(rec, "range_search"):
+            calibration = reusable(calibration)  # read more than once
+        if option(rec, "range_search"):
+            overrides = {**search_ranges(float_model, plan, calibration, overrides, io,
+                                         batch_size, batch_axes, report), **overrides}
         act = _activation_qparams(float_model, plan, calibration, overrides, io, batch_size,
                                   progress, batch_axes)
-        qm, more, notes = insert_qdq(qm, plan, act, overrides, io)
+        ints = None
+        if option(rec, "adaround"):
+            ints = learned_weights(float_model, qm, plan, act, overrides, io, calibration,
+                                   batch_size, batch_axes, report, stage_progress)
+        qm, more, notes = insert_qdq(qm, plan, act, overrides, io, weight_ints=ints)
         used.update(more)
         report["notes"] += notes
     elif calibration is not None:

@@ -91,6 +91,21 @@ OPTIONS: dict[str, Option] = {
     "bias_correction": Option("auto", "fold the mean output shift of weight rounding into "
                               "biases: none | empirical (calibration data) | auto (empirical "
                               "below 8-bit weights)", one_of("none", "empirical", "auto")),
+    # AdaRound and range search (docs/adaround.md)
+    "adaround": Option(False, "learn each static Conv/Gemm/MatMul weight's rounding (AdaRound)",
+                       boolean),
+    "adaround_iters": Option(1000, "AdaRound Adam steps per layer", number(1, 1_000_000, True)),
+    "adaround_seconds_per_layer": Option(
+        5.0, "AdaRound wall-time budget per layer (0: iterations only, bit-reproducible)",
+        number(0, 86_400)),
+    "adaround_samples": Option(256, "calibration samples AdaRound reads (the first ones)",
+                               number(1, 1_000_000, True)),
+    "adaround_rows": Option(4096, "input rows (output positions) sampled per layer",
+                            number(16, 1_000_000, True)),
+    "seed": Option(0, "seed of the recovery algorithms' random choices",
+                   number(0, 2**32 - 1, True)),
+    "range_search": Option(False, "pick each activation's observer by its consumers' output "
+                           "error (minmax, percentiles, mse, entropy)", boolean),
 }
 
 

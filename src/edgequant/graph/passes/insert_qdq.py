@@ -122,9 +122,13 @@ def seam_edits(plan: QuantPlan, info: GraphInfo, act_qparams: dict[str, QParams]
 
 
 def constant_edits(plan: QuantPlan, info: GraphInfo, act_qparams: dict[str, QParams],
-                   weight_qparams: dict[str, QParams], e: Edits) -> None:
+                   weight_qparams: dict[str, QParams], e: Edits,
+                   weight_ints: dict[str, tuple[QParams, np.ndarray]] | None = None) -> None:
     """Weights (per-channel / per-tensor) and constant operands as integers behind a DQ;
-    given qparams win over ones computed from the values."""
+    given qparams win over ones computed from the values. ``weight_ints`` holds integers
+    chosen elsewhere (AdaRound) with the qparams they were chosen for: used when the qparams
+    here are the same, else round-to-nearest with a note."""
+    weight_ints = weight_ints or {}
     biases = {b.weight_of: b for _, b in _static(plan, ("bias",))}
     for name, d in _static(plan, ("weight", "constant")):
         values = info.const_array(name).astype(np.float32)
@@ -135,7 +139,13 @@ def constant_edits(plan: QuantPlan, info: GraphInfo, act_qparams: dict[str, QPar
             qp = _fit_bias(info, b, e.used[b.input_of], name, qp, values, e)
         e.used[name] = qp
         stem = tensor_stem(name)
-        inits, node = dequantized_constant(values, qp, stem, f"{stem}_dequantized")
+        ints = None
+        if name in weight_ints:
+            ints = weight_ints[name][1] if weight_ints[name][0] == qp else None
+            if ints is None:
+                e.notes.append(f"weight {name!r}: learned rounding dropped (its qparams changed);"
+                               " rounded to nearest")
+        inits, node = dequantized_constant(values, qp, stem, f"{stem}_dequantized", ints=ints)
         e.inits += inits
         e.head.append(node)
         e.rename_in[name] = f"{stem}_dequantized"
@@ -227,19 +237,21 @@ def apply_edits(model: onnx.ModelProto, e: Edits) -> None:
 
 
 def insert_qdq(model: onnx.ModelProto, plan: QuantPlan, act_qparams: dict[str, QParams],
-               weight_qparams: dict[str, QParams] | None = None, io: str = "float"
+               weight_qparams: dict[str, QParams] | None = None, io: str = "float",
+               weight_ints: dict[str, tuple[QParams, np.ndarray]] | None = None
                ) -> tuple[onnx.ModelProto, dict[str, QParams], list[str]]:
     """Return the QDQ model, the qparams used per plan key, and notes for the report.
 
     ``act_qparams`` holds calibrated (or trained) qparams of every static activation
     decision with action ``quantize``, keyed like ``plan.tensors`` (tensor name; seam key
-    for re-quantizations); shared tensors reuse their source's qparams.
+    for re-quantizations); shared tensors reuse their source's qparams. ``weight_ints``:
+    weight name → (qparams, integers) chosen beforehand (see :func:`constant_edits`).
     """
     info = GraphInfo.build(model)
     e = Edits()
     activation_edits(plan, info, act_qparams, io, e)
     seam_edits(plan, info, act_qparams, e)
-    constant_edits(plan, info, act_qparams, dict(weight_qparams or {}), e)
+    constant_edits(plan, info, act_qparams, dict(weight_qparams or {}), e, weight_ints)
     bias_edits(plan, info, e)
     apply_edits(model, e)
     return model, e.used, e.notes

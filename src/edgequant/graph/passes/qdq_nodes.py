@@ -38,14 +38,15 @@ def qparam_initializers(qp: QParams, stem: str) -> tuple[list[onnx.TensorProto],
 
 
 def dequantized_constant(values: np.ndarray, qp: QParams, stem: str, out_name: str,
-                         omit_zero_point: bool = False
+                         omit_zero_point: bool = False, ints: np.ndarray | None = None
                          ) -> tuple[list[onnx.TensorProto], onnx.NodeProto]:
     """Quantize a constant tensor and return its initializers and the DequantizeLinear node.
 
     ``omit_zero_point`` drops an all-zero zero point (ONNX's default), which saves half a
-    byte per group for blocked int4 weights.
+    byte per group for blocked int4 weights. ``ints`` are integers already chosen on the grid
+    of ``qp`` (AdaRound); they replace round-to-nearest.
     """
-    q = quantize(values, qp)  # same shape, integer container dtype
+    q = quantize(values, qp) if ints is None else ints  # same shape, integer container dtype
     qinit = int_initializer(q, qp.qtype.onnx_dtype, f"{stem}_quantized")
     inits, attrs = qparam_initializers(qp, stem)
     if omit_zero_point and not np.any(qp.zero_point):

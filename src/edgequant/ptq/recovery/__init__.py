@@ -73,6 +73,8 @@ def bias_method(recipe: Recipe) -> str:
     value = option(recipe, "bias_correction")
     if value != "auto":
         return value
+    if option(recipe, "adaround"):  # AdaRound's rounding is fitted to the float outputs:
+        return "none"               # an RTN-based bias shift would pull it off target
     bits = recipe.weights.qtype.bits if recipe.weights is not None else 32
     return "empirical" if bits < AUTO_BELOW_BITS else "none"
 

@@ -1,0 +1,128 @@
+"""AdaRound for one layer (Nagel et al. 2020, "Up or Down? Adaptive Rounding for Post-Training
+Quantization"), in torch on CPU.
+
+Each weight is ``s · (clip(⌊w/s⌋ + h(V) + z) − z)`` with the rectified sigmoid
+``h(V) = clip(σ(V)·(ζ−γ) + γ, 0, 1)``; Adam fits ``V`` to minimise the layer's output MSE on
+sampled rows plus ``λ · Σ (1 − |2h(V) − 1|^β)``, with β annealed from 20 to 2 after a
+warm-up, which drives every ``h`` to 0 or 1. The result rounds each weight to ``⌊w/s⌋`` or
+``⌊w/s⌋ + 1``: the same integer grid (scale, zero point, range) as round-to-nearest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgequant.errors import EdgequantError
+from edgequant.primitives import broadcast_param, quantize
+from edgequant.ptq.recovery.layer_rows import Layer
+from edgequant.qparams import QParams
+
+ZETA, GAMMA = 1.1, -0.1          # rectified sigmoid stretch (paper's values)
+REG_WEIGHT = 0.01                # λ
+BETA_START, BETA_END = 20.0, 2.0
+WARM_UP = 0.2                    # fraction of the run with the regulariser off
+LEARNING_RATE = 1e-2
+MINIBATCH = 256                  # rows per Adam step
+
+
+def import_torch():
+    """torch, or one clear error naming the extra that installs it."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise EdgequantError("AdaRound needs PyTorch: pip install 'edgequant[torch]'") from exc
+    return torch
+
+
+@dataclass
+class LayerResult:
+    """Integers chosen for one weight and the row MSE of RTN vs AdaRound."""
+
+    ints: np.ndarray        # weight shape, qtype container dtype
+    mse_rtn: float
+    mse_adaround: float
+    iterations: int
+    seconds: float
+    budget_hit: bool
+    kept_rtn: bool          # AdaRound did not beat RTN on the rows: RTN kept
+
+
+def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.ndarray,
+                   x_float: np.ndarray, *, iters: int, seconds: float, seed: int) -> LayerResult:
+    """Learn up/down rounding of ``weight`` on the grid of ``qp``.
+
+    ``x_quant`` (r, G, K) are the layer's input rows as the quantized model sees them,
+    ``x_float`` the same rows in the float model; the target is the float layer on the float
+    rows. ``seconds`` > 0 bounds the wall time (the β schedule follows whichever of
+    iterations and time runs out first); 0 means iterations only (bit-reproducible).
+    """
+    torch = import_torch()
+    start = time.perf_counter()
+    w = np.asarray(weight, np.float32)
+    scale = broadcast_param(qp.scale.astype(np.float32), qp.granularity, w.shape)
+    zp = broadcast_param(qp.zero_point.astype(np.float32), qp.granularity, w.shape)
+    w_div = np.divide(w, scale, dtype=np.float32)  # as quantize() divides
+    floor = np.floor(w_div)
+    rest = np.clip(w_div - floor, 1e-4, 1 - 1e-4)  # (0, 1): h(V) starts at the float value
+    qmin, qmax = float(qp.qtype.qmin), float(qp.qtype.qmax)
+
+    gen = torch.Generator().manual_seed(seed)
+    t_floor, t_scale = torch.from_numpy(floor), torch.from_numpy(np.broadcast_to(scale, w.shape).copy())
+    t_zp = torch.from_numpy(np.broadcast_to(zp, w.shape).copy())
+    v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)  # h(v0) = rest
+    v = torch.nn.Parameter(torch.from_numpy(v0.astype(np.float32)))
+    xq, xf = torch.from_numpy(np.array(x_quant)), torch.from_numpy(np.array(x_float))
+    w_gok = layer.to_gok(torch.from_numpy(w.copy()))
+    with torch.no_grad():
+        target = torch.einsum("rgk,gok->rgo", xf, w_gok)  # (r, G, O) float layer output
+
+    def h(vv):
+        return torch.clamp(torch.sigmoid(vv) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+    def dequant(rounding):
+        q = torch.clamp(t_floor + rounding + t_zp, qmin, qmax)
+        return (q - t_zp) * t_scale
+
+    def mse(wq) -> float:
+        with torch.no_grad():
+            y = torch.einsum("rgk,gok->rgo", xq, layer.to_gok(wq))
+            return float(((y - target) ** 2).sum((1, 2)).mean())
+
+    opt = torch.optim.Adam([v], lr=LEARNING_RATE)
+    loop_start = time.perf_counter()  # the budget covers the optimisation steps
+    n_rows = xq.shape[0]
+    done, budget_hit = 0, False
+    for i in range(iters):
+        frac = i / iters
+        if seconds > 0:
+            used = (time.perf_counter() - loop_start) / seconds
+            if used >= 1 and i:
+                budget_hit = True
+                break
+            frac = max(frac, used)
+        idx = torch.randint(0, n_rows, (min(MINIBATCH, n_rows),), generator=gen)
+        y = torch.einsum("rgk,gok->rgo", xq[idx], layer.to_gok(dequant(h(v))))
+        loss = ((y - target[idx]) ** 2).sum((1, 2)).mean()
+        if frac >= WARM_UP:
+            rel = (frac - WARM_UP) / (1 - WARM_UP)
+            beta = BETA_END + 0.5 * (BETA_START - BETA_END) * (1 + math.cos(rel * math.pi))
+            loss = loss + REG_WEIGHT * (1 - (2 * h(v) - 1).abs().pow(beta)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        done += 1
+
+    with torch.no_grad():
+        up = (v >= 0).to(torch.float32)
+        ints = np.clip(floor + up.numpy() + zp, qmin, qmax)
+        mse_ada = mse(dequant(up))
+    rtn = quantize(w, qp)
+    mse_rtn = mse(torch.from_numpy((rtn.astype(np.float32) - zp) * scale))
+    kept = not mse_ada < mse_rtn
+    chosen = rtn if kept else ints.astype(qp.qtype.numpy_dtype)
+    return LayerResult(chosen, mse_rtn, mse_ada, done, time.perf_counter() - start, budget_hit,
+                       kept)
