@@ -18,15 +18,12 @@ import onnx
 from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError, ModelLoadError
+from edgequant.input_files import check_input_file
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX model, refusing anything unsafe or malformed with a one-line reason."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelLoadError(f"model file {str(p)!r} does not exist")
-    if p.stat().st_size == 0:
-        raise ModelLoadError(f"model file {str(p)!r} is empty")
+    p = check_input_file(path, "model file")
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-ish subclasses...

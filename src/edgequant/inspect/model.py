@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgequant.input_files import check_input_file
 from edgequant.inspect.onnx_model import inspect_onnx
 from edgequant.inspect.tflite_model import inspect_tflite
 
@@ -189,8 +190,7 @@ def inspect_model(path: str | Path) -> ModelSummary:
         raise ValueError(
             f"model {str(p)!r}: suffix {suffix!r} is not allowed; use .onnx or .tflite"
         )
-    if not p.is_file():
-        raise FileNotFoundError(f"model {str(p)!r} does not exist")
+    check_input_file(p, "model")
     parts = inspect_onnx(p) if suffix == ".onnx" else inspect_tflite(p)
     return ModelSummary(
         path=str(p),

@@ -26,13 +26,15 @@ def litert_missing(path: str | Path, e: Exception) -> ImportError:
 
 
 def check_tflite_file(path: str | Path) -> Path:
-    """``path`` as a Path once its header shows a TFLite flatbuffer (``TFL3`` identifier)."""
-    p = Path(path)
-    with p.open("rb") as f:
-        head = f.read(8)
-    if len(head) < 8 or head[4:8] != b"TFL3":
-        raise ValueError(f"{str(p)!r} is not a TFLite flatbuffer (no 'TFL3' file identifier)")
-    return p
+    """``path`` as a Path once it is a regular file holding a verified TFLite flatbuffer
+    (:func:`~edgequant.export.tflite.verify_buffer.read_tflite`: every offset, index and
+    quantization array checked, so LiteRT never reads a malformed file)."""
+    try:
+        from edgequant.export.tflite.verify_buffer import read_tflite
+    except ImportError as e:
+        raise litert_missing(path, e) from e
+    read_tflite(path)
+    return Path(path)
 
 
 class LiteRTRunner(IORunner):
