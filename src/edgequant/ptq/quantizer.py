@@ -36,6 +36,7 @@ from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe
 from edgequant.runtime.batching import batches as sample_batches
 from edgequant.runtime.batching import num_samples
+from edgequant.runtime.feed_stream import stream_feeds
 from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs, validation_sample
 from edgequant.spec import PerTensor, QType, QuantSpec
 
@@ -219,7 +220,7 @@ def _speed_check(float_model, qm, calibration, report, batch_axes=None) -> None:
     inputs = model_inputs(float_model, batch_axes)
     if isinstance(calibration, str | os.PathLike | Mapping) and \
             not any(batch_axes_of(inputs).values()):  # the speed check slices axis 0
-        sample = load_feeds(calibration, inputs, what="calibration data")
+        sample = validation_sample(calibration, inputs)  # one batch, not the whole file again
     ratio = relative_speed(float_model, qm, sample)
     report["speedup_vs_float"] = None if ratio != ratio else round(ratio, 3)
     if ratio == ratio and ratio < SLOWER_THRESHOLD:
@@ -264,7 +265,10 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
             "(--calibration DATA.npz, one array per model input, samples on the first axis)"
         )
     inputs = model_inputs(model, batch_axes)
-    if isinstance(calibration, str | os.PathLike | Mapping):
+    if isinstance(calibration, str | os.PathLike):  # streamed from disk, one batch in memory
+        batches = stream_feeds(calibration, inputs, batch_size)
+        total = batches.total
+    elif isinstance(calibration, Mapping):
         feeds = load_feeds(calibration, inputs, what="calibration data")
         axes = batch_axes_of(inputs)
         n = num_samples(feeds, axes)

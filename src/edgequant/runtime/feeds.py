@@ -9,11 +9,10 @@ A recurrent state ``h0 (layers, batch, hidden)`` is thus stored as ``(layers, n,
 
 from __future__ import annotations
 
+import logging
 import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -21,6 +20,9 @@ from onnx import helper
 
 from edgequant.errors import CalibrationError
 from edgequant.runtime.batching import batches, fixed_batch_size
+from edgequant.runtime.data_files import DataFile
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,15 +116,32 @@ def batch_axes_of(inputs: list[InputSpec]) -> dict[str, int]:
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load every array of an .npz file (no pickles)."""
-    p = Path(path)
-    if not p.is_file():
-        raise CalibrationError(f"data file {str(p)!r} does not exist")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise CalibrationError(f"data file {str(p)!r} is not a readable .npz: {exc}") from exc
+    """Load every array of an .npz file (no pickles; a ``.npy`` file gives one array under
+    the key ``"input"``)."""
+    with DataFile(path) as f:
+        return {k or "input": f.read(k) for k in f.keys()}
+
+
+def _match(keys: list[str], inputs: list[InputSpec], what: str) -> dict[str, str]:
+    """Model input name → data key: by name, or the one key of a one-input model."""
+    if not keys:
+        raise CalibrationError(f"{what} holds no arrays; expected inputs {[i.name for i in inputs]}")
+    if len(inputs) == 1 and len(keys) == 1 and inputs[0].name not in keys:
+        return {inputs[0].name: keys[0]}
+    if keys == [""]:  # a .npy file for a model of several inputs
+        raise CalibrationError(f"{what} is a single .npy array, but the model has "
+                               f"{len(inputs)} inputs {[i.name for i in inputs]}: save one "
+                               "array per input with numpy.savez(path, name=array)")
+    missing = [i.name for i in inputs if i.name not in keys]
+    if missing:
+        raise CalibrationError(f"{what} is missing model input(s) {missing}; it has {sorted(keys)}")
+    return {i.name: i.name for i in inputs}
+
+
+def _note_unused(keys: list[str], used: Mapping[str, str], what: str) -> None:
+    unused = sorted(set(keys) - set(used.values()))
+    if unused:
+        log.warning("%s: array(s) %s match no model input and are not read", what, unused)
 
 
 def load_feeds(data: str | os.PathLike | Mapping[str, np.ndarray],
@@ -131,9 +150,17 @@ def load_feeds(data: str | os.PathLike | Mapping[str, np.ndarray],
 
     Float data is cast to the input's float type; integer data for a float input (or the
     reverse) is refused, as are missing inputs, empty sets, mismatched sample counts, wrong
-    per-sample shapes and NaN/Inf.
+    per-sample shapes, NaN/Inf and float64 values beyond the input's float range. From a
+    file, only the arrays that match an input are read (the others are listed in a log
+    warning); a ``.npy`` file serves a one-input model.
     """
-    arrays = read_npz(data) if isinstance(data, str | os.PathLike) else dict(data)
+    if isinstance(data, str | os.PathLike):
+        with DataFile(data, what) as f:
+            used = _match(f.keys(), inputs, what)
+            _note_unused(f.keys(), used, what)
+            arrays = {name: f.read(key) for name, key in used.items()}
+    else:
+        arrays = dict(data)
     if not arrays:
         raise CalibrationError(f"{what} holds no arrays; expected inputs {[i.name for i in inputs]}")
     if len(inputs) == 1 and len(arrays) == 1 and inputs[0].name not in arrays:
@@ -201,6 +228,12 @@ def _cast(arr: np.ndarray, spec: InputSpec, what: str) -> np.ndarray:
     if want_float:
         if not np.all(np.isfinite(arr)):
             raise CalibrationError(f"{what} for input {name!r} contains NaN or Inf")
+        top = np.finfo(spec.dtype).max
+        if arr.size and np.finfo(arr.dtype).max > top and np.max(np.abs(arr)) > top:
+            big = float(np.max(np.abs(arr)))
+            raise CalibrationError(f"{what} for input {name!r} holds {arr.dtype} value(s) up to "
+                                   f"{big:.3g}, beyond the {np.dtype(spec.dtype).name} range "
+                                   f"(±{float(top):.3g}) of the input")
         return arr.astype(spec.dtype, copy=False)
     info = np.iinfo(spec.dtype)
     if arr.size and (arr.min() < info.min or arr.max() > info.max):
@@ -220,12 +253,17 @@ def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
     from ``data`` (a DATA.npz path or dict) sized to the model's fixed batch, else 1; zeros
     (:func:`zero_sample`) when ``data`` is something else or does not fit."""
     if isinstance(data, str | os.PathLike | Mapping) and inputs:
-        try:
-            feeds = load_feeds(data, inputs)
-        except CalibrationError:
-            feeds = {}
         axes = batch_axes_of(inputs)
         size = fixed_batch_size({i.name: i.shape for i in inputs}, axes) or 1
+        try:
+            if isinstance(data, Mapping):
+                feeds = load_feeds(data, inputs)
+            else:  # read only the first batch, not the whole file again
+                from edgequant.runtime.feed_stream import first_batch
+
+                feeds = first_batch(data, inputs, size)
+        except CalibrationError:
+            feeds = {}
         if feeds:
             batch = next(batches(feeds, None, size, axes=axes)).feeds
             first = next((i for i in inputs if not i.scalar), inputs[0])
