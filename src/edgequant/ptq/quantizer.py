@@ -125,7 +125,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         qm, used = quantize_gathers(qm, plan, weight_qparams=overrides)
     if "static" in modes:
         act = _activation_qparams(float_model, plan, calibration, overrides, io, batch_size,
-                                  progress, batch_axes)
+                                  progress, batch_axes, report["warnings"], strict)
         qm, more, notes = insert_qdq(qm, plan, act, overrides, io)
         used.update(more)
         report["notes"] += notes
@@ -242,7 +242,8 @@ def _strict_check(plan: QuantPlan, strict: bool) -> None:
 
 
 def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, overrides,
-                        io: str, batch_size: int, progress, batch_axes=None
+                        io: str, batch_size: int, progress, batch_axes=None,
+                        warnings: list[str] | None = None, strict: bool = False
                         ) -> dict[str, QParams]:
     specs: dict[str, QuantSpec] = {}
     ins = {i.name for i in model_inputs(model)}
@@ -280,7 +281,7 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
         total = None
     sources = {k: plan.tensors[k].tensor for k in specs}
     result.update(calibrate(model, specs, batches, total=total, progress=progress,
-                            tensors=sources))
+                            tensors=sources, warnings=warnings, strict=strict))
     return result
 
 
