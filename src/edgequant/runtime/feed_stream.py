@@ -79,7 +79,10 @@ def stream_feeds(path: str | os.PathLike, inputs: list[InputSpec], batch_size: i
             shape = list(m.shape)
             if not spec.scalar and len(shape) > spec.batch_axis and shape[spec.batch_axis]:
                 shape[spec.batch_axis] = 1
-            check_array(np.zeros(shape, m.dtype), spec, what)
+            try:
+                check_array(np.zeros(shape, m.dtype), spec, what)
+            except CalibrationError as exc:  # name the file's shape, not the stand-in's
+                raise CalibrationError(str(exc).replace(str(tuple(shape)), str(m.shape))) from None
             if not spec.scalar:
                 counts[spec.name] = m.shape[spec.batch_axis]
         if len(set(counts.values())) > 1:

@@ -38,6 +38,10 @@ _TYPE_BITS = {"FLOAT16": 16, "FLOAT32": 32, "FLOAT64": 64, "INT4": 4, "INT8": 8,
               "BOOL": 8, "COMPLEX64": 64, "COMPLEX128": 128, "BFLOAT16": 16, "INT2": 2,
               "STRING": 0, "RESOURCE": 0, "VARIANT": 0}
 
+#: Zero point range per integer tensor type.
+_ZP_RANGE = {"INT8": (-128, 127), "UINT8": (0, 255), "INT16": (-32768, 32767),
+             "INT4": (-8, 7)}
+
 
 def _schema():
     try:
@@ -171,6 +175,11 @@ class _Checker:
 
     def _tensor(self, si: int, ti: int, t, n_tensors: int) -> None:
         where = f"tensor {ti} of subgraph {si}"
+        if isinstance(t.name, bytes | bytearray):
+            try:
+                t.name.decode("utf-8")
+            except UnicodeDecodeError:
+                self.fail(f"{where} has a name that is not UTF-8 text ({bytes(t.name)[:24]!r})")
         tname = self.types.get(int(t.type))
         if tname is None:
             self.fail(f"{where} has type {t.type}, which is not a TFLite tensor type")
@@ -218,6 +227,12 @@ class _Checker:
                 if shape[axis] != ns:
                     self.fail(f"{where} has {ns} scales for axis {axis} of size "
                               f"{shape[axis]}; give 1 or {shape[axis]}")
+            rng = _ZP_RANGE.get(self.types.get(int(t.type)))
+            z = np.asarray(zp, np.int64)
+            if rng and z.size and (z.min() < rng[0] or z.max() > rng[1]):
+                bad = int(z[(z < rng[0]) | (z > rng[1])][0])
+                self.fail(f"{where} has zero point {bad}, outside its type's range "
+                          f"[{rng[0]}, {rng[1]}]")
             s = np.asarray(scale, np.float64)
             if not np.all(np.isfinite(s)) or np.any(s < 0):
                 bad = s[~np.isfinite(s) | (s < 0)][0]
