@@ -17,6 +17,8 @@ import logging
 import math
 import os
 import zipfile
+import zlib
+from tokenize import TokenError
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -79,7 +81,8 @@ def _read_header(f, where: str) -> tuple[tuple[int, ...], np.dtype, bool]:
         else:
             shape, fortran, dtype = np.lib.format._read_array_header(
                 f, version, max_header_size=MAX_HEADER_BYTES)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError, TokenError,
+            zlib.error, TypeError, KeyError) as exc:  # numpy parses the header as Python
         raise CalibrationError(f"{where} has no readable .npy header: {exc}") from exc
     if dtype.hasobject:
         raise CalibrationError(f"{where} holds Python objects (dtype {dtype}), which would need "
@@ -167,6 +170,12 @@ class DataFile:
     def chunks(self, name: str, size: int) -> Iterator[np.ndarray]:
         """Array ``name`` in pieces of ``size`` samples along axis 0, read from its stream
         (a Fortran-order array, or a rank-0 one, is read whole and yielded once)."""
+        try:
+            yield from self._chunks(name, size)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            raise CalibrationError(f"{self._where(name)} is corrupt: {exc}") from exc
+
+    def _chunks(self, name: str, size: int) -> Iterator[np.ndarray]:
         m = self.member(name)
         with self._open(name) as f:
             if self.kind == "npz":

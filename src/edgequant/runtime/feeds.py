@@ -53,7 +53,12 @@ def model_inputs(model: onnx.ModelProto,
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in tt.shape.dim)
         scalar = tt.HasField("shape") and not dims
-        spec = InputSpec(vi.name, helper.tensor_dtype_to_np_dtype(tt.elem_type), dims, 0, scalar)
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        except KeyError:
+            raise CalibrationError(f"model input {vi.name!r} has element type {tt.elem_type}, "
+                                   "which is not an ONNX tensor type") from None
+        spec = InputSpec(vi.name, dtype, dims, 0, scalar)
         names = tuple(d.dim_param for d in tt.shape.dim)
         specs.append(replace(spec, batch_axis=auto_batch_axis(dims, names)))
     return with_batch_axes(specs, batch_axes) if batch_axes else specs
