@@ -41,7 +41,18 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
         raise ModelLoadError(f"{str(p)!r} fails onnx.checker: {first}") from exc
+    _check_elem_types(model, p)
     return model
+
+
+def _check_elem_types(model: onnx.ModelProto, p: Path) -> None:
+    """Graph inputs / outputs must have ONNX element types (the checker does not look)."""
+    known = set(onnx.TensorProto.DataType.values())
+    for vi in [*model.graph.input, *model.graph.output]:
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.elem_type not in known:
+            raise ModelLoadError(f"{str(p)!r}: graph input/output {vi.name!r} has element type "
+                                 f"{tt.elem_type}, which is not an ONNX tensor type")
 
 
 def as_model_proto(model) -> onnx.ModelProto:

@@ -18,9 +18,9 @@ import math
 import os
 import zipfile
 import zlib
-from tokenize import TokenError
 from collections.abc import Iterator
 from dataclasses import dataclass
+from tokenize import TokenError
 
 import numpy as np
 
