@@ -67,18 +67,20 @@ class RangeStats:
     def update(self, x: np.ndarray, n: int | None = None) -> None:
         """Fold one batch (finite) of ``n`` samples on axis 0 into the statistics; a tensor
         whose first dim is not ``n`` counts as one sample."""
-        arr = np.asarray(x, dtype=np.float64)
+        arr = np.asarray(x)  # native dtype: no float64 copy of a whole batch
         if arr.size == 0:
             return
-        flat = arr.reshape(-1)  # (values,) float64
+        flat = arr.reshape(-1)  # (values,)
         self.count += flat.size
         per = arr.reshape(n, -1) if n and arr.ndim and arr.shape[0] == n else flat[None]
         self.samples += per.shape[0]
-        self.top = np.sort(np.concatenate([self.top, per.max(axis=1)]))[-(K + 1):]
-        self.bottom = np.sort(np.concatenate([self.bottom, per.min(axis=1)]))[:K + 1]
+        hi = per.max(axis=1).astype(np.float64)  # (samples,) float64
+        lo = per.min(axis=1).astype(np.float64)
+        self.top = np.sort(np.concatenate([self.top, hi]))[-(K + 1):]
+        self.bottom = np.sort(np.concatenate([self.bottom, lo]))[:K + 1]
         pick = flat if flat.size <= SAMPLE_PER_BATCH else \
-            self.rng.choice(flat, SAMPLE_PER_BATCH, replace=False)
-        self.sample = np.concatenate([self.sample, pick])
+            flat[self.rng.integers(0, flat.size, SAMPLE_PER_BATCH)]
+        self.sample = np.concatenate([self.sample, pick.astype(np.float64)])
         if self.sample.size > SAMPLE_MAX:
             self.sample = self.rng.choice(self.sample, SAMPLE_MAX, replace=False)
 
