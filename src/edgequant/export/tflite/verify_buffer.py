@@ -204,7 +204,7 @@ class _Checker:
             self.fail(f"{where} uses buffer {b}, but the model has {self.n_buffers} buffers")
         buf = self.m.buffers[b]
         have = len(buf.data) if buf.data is not None else int(buf.size or 0)
-        if have and bits and have != nbytes and not (t.sparsity is not None):
+        if have and bits and have != nbytes and t.sparsity is None:
             self.fail(f"{where} ({tname} {shape}) needs {nbytes:,} bytes of data, but buffer "
                       f"{b} holds {have:,}")
         self._quantization(where, t, shape, n_tensors)

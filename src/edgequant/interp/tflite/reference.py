@@ -31,7 +31,7 @@ MAX_REFERENCE_TENSOR_BYTES = 256 * 1024**2
 #: Errors a kernel raises on a model that verified but is inconsistent (wrong operand count,
 #: shapes that do not fit the op): reported as one line naming the operator.
 _KERNEL_ERRORS = (IndexError, ValueError, TypeError, KeyError, AttributeError,
-                  ZeroDivisionError, OverflowError)
+                  ZeroDivisionError, OverflowError, MemoryError)
 
 
 @dataclass
