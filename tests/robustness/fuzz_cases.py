@@ -285,6 +285,12 @@ def fuzz(kind: str, count: int, seed: int) -> dict:
                          "--calibration", str(path), "--no-speed-check"],
                         ["verify", str(seeds["tflite"]), "--data", str(path)]]
                 inputs = [path, seeds["float"], seeds["tflite"]]
+            keep = os.environ.get("FUZZ_KEEP")  # debugging: keep every case file, log progress
+            if keep:
+                Path(keep).mkdir(exist_ok=True)
+                (Path(keep) / f"{i:04d}{path.suffix}").write_bytes(data)
+                with open(Path(keep) / "log.txt", "a") as log:
+                    log.write(f"{i} {how}\n")
             for args in runs:
                 commands += 1
                 verdict, detail = run_command(args, out, inputs)

@@ -47,7 +47,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
 
 def _check_elem_types(model: onnx.ModelProto, p: Path) -> None:
     """Graph inputs / outputs must have ONNX element types (the checker does not look)."""
-    known = set(onnx.TensorProto.DataType.values())
+    known = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
     for vi in [*model.graph.input, *model.graph.output]:
         tt = vi.type.tensor_type
         if vi.type.HasField("tensor_type") and tt.elem_type not in known:

@@ -6,10 +6,10 @@ string inside the file), unpack the object API, and check what the readers index
 subgraph count, opcode indices, tensor indices of operators / subgraph I/O / signatures,
 buffer indices, tensor types, shapes (non-negative, bounded element and byte counts),
 constant data length against the shape, quantization arrays (scale and zero point of equal
-length, 1 or the quantized dimension's size, finite non-negative scales), control-flow
-subgraph indices and metadata buffers. Any problem is one :class:`InvalidModelError` line,
-e.g. ``model.tflite: operator 3 of subgraph 0 reads tensor 97, but the subgraph has 12
-tensors``. ``inspect``, ``verify``, LiteRT runners and the TFLite reference all read through
+length, 1 or the quantized dimension's size, finite positive scales — zero allowed on
+constants), control-flow subgraph indices and metadata buffers. Any problem is one
+:class:`InvalidModelError` line, e.g. ``model.tflite: operator 3 of subgraph 0 reads tensor
+97, but the subgraph has 12 tensors``. ``inspect``, ``verify``, LiteRT runners and the TFLite reference all read through
 here.
 """
 
@@ -207,9 +207,10 @@ class _Checker:
         if have and bits and have != nbytes and t.sparsity is None:
             self.fail(f"{where} ({tname} {shape}) needs {nbytes:,} bytes of data, but buffer "
                       f"{b} holds {have:,}")
-        self._quantization(where, t, shape, n_tensors)
+        self._quantization(where, t, shape, n_tensors, constant=bool(have))
 
-    def _quantization(self, where: str, t, shape: list[int], n_tensors: int) -> None:
+    def _quantization(self, where: str, t, shape: list[int], n_tensors: int,
+                      constant: bool) -> None:
         q = t.quantization
         if q is None:
             return
@@ -234,10 +235,12 @@ class _Checker:
                 self.fail(f"{where} has zero point {bad}, outside its type's range "
                           f"[{rng[0]}, {rng[1]}]")
             s = np.asarray(scale, np.float64)
-            if not np.all(np.isfinite(s)) or np.any(s < 0):
-                bad = s[~np.isfinite(s) | (s < 0)][0]
-                self.fail(f"{where} has quantization scale {bad}; scales must be finite and "
-                          ">= 0")
+            # a zero scale divides by zero when a kernel quantizes into the tensor (LiteRT
+            # crashes on it); constants may carry one (an all-zero channel)
+            bad = ~np.isfinite(s) | (s < 0) | ((s == 0) & (not constant))
+            if np.any(bad):
+                self.fail(f"{where} has quantization scale {s[bad][0]}; scales must be finite "
+                          f"and {'>= 0' if constant else '> 0'}")
         d = q.details
         if d is not None and hasattr(d, "scales") and d.scales is not None:
             if not 0 <= int(d.scales) < n_tensors:
