@@ -311,7 +311,7 @@ def fuzz(kind: str, count: int, seed: int) -> dict:
 def main(argv: list[str]) -> None:
     """``fuzz_cases.py KIND COUNT SEED`` → one JSON line."""
     kind, count, seed = argv[0], int(argv[1]), int(argv[2])
-    with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 - library logs
+    with contextlib.redirect_stderr(open(os.devnull, "w")):  # library logs
         summary = fuzz(kind, count, seed)
     print(json.dumps(summary))
 

@@ -75,8 +75,8 @@ def test_float64_beyond_float32_is_an_error(mnist, tmp_path):
     data = split.x_train[:CALIBRATION].astype(np.float64)
     data[3, 0, 5, 5] = 1e300
     np.savez(tmp_path / "cal.npz", input=data)
-    with pytest.raises(CalibrationError, match="float64 value.* up to 1e\\+300, beyond the "
-                                               "float32 range"):
+    with pytest.raises(CalibrationError, match=r"float64 value.* up to 1e\+300, beyond the "
+                                               r"float32 range"):
         eq.quantize(path, "w8a8", tmp_path / "cal.npz")
 
 

@@ -35,10 +35,15 @@ def fifo(tmp_path):
     return p
 
 
+def _empty(d):
+    (d / "empty.onnx").write_bytes(b"")
+    return d / "empty.onnx"
+
+
 @pytest.mark.parametrize("make,pattern", [
     (lambda d: d, "is a directory"),
     (lambda d: d / "missing.onnx", "does not exist"),
-    (lambda d: (d / "empty.onnx").write_bytes(b"") and None or d / "empty.onnx", "is empty"),
+    (_empty, "is empty"),
 ])
 def test_check_input_file_refuses(tmp_path, make, pattern):
     with pytest.raises(InputFileError, match=pattern):

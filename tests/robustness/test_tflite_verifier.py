@@ -112,5 +112,5 @@ def test_every_reader_verifies(tmp_path, tflite_bytes):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(_repack(tflite_bytes, _set_op_input))
     for open_it in (read_tflite, inspect_model, LiteRTRunner, TFLiteReferenceRunner):
-        with pytest.raises(InvalidModelError, match="bad.tflite: operator 1"):
+        with pytest.raises(InvalidModelError, match=r"bad\.tflite: operator 1"):
             open_it(bad)

@@ -9,8 +9,8 @@ constant data length against the shape, quantization arrays (scale and zero poin
 length, 1 or the quantized dimension's size, finite positive scales — zero allowed on
 constants), control-flow subgraph indices and metadata buffers. Any problem is one
 :class:`InvalidModelError` line, e.g. ``model.tflite: operator 3 of subgraph 0 reads tensor
-97, but the subgraph has 12 tensors``. ``inspect``, ``verify``, LiteRT runners and the TFLite reference all read through
-here.
+97, but the subgraph has 12 tensors``. ``inspect``, ``verify``, LiteRT runners and the TFLite
+reference all read through here.
 """
 
 from __future__ import annotations
