@@ -10,8 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgequant as eq
 from edgequant.errors import CalibrationError
-from edgequant.runtime.feed_stream import first_batch, stream_feeds
-from edgequant.runtime.feeds import model_inputs
+from edgequant.runtime.feed_stream import stream_feeds
+from edgequant.runtime.feeds import first_batch, model_inputs
 
 
 def _model(batch=None):

@@ -101,13 +101,3 @@ def stream_feeds(path: str | os.PathLike, inputs: list[InputSpec], batch_size: i
         f.close()
         raise
 
-
-def first_batch(path: str | os.PathLike, inputs: list[InputSpec], size: int,
-                what: str = "data") -> dict[str, np.ndarray]:
-    """The first ``size`` samples of a data file (fewer when it holds fewer), read alone."""
-    stream = stream_feeds(path, inputs, size, what=what, pad=True)
-    it = iter(stream)
-    try:
-        return next(it)
-    finally:
-        it.close()

@@ -253,6 +253,22 @@ def zero_sample(inputs: list[InputSpec]) -> dict[str, np.ndarray]:
     return {i.name: np.zeros(tuple(d or 1 for d in i.shape), i.dtype) for i in inputs}
 
 
+def first_batch(path: str | os.PathLike, inputs: list[InputSpec], size: int,
+                what: str = "data") -> dict[str, np.ndarray]:
+    """The first ``size`` samples of a data file (fewer when it holds fewer), checked; only
+    those are read (inputs whose samples are not on axis 0 are read whole)."""
+    with DataFile(path, what) as f:
+        used = _match(f.keys(), inputs, what)
+        feeds = {}
+        for spec in inputs:
+            key = used[spec.name]
+            if spec.scalar or spec.batch_axis != 0:
+                feeds[spec.name] = check_array(f.read(key), spec, what)
+            else:
+                feeds[spec.name] = check_array(next(iter(f.chunks(key, size))), spec, what)
+    return feeds
+
+
 def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
     """One batch to run a written model on, feeding exactly the float model's ``inputs``:
     from ``data`` (a DATA.npz path or dict) sized to the model's fixed batch, else 1; zeros
@@ -264,8 +280,6 @@ def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
             if isinstance(data, Mapping):
                 feeds = load_feeds(data, inputs)
             else:  # read only the first batch, not the whole file again
-                from edgequant.runtime.feed_stream import first_batch
-
                 feeds = first_batch(data, inputs, size)
         except CalibrationError:
             feeds = {}

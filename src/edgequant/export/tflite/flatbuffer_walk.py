@@ -174,7 +174,8 @@ def walk_model(buf: bytes, name: str) -> None:
     """Check the structure of a ``.tflite`` flatbuffer; :class:`InvalidModelError` on the
     first out-of-bounds offset, length, vtable or string, naming where it is."""
     if len(buf) < 12:
-        raise InvalidModelError(f"{name}: {len(buf)} bytes is too short for a TFLite flatbuffer")
+        raise InvalidModelError(f"{name}: is not a TFLite flatbuffer ({len(buf)} bytes is too "
+                                "short)")
     if buf[4:8] != b"TFL3":
         raise InvalidModelError(f"{name}: is not a TFLite flatbuffer (no 'TFL3' file identifier)")
     w = _Walker(buf, name)
