@@ -19,7 +19,7 @@ import onnx
 from onnx import helper
 
 from edgequant.errors import CalibrationError
-from edgequant.runtime.batching import batches, fixed_batch_size
+from edgequant.runtime.batching import _take, batches, fixed_batch_size
 from edgequant.runtime.data_files import DataFile
 
 log = logging.getLogger(__name__)
@@ -262,8 +262,11 @@ def first_batch(path: str | os.PathLike, inputs: list[InputSpec], size: int,
         feeds = {}
         for spec in inputs:
             key = used[spec.name]
-            if spec.scalar or spec.batch_axis != 0:
+            if spec.scalar:
                 feeds[spec.name] = check_array(f.read(key), spec, what)
+            elif spec.batch_axis != 0:
+                whole = check_array(f.read(key), spec, what)
+                feeds[spec.name] = _take(whole, spec.batch_axis, 0, size)
             else:
                 feeds[spec.name] = check_array(next(iter(f.chunks(key, size))), spec, what)
     return feeds
