@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError, ModelLoadError
 from edgequant.graph.external_data import check_external_data, load_external_data
+from edgequant.input_files import check_input_file
 from edgequant.outputs import atomic_write
 
 __all__ = ["as_model_proto", "atomic_write", "check_external_data", "check_finite_weights",
@@ -26,11 +27,7 @@ __all__ = ["as_model_proto", "atomic_write", "check_external_data", "check_finit
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX model, refusing anything unsafe or malformed with a one-line reason."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelLoadError(f"model file {str(p)!r} does not exist")
-    if p.stat().st_size == 0:
-        raise ModelLoadError(f"model file {str(p)!r} is empty")
+    p = check_input_file(path, "model file")
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-ish subclasses...
@@ -46,7 +43,18 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
         raise ModelLoadError(f"{str(p)!r} fails onnx.checker: {first}") from exc
+    _check_elem_types(model, p)
     return model
+
+
+def _check_elem_types(model: onnx.ModelProto, p: Path) -> None:
+    """Graph inputs / outputs must have ONNX element types (the checker does not look)."""
+    known = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+    for vi in [*model.graph.input, *model.graph.output]:
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.elem_type not in known:
+            raise ModelLoadError(f"{str(p)!r}: graph input/output {vi.name!r} has element type "
+                                 f"{tt.elem_type}, which is not an ONNX tensor type")
 
 
 def as_model_proto(model) -> onnx.ModelProto:

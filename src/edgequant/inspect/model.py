@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgequant.input_files import check_input_file
 from edgequant.inspect.onnx_model import inspect_onnx
 from edgequant.inspect.tflite_model import inspect_tflite
 
@@ -109,14 +110,15 @@ class ModelSummary:
         over.add_row("parameter bytes", f"{self.parameter_bytes:,}")
         over.add_row("opset", ", ".join(f"{d}:{v}" for d, v in self.opset.items()))
         for k, v in self.metadata.items():
-            over.add_row(k, v if len(v) <= 200 else v[:200] + "…")
+            v = str(v)
+            over.add_row(str(k), v if len(v) <= 200 else v[:200] + "…")
 
         io = Table(title="inputs / outputs")
         for col in ("kind", "name", "dtype", "shape"):
             io.add_column(col)
         for kind, items in (("input", self.inputs), ("output", self.outputs)):
             for t in items:
-                io.add_row(kind, t.name, t.dtype, str(t.shape))
+                io.add_row(kind, str(t.name), str(t.dtype), str(t.shape))
 
         ops = Table(title="ops")
         ops.add_column("op")
@@ -129,9 +131,9 @@ class ModelSummary:
         for col in ("dtype", "scale", "zero point", "axis", "block", "ops"):
             q.add_column(col, overflow="fold")
         for t in self.quantized:
-            q.add_row(
-                t.name,
-                t.dtype,
+            q.add_row(  # str(): a corrupted file can hold bytes where names belong
+                str(t.name),
+                str(t.dtype),
                 describe_values(t.scale),
                 describe_values(t.zero_point),
                 "" if t.axis is None else str(t.axis),
@@ -189,8 +191,7 @@ def inspect_model(path: str | Path) -> ModelSummary:
         raise ValueError(
             f"model {str(p)!r}: suffix {suffix!r} is not allowed; use .onnx or .tflite"
         )
-    if not p.is_file():
-        raise FileNotFoundError(f"model {str(p)!r} does not exist")
+    check_input_file(p, "model")
     parts = inspect_onnx(p) if suffix == ".onnx" else inspect_tflite(p)
     return ModelSummary(
         path=str(p),

@@ -44,7 +44,10 @@ def _dtype_name(elem_type: int) -> str:
     try:
         return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
     except (KeyError, TypeError, ValueError):
-        return onnx.helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower()
+        try:
+            return onnx.helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower()
+        except KeyError:  # not an ONNX element type at all (a corrupted file)
+            return f"unknown type {elem_type}"
 
 
 def _tensor_info(v: onnx.ValueInfoProto) -> dict[str, Any]:

@@ -30,12 +30,12 @@ def _text(b) -> str:
 
 
 def load_tflite(path: str | Path):
-    """The whole flatbuffer as the schema's object API (``ModelT``)."""
-    schema = _schema()
-    buf = Path(path).read_bytes()
-    if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ValueError(f"{str(path)!r} is not a TFLite flatbuffer (no 'TFL3' identifier)")
-    return schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)
+    """The whole flatbuffer as the schema's object API (``ModelT``), verified first
+    (:func:`~edgequant.export.tflite.verify_buffer.read_tflite`)."""
+    _schema()
+    from edgequant.export.tflite.verify_buffer import read_tflite
+
+    return read_tflite(path)
 
 
 def _tensor_dtype(t, type_names: dict[int, str]) -> str:

@@ -155,7 +155,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
             overrides = {**search_ranges(float_model, plan, calibration, overrides, io,
                                          batch_size, batch_axes, report), **overrides}
         act = _activation_qparams(float_model, plan, calibration, overrides, io, batch_size,
-                                  progress, batch_axes)
+                                  progress, batch_axes, report["warnings"], strict)
         ints = None
         if option(rec, "adaround"):
             ints = learned_weights(float_model, qm, plan, act, overrides, io, calibration,
@@ -273,7 +273,8 @@ def _strict_check(plan: QuantPlan, strict: bool) -> None:
 
 
 def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, overrides,
-                        io: str, batch_size: int, progress, batch_axes=None
+                        io: str, batch_size: int, progress, batch_axes=None,
+                        warnings: list[str] | None = None, strict: bool = False
                         ) -> dict[str, QParams]:
     specs: dict[str, QuantSpec] = {}
     ins = {i.name for i in model_inputs(model)}
@@ -298,7 +299,7 @@ def _activation_qparams(model: onnx.ModelProto, plan: QuantPlan, calibration, ov
     batches, total = calibration_batches(model, calibration, batch_size, batch_axes)
     sources = {k: plan.tensors[k].tensor for k in specs}
     result.update(calibrate(model, specs, batches, total=total, progress=progress,
-                            tensors=sources))
+                            tensors=sources, warnings=warnings, strict=strict))
     return result
 
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Samples per call for models with a dynamic batch dimension.
 DEFAULT_BATCH_SIZE = 32
+#: Largest fixed batch a short sample set is padded up to.
+MAX_PADDED_BATCH = 4096
 
 Shapes = Mapping[str, tuple[int | None, ...]]
 Axes = Mapping[str, int]
@@ -94,6 +96,9 @@ def batches(feeds: Mapping[str, np.ndarray], input_shapes: Shapes | None = None,
     n = num_samples(feeds, axes)
     fixed = fixed_batch_size(input_shapes or {}, axes)
     size = fixed or batch_size or n
+    if fixed and fixed > max(n, MAX_PADDED_BATCH):
+        raise ValueError(f"the model's inputs fix the batch size at {fixed:,}: padding {n} "
+                         f"sample(s) to it is refused (at most {MAX_PADDED_BATCH:,})")
     if fixed and not pad and n % fixed:
         raise ValueError(
             f"{n} samples do not fill batches of {fixed}, the batch size the model's inputs "

@@ -9,18 +9,20 @@ A recurrent state ``h0 (layers, batch, hidden)`` is thus stored as ``(layers, n,
 
 from __future__ import annotations
 
+import logging
 import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper
 
 from edgequant.errors import CalibrationError
-from edgequant.runtime.batching import batches, fixed_batch_size
+from edgequant.runtime.batching import _take, batches, fixed_batch_size
+from edgequant.runtime.data_files import DataFile
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,12 @@ def model_inputs(model: onnx.ModelProto,
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in tt.shape.dim)
         scalar = tt.HasField("shape") and not dims
-        spec = InputSpec(vi.name, helper.tensor_dtype_to_np_dtype(tt.elem_type), dims, 0, scalar)
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        except KeyError:
+            raise CalibrationError(f"model input {vi.name!r} has element type {tt.elem_type}, "
+                                   "which is not an ONNX tensor type") from None
+        spec = InputSpec(vi.name, dtype, dims, 0, scalar)
         names = tuple(d.dim_param for d in tt.shape.dim)
         specs.append(replace(spec, batch_axis=auto_batch_axis(dims, names)))
     return with_batch_axes(specs, batch_axes) if batch_axes else specs
@@ -114,15 +121,32 @@ def batch_axes_of(inputs: list[InputSpec]) -> dict[str, int]:
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load every array of an .npz file (no pickles)."""
-    p = Path(path)
-    if not p.is_file():
-        raise CalibrationError(f"data file {str(p)!r} does not exist")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise CalibrationError(f"data file {str(p)!r} is not a readable .npz: {exc}") from exc
+    """Load every array of an .npz file (no pickles; a ``.npy`` file gives one array under
+    the key ``"input"``)."""
+    with DataFile(path) as f:
+        return {k or "input": f.read(k) for k in f.keys()}
+
+
+def _match(keys: list[str], inputs: list[InputSpec], what: str) -> dict[str, str]:
+    """Model input name → data key: by name, or the one key of a one-input model."""
+    if not keys:
+        raise CalibrationError(f"{what} holds no arrays; expected inputs {[i.name for i in inputs]}")
+    if len(inputs) == 1 and len(keys) == 1 and inputs[0].name not in keys:
+        return {inputs[0].name: keys[0]}
+    if keys == [""]:  # a .npy file for a model of several inputs
+        raise CalibrationError(f"{what} is a single .npy array, but the model has "
+                               f"{len(inputs)} inputs {[i.name for i in inputs]}: save one "
+                               "array per input with numpy.savez(path, name=array)")
+    missing = [i.name for i in inputs if i.name not in keys]
+    if missing:
+        raise CalibrationError(f"{what} is missing model input(s) {missing}; it has {sorted(keys)}")
+    return {i.name: i.name for i in inputs}
+
+
+def _note_unused(keys: list[str], used: Mapping[str, str], what: str) -> None:
+    unused = sorted(set(keys) - set(used.values()))
+    if unused:
+        log.warning("%s: array(s) %s match no model input and are not read", what, unused)
 
 
 def load_feeds(data: str | os.PathLike | Mapping[str, np.ndarray],
@@ -131,9 +155,17 @@ def load_feeds(data: str | os.PathLike | Mapping[str, np.ndarray],
 
     Float data is cast to the input's float type; integer data for a float input (or the
     reverse) is refused, as are missing inputs, empty sets, mismatched sample counts, wrong
-    per-sample shapes and NaN/Inf.
+    per-sample shapes, NaN/Inf and float64 values beyond the input's float range. From a
+    file, only the arrays that match an input are read (the others are listed in a log
+    warning); a ``.npy`` file serves a one-input model.
     """
-    arrays = read_npz(data) if isinstance(data, str | os.PathLike) else dict(data)
+    if isinstance(data, str | os.PathLike):
+        with DataFile(data, what) as f:
+            used = _match(f.keys(), inputs, what)
+            _note_unused(f.keys(), used, what)
+            arrays = {name: f.read(key) for name, key in used.items()}
+    else:
+        arrays = dict(data)
     if not arrays:
         raise CalibrationError(f"{what} holds no arrays; expected inputs {[i.name for i in inputs]}")
     if len(inputs) == 1 and len(arrays) == 1 and inputs[0].name not in arrays:
@@ -201,6 +233,12 @@ def _cast(arr: np.ndarray, spec: InputSpec, what: str) -> np.ndarray:
     if want_float:
         if not np.all(np.isfinite(arr)):
             raise CalibrationError(f"{what} for input {name!r} contains NaN or Inf")
+        top = np.finfo(spec.dtype).max
+        if arr.size and np.finfo(arr.dtype).max > top and np.max(np.abs(arr)) > top:
+            big = float(np.max(np.abs(arr)))
+            raise CalibrationError(f"{what} for input {name!r} holds {arr.dtype} value(s) up to "
+                                   f"{big:.3g}, beyond the {np.dtype(spec.dtype).name} range "
+                                   f"(±{float(top):.3g}) of the input")
         return arr.astype(spec.dtype, copy=False)
     info = np.iinfo(spec.dtype)
     if arr.size and (arr.min() < info.min or arr.max() > info.max):
@@ -215,17 +253,39 @@ def zero_sample(inputs: list[InputSpec]) -> dict[str, np.ndarray]:
     return {i.name: np.zeros(tuple(d or 1 for d in i.shape), i.dtype) for i in inputs}
 
 
+def first_batch(path: str | os.PathLike, inputs: list[InputSpec], size: int,
+                what: str = "data") -> dict[str, np.ndarray]:
+    """The first ``size`` samples of a data file (fewer when it holds fewer), checked; only
+    those are read (inputs whose samples are not on axis 0 are read whole)."""
+    with DataFile(path, what) as f:
+        used = _match(f.keys(), inputs, what)
+        feeds = {}
+        for spec in inputs:
+            key = used[spec.name]
+            if spec.scalar:
+                feeds[spec.name] = check_array(f.read(key), spec, what)
+            elif spec.batch_axis != 0:
+                whole = check_array(f.read(key), spec, what)
+                feeds[spec.name] = _take(whole, spec.batch_axis, 0, size)
+            else:
+                feeds[spec.name] = check_array(next(iter(f.chunks(key, size))), spec, what)
+    return feeds
+
+
 def validation_sample(data, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
     """One batch to run a written model on, feeding exactly the float model's ``inputs``:
     from ``data`` (a DATA.npz path or dict) sized to the model's fixed batch, else 1; zeros
     (:func:`zero_sample`) when ``data`` is something else or does not fit."""
     if isinstance(data, str | os.PathLike | Mapping) and inputs:
-        try:
-            feeds = load_feeds(data, inputs)
-        except CalibrationError:
-            feeds = {}
         axes = batch_axes_of(inputs)
         size = fixed_batch_size({i.name: i.shape for i in inputs}, axes) or 1
+        try:
+            if isinstance(data, Mapping):
+                feeds = load_feeds(data, inputs)
+            else:  # read only the first batch, not the whole file again
+                feeds = first_batch(data, inputs, size)
+        except CalibrationError:
+            feeds = {}
         if feeds:
             batch = next(batches(feeds, None, size, axes=axes)).feeds
             first = next((i for i in inputs if not i.scalar), inputs[0])

@@ -7,10 +7,12 @@ qparams come from the I/O tensors' own quantization, as LiteRT reports it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
+from edgequant.export.tflite.flatbuffer_walk import InvalidModelError
 from edgequant.runtime.runner import IORunner, io_quant_of_tensor
 
 #: Kernel paths (name → XNNPACK on?) that ``verify`` compares against the TFLite reference.
@@ -26,14 +28,24 @@ def litert_missing(path: str | Path, e: Exception) -> ImportError:
                              f"pip install 'edgequant[tflite]' ({e})")
 
 
+def litert_message(exc: Exception) -> str:
+    """LiteRT's error text on one line (it glues its messages together without breaks)."""
+    text = re.sub(r"\s+", " ", str(exc)).strip()
+    text = re.sub(r"(delegate)(?=[a-z])", r"\1; ", text)  # "…delegateunsupported…"
+    text = re.sub(r"\.(?=[A-Z])", ". ", text)  # "…Was 99.Tensor 6…"
+    return text[:300] or type(exc).__name__
+
+
 def check_tflite_file(path: str | Path) -> Path:
-    """``path`` as a Path once its header shows a TFLite flatbuffer (``TFL3`` identifier)."""
-    p = Path(path)
-    with p.open("rb") as f:
-        head = f.read(8)
-    if len(head) < 8 or head[4:8] != b"TFL3":
-        raise ValueError(f"{str(p)!r} is not a TFLite flatbuffer (no 'TFL3' file identifier)")
-    return p
+    """``path`` as a Path once it is a regular file holding a verified TFLite flatbuffer
+    (:func:`~edgequant.export.tflite.verify_buffer.read_tflite`: every offset, index and
+    quantization array checked, so LiteRT never reads a malformed file)."""
+    try:
+        from edgequant.export.tflite.verify_buffer import read_tflite
+    except ImportError as e:
+        raise litert_missing(path, e) from e
+    read_tflite(path)
+    return Path(path)
 
 
 class LiteRTRunner(IORunner):
@@ -54,8 +66,14 @@ class LiteRTRunner(IORunner):
                 OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         self.path = Path(path)
         self.xnnpack = xnnpack
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or 1, **kwargs)
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or 1,
+                                           **kwargs)
+            self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise InvalidModelError(f"{self.path.name}: LiteRT cannot prepare it"
+                                    f"{' with XNNPACK' if xnnpack else ''}: "
+                                    f"{litert_message(exc)}") from exc
         self._ins = self.interpreter.get_input_details()
         self._outs = self.interpreter.get_output_details()
         self.input_names = [d["name"] for d in self._ins]
@@ -88,11 +106,15 @@ class LiteRTRunner(IORunner):
                                  f"shape ({want})")
             it.resize_tensor_input(d["index"], list(x.shape))  # a dynamic dim takes x's size
             resized = True
-        if resized:
-            it.allocate_tensors()
-            self._ins = it.get_input_details()
-            self._outs = it.get_output_details()
-        for d in self._ins:
-            it.set_tensor(d["index"], arrays[d["name"]])
-        it.invoke()
+        try:
+            if resized:
+                it.allocate_tensors()
+                self._ins = it.get_input_details()
+                self._outs = it.get_output_details()
+            for d in self._ins:
+                it.set_tensor(d["index"], arrays[d["name"]])
+            it.invoke()
+        except (RuntimeError, ValueError) as exc:
+            raise InvalidModelError(f"{self.path.name}: LiteRT cannot run it: "
+                                    f"{litert_message(exc)}") from exc
         return [np.array(it.get_tensor(d["index"])) for d in self._outs]

@@ -10,7 +10,7 @@ import onnx
 
 from edgequant.graph.contract import META_IO
 from edgequant.runtime.runner import IORunner, parse_io_metadata
-from edgequant.runtime.sessions import ort_session
+from edgequant.runtime.sessions import is_ort_error, ort_message, ort_session
 
 #: onnxruntime type strings → numpy dtypes (unknown types are fed as float32).
 ORT_TYPES = {
@@ -54,4 +54,9 @@ class OrtRunner(IORunner):
         self.io = parse_io_metadata(meta.get(META_IO))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return list(self.session.run(self.output_names, feeds))
+        try:
+            return list(self.session.run(self.output_names, feeds))
+        except Exception as exc:
+            if not is_ort_error(exc):
+                raise
+            raise ValueError(f"onnxruntime cannot run the model: {ort_message(exc)}") from exc

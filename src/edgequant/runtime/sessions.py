@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import onnx
 import onnxruntime as ort
+
+from edgequant.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -104,4 +107,23 @@ def ort_session(
     source = _model_bytes_or_path(model, list(extra_outputs))
     log.debug("onnxruntime session: optimization=%s threads=%s extra outputs=%d",
               optimization, threads, len(extra_outputs))
-    return ort.InferenceSession(source, sess_options=so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        if not is_ort_error(exc):
+            raise
+        raise ModelLoadError(f"onnxruntime cannot load the model: {ort_message(exc)}") from exc
+
+
+def is_ort_error(exc: BaseException) -> bool:
+    """True for onnxruntime's own exception types (they derive from ``Exception`` only)."""
+    return type(exc).__module__.startswith("onnxruntime")
+
+
+def ort_message(exc: BaseException) -> str:
+    """onnxruntime's error text on one line, without its ``[ONNXRuntimeError] : 2 : …`` prefix
+    or C++ source locations."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", text)
+    text = re.sub(r"^/\S+:\d+ .*?\) ", "", text)  # "/onnxruntime_src/…cc:256 Model::Model(…) "
+    return text[:300] or type(exc).__name__

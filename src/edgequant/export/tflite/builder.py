@@ -218,6 +218,9 @@ def unpack_int4(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return (nib.astype(np.int8) - (nib >= 8).astype(np.int8) * 16).astype(np.int8).reshape(shape)
 
 
-def load_model(data: bytes) -> schema.ModelT:
-    """Parse ``.tflite`` bytes into the object API (used by the reference executor and tests)."""
-    return schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+def load_model(data: bytes, name: str = "<tflite bytes>") -> schema.ModelT:
+    """Parse ``.tflite`` bytes into the object API after verifying them
+    (:func:`~edgequant.export.tflite.verify_buffer.parse_tflite`)."""
+    from edgequant.export.tflite.verify_buffer import parse_tflite
+
+    return parse_tflite(data, name)

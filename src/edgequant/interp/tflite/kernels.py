@@ -47,14 +47,25 @@ def act_range(act: str, scale: float, zp: int, dtype: np.dtype) -> tuple[int, in
     return qmin, qmax
 
 
+#: Largest im2col buffer the reference builds (bounds a corrupted filter size or stride).
+MAX_PATCH_ELEMENTS = 2**28
+
+
 def patches(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
             pads: tuple[int, int, int, int], fill: float) -> np.ndarray:
     """im2col: (N, H, W, C) → (N, OH, OW, kh, kw, C), padding with ``fill``."""
     t, left, b, r = pads
+    if min(kh, kw, sh, sw, dh, dw) < 1 or max(t, left, b, r) > 2**16:
+        raise ValueError(f"window {kh}x{kw}, stride {sh}x{sw}, dilation {dh}x{dw}, pads "
+                         f"{pads}: sizes must be >= 1 and pads <= 65536")
     xp = np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)), constant_values=fill)
     n, hp, wp, c = xp.shape
     oh = (hp - ((kh - 1) * dh + 1)) // sh + 1
     ow = (wp - ((kw - 1) * dw + 1)) // sw + 1
+    if min(oh, ow) < 1 or n * oh * ow * kh * kw * c > MAX_PATCH_ELEMENTS:
+        raise ValueError(f"window {kh}x{kw} (stride {sh}x{sw}, dilation {dh}x{dw}) over "
+                         f"{hp}x{wp} gives a {oh}x{ow} output of {kh * kw} taps per point; "
+                         f"at most {MAX_PATCH_ELEMENTS:,} im2col elements are allowed")
     out = np.empty((n, oh, ow, kh, kw, c), xp.dtype)
     for i in range(kh):
         for j in range(kw):

@@ -16,7 +16,9 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgequant.errors import UnsupportedOpError
-from edgequant.export.tflite.builder import NUMPY_TYPES, load_model, unpack_int4
+from edgequant.export.tflite.builder import NUMPY_TYPES, unpack_int4
+from edgequant.export.tflite.verify_buffer import InvalidModelError, parse_tflite
+from edgequant.input_files import read_input_bytes
 from edgequant.interp.tflite import activations as A
 from edgequant.interp.tflite import kernels as K
 
@@ -24,6 +26,12 @@ OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.start
 ACT_NAMES = {v: k for k, v in vars(schema.ActivationFunctionType).items()
              if not k.startswith("_")}
 PAD_NAMES = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
+#: Largest tensor the reference executor materializes (numpy, often widened to int64/float64).
+MAX_REFERENCE_TENSOR_BYTES = 256 * 1024**2
+#: Errors a kernel raises on a model that verified but is inconsistent (wrong operand count,
+#: shapes that do not fit the op): reported as one line naming the operator.
+_KERNEL_ERRORS = (IndexError, ValueError, TypeError, KeyError, AttributeError,
+                  ZeroDivisionError, OverflowError, MemoryError)
 
 
 @dataclass
@@ -51,6 +59,9 @@ def _tensor_infos(m: schema.ModelT) -> list[TInfo]:
     blocks: list[tuple[int, int, int]] = []  # (tensor, scales tensor, block size)
     for k, t in enumerate(sub.tensors):
         int4 = t.type == schema.TensorType.INT4
+        if not int4 and t.type not in NUMPY_TYPES:
+            raise UnsupportedOpError(f"reference executor: tensor {k} has TFLite type {t.type}; "
+                                     f"supported are INT4 and {sorted(NUMPY_TYPES)}")
         dtype = np.dtype(np.int8) if int4 else NUMPY_TYPES[t.type]
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
         data = None
@@ -69,6 +80,9 @@ def _tensor_infos(m: schema.ModelT) -> list[TInfo]:
         name = t.name.decode() if isinstance(t.name, bytes) else t.name
         infos.append(TInfo(name, shape, dtype, scale, zp, data))
     for k, scales, size in blocks:
+        if infos[scales].data is None:
+            raise InvalidModelError(f"tensor {k}: blockwise scales tensor {scales} is not a "
+                                    "constant")
         infos[k].block_scale = infos[scales].data.astype(np.float32)
         infos[k].block_size = size
     return infos
@@ -81,10 +95,27 @@ class ReferenceInterpreter:
         if kernels not in ("builtin", "xnnpack"):
             raise ValueError(f"kernels {kernels!r} is not allowed: use builtin or xnnpack")
         self.kernels = kernels
-        data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-        self.model = load_model(data)
+        if isinstance(path_or_bytes, bytes):
+            data, label = path_or_bytes, "<tflite bytes>"
+        else:
+            data, label = read_input_bytes(path_or_bytes, "model"), Path(path_or_bytes).name
+        self.model = parse_tflite(data, label, max_tensor_bytes=MAX_REFERENCE_TENSOR_BYTES)
         self.sub = self.model.subgraphs[0]
-        self.tensors = _tensor_infos(self.model)
+        self.op_names = []
+        for k, op in enumerate(self.sub.operators or []):
+            name = OP_NAMES.get(self.model.operatorCodes[op.opcodeIndex].builtinCode, "?")
+            if name not in _OPS:  # refused before anything runs (no WHILE loop can hang)
+                raise UnsupportedOpError(f"{label}: reference executor: operator {k} is {name}, "
+                                         "which is not implemented")
+            if op.outputs is None or len(op.outputs) != 1 or int(op.outputs[0]) < 0:
+                raise InvalidModelError(f"{label}: operator {k} ({name}) must have exactly one "
+                                        "output tensor")
+            self.op_names.append(name)
+        try:
+            self.tensors = _tensor_infos(self.model)
+        except InvalidModelError as exc:
+            raise InvalidModelError(f"{label}: {exc}") from exc
+        self.label = label
         self.input_names = [self.tensors[i].name for i in self.sub.inputs]
         self.output_names = [self.tensors[i].name for i in self.sub.outputs]
 
@@ -103,18 +134,29 @@ class ReferenceInterpreter:
         for k, t in enumerate(self.tensors):
             if t.data is not None:
                 vals[k] = t.data
-        for op in self.sub.operators:
-            name = OP_NAMES[self.model.operatorCodes[op.opcodeIndex].builtinCode]
-            ins = [None if i < 0 else vals[int(i)] for i in op.inputs]
-            infos = [None if i < 0 else self.tensors[int(i)] for i in op.inputs]
+        for k, (op, name) in enumerate(zip(self.sub.operators or [], self.op_names, strict=True)):
+            op_inputs = op.inputs if op.inputs is not None else []
+            missing = [int(i) for i in op_inputs if i >= 0 and int(i) not in vals]
+            if missing:
+                raise InvalidModelError(f"{self.label}: operator {k} ({name}) reads tensor(s) "
+                                        f"{missing}, which no earlier operator, input or "
+                                        "constant provides")
+            ins = [None if i < 0 else vals[int(i)] for i in op_inputs]
+            infos = [None if i < 0 else self.tensors[int(i)] for i in op_inputs]
             out_info = self.tensors[int(op.outputs[0])]
-            fn = _OPS.get(name)
-            if fn is None:
-                raise UnsupportedOpError(f"reference executor: op {name} is not implemented")
+            fn = _OPS[name]
             # XNNPACK has no int16 kernels: such ops stay on LiteRT's builtin kernels
             wide = any(t is not None and t.dtype == np.int16 for t in [*infos, out_info])
-            y = fn(ins, infos, out_info, op.builtinOptions, "builtin" if wide else self.kernels)
-            vals[int(op.outputs[0])] = np.asarray(y).reshape(out_info.shape)
+            try:
+                y = fn(ins, infos, out_info, op.builtinOptions,
+                       "builtin" if wide else self.kernels)
+                vals[int(op.outputs[0])] = np.asarray(y).reshape(out_info.shape)
+            except _KERNEL_ERRORS as exc:
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise InvalidModelError(
+                    f"{self.label}: operator {k} ({name}) cannot run on its operands "
+                    f"(inputs {[tuple(t.shape) if t is not None else None for t in infos]}, "
+                    f"output {tuple(out_info.shape)}): {type(exc).__name__}: {msg}") from exc
         return vals
 
 

@@ -174,6 +174,8 @@ def local_response_norm(ins, infos, out, opt, flavor="builtin"):
         raise UnsupportedOpError("reference executor: LiteRT has no integer LRN")
     x = ins[0].astype(np.float64)
     r, c = int(opt.radius), x.shape[-1]
+    if not 0 <= r <= 4 * c:
+        raise ValueError(f"LRN radius {r} is not allowed for {c} channels")
     sq = np.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(r, r)])
     acc = sum(sq[..., k:k + c] for k in range(2 * r + 1))
     return (x / (opt.bias + opt.alpha * acc) ** opt.beta).astype(np.float32)

@@ -33,8 +33,6 @@ from edgequant.qparams import QParams
 from edgequant.recipes.decisions import QuantPlan
 from edgequant.recipes.options import option
 from edgequant.recipes.recipe import Recipe
-from edgequant.runtime.batching import batches as sample_batches
-from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +81,16 @@ def calibration_batches(model: onnx.ModelProto, calibration, batch_size: int,
                         batch_axes: Mapping[str, int] | None = None) -> tuple[Batches, Any]:
     """A callable yielding fresh calibration batches on every call, and the calibration data
     to hand on (a one-shot iterator of batches is kept as a list)."""
-    inputs = model_inputs(model, batch_axes)
-    if isinstance(calibration, str | os.PathLike | Mapping):
-        feeds = load_feeds(calibration, inputs, what="calibration data")
-        axes = batch_axes_of(inputs)
-        shapes = {i.name: i.shape for i in inputs}
-        return (lambda: (b.feeds for b in sample_batches(feeds, shapes, batch_size, pad=False,
-                                                          axes=axes))), calibration
-    if isinstance(calibration, Iterable):
-        kept = list(calibration)
-        return (lambda: (load_feeds(b, inputs, what="calibration batch") for b in kept)), kept
-    raise TypeError(f"calibration of type {type(calibration).__name__} is not allowed: use a "
-                    "DATA.npz path, a dict input name → array or an iterable of such dicts")
+    from edgequant.ptq import calibrate
+
+    if not isinstance(calibration, str | os.PathLike | Mapping):
+        if not isinstance(calibration, Iterable):
+            raise TypeError(f"calibration of type {type(calibration).__name__} is not allowed: "
+                            "use a DATA.npz path, a dict input name → array or an iterable of "
+                            "such dicts")
+        calibration = list(calibration)
+    return (lambda: calibrate.calibration_batches(model, calibration, batch_size,
+                                                  batch_axes)[0]), calibration
 
 
 def recover(float_model: onnx.ModelProto, plan: QuantPlan, recipe: Recipe, calibration, *,

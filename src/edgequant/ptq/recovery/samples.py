@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 import onnx
 
-from edgequant.runtime.batching import batches as sample_batches
 from edgequant.runtime.batching import num_samples
-from edgequant.runtime.feeds import batch_axes_of, load_feeds, model_inputs
+from edgequant.runtime.feeds import batch_axes_of, model_inputs
 
 
 def calibration_batches(model: onnx.ModelProto, calibration, batch_size: int,
@@ -18,14 +16,10 @@ def calibration_batches(model: onnx.ModelProto, calibration, batch_size: int,
                         ) -> tuple[list[dict[str, np.ndarray]], int]:
     """The first ``limit`` calibration samples (all when None) as a list of feeds (views of
     the given arrays where possible) and their sample count."""
-    inputs = model_inputs(model, batch_axes)
-    axes = batch_axes_of(inputs)
-    if isinstance(calibration, str | os.PathLike | Mapping):
-        feeds = load_feeds(calibration, inputs, what="calibration data")
-        source = (b.feeds for b in sample_batches(
-            feeds, {i.name: i.shape for i in inputs}, batch_size, pad=False, axes=axes))
-    else:
-        source = (load_feeds(b, inputs, what="calibration batch") for b in calibration)
+    from edgequant.ptq.calibrate import calibration_batches as batches_of
+
+    axes = batch_axes_of(model_inputs(model, batch_axes))
+    source, _ = batches_of(model, calibration, batch_size, batch_axes)
     out, seen = [], 0
     for feeds in source:
         n = num_samples(feeds, axes)
