@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -48,9 +48,11 @@ SKIP_RULE = "qat: skip"
 
 def module_path(node: onnx.NodeProto) -> str:
     """The innermost module path the dynamo exporter recorded for ``node`` ('' if none)."""
+    # ": pkg.Net/blocks.0: pkg.Block/blocks.0.se: pkg.SE/conv2d_3: aten.conv2d.default":
+    # the root, then each module's full path, then the aten op.
     ns = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
     parts = [p.split(": ")[0] for p in ns.split("/")[1:] if ": " in p]
-    return parts[-1] if parts else ""
+    return parts[-2] if len(parts) >= 2 else ""
 
 
 def _label(node: onnx.NodeProto) -> str:
@@ -64,29 +66,6 @@ def _escape(name: str) -> str:
 
 def _inside(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(f"{prefix}.")
-
-
-def _skip_rule(module: nn.Module, skip: Iterable[str], modules: dict[str, str],
-               labels: list[str]) -> Rule | None:
-    """A float rule for every node computed inside a skipped / float-marked module."""
-    from edgequant.torch.prepare import _FLOAT_MARK, FloatRegion
-
-    names = [n for n, _ in module.named_modules() if n]
-    chosen: set[str] = set()
-    for g in skip:
-        hits = [n for n in names if fnmatch.fnmatchcase(n, g)]
-        if not hits:
-            raise RecipeError(f"skip pattern {g!r} matches no module of the model; close "
-                              f"names: {close_names(g, names)}")
-        chosen.update(hits)
-    chosen |= {n for n, m in module.named_modules()
-               if n and (getattr(m, _FLOAT_MARK, False) or isinstance(m, FloatRegion))}
-    nodes = [lb for lb in labels if any(_inside(modules.get(lb, ""), c) for c in chosen)]
-    if chosen and not nodes:
-        raise RecipeError(f"skipped module(s) {sorted(chosen)} compute no node of the exported "
-                          "graph (the exporter did not record them)")
-    return Rule(nodes=tuple(_escape(n) for n in nodes), action="float", name=SKIP_RULE) \
-        if nodes else None
 
 
 def check_ops(graph: onnx.ModelProto, modules: dict[str, str]) -> None:
@@ -120,36 +99,88 @@ def ptq_qparams(qat: GraphQAT, calibration, example: tuple) -> dict[str, QParams
                          tensors={k: plan.tensors[k].tensor for k in specs})
 
 
-def prepare_graph_qat(module: nn.Module, recipe: Recipe, example_inputs, *,
-                      calibration=None, skip: Iterable[str] | None = None,
-                      learn_scales: bool = False, momentum: float = DEFAULT_MOMENTUM
-                      ) -> GraphQAT:
-    """Capture ``module`` and return its :class:`GraphQAT` (see the module docstring).
+@dataclass(frozen=True)
+class Capture:
+    """A module captured once: its prepared float graph (the one every recipe's plan is
+    resolved on), node label → module path, and the module's own module names."""
 
-    ``calibration`` (batches / tensor / dict like :func:`edgequant.torch.quantize` takes):
-    activation quantizers start from PTQ's calibrated qparams on it; without it they
-    initialise on the first training batch. The input module is not modified.
-    """
-    if recipe.mode != "static" and recipe.mode != "weight_only":
-        raise RecipeError(f"recipe {recipe.name!r} is {recipe.mode}: QAT trains static "
-                          "(e.g. w8a8, w8a16, w4a8) or weight-only recipes")
+    graph: onnx.ModelProto
+    modules: dict[str, str]
+    module_names: tuple[str, ...]
+    float_marked: tuple[str, ...]
+    example: tuple
+
+
+def capture(module: nn.Module, example_inputs) -> Capture:
+    """Export ``module`` with ``torch.export`` and prepare the float graph like PTQ does."""
+    from edgequant.torch.prepare import _FLOAT_MARK, FloatRegion
+
     args = as_tuple(example_inputs)
     raw = export_onnx(module, args)
     modules = {_label(n): module_path(n) for n in raw.graph.node}
     graph = prepare_float(raw)
-    labels = [_label(n) for n in graph.graph.node]
-    rule = _skip_rule(module, skip or (), modules, labels)
-    if rule is not None:
-        recipe = replace(recipe, rules=(*recipe.rules, rule))
     check_ops(graph, modules)
+    marked = tuple(n for n, m in module.named_modules()
+                   if n and (getattr(m, _FLOAT_MARK, False) or isinstance(m, FloatRegion)))
+    return Capture(graph, modules, tuple(n for n, _ in module.named_modules() if n), marked,
+                   args)
+
+
+def check_skip(skip: Iterable[str], names: Iterable[str]) -> list[str]:
+    """The module names ``skip`` globs select; a glob selecting none is an error."""
+    names = list(names)
+    chosen: list[str] = []
+    for g in skip:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, g)]
+        if not hits:
+            raise RecipeError(f"skip pattern {g!r} matches no module of the model; close "
+                              f"names: {close_names(g, names)}")
+        chosen += hits
+    return chosen
+
+
+def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
+                     skip: Iterable[str] | None = None, learn_scales: bool = False,
+                     momentum: float = DEFAULT_MOMENTUM) -> GraphQAT:
+    """A fresh :class:`GraphQAT` of a captured module for ``recipe`` (see the module docstring).
+
+    ``calibration`` (batches / tensor / dict like :func:`edgequant.torch.quantize` takes):
+    activation quantizers start from PTQ's calibrated qparams on it; without it they
+    initialise on the first training batch.
+    """
+    if recipe.mode not in ("static", "weight_only"):
+        raise RecipeError(f"recipe {recipe.name!r} is {recipe.mode}: QAT trains static "
+                          "(e.g. w8a8, w8a16, w4a8) or weight-only recipes")
+    chosen = set(check_skip(skip or (), cap.module_names)) | set(cap.float_marked)
+    labels = [_label(n) for n in cap.graph.graph.node]
+    nodes = [lb for lb in labels if any(_inside(cap.modules.get(lb, ""), c) for c in chosen)]
+    if chosen and not nodes:
+        raise RecipeError(f"skipped module(s) {sorted(chosen)} compute no node of the exported "
+                          "graph (the exporter did not record them)")
+    if nodes:
+        rule = Rule(nodes=tuple(_escape(n) for n in nodes), action="float", name=SKIP_RULE)
+        recipe = replace(recipe, rules=(*recipe.rules, rule))
+    graph = onnx.ModelProto()
+    graph.CopyFrom(cap.graph)
     plan = resolve(recipe, graph)
-    qat = GraphQAT(graph, plan, learn_scales, momentum, modules)
+    qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
     if calibration is not None:
-        qat.load_activation_qparams(ptq_qparams(qat, calibration, args))
+        qat.load_activation_qparams(ptq_qparams(qat, calibration, cap.example))
     n_act = sum(1 for d in plan.tensors.values() if d.role == "activation"
                 and d.action == "quantize")
     log.info("prepare_qat: %d nodes, %d quantized activations, %d quantized weights, %d float "
              "nodes", len(labels), n_act, len(qat.weight_quant), len(plan.float_nodes()))
+    return qat
+
+
+def prepare_graph_qat(module: nn.Module, recipe: Recipe, example_inputs, *,
+                      calibration=None, skip: Iterable[str] | None = None,
+                      learn_scales: bool = False, momentum: float = DEFAULT_MOMENTUM
+                      ) -> GraphQAT:
+    """:func:`capture` then :func:`qat_from_capture`; the input module is not modified."""
+    check_skip(skip or (), [n for n, _ in module.named_modules() if n])  # before the export
+    qat = qat_from_capture(capture(module, example_inputs), recipe, calibration=calibration,
+                           skip=skip, learn_scales=learn_scales, momentum=momentum)
     qat.train(module.training)
     return qat
 

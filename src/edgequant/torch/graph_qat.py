@@ -138,6 +138,8 @@ class GraphQAT(nn.Module):
                     d.spec, channels, learn_scales and d.role == "weight")
         self._biases = {k: d for k, d in plan.tensors.items() if _static(d, "bias")}
         self.bias_float: set[str] = set()  # biases left float (int32 overflow), as insert_qdq
+        #: False: run the float graph (no fake quantization) — the float reference of the plan
+        self.fake_quant = True
 
     # -- values -------------------------------------------------------------------------------
     def value(self, name: str) -> torch.Tensor:
@@ -185,6 +187,8 @@ class GraphQAT(nn.Module):
         if not t:
             return None
         seam = self._seams.get((t, node.label))
+        if not self.fake_quant:
+            return env[t] if t in env else self.value(t)
         if seam is not None:
             d = self.plan.tensors[seam]
             return self.act_quant[self._key[seam]](env[t] if d.from_dequantized else raw[t])
@@ -223,7 +227,8 @@ class GraphQAT(nn.Module):
 
     def _quantize(self, name: str, x: torch.Tensor) -> torch.Tensor:
         k = self._key.get(name)
-        if k is None or k not in self.act_quant or not x.is_floating_point():
+        if k is None or k not in self.act_quant or not x.is_floating_point() \
+                or not self.fake_quant:
             return x
         return self.act_quant[k](x)
 

@@ -227,6 +227,43 @@ def Not(i, a):
     return ~i[0]
 
 
+def And(i, a):
+    return i[0] & i[1]
+
+
+def Or(i, a):
+    return i[0] | i[1]
+
+
+def Abs(i, a):
+    return torch.abs(i[0])
+
+
+def Exp(i, a):
+    return torch.exp(i[0])
+
+
+def Log(i, a):
+    return torch.log(i[0])
+
+
+def Reciprocal(i, a):
+    return torch.reciprocal(i[0])
+
+
+def IsNaN(i, a):
+    return torch.isnan(i[0])
+
+
+def GatherND(i, a):
+    if a.get("batch_dims", 0):
+        raise NotImplementedError("GatherND with batch_dims > 0")
+    data, idx = i[0], i[1].to(torch.int64)
+    k = idx.shape[-1]
+    idx = torch.where(idx < 0, idx + torch.tensor(data.shape[:k]), idx)
+    return data[tuple(idx[..., j] for j in range(k))]
+
+
 def Where(i, a):
     return torch.where(i[0], i[1], i[2])
 
