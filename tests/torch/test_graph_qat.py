@@ -143,3 +143,16 @@ def test_convert_before_any_data_is_an_error(cap):
     qat = qat_from_capture(cap, get_recipe("w8a8"))
     with pytest.raises(edgequant.errors.EdgequantError, match="seen no data"):
         eqt.convert(qat)
+
+
+class _Branchy(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # data-dependent control flow: neither exporter may bake one branch in
+            return x * 2
+        return x - 1
+
+
+@pytest.mark.slow
+def test_module_export_cannot_capture_is_a_clear_error():
+    with pytest.raises(eqt.TorchExportError, match="_Branchy cannot be exported"):
+        eqt.prepare_qat(_Branchy(), "w8a8", example_inputs=X[:2])
