@@ -55,6 +55,8 @@ def _refresh_weights(qat: GraphQAT) -> None:
     the weights since the last forward; learned LSQ scales are kept as trained)."""
     for key in qat.weight_qparams():
         q = qat.quantizer(key)
+        if qat.fit_weight_qparams(key):  # int32-bias fit, exactly as the forward does
+            continue
         if not q.learn_scale or not bool(q.initialized):
             q(qat.value(key))
 

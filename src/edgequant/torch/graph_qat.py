@@ -31,7 +31,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgequant.bias_fit import BIAS_LIMIT, accumulator_headroom
+from edgequant.bias_fit import BIAS_LIMIT, accumulator_headroom, fit_bias
 from edgequant.qparams import QParams
 from edgequant.recipes.decisions import QuantPlan, TensorDecision
 from edgequant.spec import PerChannel, PerTensor, QType
@@ -137,6 +137,7 @@ class GraphQAT(nn.Module):
                 self.weight_quant[self._key[key]] = WeightQuantizer(
                     d.spec, channels, learn_scales and d.role == "weight")
         self._biases = {k: d for k, d in plan.tensors.items() if _static(d, "bias")}
+        self._bias_of = {d.weight_of: d for d in self._biases.values()}  # weight → its bias
         self.bias_float: set[str] = set()  # biases left float (int32 overflow), as insert_qdq
         #: False: run the float graph (no fake quantization) — the float reference of the plan
         self.fake_quant = True
@@ -200,9 +201,33 @@ class GraphQAT(nn.Module):
         if t in self._biases and node.inputs[1] in done:
             v = self._bias(t, v, self.value(node.inputs[1]))
         elif self._key.get(t, "").startswith("w"):
-            v = self.weight_quant[self._key[t]](v)
+            fitted = self.fit_weight_qparams(t)
+            v = self.weight_quant[self._key[t]](v, update=not fitted)
         done[t] = v
         return v
+
+    @torch.no_grad()
+    def fit_weight_qparams(self, weight: str) -> bool:
+        """PTQ's rule for a weight whose int32 bias would overflow at ``s_in · s_w``: min/max
+        qparams with the offending channels' scales raised just enough
+        (:func:`edgequant.bias_fit.fit_bias`, as ``insert_qdq`` does for calibrated models).
+        Loads them into the weight's quantizer; returns False when there is nothing to fit
+        (no int32 bias, or learned scales)."""
+        d = self._bias_of.get(weight)
+        q = self.quantizer(weight)
+        if d is None or q is None or (q.learn_scale and bool(q.initialized)):
+            return False
+        w = self.value(weight).detach()
+        q._update(w)
+        x = self.plan.tensors[d.input_of].spec.qtype.bits
+        b = self.value(d.tensor).detach().numpy()
+        fan_in = w.numel() // max(b.size, 1)
+        limit = BIAS_LIMIT - accumulator_headroom(fan_in, x, q.spec.qtype.bits)
+        s_in = self._scale_of(d.input_of).numpy()
+        fit = fit_bias(b, s_in, q.qparams(), limit=limit)
+        if fit.channels:
+            q.load_qparams(fit.qparams)
+        return True
 
     def forward(self, *args):
         """Run the graph on positional inputs with the plan's fake quantization."""

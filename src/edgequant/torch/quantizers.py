@@ -174,9 +174,19 @@ class WeightQuantizer(nn.Module):
         self.zero_point.copy_(torch.from_numpy(qp.zero_point.astype(np.float32)))
         self.initialized.fill_(True)
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        """Fake-quantize the weight ``w`` (float32; ``channels`` entries along the axis)."""
-        if not self.learn_scale or not bool(self.initialized):
+    @torch.no_grad()
+    def load_qparams(self, qp: QParams) -> None:
+        """Use ``qp`` (e.g. scales raised so an int32 bias fits) until the next update."""
+        self.scale.copy_(torch.from_numpy(np.asarray(qp.scale, np.float32)).reshape(
+            self.scale.shape))
+        self.zero_point.copy_(torch.from_numpy(np.asarray(qp.zero_point).astype(np.float32))
+                              .reshape(self.zero_point.shape))
+        self.initialized.fill_(True)
+
+    def forward(self, w: torch.Tensor, update: bool = True) -> torch.Tensor:
+        """Fake-quantize the weight ``w`` (float32; ``channels`` entries along the axis).
+        ``update=False``: keep the current qparams (set by :meth:`load_qparams`)."""
+        if update and (not self.learn_scale or not bool(self.initialized)):
             self._update(w)
         if self.learn_scale:
             return fake_quantize_lsq(w, self.scale, self.zero_point, self.spec.qtype, self.axis,
