@@ -80,6 +80,15 @@ def test_untrained_qat_converts_to_the_ptq_model(cap):
     np.testing.assert_array_equal(_ort(ours.model, X), _ort(ptq.model, X))
 
 
+def test_float_graph_runs_like_onnxruntime_and_the_module(cap):
+    qat = qat_from_capture(cap, get_recipe("w8a8"))
+    qat.fake_quant = False
+    got = _fq(qat, X)
+    np.testing.assert_allclose(got, _ort(cap.graph, X), rtol=0, atol=2e-6)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, _net()(X).numpy(), rtol=0, atol=2e-6)
+
+
 def test_fake_quant_sits_where_the_plan_quantizes(cap):
     qat = qat_from_capture(cap, get_recipe("w8a8"), calibration=X)
     plan = qat.plan
