@@ -39,6 +39,7 @@ from edgequant.torch.fuse import close_names
 from edgequant.torch.graph_qat import GraphQAT
 from edgequant.torch.onnx_ops import OPS
 from edgequant.torch.quantizers import DEFAULT_MOMENTUM
+from edgequant.torch.regions import _FLOAT_MARK, FloatRegion
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,6 @@ class Capture:
 
 def capture(module: nn.Module, example_inputs) -> Capture:
     """Export ``module`` with ``torch.export`` and prepare the float graph like PTQ does."""
-    from edgequant.torch.prepare import _FLOAT_MARK, FloatRegion
-
     args = as_tuple(example_inputs)
     raw = export_onnx(module, args)
     modules = {_label(n): module_path(n) for n in raw.graph.node}

@@ -32,29 +32,9 @@ from edgequant.torch.fuse import close_names, fuse_groups
 from edgequant.torch.graph_qat import GraphQAT
 from edgequant.torch.qat_modules import QATConv2d, QATLinear
 from edgequant.torch.quantizers import DEFAULT_MOMENTUM, ActivationQuantizer, ScaleTracker
+from edgequant.torch.regions import _FLOAT_MARK, FloatRegion, float_region  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
-
-_FLOAT_MARK = "_edgequant_float_region"
-
-
-class FloatRegion(nn.Module):
-    """Wrapper keeping ``module`` (and everything inside it) in float during QAT and export."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args, **kwargs):
-        """Run the wrapped module unchanged."""
-        return self.module(*args, **kwargs)
-
-
-def float_region(module: nn.Module) -> nn.Module:
-    """Mark ``module`` (in place) so ``prepare_qat`` leaves it and its children in float."""
-    setattr(module, _FLOAT_MARK, True)
-    return module
-
 
 class QATModel(nn.Module):
     """The prepared model: fake-quantizes the tensor inputs, then runs the QAT-swapped module.
