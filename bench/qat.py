@@ -33,7 +33,18 @@ LSB of the logits — plus PTQ vs QAT):
   own nodes float, label-free MSE distillation on docstrings (seq 32): mean cosine to the
   float embeddings, nearest-neighbour agreement fake quant vs deployed.
 
-Measured: MEASURED_PLACEHOLDER
+Measured (2 shared cores under heavy load from other jobs, load average 15–46; seed 0):
+
+- mobilenet (1000 test images; the float model is under-trained at 80.5 %, so QAT's extra
+  labeled epoch lifts accuracy above it — read the PTQ vs QAT gap, not the fp32 column):
+  w8a8 fp32 80.5, PTQ 79.7, QAT 83.5; w4a8 PTQ 79.4, QAT 83.7. Fake quant vs deployed:
+  onnxruntime 100 % identical predictions, same accuracy, max 1 LSB (both recipes);
+  reference interpreter 100 %, max 1 LSB (500 images); LiteRT 99.7 % (w8a8, accuracy
+  83.6 vs 83.5) and 99.3 % (w4a8, accuracy equal), max 2 LSB — LiteRT's fixed-point
+  requantization rounds differently from the float fake quant, so the ≥ 99.8 % claim holds
+  on onnxruntime and the interpreter, not on LiteRT.
+- effnet, minilm: not measured in this session (the shared machine was too loaded to run
+  them to the end before the deadline); run ``--arch effnet minilm``.
 """
 
 from __future__ import annotations
@@ -167,7 +178,7 @@ def run_architectures(which: list[str]) -> bool:
         for recipe in ("w8a8", "w4a8"):
             r = res[recipe]
             _arch_table(f"MobileNet-style {recipe}: fp32 {res['fp32']:.2f}, PTQ {r['ptq']:.2f}, "
-                        f"QAT (fake quant) {r['qat_fq']:.2f} % of 2000 MNIST test images "
+                        f"QAT (fake quant) {r['qat_fq']:.2f} % of {r['rows'][0]['n']} MNIST test images "
                         f"({r['seconds']:.0f} s)", r["rows"])
             ok &= r["holds"]
     if "effnet" in which:
