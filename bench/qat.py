@@ -17,6 +17,34 @@ reference interpreter (100 % agreement; logits bit-identical for moving-average 
 Over QAT seeds 0–3 (``--seeds 0 1 2 3``): moving average 94.8 mean (94.3–95.4), LSQ 95.4
 (95.1–95.8), distillation 95.0 (94.7–95.3): claim 2 holds for seed 0 and for LSQ on
 average, not for every seed — differences below ~0.7 point are test-set noise.
+
+Whole-graph QAT on three architectures (``--arch mobilenet effnet minilm``, code in
+``bench/qat_architectures.py``; each table: fake quant in PyTorch vs the converted model in
+onnxruntime, the reference interpreter and LiteRT — % identical predictions, accuracy, max
+LSB of the logits — plus PTQ vs QAT):
+
+- ``mobilenet``: ``edgequant_zoo.mobilenet_style.MobileNetStyle`` (depthwise, ReLU6, residual
+  adds, SE Sigmoid·Mul, MaxPool, GAP, Flatten, Linear) trained 1 epoch on 8000 MNIST images,
+  then PTQ and QAT (from PTQ, 50 steps, labels + distillation), w8a8 and w4a8;
+- ``effnet``: EfficientNet-Lite0 (ImageNet weights), label-free distillation on crops of the
+  calibration photos (60 steps × 8 crops at 160², Adam 1e-5 / 5e-5 for w8a8 / w4a8), top-1
+  agreement with the float model on 128 crops of the held-apart evaluation photos;
+- ``minilm``: all-MiniLM-L6-v2 (real weights), w8a8 with each ``attention.self`` module's
+  own nodes float, label-free MSE distillation on docstrings (seq 32): mean cosine to the
+  float embeddings, nearest-neighbour agreement fake quant vs deployed.
+
+Measured (2 shared cores under heavy load from other jobs, load average 15–46; seed 0):
+
+- mobilenet (1000 test images; the float model is under-trained at 80.5 %, so QAT's extra
+  labeled epoch lifts accuracy above it — read the PTQ vs QAT gap, not the fp32 column):
+  w8a8 fp32 80.5, PTQ 79.7, QAT 83.5; w4a8 PTQ 79.4, QAT 83.7. Fake quant vs deployed:
+  onnxruntime 100 % identical predictions, same accuracy, max 1 LSB (both recipes);
+  reference interpreter 100 %, max 1 LSB (500 images); LiteRT 99.7 % (w8a8, accuracy
+  83.6 vs 83.5) and 99.3 % (w4a8, accuracy equal), max 2 LSB — LiteRT's fixed-point
+  requantization rounds differently from the float fake quant, so the ≥ 99.8 % claim holds
+  on onnxruntime and the interpreter, not on LiteRT.
+- effnet, minilm: not measured in this session (the shared machine was too loaded to run
+  them to the end before the deadline); run ``--arch effnet minilm``.
 """
 
 from __future__ import annotations
@@ -127,13 +155,62 @@ def seed_sweep(ex, seeds: list[int]) -> None:
     Console().print(table)
 
 
+def _arch_table(title: str, rows: list[dict]) -> None:
+    table = Table(title=title)
+    for col in ("engine", "n", "agree %", "acc fq", "acc deployed", "max LSB", "max |Δ|", "note"):
+        table.add_column(col)
+    for r in rows:
+        def f(key, fmt="{:.2f}", r=r):
+            return fmt.format(r[key]) if key in r else ""
+        table.add_row(r["engine"], f("n", "{}"), f("agree"), f("acc_fq"), f("acc"),
+                      f("max_lsb", "{:.3g}"), f("max_abs", "{:.3g}"), r.get("note", ""))
+    Console().print(table)
+
+
+def run_architectures(which: list[str]) -> bool:
+    """The three-architecture claims (``--arch mobilenet effnet minilm``); True if all hold."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import qat_architectures as qa
+
+    ok = True
+    if "mobilenet" in which:
+        res = qa.mobilenet_style()
+        for recipe in ("w8a8", "w4a8"):
+            r = res[recipe]
+            _arch_table(f"MobileNet-style {recipe}: fp32 {res['fp32']:.2f}, PTQ {r['ptq']:.2f}, "
+                        f"QAT (fake quant) {r['qat_fq']:.2f} % of {r['rows'][0]['n']} MNIST test images "
+                        f"({r['seconds']:.0f} s)", r["rows"])
+            ok &= r["holds"]
+    if "effnet" in which:
+        res = qa.efficientnet()
+        for recipe in ("w8a8", "w4a8"):
+            r = res[recipe]
+            better = r["qat_agree"] > r["ptq_agree"]
+            _arch_table(f"EfficientNet-Lite0 {recipe}: top-1 agreement with float on held-apart "
+                        f"photos: PTQ {r['ptq_agree']:.1f} %, QAT+distillation "
+                        f"{r['qat_agree']:.1f} % ({res['steps']} steps × {res['batch']} crops "
+                        f"at {res['size']}², {r['train_seconds']:.0f} s training)", r["rows"])
+            ok &= r["holds"] and better
+    if "minilm" in which:
+        r = qa.minilm()
+        _arch_table(f"MiniLM {r['recipe']} (attention core float): mean cosine to float "
+                    f"embeddings PTQ {r['ptq_cos']:.4f}, QAT+distillation {r['qat_cos']:.4f} "
+                    f"({r['seconds']:.0f} s)", r["rows"])
+        ok &= r["holds"] and r["qat_cos"] >= r["ptq_cos"]
+    return ok
+
+
 def main() -> int:
     """Run the example, check the claims, print one table; exit 1 if any claim fails.
 
     ``--seeds 0 1 2 3`` also prints QAT accuracy over training seeds (noise context).
+    ``--arch mobilenet effnet minilm`` runs (only) the whole-graph QAT architecture claims.
     """
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
+    if "--arch" in sys.argv:
+        torch.set_num_threads(2)
+        return 0 if run_architectures(sys.argv[sys.argv.index("--arch") + 1:]) else 1
     ex = load_example()
     if "--seeds" in sys.argv:
         seed_sweep(ex, [int(a) for a in sys.argv[sys.argv.index("--seeds") + 1:]])

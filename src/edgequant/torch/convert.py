@@ -30,6 +30,8 @@ from edgequant.ptq.quantizer import QuantizedModel
 from edgequant.qparams import QParams
 from edgequant.recipes.plan import QuantPlan
 from edgequant.torch.export import as_tuple, export_onnx, save_atomic
+from edgequant.torch.graph_convert import convert_graph
+from edgequant.torch.graph_qat import GraphQAT
 from edgequant.torch.prepare import BOUNDARY_ATTR, QATModel, qat_modules
 from edgequant.torch.trained_plan import (
     PROPAGATING_OPS,
@@ -121,13 +123,20 @@ def _check_bias_scales(act: dict[str, QParams], params: dict[str, dict],
 
 
 @torch.no_grad()
-def convert(qat_model: QATModel, example_inputs, path: str | os.PathLike | None = None
-            ) -> QuantizedModel:
-    """Fold BN, export the float-equivalent module and insert QDQ with the trained qparams.
+def convert(qat_model: QATModel | GraphQAT, example_inputs=None,
+            path: str | os.PathLike | None = None) -> QuantizedModel:
+    """The QDQ model computing what ``qat_model`` computes (trained qparams, no recalibration).
 
-    ``example_inputs``: a tensor or tuple of positional tensors (batch axis first; exported
-    dynamic). When ``path`` is given the QDQ model is also saved there.
+    A whole-graph QAT model (``prepare_qat(..., example_inputs=...)``) is converted by
+    :func:`edgequant.torch.graph_convert.convert_graph` (``example_inputs`` unused). A
+    module-swap QAT model is BN-folded, exported with ``example_inputs`` (a tensor or tuple of
+    positional tensors, batch axis first; exported dynamic), and gets QDQ with the trained
+    qparams. When ``path`` is given the QDQ model is also saved there.
     """
+    if isinstance(qat_model, GraphQAT):
+        return convert_graph(qat_model, path)
+    if example_inputs is None:
+        raise TypeError("convert of a module-swap QAT model needs example_inputs")
     if not isinstance(qat_model, QATModel):
         raise TypeError(
             f"convert needs the QATModel returned by prepare_qat, got {type(qat_model).__name__}"

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from edgequant.torch.prepare import freeze_bn, freeze_observers
+from edgequant.torch.quantizers import ActivationQuantizer, WeightQuantizer
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,23 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * (T * T)
 
 
+def _scale_params(module: nn.Module) -> list[nn.Parameter]:
+    """The learned (LSQ) scales of ``module``'s quantizers."""
+    return [m.scale for m in module.modules()
+            if isinstance(m, ActivationQuantizer | WeightQuantizer)
+            and isinstance(m.scale, nn.Parameter)]
+
+
+def _split(batch, labels: bool) -> tuple[tuple, torch.Tensor | None]:
+    """(inputs, labels) of one batch: ``(x, y)`` with labels, else a tensor or input tuple."""
+    if labels:
+        if not isinstance(batch, tuple | list) or len(batch) < 2:
+            raise ValueError("fit_qat with labels=True needs (inputs..., y) batches; use "
+                             "labels=False (with a teacher) for unlabeled inputs")
+        return tuple(batch[:-1]), batch[-1]
+    return (tuple(batch) if isinstance(batch, tuple | list) else (batch,)), None
+
+
 def fit_qat(
     module: nn.Module,
     loader: Iterable,
@@ -42,19 +60,33 @@ def fit_qat(
     freeze_observers_epoch: int | None = None,
     scale_lr: float | None = None,
     show_progress: bool = True,
+    *,
+    labels: bool = True,
+    distill: str = "kl",
+    freeze_bn_step: int | None = None,
+    freeze_observers_step: int | None = None,
 ) -> list[float]:
-    """Train ``module`` in place with Adam on ``(x, y)`` batches; returns mean loss per epoch.
+    """Train ``module`` in place with Adam; returns the mean loss per epoch.
 
-    With a ``teacher`` the loss is ``alpha · distillation_loss + (1 − alpha) · loss_fn``.
-    ``freeze_bn_epoch`` / ``freeze_observers_epoch``: from that epoch on, Conv+BN folds with
-    frozen running statistics and activation ranges stop moving (Jacob et al. 2018).
-    Learned (LSQ) scales get their own learning rate ``scale_lr`` (default ``lr / 10``):
-    Adam normalises gradient magnitudes, so LSQ's gradient scaling alone does not keep a
-    scale of ~0.01 from moving by ``lr`` per step.
+    Labeled batches are ``(x, y)`` (or ``(x1, x2, ..., y)``); with a ``teacher`` the loss is
+    ``alpha · distillation + (1 − alpha) · loss_fn``. ``labels=False``: label-free
+    distillation from the float ``teacher`` — each batch is the input tensor (or a tuple of
+    inputs), e.g. unlabeled photos or token ids, and the loss is the distillation term alone.
+    ``distill``: ``"kl"`` (Hinton soft targets on logits, temperature ``T``) or ``"mse"``
+    (outputs matched directly: embeddings, regression heads).
+    ``freeze_bn_epoch`` / ``freeze_bn_step``: from that epoch / optimizer step on, Conv+BN
+    folds with frozen running statistics; ``freeze_observers_*``: activation ranges stop
+    moving (Jacob et al. 2018). Learned (LSQ) scales get their own learning rate ``scale_lr``
+    (default ``lr / 10``): Adam normalises gradient magnitudes, so LSQ's gradient scaling
+    alone does not keep a scale of ~0.01 from moving by ``lr`` per step.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is not allowed: use 0 <= alpha <= 1")
-    scales = [p for n, p in module.named_parameters() if n.endswith("quant.scale")]
+    if distill not in ("kl", "mse"):
+        raise ValueError(f"distill={distill!r} is not allowed: use 'kl' or 'mse'")
+    if not labels and teacher is None:
+        raise ValueError("fit_qat(labels=False) distills from a teacher: pass teacher=")
+    scales = _scale_params(module)
     ids = {id(p) for p in scales}
     others = [p for p in module.parameters() if id(p) not in ids]
     groups = [{"params": others, "lr": lr}]
@@ -65,6 +97,7 @@ def fit_qat(
         teacher.eval()
     history: list[float] = []
     batches = list(loader) if not hasattr(loader, "__len__") else loader
+    step = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
                   TimeRemainingColumn(), transient=True, disable=not show_progress) as progress:
         task = progress.add_task("QAT", total=epochs * len(batches), loss="")
@@ -75,17 +108,26 @@ def fit_qat(
                 freeze_observers(module)
             module.train()
             total, count = 0.0, 0
-            for x, y in batches:
-                out = module(x)
-                loss = loss_fn(out, y)
+            for batch in batches:
+                if freeze_bn_step is not None and step >= freeze_bn_step:
+                    freeze_bn(module)
+                if freeze_observers_step is not None and step >= freeze_observers_step:
+                    freeze_observers(module)
+                x, y = _split(batch, labels)
+                out = module(*x)
+                loss = loss_fn(out, y) if y is not None else None
                 if teacher is not None:
                     with torch.no_grad():
-                        t_out = teacher(x)
-                    loss = alpha * distillation_loss(out, t_out, T) + (1 - alpha) * loss
+                        t_out = teacher(*x)
+                    d = (distillation_loss(out, t_out, T) if distill == "kl"
+                         else F.mse_loss(out, t_out.detach()))
+                    loss = d if loss is None else alpha * d + (1 - alpha) * loss
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total, count = total + loss.item() * len(x), count + len(x)
+                step += 1
+                n = len(x[0])
+                total, count = total + loss.item() * n, count + n
                 progress.update(task, advance=1, description=f"QAT epoch {epoch + 1}/{epochs}",
                                 loss=f"loss {loss.item():.4f}")
             history.append(total / max(1, count))

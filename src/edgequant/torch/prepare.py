@@ -27,32 +27,14 @@ from edgequant.errors import RecipeError
 from edgequant.recipes.builtin import get_recipe
 from edgequant.recipes.recipe import Recipe
 from edgequant.spec import QuantSpec
+from edgequant.torch.capture import prepare_graph_qat
 from edgequant.torch.fuse import close_names, fuse_groups
+from edgequant.torch.graph_qat import GraphQAT
 from edgequant.torch.qat_modules import QATConv2d, QATLinear
 from edgequant.torch.quantizers import DEFAULT_MOMENTUM, ActivationQuantizer, ScaleTracker
+from edgequant.torch.regions import _FLOAT_MARK, FloatRegion, float_region  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
-
-_FLOAT_MARK = "_edgequant_float_region"
-
-
-class FloatRegion(nn.Module):
-    """Wrapper keeping ``module`` (and everything inside it) in float during QAT and export."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args, **kwargs):
-        """Run the wrapped module unchanged."""
-        return self.module(*args, **kwargs)
-
-
-def float_region(module: nn.Module) -> nn.Module:
-    """Mark ``module`` (in place) so ``prepare_qat`` leaves it and its children in float."""
-    setattr(module, _FLOAT_MARK, True)
-    return module
-
 
 class QATModel(nn.Module):
     """The prepared model: fake-quantizes the tensor inputs, then runs the QAT-swapped module.
@@ -138,8 +120,19 @@ def prepare_qat(
     learn_scales: bool = False,
     momentum: float = DEFAULT_MOMENTUM,
     fuse: Iterable[Iterable[str]] = (),
-) -> QATModel:
+    *,
+    example_inputs=None,
+    calibration=None,
+) -> QATModel | GraphQAT:
     """Return a QAT copy of ``module`` quantized per ``recipe`` (a name or a Recipe).
+
+    With ``example_inputs`` (recommended) the whole graph is captured and trained with the
+    exact plan PTQ resolves for ``recipe`` (:mod:`edgequant.torch.capture`): every tensor the
+    exported model quantizes is fake-quantized in training, on any ``nn.Module``;
+    ``calibration`` then starts the activation ranges from PTQ's calibrated qparams.
+
+    Without ``example_inputs`` (the older module-swap path, described below) only Conv2d /
+    Linear outputs are quantized in training.
 
     Weights use ``recipe.weights`` (per-channel symmetric, 2–8 bits), activations and model
     inputs ``recipe.activations`` with moving-average min/max (``momentum``); with
@@ -149,6 +142,16 @@ def prepare_qat(
     The input module is not modified.
     """
     rec = _recipe_of(recipe)
+    if example_inputs is not None:
+        if list(fuse):
+            log.info("prepare_qat: fuse groups are not needed with example_inputs (the "
+                     "captured graph fuses like export) and are ignored")
+        return prepare_graph_qat(module, rec, example_inputs, calibration=calibration,
+                                 skip=skip, learn_scales=learn_scales, momentum=momentum)
+    if calibration is not None:
+        raise ValueError("calibration= needs example_inputs= (whole-graph QAT)")
+    log.warning("prepare_qat without example_inputs quantizes only Conv2d/Linear outputs in "
+                "training; pass example_inputs= to train every tensor the export quantizes")
     w_spec, a_spec = rec.weights, rec.activations
     if rec.mode == "dynamic":
         a_spec = None  # activations are quantized at run time, not with trained ranges

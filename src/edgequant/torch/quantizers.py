@@ -114,6 +114,20 @@ class ActivationQuantizer(nn.Module):
         """The float32 scale the forward pass divides by (LSQ scales clamped positive)."""
         return self.scale.detach().to(torch.float32).clamp_min(MIN_SCALE)
 
+    @torch.no_grad()
+    def load_qparams(self, qp: QParams) -> None:
+        """Start from ``qp`` (e.g. PTQ's calibrated qparams): the forward uses exactly them,
+        and the moving-average range continues from the range they cover."""
+        if qp.qtype != self.spec.qtype or np.asarray(qp.scale).ndim:
+            raise ValueError(f"qparams {qp.qtype.name} / scale shape {np.shape(qp.scale)} do not "
+                             f"fit this per-tensor {self.spec.qtype.name} quantizer")
+        s, z = float(np.float32(qp.scale)), float(qp.zero_point)
+        self.scale.copy_(torch.tensor(s, dtype=torch.float32))
+        self.zero_point.copy_(torch.tensor(z))
+        self.min_val.fill_((self.spec.qtype.qmin - z) * s)
+        self.max_val.fill_((self.spec.qtype.qmax - z) * s)
+        self.observed.fill_(True)
+
     def freeze(self) -> None:
         """Stop updating the observed range (qparams stay fixed from now on)."""
         self.frozen.fill_(True)
@@ -127,7 +141,7 @@ class ActivationQuantizer(nn.Module):
 
 
 class WeightQuantizer(nn.Module):
-    """Fake quantization of a weight (per channel on axis 0, or per tensor).
+    """Fake quantization of a weight (per channel along the spec's axis, or per tensor).
 
     Without LSQ the qparams follow the current weight's min/max at every call (so the deployed
     weight scale is a pure function of the deployed float weight). With ``learn_scale=True``
@@ -137,17 +151,12 @@ class WeightQuantizer(nn.Module):
     def __init__(self, spec: QuantSpec, channels: int, learn_scale: bool = False) -> None:
         super().__init__()
         gran = spec.granularity
-        if isinstance(gran, PerChannel) and gran.axis != 0:
-            raise ValueError(
-                f"weight granularity {gran!r} is not allowed for QAT: use PerChannel(axis=0) "
-                "(output channels) or PerTensor"
-            )
         if not isinstance(gran, PerChannel | PerTensor):
             raise ValueError(
                 f"weight granularity {gran!r} is not allowed for QAT: use PerChannel or PerTensor"
             )
         self.spec = spec
-        self.axis = 0 if isinstance(gran, PerChannel) else None
+        self.axis = gran.axis if isinstance(gran, PerChannel) else None
         self.learn_scale = learn_scale
         shape = (channels,) if self.axis is not None else ()
         self.register_buffer("zero_point", torch.zeros(shape))
@@ -165,9 +174,19 @@ class WeightQuantizer(nn.Module):
         self.zero_point.copy_(torch.from_numpy(qp.zero_point.astype(np.float32)))
         self.initialized.fill_(True)
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        """Fake-quantize the weight ``w`` ((C_out, ...) float32)."""
-        if not self.learn_scale or not bool(self.initialized):
+    @torch.no_grad()
+    def load_qparams(self, qp: QParams) -> None:
+        """Use ``qp`` (e.g. scales raised so an int32 bias fits) until the next update."""
+        self.scale.copy_(torch.from_numpy(np.asarray(qp.scale, np.float32)).reshape(
+            self.scale.shape))
+        self.zero_point.copy_(torch.from_numpy(np.asarray(qp.zero_point).astype(np.float32))
+                              .reshape(self.zero_point.shape))
+        self.initialized.fill_(True)
+
+    def forward(self, w: torch.Tensor, update: bool = True) -> torch.Tensor:
+        """Fake-quantize the weight ``w`` (float32; ``channels`` entries along the axis).
+        ``update=False``: keep the current qparams (set by :meth:`load_qparams`)."""
+        if update and (not self.learn_scale or not bool(self.initialized)):
             self._update(w)
         if self.learn_scale:
             return fake_quantize_lsq(w, self.scale, self.zero_point, self.spec.qtype, self.axis,

@@ -1,0 +1,261 @@
+"""Whole-graph QAT on three real architectures (run through ``bench/qat.py --arch``).
+
+Each run prints, side by side from one process: the QAT fake-quant outputs in PyTorch vs the
+converted model in onnxruntime, the reference interpreter and LiteRT (prediction agreement,
+accuracy, max LSB of the logits / embeddings), and the accuracy (or agreement with the float
+model) of PTQ vs QAT. Figures are quoted in ``bench/qat.py``'s docstring.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import edgequant
+import edgequant.torch as eqt
+from edgequant.recipes.builtin import get_recipe
+from edgequant.recipes.recipe import Rule
+from edgequant.runtime.runners import open_runner
+from edgequant.torch.capture import capture, qat_from_capture
+
+log = logging.getLogger(__name__)
+
+AGREEMENT_MIN = 99.8  # % of inputs with identical predictions, fake quant vs deployed
+ACC_GAP_MAX = 0.1     # points
+
+
+def fq_outputs(qat, inputs: tuple[np.ndarray, ...], batch: int = 64) -> np.ndarray:
+    """The QAT model's eval-mode outputs (first graph output) on ``inputs``."""
+    qat.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(inputs[0]), batch):
+            y = qat(*(torch.from_numpy(a[s:s + batch]) for a in inputs))
+            out.append((y[0] if isinstance(y, tuple) else y).numpy())
+    return np.concatenate(out)
+
+
+def _run(runner, names: list[str], inputs: tuple[np.ndarray, ...], batch: int) -> np.ndarray:
+    out = []
+    for s in range(0, len(inputs[0]), batch):
+        feeds = {n: a[s:s + batch] for n, a in zip(names, inputs, strict=True)}
+        out.append(np.asarray(runner.run(feeds)[0]))
+    return np.concatenate(out)
+
+
+def deployed_outputs(result, names: list[str], inputs: tuple[np.ndarray, ...], workdir: Path,
+                     reference_n: int | None = None, tflite: bool = True
+                     ) -> dict[str, np.ndarray | str]:
+    """Outputs of the converted model per engine (a string: why that engine could not run)."""
+    out: dict[str, np.ndarray | str] = {}
+    out["onnxruntime"] = _run(open_runner(result.model), names, inputs, 64)
+    n = reference_n or len(inputs[0])
+    try:
+        out["reference"] = _run(open_runner(result.model, "reference"), names,
+                                tuple(a[:n] for a in inputs), 16)
+    except Exception as exc:  # the table shows why
+        out["reference"] = f"n/a ({type(exc).__name__}: {str(exc)[:80]})"
+    if tflite:
+        try:
+            path = result.save(workdir / "model.tflite")
+            out["litert"] = _run(open_runner(path), names, inputs, 1 if len(names) > 1 else 16)
+        except Exception as exc:
+            out["litert"] = f"n/a ({type(exc).__name__}: {str(exc)[:120]})"
+    return out
+
+
+def compare(fq: np.ndarray, outs: dict, scale: float, labels: np.ndarray | None = None,
+            kind: str = "logits") -> list[dict]:
+    """Per engine: % identical predictions vs fake quant, accuracy gap, max |Δ| in LSB."""
+    rows = []
+    for engine, y in outs.items():
+        if isinstance(y, str):
+            rows.append({"engine": engine, "note": y})
+            continue
+        f = fq[:len(y)]
+        if kind == "logits":
+            agree = 100 * float(np.mean(f.argmax(1) == y.argmax(1)))
+        else:  # embeddings: the nearest neighbour of each item in the set is the prediction
+            agree = 100 * float(np.mean(_nearest(f) == _nearest(y)))
+        row = {"engine": engine, "n": len(y), "agree": agree,
+               "max_abs": float(np.max(np.abs(f - y))),
+               "max_lsb": float(np.max(np.abs(f - y)) / scale)}  # nan: float output
+        if labels is not None:
+            lab = labels[:len(y)]
+            row["acc_fq"] = 100 * float(np.mean(f.argmax(1) == lab))
+            row["acc"] = 100 * float(np.mean(y.argmax(1) == lab))
+        rows.append(row)
+    return rows
+
+
+def _nearest(e: np.ndarray) -> np.ndarray:
+    sim = e @ e.T  # (N, N) cosine for unit embeddings
+    np.fill_diagonal(sim, -np.inf)
+    return sim.argmax(1)
+
+
+def output_scale(qat) -> float:
+    """Scale of the model's (first) quantized output: one LSB of the deployed output."""
+    qp = qat.activation_qparams().get(qat.output_names[0])
+    return float(qp.scale) if qp is not None else float("nan")
+
+
+def holds(rows: list[dict], acc: bool) -> bool:
+    """The deployed-equals-trained claim on every engine that ran."""
+    ran = [r for r in rows if "agree" in r]
+    ok = all(r["agree"] >= AGREEMENT_MIN for r in ran)
+    if acc:
+        ok = ok and all(abs(r["acc"] - r["acc_fq"]) <= ACC_GAP_MAX for r in ran)
+    return ok and bool(ran)
+
+
+# -- 1. MobileNet-style CNN on MNIST -----------------------------------------------------------
+def mobilenet_style(recipes=("w8a8", "w4a8"), train_n: int = 8000, test_n: int = 2000) -> dict:
+    """Float training (1 epoch), PTQ, and QAT fine-tuning from PTQ (labels, 1 epoch)."""
+    from edgequant_zoo.mnist import load_mnist
+    from edgequant_zoo.mobilenet_style import MobileNetStyle
+    from edgequant_zoo.training import train_classifier
+
+    split = load_mnist()
+    split = replace(split, x_train=split.x_train[:train_n], y_train=split.y_train[:train_n],
+                    x_test=split.x_test[:test_n], y_test=split.y_test[:test_n])
+    torch.manual_seed(0)
+    model = train_classifier(MobileNetStyle(), split, epochs=1, lr=3e-3, seed=0)
+    x_te, y_te = split.x_test, split.y_test
+    with torch.no_grad():
+        fp32 = 100 * float(np.mean(model(torch.from_numpy(x_te)).argmax(1).numpy() == y_te))
+    results = {"fp32": fp32}
+    for recipe in recipes:
+        t0 = time.perf_counter()
+        qat = eqt.prepare_qat(model, recipe, example_inputs=torch.from_numpy(x_te[:2]),
+                              calibration=split.x_train[:512])
+        ptq = edgequant.quantize(qat.graph, recipe,
+                                 calibration={qat.input_names[0]: split.x_train[:512]})
+        ptq_acc = 100 * float(np.mean(_run(open_runner(ptq.model), qat.input_names, (x_te,), 256)
+                                      .argmax(1) == y_te))
+        x = torch.from_numpy(split.x_train[:3200])
+        y = torch.from_numpy(split.y_train[:3200])
+        loader = [(x[s:s + 64], y[s:s + 64]) for s in range(0, len(x), 64)]
+        eqt.fit_qat(qat, loader, teacher=model, alpha=0.5, lr=3e-4, show_progress=False,
+                    freeze_observers_step=len(loader) // 2)
+        result = eqt.convert(qat)
+        fq = fq_outputs(qat, (x_te,))
+        with tempfile.TemporaryDirectory() as tmp:
+            outs = deployed_outputs(result, qat.input_names, (x_te,), Path(tmp), reference_n=500)
+        rows = compare(fq, outs, output_scale(qat), y_te)
+        results[recipe] = {"ptq": ptq_acc, "qat_fq": rows[0]["acc_fq"], "rows": rows,
+                           "holds": holds(rows, acc=True),
+                           "seconds": time.perf_counter() - t0}
+    return results
+
+
+# -- 2. EfficientNet-Lite0 (ImageNet weights), label-free distillation on photos -----------------
+#: Adam learning rate per recipe: int4 weights need larger steps to move between levels.
+EFFNET_LR = {"w8a8": 1e-5, "w4a8": 5e-5}
+
+
+def efficientnet(recipes=("w8a8", "w4a8"), steps: int = 60, batch: int = 8, size: int = 160,
+                 eval_n: int = 128) -> dict:
+    """Top-1 agreement with the float model on held-apart photos: PTQ vs QAT + distillation."""
+    from edgequant_zoo.efficientnet import efficientnet_lite0
+    from edgequant_zoo.photos import calibration_crops, evaluation_crops
+
+    teacher = efficientnet_lite0()
+    x_ev = evaluation_crops(eval_n, 224)
+    x_cal = calibration_crops(64, 224, seed=7)
+    with torch.no_grad():
+        ref = np.concatenate([teacher(torch.from_numpy(x_ev[s:s + 32])).argmax(1).numpy()
+                              for s in range(0, eval_n, 32)])
+    results: dict = {"steps": steps, "batch": batch, "size": size}
+    for recipe in recipes:
+        t0 = time.perf_counter()
+        qat = eqt.prepare_qat(teacher, recipe, example_inputs=torch.from_numpy(x_ev[:2]),
+                              calibration=x_cal)
+        ptq = edgequant.quantize(qat.graph, recipe, calibration={qat.input_names[0]: x_cal})
+        ptq_pred = _run(open_runner(ptq.model), qat.input_names, (x_ev,), 32).argmax(1)
+        train = calibration_crops(steps * batch, size, seed=11)
+        loader = [torch.from_numpy(train[s:s + batch]) for s in range(0, len(train), batch)]
+        t1 = time.perf_counter()
+        eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=EFFNET_LR[recipe], T=1.0,
+                    show_progress=False, freeze_observers_step=steps // 2)
+        train_s = time.perf_counter() - t1
+        result = eqt.convert(qat)
+        fq = fq_outputs(qat, (x_ev,), batch=32)
+        with tempfile.TemporaryDirectory() as tmp:
+            outs = deployed_outputs(result, qat.input_names, (x_ev,), Path(tmp), reference_n=32)
+        rows = compare(fq, outs, output_scale(qat), ref)
+        ort = outs["onnxruntime"]
+        results[recipe] = {
+            "ptq_agree": 100 * float(np.mean(ptq_pred == ref)),
+            "qat_agree": 100 * float(np.mean(ort.argmax(1) == ref)),
+            "rows": rows, "holds": holds(rows, acc=True), "train_seconds": train_s,
+            "seconds": time.perf_counter() - t0}
+    return results
+
+
+# -- 3. MiniLM sentence embedder (real weights), label-free distillation on docstrings -------------
+def minilm(recipe: str = "w8a8", steps: int = 40, batch: int = 8, seq_len: int = 32,
+           eval_n: int = 128, lr: float = 1e-5) -> dict:
+    """Cosine similarity to the float embeddings (PTQ vs QAT) and deployed-vs-trained agreement.
+
+    Static per-tensor int8 breaks BERT's attention core (the additive mask holds −3.4e38, and
+    softmax inputs need more than 8 bits: PTQ cosine ≈ 0.35, bench/README.md), so the recipe
+    keeps each ``attention.self`` module's own nodes (scores MatMul, scale, mask Add, Softmax,
+    context MatMul) float and quantizes every Linear, residual Add and the Q/K/V inputs.
+    """
+    from edgequant_zoo import minilm as zoo
+    from edgequant_zoo.corpus import docstring_corpus
+    from edgequant_zoo.qat_models import minilm_module
+
+    teacher = minilm_module()
+    texts = docstring_corpus(n=steps * batch + eval_n, seed=0)
+    feeds = zoo.tokenize(texts, seq_len=seq_len)
+    t0 = time.perf_counter()
+    cap = capture(teacher, tuple(torch.from_numpy(feeds[n][:2]) for n in zoo.MINILM_INPUTS))
+    core = tuple(lb for lb, path in cap.modules.items() if path.endswith("attention.self"))
+    rec = replace(get_recipe(recipe), name=f"{recipe}-attention-float",
+                  rules=(Rule(nodes=core, action="float", name="attention core float"),))
+    names = [i.name for i in cap.graph.graph.input]
+    train = tuple(feeds[n][:steps * batch] for n in names)
+    ev = tuple(feeds[n][steps * batch:] for n in names)
+    cal = {n: a[:64] for n, a in zip(names, train, strict=True)}
+    qat = qat_from_capture(cap, rec, calibration=[tuple(torch.from_numpy(a) for a in
+                                                        cal.values())])
+    student_order = _Reordered(teacher, names)
+    with torch.no_grad():
+        ref = student_order(*(torch.from_numpy(a) for a in ev)).numpy()
+    ptq = edgequant.quantize(cap.graph, rec, calibration=cal)
+    ptq_e = _run(open_runner(ptq.model), names, ev, 64)
+    loader = [tuple(torch.from_numpy(a[s:s + batch]) for a in train)
+              for s in range(0, len(train[0]), batch)]
+    eqt.fit_qat(qat, loader, teacher=student_order, labels=False, distill="mse", lr=lr,
+                show_progress=False, freeze_observers_step=steps // 2)
+    result = eqt.convert(qat)
+    fq = fq_outputs(qat, ev)
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = deployed_outputs(result, names, ev, Path(tmp), reference_n=16)
+    rows = compare(fq, outs, output_scale(qat), kind="embedding")
+    ort = outs["onnxruntime"]
+    return {"recipe": rec.name, "ptq_cos": float(np.mean(np.sum(ptq_e * ref, 1))),
+            "qat_cos": float(np.mean(np.sum(ort * ref, 1))), "rows": rows,
+            "holds": holds(rows, acc=False), "seconds": time.perf_counter() - t0}
+
+
+class _Reordered(torch.nn.Module):
+    """The teacher called with the QAT graph's input order."""
+
+    def __init__(self, module: torch.nn.Module, names: list[str]) -> None:
+        super().__init__()
+        from edgequant_zoo.minilm import MINILM_INPUTS
+
+        self.module = module
+        self.order = [names.index(n) for n in MINILM_INPUTS]
+
+    def forward(self, *args):
+        return self.module(*(args[i] for i in self.order))

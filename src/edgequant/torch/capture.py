@@ -1,0 +1,198 @@
+"""Capture an ``nn.Module`` for whole-graph QAT: torch.export → ONNX → the PTQ plan.
+
+:func:`prepare_graph_qat` is what ``prepare_qat(module, recipe, example_inputs=...)`` runs:
+
+1. :func:`edgequant.torch.export.export_onnx` captures the module with ``torch.export`` (the
+   dynamo ONNX exporter), so any ``forward`` — submodules, ``torch.nn.functional`` calls,
+   residual adds, reshapes — is captured, not only ``nn.Sequential`` chains. The exporter
+   records each node's module path, read here for ``skip`` and error messages.
+2. :func:`edgequant.graph.passes.fold.prepare_float` cleans the graph exactly as
+   :func:`edgequant.quantize` does (BatchNorm folded with its running statistics: training
+   runs with frozen BN statistics from the first step).
+3. :func:`edgequant.recipes.plan.resolve` gives the plan — the same one PTQ executes.
+4. :class:`edgequant.torch.graph_qat.GraphQAT` trains that graph with the plan's fake
+   quantization, optionally started from PTQ-calibrated activation qparams.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from edgequant.errors import RecipeError, UnsupportedOpError
+from edgequant.graph.passes.fold import prepare_float
+from edgequant.ptq.calibrate import DEFAULT_BATCH
+from edgequant.ptq.calibrate import calibrate as ptq_calibrate
+from edgequant.qparams import QParams
+from edgequant.recipes.plan import resolve
+from edgequant.recipes.recipe import Recipe, Rule
+from edgequant.torch.calibration import calibration_feeds
+from edgequant.torch.export import as_tuple, export_onnx
+from edgequant.torch.fuse import close_names
+from edgequant.torch.graph_qat import GraphQAT
+from edgequant.torch.onnx_ops import OPS
+from edgequant.torch.quantizers import DEFAULT_MOMENTUM
+from edgequant.torch.regions import _FLOAT_MARK, FloatRegion
+
+log = logging.getLogger(__name__)
+
+#: Name of the recipe rule that keeps ``skip``-ped modules float.
+SKIP_RULE = "qat: skip"
+
+
+def module_path(node: onnx.NodeProto) -> str:
+    """The innermost module path the dynamo exporter recorded for ``node`` ('' if none)."""
+    # ": pkg.Net/blocks.0: pkg.Block/blocks.0.se: pkg.SE/conv2d_3: aten.conv2d.default":
+    # the root, then each module's full path, then the aten op.
+    ns = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+    parts = [p.split(": ")[0] for p in ns.split("/")[1:] if ": " in p]
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return node.name or node.output[0]
+
+
+def _escape(name: str) -> str:
+    """A glob matching exactly ``name``."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def _inside(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(f"{prefix}.")
+
+
+def check_ops(graph: onnx.ModelProto, modules: dict[str, str]) -> None:
+    """Every node has a torch implementation, else an error naming node, op and module."""
+    bad = [n for n in graph.graph.node if n.op_type not in OPS]
+    if bad:
+        listed = "; ".join(f"node {_label(n)!r} ({n.op_type}) in module "
+                           f"{modules.get(_label(n)) or '<top level>'!r}" for n in bad[:5])
+        raise UnsupportedOpError(
+            f"QAT cannot train {len(bad)} node(s) of unsupported op type(s) "
+            f"{sorted({n.op_type for n in bad})}: {listed}. Supported ops: {sorted(OPS)}; "
+            "keep such a module out of the model you train (or quantize it with PTQ)")
+
+
+def _batches(feeds: dict[str, np.ndarray], size: int) -> Iterable[dict[str, np.ndarray]]:
+    n = len(next(iter(feeds.values())))
+    for s in range(0, n, size):
+        yield {k: v[s:s + size] for k, v in feeds.items()}
+
+
+def ptq_qparams(qat: GraphQAT, calibration, example: tuple) -> dict[str, QParams]:
+    """PTQ's calibrated qparams (same observers as :func:`edgequant.quantize`) per plan key."""
+    plan = qat.plan
+    specs = {k: d.spec for k, d in plan.tensors.items()
+             if d.role == "activation" and d.action == "quantize" and d.mode == "static"}
+    if not specs:
+        return {}
+    shapes = [tuple(a.shape[1:]) for a in example]
+    feeds = calibration_feeds(calibration, qat.input_names, shapes)
+    return ptq_calibrate(qat.graph, specs, _batches(feeds, DEFAULT_BATCH),
+                         tensors={k: plan.tensors[k].tensor for k in specs})
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A module captured once: its prepared float graph (the one every recipe's plan is
+    resolved on), node label → module path, and the module's own module names."""
+
+    graph: onnx.ModelProto
+    modules: dict[str, str]
+    module_names: tuple[str, ...]
+    float_marked: tuple[str, ...]
+    example: tuple
+
+
+def capture(module: nn.Module, example_inputs) -> Capture:
+    """Export ``module`` with ``torch.export`` and prepare the float graph like PTQ does."""
+    args = as_tuple(example_inputs)
+    raw = export_onnx(module, args)
+    modules = {_label(n): module_path(n) for n in raw.graph.node}
+    graph = prepare_float(raw)
+    check_ops(graph, modules)
+    marked = tuple(n for n, m in module.named_modules()
+                   if n and (getattr(m, _FLOAT_MARK, False) or isinstance(m, FloatRegion)))
+    return Capture(graph, modules, tuple(n for n, _ in module.named_modules() if n), marked,
+                   args)
+
+
+def check_skip(skip: Iterable[str], names: Iterable[str]) -> list[str]:
+    """The module names ``skip`` globs select; a glob selecting none is an error."""
+    names = list(names)
+    chosen: list[str] = []
+    for g in skip:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, g)]
+        if not hits:
+            raise RecipeError(f"skip pattern {g!r} matches no module of the model; close "
+                              f"names: {close_names(g, names)}")
+        chosen += hits
+    return chosen
+
+
+def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
+                     skip: Iterable[str] | None = None, learn_scales: bool = False,
+                     momentum: float = DEFAULT_MOMENTUM) -> GraphQAT:
+    """A fresh :class:`GraphQAT` of a captured module for ``recipe`` (see the module docstring).
+
+    ``calibration`` (batches / tensor / dict like :func:`edgequant.torch.quantize` takes):
+    activation quantizers start from PTQ's calibrated qparams on it; without it they
+    initialise on the first training batch.
+    """
+    if recipe.mode not in ("static", "weight_only"):
+        raise RecipeError(f"recipe {recipe.name!r} is {recipe.mode}: QAT trains static "
+                          "(e.g. w8a8, w8a16, w4a8) or weight-only recipes")
+    chosen = set(check_skip(skip or (), cap.module_names)) | set(cap.float_marked)
+    labels = [_label(n) for n in cap.graph.graph.node]
+    nodes = [lb for lb in labels if any(_inside(cap.modules.get(lb, ""), c) for c in chosen)]
+    if chosen and not nodes:
+        raise RecipeError(f"skipped module(s) {sorted(chosen)} compute no node of the exported "
+                          "graph (the exporter did not record them)")
+    if nodes:
+        rule = Rule(nodes=tuple(_escape(n) for n in nodes), action="float", name=SKIP_RULE)
+        recipe = replace(recipe, rules=(*recipe.rules, rule))
+    graph = onnx.ModelProto()
+    graph.CopyFrom(cap.graph)
+    plan = resolve(recipe, graph)
+    qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
+    if calibration is not None:
+        qat.load_activation_qparams(ptq_qparams(qat, calibration, cap.example))
+    n_act = sum(1 for d in plan.tensors.values() if d.role == "activation"
+                and d.action == "quantize")
+    log.info("prepare_qat: %d nodes, %d quantized activations, %d quantized weights, %d float "
+             "nodes", len(labels), n_act, len(qat.weight_quant), len(plan.float_nodes()))
+    return qat
+
+
+def prepare_graph_qat(module: nn.Module, recipe: Recipe, example_inputs, *,
+                      calibration=None, skip: Iterable[str] | None = None,
+                      learn_scales: bool = False, momentum: float = DEFAULT_MOMENTUM
+                      ) -> GraphQAT:
+    """:func:`capture` then :func:`qat_from_capture`; the input module is not modified."""
+    check_skip(skip or (), [n for n, _ in module.named_modules() if n])  # before the export
+    qat = qat_from_capture(capture(module, example_inputs), recipe, calibration=calibration,
+                           skip=skip, learn_scales=learn_scales, momentum=momentum)
+    qat.train(module.training)
+    return qat
+
+
+def example_batch(qat: GraphQAT) -> tuple[torch.Tensor, ...]:
+    """Zero inputs of batch 2 for the graph's inputs (shapes from the graph; dynamic dims 2)."""
+    out = []
+    for vi in qat.graph.graph.input:
+        if vi.name not in qat.input_names:
+            continue
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 2
+                for d in tt.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        out.append(torch.from_numpy(np.zeros(dims, dtype)))
+    return tuple(out)
