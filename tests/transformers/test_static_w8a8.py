@@ -13,7 +13,7 @@ import edgequant as eq
 from edgequant.errors import CalibrationError
 
 #: Mean cosine of the tiny random BERT's pooled output to float (random weights quantize
-#: well; the real MiniLM bars are in the slow test and bench/transformers.py).
+#: well; the real MiniLM bars are in the slow test and bench/transformer_int8.py).
 MIN_COSINE = 0.99
 #: int8 tables and weights: the file shrinks at least this much (LayerNorm params,
 #: biases and scales stay float on a 64-wide model).

@@ -1,6 +1,6 @@
 """The transformer rule set: what stays float in static recipes on encoder graphs.
 
-Measured on all-MiniLM-L6-v2 (``bench/transformers.py``; mean cosine of sentence embeddings
+Measured on all-MiniLM-L6-v2 (``bench/transformer_int8.py``; mean cosine of sentence embeddings
 to float, 50 held-out docstrings): plain w8a8 0.34 (the mask calibrated into the scores'
 grid); Softmax / Add / Mul / Where float 0.93; and the MatMul after GELU float as well 0.991
 (int16 activations there give the same 0.991 but run slower in onnxruntime, which has no

@@ -48,21 +48,16 @@ inliers int8 (0.29x).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-# This file is named like the Hugging Face package it imports indirectly: drop its folder
-# from the import path, or ``import transformers`` would find this script.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+import numpy as np
+import onnxruntime as ort
 
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-
-import edgequant as eq  # noqa: E402
-from edgequant.analysis.latency import measure_interleaved  # noqa: E402
-from edgequant_zoo.corpus import CALIBRATION_MODULES, EVALUATION_MODULES, docstring_corpus  # noqa: E402
-from edgequant_zoo.minilm import MINILM_INPUTS, export_minilm, tokenize  # noqa: E402
+import edgequant as eq
+from edgequant.analysis.latency import measure_interleaved
+from edgequant_zoo.corpus import CALIBRATION_MODULES, EVALUATION_MODULES, docstring_corpus
+from edgequant_zoo.minilm import MINILM_INPUTS, export_minilm, tokenize
 
 SEQ_LEN = 128
 
