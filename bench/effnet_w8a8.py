@@ -19,38 +19,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from peers import ort_quantize_static
 
 import edgequant as eq
 from edgequant.analysis.latency import measure_interleaved
 from edgequant.analysis.metrics import cosine, top1_agreement
 from edgequant_zoo.efficientnet import export_efficientnet_lite0
 from edgequant_zoo.photos import calibration_crops, evaluation_crops
-
-
-def ort_quantize_static(src: Path, dst: Path, cal: np.ndarray) -> Path:
-    """onnxruntime's recommended static flow: quant_pre_process, then quantize_static."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    pre = dst.with_name("pre.onnx")
-    quant_pre_process(str(src), str(pre))
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"input": cal[i:i + 1]} for i in range(len(cal))])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    return dst
 
 
 def float_biases(path: Path) -> int:

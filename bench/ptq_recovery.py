@@ -49,7 +49,8 @@ from edgequant_zoo.efficientnet import export_efficientnet_lite0
 from edgequant_zoo.photos import calibration_crops, evaluation_crops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from effnet_w8a8 import ort_quantize_static, session
+from effnet_w8a8 import session
+from peers import ort_quantize_static
 
 #: (row label, options set on top of the previous cumulative row; None = start from RTN)
 ROWS: tuple[tuple[str, dict, bool], ...] = (
@@ -60,26 +61,6 @@ ROWS: tuple[tuple[str, dict, bool], ...] = (
     ("+ range search", {"range_search": True}, True),
     ("bias correction (no CLE)", {"cle": False, "bias_correction": "empirical"}, False),
 )
-
-
-def ort_int4(src: Path, dst: Path, cal: np.ndarray) -> Path:
-    """onnxruntime quantize_static with int4 per-channel weights (QDQ)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    pre = dst.with_name("pre4.onnx")
-    quant_pre_process(str(src), str(pre))
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"input": cal[i:i + 1]} for i in range(len(cal))])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt4)
-    return dst
 
 
 def run(path: Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -120,8 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{name:<7} {label:<30} {top1_agreement(ref, out):>11.3f} "
                       f"{cosine(ref, out):>8.4f}", flush=True)
             try:
-                make = ort_quantize_static if name == "w8a8" else ort_int4
-                theirs = make(src, d / f"ort_{name}.onnx", cal)
+                bits = 8 if name == "w8a8" else 4
+                theirs = ort_quantize_static(src, d / f"ort_{name}.onnx", cal, weight_bits=bits)
                 out = run(theirs, ev)
                 print(f"{name:<7} {'onnxruntime quantize_static':<30} "
                       f"{top1_agreement(ref, out):>11.3f} {cosine(ref, out):>8.4f}", flush=True)

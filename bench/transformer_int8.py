@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from peers import ort_quantize_dynamic, ort_quantize_static
 
 import edgequant as eq
 from edgequant.analysis.latency import measure_interleaved
@@ -60,39 +61,6 @@ from edgequant_zoo.corpus import CALIBRATION_MODULES, EVALUATION_MODULES, docstr
 from edgequant_zoo.minilm import MINILM_INPUTS, export_minilm, tokenize
 
 SEQ_LEN = 128
-
-
-def ort_static(src: Path, dst: Path, cal: dict[str, np.ndarray]) -> Path:
-    """onnxruntime's recommended static flow: quant_pre_process, then quantize_static."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    pre = dst.with_name(dst.stem + "_pre.onnx")
-    try:
-        quant_pre_process(str(src), str(pre))
-    except Exception:  # its symbolic shape inference gives up on the dynamo SDPA graph
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    n = len(cal["input_ids"])
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{k: v[i:i + 8] for k, v in cal.items()} for i in range(0, n, 8)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    return dst
-
-
-def ort_dynamic(src: Path, dst: Path) -> Path:
-    """onnxruntime's dynamic quantizer, per-channel int8 weights."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
-    return dst
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -129,8 +97,9 @@ def build(attn: str, d: Path, cal: dict, threshold: float) -> dict[str, Path]:
                   f"{qm.report['outliers']['share']:.2%}")
     paths["edgequant w8_dynamic"] = eq.quantize(str(src), "w8_dynamic").save(
         d / f"{attn}_dyn.onnx")
-    paths["onnxruntime quantize_static"] = ort_static(src, d / f"{attn}_ort_static.onnx", cal)
-    paths["onnxruntime quantize_dynamic"] = ort_dynamic(src, d / f"{attn}_ort_dyn.onnx")
+    paths["onnxruntime quantize_static"] = ort_quantize_static(
+        src, d / f"{attn}_ort_static.onnx", cal, batch=8)
+    paths["onnxruntime quantize_dynamic"] = ort_quantize_dynamic(src, d / f"{attn}_ort_dyn.onnx")
     return paths
 
 
