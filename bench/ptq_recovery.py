@@ -8,26 +8,27 @@ their recipe options are not registered), bias correction alone, and onnxruntime
 ``quantize_static`` after ``quant_pre_process`` on the same calibration crops (int4 weights
 for w4a8, when this onnxruntime supports them).
 
-Measured on this branch (64 calibration / 256 evaluation crops). The machine (shared by
-eight jobs) OOM-killed the full run after the w8a8 cumulative rows; the remaining rows come
-from further invocations of the same code limited to those rows.
-docs/ptq_recovery.md also has a complete script run on 128 evaluation crops:
+Measured (lead's run after merging AdaRound / range search, 2026-12-02; ``--calib 128
+--eval 128``; shared 2-core machine):
 
-    recipe  row                          top-1 agree  cosine
-    w8a8    RTN                                0.832  0.9851
-    w8a8    + CLE                              0.777  0.9793
-    w8a8    + bias correction                  0.793  0.9848
-    w8a8    + AdaRound               n/a (not built)
-    w8a8    + range search           n/a (not built)
-    w8a8    bias correction (no CLE)           0.812  0.9898
-    w8a8    onnxruntime quantize_static        0.824  0.9851
-    w4a8    RTN                                0.105  0.3414
-    w4a8    bias correction (no CLE)           0.289  0.6602
-    w4a8    onnxruntime quantize_static        0.254  0.4645   (int4 weights)
+    recipe  row                            top-1 agree   cosine
+    w8a8    RTN                                  0.852   0.9851
+    w8a8    + CLE                                0.859   0.9807
+    w8a8    + bias correction                    0.812   0.9853
+    w8a8    bias correction (no CLE)             0.844   0.9895
+    w8a8    AdaRound (no CLE / bias corr.)       0.875   0.9919
+    w8a8    AdaRound + range search              0.883   0.9934
+    w8a8    onnxruntime quantize_static          0.852   0.9850
+    w4a8    RTN                                  0.086   0.3374
+    w4a8    + CLE                                0.039   0.2162
+    w4a8    + bias correction                    0.305   0.6005
+    w4a8    bias correction (no CLE)             0.266   0.6556
+    w4a8    AdaRound (no CLE / bias corr.)       0.219   0.5190
+    w4a8    AdaRound + range search              0.195   0.5041
+    w4a8    onnxruntime quantize_static          0.281   0.4608   (int4 weights)
 
-That run (128 evaluation crops): w8a8 RTN 0.859 / 0.9850, bias correction alone
-0.828 / 0.9894; w4a8 RTN 0.078 / 0.3369, CLE 0.070 / 0.2192, bias correction alone
-0.242 / 0.6557; onnxruntime quantize_static w8a8 0.852 (bench/effnet_w8a8.py).
+w8a8: AdaRound + range search beats onnxruntime's quantizer (+3.1 points of agreement, 2.3x
+less cosine error). w4a8: nothing here makes it usable; bias correction is best.
 
 Run: ``.venv/bin/python bench/ptq_recovery.py [--calib 64] [--eval 256] [--recipes w8a8 w4a8]``
 """
