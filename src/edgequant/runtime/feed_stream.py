@@ -18,7 +18,7 @@ import numpy as np
 from edgequant.errors import CalibrationError
 from edgequant.runtime.batching import _take, fixed_batch_size
 from edgequant.runtime.data_files import DataFile
-from edgequant.runtime.feeds import InputSpec, _match, _note_unused, check_array
+from edgequant.runtime.feeds import InputSpec, _match, _note_unused, check_array, check_sample_counts
 
 
 @dataclass
@@ -85,10 +85,7 @@ def stream_feeds(path: str | os.PathLike, inputs: list[InputSpec], batch_size: i
                 raise CalibrationError(str(exc).replace(str(tuple(shape)), str(m.shape))) from None
             if not spec.scalar:
                 counts[spec.name] = m.shape[spec.batch_axis]
-        if len(set(counts.values())) > 1:
-            where = ", ".join(f"{k}: {v}" for k, v in counts.items())
-            raise CalibrationError(f"{what}: inputs have different sample counts ({where}); give "
-                                   "the batch axis of each input (--batch-axis NAME=AXIS)")
+        check_sample_counts(counts, inputs, what)
         total = next(iter(counts.values()), 1)
         axes = {i.name: i.batch_axis for i in inputs}
         fixed = fixed_batch_size({i.name: i.shape for i in inputs}, axes)

@@ -182,11 +182,16 @@ def load_feeds(data: str | os.PathLike | Mapping[str, np.ndarray],
         feeds[spec.name] = check_array(arr, spec, what)
         if not spec.scalar:
             counts[spec.name] = arr.shape[spec.batch_axis]
+    check_sample_counts(counts, inputs, what)
+    return feeds
+
+
+def check_sample_counts(counts: dict[str, int], inputs: list[InputSpec], what: str) -> None:
+    """Every non-scalar input must hold the same number of samples on its batch axis."""
     if len(set(counts.values())) > 1:
         where = ", ".join(f"{k}: {v} on axis {_axis_of(inputs, k)}" for k, v in counts.items())
         raise CalibrationError(f"{what}: inputs have different sample counts ({where}); give "
                                "the batch axis of each input (batch_axes / --batch-axis NAME=AXIS)")
-    return feeds
 
 
 def _axis_of(inputs: list[InputSpec], name: str) -> int:
