@@ -22,6 +22,7 @@ TENSOR_TYPES: dict[np.dtype, int] = {
     np.dtype(np.int16): schema.TensorType.INT16,
     np.dtype(np.int32): schema.TensorType.INT32,
     np.dtype(np.int64): schema.TensorType.INT64,
+    np.dtype(np.bool_): schema.TensorType.BOOL,
 }
 #: TensorType → numpy dtype (the inverse, used by the reference executor).
 NUMPY_TYPES: dict[int, np.dtype] = {v: k for k, v in TENSOR_TYPES.items()}

@@ -46,11 +46,12 @@ class TVal:
     quant: Quant | None = None
     nhwc: bool = False  # a 4-D ONNX NCHW tensor stored as NHWC
     flat_perm: np.ndarray | None = None  # NHWC-ordered flatten: feature j is ONNX feature perm[j]
+    plain: bool = False  # non-float data (ids, masks, raw int8 rows): never (de)quantized
 
     @property
     def is_int(self) -> bool:
-        """True for integer activations (int8 / int16)."""
-        return self.dtype.kind in "iu"
+        """True for integer activations (int8 / int16), False for plain integer / bool data."""
+        return self.dtype.kind in "iu" and not self.plain
 
 
 def natural_dom(qp: QParams) -> str:
@@ -162,6 +163,9 @@ class Converter:
         """Declare ONNX tensor ``name`` as produced in the current node's domain."""
         if self.q:
             tv = self.temp(name, shape, self.act_dtype, quant or self.act_quant(name), nhwc)
+        elif name in self.g.dtypes and name not in self.g.act_q:  # ids, masks: their own type
+            tv = self.temp(name, shape, self.g.dtypes[name], None, nhwc)
+            tv.plain = True
         else:
             tv = self.temp(name, shape, np.float32, None, nhwc)
         self.vals[(name, self.dom, nhwc)] = tv
@@ -202,6 +206,8 @@ class Converter:
     def _convert_domain(self, name: str, src: TVal) -> TVal:
         """``src`` in the current domain: DEQUANTIZE to float, QUANTIZE float → int or int →
         int of another width (LiteRT's QUANTIZE requantizes int8 ↔ int16 directly)."""
+        if src.plain:  # ids, masks: the same tensor in every domain
+            return src
         if not self.q:
             if not src.is_int:
                 return src
@@ -234,6 +240,7 @@ class Converter:
             return self.vals[key]
         shape = tuple(tv.shape[p] for p in perm)
         out = self.temp(f"{name}_{'nhwc' if nhwc else 'nchw'}", shape, tv.dtype, tv.quant, nhwc)
+        out.plain = tv.plain
         self.op(OP.TRANSPOSE, [tv, self.const(f"{name}_perm", np.array(perm, np.int32))], [out],
                 OPT.TransposeOptions, schema.TransposeOptionsT())
         self.vals[key] = out
@@ -273,7 +280,8 @@ class Converter:
             io = self._io_dtype(name)
             public = self.g.public_names.get(name, name)
             if io is None:
-                tv = self.temp(public, shape, np.float32)
+                tv = self.temp(public, shape, self.g.dtypes.get(name, np.dtype(np.float32)))
+                tv.plain = tv.dtype != np.float32  # token ids, masks: integer data
                 self.b.inputs.append(tv.idx)
                 self.vals[(name, "src", False)] = tv
                 continue

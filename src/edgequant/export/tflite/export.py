@@ -40,11 +40,15 @@ import onnx
 
 from edgequant.export.tflite import (
     ops_compute,
+    ops_data,
     ops_elementwise,
+    ops_gather,
     ops_layout,
     ops_math,
+    ops_reduce,
     ops_refused,
     ops_resize,
+    ops_transformer,
 )
 from edgequant.export.tflite.convert import FLOAT_MODES, Converter
 from edgequant.export.tflite.ingest import read_graph
@@ -64,6 +68,14 @@ HANDLERS = {
     **{op: getattr(ops_math, op) for op in (
         "Div", "HardSigmoid", "BatchNormalization", "Sum", "LRN")},
     "Resize": ops_resize.Resize,
+    # transformer graphs (mask plumbing, embeddings, LayerNorm, GELU, reductions)
+    **{op: getattr(ops_data, op) for op in (
+        "Cast", "Where", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And",
+        "Or", "Not", "IsNaN", "Expand", "Slice")},
+    **{op: getattr(ops_gather, op) for op in ("Gather", "GatherND")},
+    **{op: getattr(ops_transformer, op) for op in (
+        "LayerNormalization", "Gelu", "Erf", "Sqrt", "Neg", "Pow", "Max", "Min", "Clip")},
+    **{op: getattr(ops_reduce, op) for op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2")},
     **{op: ops_refused.refuse for op in ops_refused.REFUSED},
 }
 IO_TYPES = ("float", "int8", "uint8")

@@ -30,6 +30,8 @@ class Graph(QDQGraph):
     """The float graph + qparams (:func:`read_qdq`) with the static shape of every tensor."""
 
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: element type of every non-float tensor (int64 ids, bool masks, int8 gathered rows …)
+    dtypes: dict[str, np.dtype] = field(default_factory=dict)
 
     def consumers(self, name: str) -> list[Node]:
         """Nodes reading ``name``."""
@@ -86,12 +88,17 @@ def _fix_dims(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None) 
     return model
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+def _shapes(model: onnx.ModelProto,
+            dtypes: dict[str, np.dtype] | None = None) -> dict[str, tuple[int, ...]]:
+    """Static shape of every tensor; ``dtypes`` (when given) receives the element type of
+    every tensor whose type is not float."""
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     shapes: dict[str, tuple[int, ...]] = {}
     g = inferred.graph
     for vi in [*g.input, *g.value_info, *g.output]:
         tt = vi.type.tensor_type
+        if dtypes is not None and tt.elem_type and tt.elem_type not in _FLOAT_TYPES:
+            dtypes[vi.name] = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
         if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
             shapes[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
     for init in g.initializer:
@@ -100,6 +107,11 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     if missing:  # e.g. Pad with computed pads: ask onnxruntime, running zeros through
         shapes.update(_runtime_shapes(model, missing))
     return shapes
+
+
+#: ONNX element types that are real numbers (float32 inside the exported graph).
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.BFLOAT16}
 
 
 def _runtime_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[int, ...]]:
@@ -127,9 +139,11 @@ def read_graph(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None)
     """Parse a float or QDQ ONNX model (opset ≥ 13) into a :class:`Graph` for TFLite export;
     ``fixed_dims`` sizes named dynamic dims (:func:`_fix_dims`)."""
     model = _fix_dims(model, fixed_dims)
-    shapes = _shapes(model)
+    dtypes: dict[str, np.dtype] = {}
+    shapes = _shapes(model, dtypes)
     qg = read_qdq(model)
-    graph = Graph(**{f.name: getattr(qg, f.name) for f in fields(QDQGraph)}, shapes=shapes)
+    graph = Graph(**{f.name: getattr(qg, f.name) for f in fields(QDQGraph)}, shapes=shapes,
+                  dtypes=dtypes)
     for name in graph.inputs:  # integer inputs: the DQ output has the input's shape
         if name not in shapes and graph.public_names.get(name) in shapes:
             shapes[name] = shapes[graph.public_names[name]]
