@@ -20,6 +20,7 @@ from onnx import helper
 
 from edgequant.errors import UnsupportedOpError
 from edgequant.export.tflite.patterns import fold_casts, undo_row_dynamic
+from edgequant.export.tflite.patterns_gelu import fuse_erf_gelu
 from edgequant.graph.read_qdq import Node, QConst, QDQGraph, read_qdq
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,8 @@ def read_graph(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None)
     graph.nodes = fold_casts(graph.nodes, graph.consts, shapes, opset)
     graph.nodes = undo_row_dynamic(graph.nodes, graph.consts, graph.qconsts, shapes,
                                    graph.outputs)
+    scalars = {k: q.dequantized() for k, q in graph.qconsts.items() if q.values.size == 1}
+    graph.nodes = fuse_erf_gelu(graph.nodes, {**graph.consts, **scalars}, graph.outputs)
     _fuse_activations(graph)
     return graph
 
