@@ -139,9 +139,13 @@ def mask_ops_model() -> onnx.ModelProto:
 
 def litert_tensors(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, tuple]:
     """Run one sample through LiteRT keeping every tensor: name → (array, (scale, zp))."""
+    import warnings
+
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():  # "intended for debugging": that is what this is for
+        warnings.simplefilter("ignore", UserWarning)
+        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
     it.allocate_tensors()
     for d in it.get_input_details():
         it.set_tensor(d["index"], feeds[d["name"]].astype(d["dtype"]))
