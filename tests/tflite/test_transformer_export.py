@@ -104,7 +104,14 @@ def test_w8a8_bert_int8_parts_within_one_lsb(bert):
     dq = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"
           and n.input[0] in {q.output[0] for q in m.graph.node
                              if q.op_type == "QuantizeLinear" and q.input[0] == ln}}
-    proj = [n.output[0] for n in m.graph.node if n.op_type == "MatMul" and n.input[0] in dq]
+    mm = [n.output[0] for n in m.graph.node if n.op_type == "MatMul" and n.input[0] in dq]
+    assert len(mm) == 3, mm
+    # each projection's bias Add is fused into its FULLY_CONNECTED (int32 bias): compare
+    # the Add outputs (onnxruntime rounds twice, MatMul then Add; LiteRT once: ≤ 1 LSB)
+    q_of = {n.input[0]: n.output[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    dq_of = {n.input[0]: n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    proj = [n.output[0] for n in m.graph.node if n.op_type == "Add"
+            and {dq_of[q_of[y]] for y in mm} & set(n.input)]
     assert len(proj) == 3, proj
     one = {k: v[:1] for k, v in feeds.items()}
     lite = T.litert_tensors(tfl, one)
@@ -120,15 +127,28 @@ def test_w8a8_bert_int8_parts_within_one_lsb(bert):
     assert lite_cos.mean() >= ort_cos.mean() - W8A8_COS_SLACK, (lite_cos, ort_cos)
 
 
-def test_w8a8_embedding_table_stays_int8(bert):
-    _, tfl, _ = _quantized(bert, "w8a8")
+def test_w8a8_layout_for_litert_kernels(bert):
+    """The embedding table stays int8; int8 BATCH_MATMULs read a zero-point-0 right-hand
+    side (XNNPACK's condition); projection biases live in the FULLY_CONNECTEDs."""
+    _, tfl, res = _quantized(bert, "w8a8")
     from ai_edge_litert import schema_py_generated as schema
     model = load_model(tfl.read_bytes())
     sub = model.subgraphs[0]
-    tables = [sub.tensors[op.inputs[0]] for op in sub.operators
-              if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.GATHER
-              and tuple(sub.tensors[op.inputs[0]].shape) == (T.VOCAB, T.HIDDEN)]
+    op = schema.BuiltinOperator
+
+    def ops(code):
+        return [o for o in sub.operators if model.operatorCodes[o.opcodeIndex].builtinCode == code]
+
+    tables = [sub.tensors[o.inputs[0]] for o in ops(op.GATHER)
+              if tuple(sub.tensors[o.inputs[0]].shape) == (T.VOCAB, T.HIDDEN)]
     assert tables and all(t.type == schema.TensorType.INT8 for t in tables)
+    bmm = [o for o in ops(op.BATCH_MATMUL) if sub.tensors[o.inputs[1]].type == schema.TensorType.INT8]
+    assert len(bmm) == 2
+    assert all(int(sub.tensors[o.inputs[1]].quantization.zeroPoint[0]) == 0 for o in bmm)
+    fc_out = {int(o.outputs[0]) for o in ops(op.FULLY_CONNECTED)}
+    int8_adds = [o for o in ops(op.ADD) if sub.tensors[o.inputs[0]].type == schema.TensorType.INT8]
+    assert not any(int(i) in fc_out for o in int8_adds for i in o.inputs)
+    assert any("zero point 0" in n for n in res.notes)
 
 
 def test_dynamic_sequence_needs_fixed_dims(bert, tmp_path):

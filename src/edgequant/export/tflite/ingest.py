@@ -20,6 +20,7 @@ from onnx import helper
 
 from edgequant.errors import UnsupportedOpError
 from edgequant.export.tflite.patterns import fold_casts, undo_row_dynamic
+from edgequant.export.tflite.patterns_bias import fuse_matmul_bias
 from edgequant.export.tflite.patterns_gelu import fuse_erf_gelu
 from edgequant.graph.read_qdq import Node, QConst, QDQGraph, read_qdq
 
@@ -154,6 +155,7 @@ def read_graph(model: onnx.ModelProto, fixed_dims: dict[str, int] | None = None)
                                    graph.outputs)
     scalars = {k: q.dequantized() for k, q in graph.qconsts.items() if q.values.size == 1}
     graph.nodes = fuse_erf_gelu(graph.nodes, {**graph.consts, **scalars}, graph.outputs)
+    fuse_matmul_bias(graph)
     _fuse_activations(graph)
     return graph
 

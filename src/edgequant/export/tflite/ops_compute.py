@@ -22,6 +22,7 @@ from edgequant.export.tflite.layout import (
     onnx_pads,
     padding_mode,
 )
+from edgequant.export.tflite.ops_batch_matmul import batch_matmul
 from edgequant.export.tflite.weights import (
     blockwise_int4_fits,
     float_weight,
@@ -66,7 +67,7 @@ def weight_and_bias(cv: Converter, node: Node, w, b, axis: int, x: TVal, layout)
     n_out = float_weight(w).shape[axis]
     base = node.name
     wname = node.inputs[1]
-    bname = _optional(node, 2) if node.op_type != "MatMul" else None
+    bname = _optional(node, 2)
     if isinstance(w, QConst) and w.block_size is not None:
         cv.note(f"weight {wname!r}: blocked {w.qparams.qtype.name} weights have no TFLite "
                 f"{node.op_type} kernel here; " + (
@@ -203,12 +204,8 @@ def Gemm(cv: Converter, node: Node) -> None:
 def MatMul(cv: Converter, node: Node) -> None:
     """MatMul with a constant 2-D B → FULLY_CONNECTED; two activations → BATCH_MATMUL."""
     if cv.g.value(node.inputs[1]) is not None and cv.g.value(node.inputs[1]).ndim == 2:
-        _fully_connected(cv, node, _weight(cv, node, node.inputs[1]), None, 1)
+        bias = _optional(node, 2)  # fused from a following Add (patterns_bias)
+        _fully_connected(cv, node, _weight(cv, node, node.inputs[1]),
+                         _weight(cv, node, bias) if bias else None, 1)
         return
-    if node.attrs.get("_act"):
-        raise UnsupportedOpError(f"node {node.name!r}: BATCH_MATMUL has no fused activation")
-    x = cv.act(node.inputs[0], "nchw")
-    y = cv.act(node.inputs[1], "nchw") if cv.g.value(node.inputs[1]) is None else \
-        cv.float_const(node.inputs[1], cv.g.value(node.inputs[1]), node.inputs[1] in cv.g.half)
-    out = cv.output(node.outputs[0], cv.shape_of(node.outputs[0]))
-    cv.op(OP.BATCH_MATMUL, [x, y], [out], OPT.BatchMatMulOptions, schema.BatchMatMulOptionsT())
+    batch_matmul(cv, node)
