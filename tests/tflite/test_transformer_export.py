@@ -189,3 +189,26 @@ def test_mask_ops_match_onnxruntime(tmp_path):
             assert np.array_equal(np.isneginf(got), np.isneginf(want))
             np.testing.assert_allclose(np.where(np.isinf(got), 0, got),
                                        np.where(np.isinf(want), 0, want), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("recipe", ["w8a8", "w8a16"])
+def test_integer_clip_and_float_movement_ops(recipe, tmp_path):
+    """Quantized: Clip(min only) runs as an integer MAXIMUM; Slice / Gather (a negative
+    constant index) / Neg / Max run where the QDQ graph puts them. LiteRT vs onnxruntime on
+    the same inputs: within one step of the output's scale."""
+    src = tmp_path / "chain.onnx"
+    onnx.save(T.clip_chain_model(), src)
+    rng = np.random.default_rng(6)
+    qm = eq.quantize(str(src), recipe, {"x": rng.normal(0, 1, (32, 8, 16)).astype(np.float32)})
+    qdq = qm.save(tmp_path / "q.onnx")
+    res = export_tflite(qdq, tmp_path / "q.tflite")
+    assert res.kinds["clip"] == {"w8a8": "int8", "w8a16": "int16x8"}[recipe]
+    assert {"STRIDED_SLICE", "GATHER", "NEG", "MAXIMUM"} <= set(res.ops)
+    x = rng.normal(0, 1, (4, 8, 16)).astype(np.float32)
+    want = np.concatenate([_ort(qdq, {"x": x[i:i + 1]}) for i in range(4)])  # (4, 3, 8)
+    got = LiteRTRunner(res.path).run({"x": x})[0]
+    from edgequant.graph.read_qdq import read_qdq
+    g = read_qdq(onnx.load(str(qdq)))
+    y = next((k for k, v in g.public_names.items() if v == "y"), "y")
+    step = float(g.act_q[y].scale)  # the output's quantum
+    assert np.abs(got - want).max() <= step * (1 + 1e-6)

@@ -137,6 +137,27 @@ def mask_ops_model() -> onnx.ModelProto:
     return _model(nodes, ins, outputs, inits)
 
 
+def clip_chain_model() -> onnx.ModelProto:
+    """MatMul → Slice → Gather (constant indices) → Max(g, Neg g) → Clip(min only) → MatMul:
+    quantized, the Clip is an integer MAXIMUM with its bound in the output's qparams."""
+    rng = np.random.default_rng(4)
+    f32 = np.float32
+    inits = {"w": rng.normal(0, 0.5, (16, 16)).astype(f32), "w2": rng.normal(0, 0.5, (16, 8)).astype(f32),
+             "starts": np.array([1], np.int64), "ends": np.array([7], np.int64),
+             "axes": np.array([1], np.int64), "gidx": np.array([0, -2, 4], np.int64),
+             "lo": f32(-0.5)}
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w"], ["h"], name="fc"),
+             n("Slice", ["h", "starts", "ends", "axes"], ["s"], name="slice"),  # (1, 6, 16)
+             n("Gather", ["s", "gidx"], ["g"], name="gather", axis=1),  # (1, 3, 16)
+             n("Neg", ["g"], ["g2"], name="neg"),
+             n("Max", ["g", "g2"], ["m"], name="max"),  # |g|
+             n("Clip", ["m", "lo"], ["c"], name="clip"),
+             n("MatMul", ["c", "w2"], ["y"], name="fc2")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8])], inits)
+
+
 def litert_tensors(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, tuple]:
     """Run one sample through LiteRT keeping every tensor: name → (array, (scale, zp))."""
     import warnings
