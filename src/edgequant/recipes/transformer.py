@@ -34,8 +34,9 @@ from edgequant.recipes.recipe import Recipe, Rule
 FLOAT_OPS = ("Softmax", "Add", "Mul", "Div", "Sub", "Where")
 #: Producers after which a MatMul's input is long-tailed (the FFN's second linear).
 NONLINEAR_PRODUCERS = ("Gelu", "Erf", "Tanh", "Mul", "Relu", "Sigmoid", "FastGelu")
-#: The name of the rule keeping FFN-output MatMuls float (the outlier decomposition splits them).
-FFN_RULE = "transformer: MatMul after GELU float (long-tailed input)"
+#: The name of the rule keeping FFN-output MatMuls' compute float (the outlier decomposition
+#: splits them); their weights are int8 weight-only under 8-bit recipes (:func:`ffn_rule`).
+FFN_RULE = "transformer: MatMul after GELU float compute (long-tailed input)"
 #: Ops between the attention-score MatMul and its Softmax (scaling, masking, moves).
 SCORE_OPS = ("Mul", "Div", "Add", *SCORE_PASS_OPS)
 
@@ -84,8 +85,10 @@ def ffn_output_matmuls(model: onnx.ModelProto, info: GraphInfo) -> list[str]:
     return out
 
 
-def transformer_rules(model: onnx.ModelProto, info: GraphInfo | None = None) -> tuple[Rule, ...]:
-    """The rules of the module table, limited to what the graph holds (none match nothing)."""
+def transformer_rules(model: onnx.ModelProto, info: GraphInfo | None = None,
+                      recipe: Recipe | None = None) -> tuple[Rule, ...]:
+    """The rules of the module table, limited to what the graph holds (none match nothing);
+    ``recipe`` decides the FFN-output weights (:func:`ffn_rule`; float without it)."""
     info = info or GraphInfo.build(model)
     present = {n.op_type for n in model.graph.node}
     rules = []
@@ -99,8 +102,19 @@ def transformer_rules(model: onnx.ModelProto, info: GraphInfo | None = None) -> 
                           name="transformer: attention-mask path float"))
     ffn = ffn_output_matmuls(model, info)
     if ffn:
-        rules.append(Rule(nodes=tuple(ffn), action="float", name=FFN_RULE))
+        rules.append(ffn_rule(tuple(ffn), recipe))
     return tuple(rules)
+
+
+def ffn_rule(nodes: tuple[str, ...], recipe: Recipe | None) -> Rule:
+    """The FFN-output rule: float activations and compute; int8 weights (``weight_only``,
+    the recipe's weight spec, dequantized once at session start) when ``recipe`` quantizes
+    weights to 8 bits and option ``transformer_ffn_weights`` is ``int8`` (the default), else float."""
+    w = recipe.weights if recipe is not None else None
+    if (recipe is None or option(recipe, "transformer_ffn_weights") == "float" or w is None
+            or w.qtype.bits != 8):
+        return Rule(nodes=nodes, action="float", name=FFN_RULE)
+    return Rule(nodes=nodes, mode="weight_only", name=FFN_RULE)  # the recipe's weight spec
 
 
 def with_transformer_rules(recipe: Recipe, model: onnx.ModelProto,
@@ -116,7 +130,7 @@ def with_transformer_rules(recipe: Recipe, model: onnx.ModelProto,
     info = info or GraphInfo.build(model)
     if setting == "auto" and not is_transformer(model, info):
         return recipe, []
-    rules = transformer_rules(model, info)
+    rules = transformer_rules(model, info, recipe)
     note = (f"transformer graph: {len(rules)} transformer rule(s) applied first "
             f"({'; '.join(r.label for r in rules)}); option transformer_rules='off' turns them off")
     return replace(recipe, rules=(*rules, *recipe.rules)), [note]
