@@ -81,17 +81,35 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                                        1e-12)  # (n,)
 
 
+def gather_tables(path: Path) -> str:
+    """The element types of the Gather tables (embeddings) stored in ``path``, e.g. ``INT8 x3``."""
+    import onnx
+
+    m = onnx.load(str(path))
+    inits = {t.name: t for t in m.graph.initializer}
+    kinds = [onnx.TensorProto.DataType.Name(inits[n.input[0]].data_type)
+             for n in m.graph.node if n.op_type == "Gather" and n.input[0] in inits
+             and len(inits[n.input[0]].dims) == 2]
+    return ", ".join(f"{k} x{kinds.count(k)}" for k in sorted(set(kinds)))
+
+
 def build(attn: str, d: Path, cal: dict, threshold: float) -> dict[str, Path]:
     src = export_minilm(d / f"minilm_{attn}.onnx", seq_len=SEQ_LEN, attn_implementation=attn)
     w8a8 = eq.get_recipe("w8a8")
     paths = {"fp32": src}
     for name, recipe in (("edgequant w8a8", w8a8),
+                         ("edgequant w8a8, FFN-out weight-only", w8a8.with_options(
+                             transformer_ffn_output="weight_only")),
+                         ("edgequant w8a8, FFN-out float", w8a8.with_options(
+                             transformer_ffn_output="float")),
                          ("edgequant w8a8 + SmoothQuant", w8a8.with_options(
                              smoothquant_alpha="search")),
                          (f"edgequant w8a8 + LLM.int8 (t={threshold:g})", w8a8.with_options(
                              outlier_threshold=threshold))):
         qm = eq.quantize(str(src), recipe, cal)
         paths[name] = qm.save(d / f"{attn}_{len(paths)}.onnx")
+        if recipe is w8a8:
+            print(f"  [{attn}] w8a8 embedding tables: {gather_tables(paths[name])}")
         if "outliers" in qm.report:
             print(f"  [{attn}] outlier share (input features in float): "
                   f"{qm.report['outliers']['share']:.2%}")
@@ -129,11 +147,11 @@ def main(argv: list[str] | None = None) -> None:
                 speed[label] = {k: ms["fp32"] / ms[k] for k in ms}
             size0 = paths["fp32"].stat().st_size
             print(f"\n[{attn} attention]")
-            print(f"{'model':<36} {'mean cos':>9} {'min cos':>8} {'size':>6} "
+            print(f"{'model':<38} {'mean cos':>9} {'min cos':>8} {'size':>6} "
                   f"{'x fp32 b1':>9} {'x fp32 b16':>10}")
             for k, p in paths.items():
                 c = row_cosines(ref, embed(sess[k], ev))
-                print(f"{k:<36} {c.mean():>9.4f} {c.min():>8.4f} {p.stat().st_size / size0:>6.3f} "
+                print(f"{k:<38} {c.mean():>9.4f} {c.min():>8.4f} {p.stat().st_size / size0:>6.3f} "
                       f"{speed['b1'][k]:>9.2f} {speed['b16'][k]:>10.2f}", flush=True)
     assert set(MINILM_INPUTS) == set(ev)
 
