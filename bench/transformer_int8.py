@@ -89,7 +89,7 @@ def gather_tables(path: Path) -> str:
     inits = {t.name: t for t in m.graph.initializer}
     kinds = [onnx.TensorProto.DataType.Name(inits[n.input[0]].data_type)
              for n in m.graph.node if n.op_type == "Gather" and n.input[0] in inits
-             and len(inits[n.input[0]].dims) == 2]
+             and len(inits[n.input[0]].dims) == 2 and inits[n.input[0]].dims[1] > 1]  # not scales
     return ", ".join(f"{k} x{kinds.count(k)}" for k in sorted(set(kinds)))
 
 
