@@ -7,8 +7,8 @@ grid); Softmax / Add / Mul / Where float 0.93; and the MatMul after GELU float a
 int16 GEMM). That float FFN-output MatMul held 3.5 M float weights (file 0.37x of fp32) and
 half the run time; run per-row dynamic int8 instead (the ``w8_dynamic`` layout: its per-token
 scales follow the long tail a calibrated per-tensor grid cannot) it keeps mean cosine 0.9906,
-shrinks the file to 0.25x and runs 1.3x faster than with the float FFN (int8 weight-only, float
-compute: 0.9908, 0.25x, about float speed). So under a static recipe, for a graph recognised
+shrinks the file to 0.25x and runs 1.2–1.5x faster than with the float FFN (int8 weight-only,
+float compute: 0.9908, 0.25x, about float-FFN speed). So under a static recipe, for a graph recognised
 as a transformer:
 
 | nodes                                   | treatment | why                                          |

@@ -32,12 +32,13 @@ ms summed from onnxruntime profiles, batch 1 / 16; end-to-end in ``bench/transfo
 
 Where the time goes: the GEMMs cost the same; the per-row quantization (Abs, ReduceMax and
 the row Mul) is what per-row accuracy costs, and onnxruntime loses more than that in its
-fused SkipLayerNormalization (slow at 1 thread here), which does not form in this graph. Per-tensor activations where per-row buys nothing were measured too (cosine of
-MiniLM embeddings to fp32, 200 held-out docstrings; per-row everywhere 0.9976): per-tensor
-Q/K/V input 0.9977, O input 0.9975, FFN-in 0.9957, FFN-out 0.9950, Q/K/V + O 0.9977; Q/K/V +
-O per tensor ran no faster (b1 2.34x vs 2.35x fp32, b16 2.02x vs 2.09x), so every input stays
-per row. onnxruntime's 8-bit ``MatMulNBits`` (per-block int8 activations inside the kernel)
-ran at 1.27x / 1.08x fp32: slower than this layout.
+fused SkipLayerNormalization (slow at 1 thread here), which does not form in this graph.
+Per-tensor activations where per-row buys nothing were measured too (cosine of MiniLM
+embeddings to fp32, 200 held-out docstrings; per-row everywhere 0.9976): per-tensor Q/K/V
+input 0.9977, O input 0.9975, FFN-in 0.9957, FFN-out 0.9950, Q/K/V + O 0.9977; Q/K/V + O per
+tensor ran no faster (b1 2.34x vs 2.35x fp32, b16 2.02x vs 2.09x), so every input stays per
+row. onnxruntime's 8-bit ``MatMulNBits`` (per-block int8 activations inside the kernel) ran
+at 1.27x / 1.08x fp32: slower than this layout.
 """
 
 from __future__ import annotations
