@@ -65,11 +65,12 @@ def find_layers(float_model: onnx.ModelProto, base: Recipe) -> list[Layer]:
     """Weighted nodes of a *prepared* float model that ``base`` quantizes, in graph order —
     with the rules ``quantize`` adds (the transformer rule set keeps some MatMuls float: they
     are not layers the base recipe quantizes)."""
-    from edgequant.recipes.transformer import with_transformer_rules
+    from edgequant.recipes.transformer import FFN_RULE, with_transformer_rules
 
     base, _ = with_transformer_rules(base, float_model)
     plan = resolve(base, float_model)
-    quantized = {d.node for d in plan.nodes if d.action == "quantize"}
+    # the FFN-output MatMuls compute in float (int8 weights only): not layers to sweep
+    quantized = {d.node for d in plan.nodes if d.action == "quantize" and d.rule != FFN_RULE}
     info = GraphInfo.build(float_model)
     layers = []
     for node in float_model.graph.node:

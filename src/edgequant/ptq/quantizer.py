@@ -215,10 +215,10 @@ def _weight_only(qm: onnx.ModelProto, plan: QuantPlan, overrides, report
     names = _weight_only_names(plan)
     first, more = dequantize_weights(_copy(qm), plan, names, weight_qparams=overrides)
     slow = unfused_dequantize_weights(first)  # onnxruntime would dequantize every run
-    if slow:
-        stems = {w: tensor_stem(w) for w in more}
-        cast_mul = frozenset(w for w, st in stems.items()
-                             if f"{st}_quantized" in slow or f"{st}_t_quantized" in slow)
+    stems = {w: tensor_stem(w) for w in more}
+    cast_mul = frozenset(w for w, st in stems.items()
+                         if f"{st}_quantized" in slow or f"{st}_t_quantized" in slow)
+    if cast_mul:  # (``slow`` also holds the static weights' DequantizeLinear: not ours)
         qm, more = dequantize_weights(qm, plan, names, weight_qparams=overrides,
                                       cast_mul=cast_mul)
         report["notes"].append(

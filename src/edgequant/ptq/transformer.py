@@ -119,7 +119,7 @@ def split_outliers(model: onnx.ModelProto, recipe: Recipe, batches, threshold: f
     by_name = {(n.name or n.output[0]): n for n in model.graph.node}
     cands = [d.node for d in plan.nodes if d.op_type == "MatMul"
              and ((d.action == "quantize" and d.mode == "static")
-                  or (d.action == "float" and d.rule == FFN_RULE))]
+                  or d.rule == FFN_RULE)]  # float compute (int8 weights or float)
     cands = [c for c in cands if info.is_constant(by_name[c].input[1])
              and info.const_array(by_name[c].input[1]).ndim == 2]
     stats = channel_stats(model, [by_name[c].input[0] for c in cands], batches, max_rows=1)
@@ -129,7 +129,7 @@ def split_outliers(model: onnx.ModelProto, recipe: Recipe, batches, threshold: f
     if floats:
         recipe = recipe.with_rules(Rule(nodes=tuple(dict.fromkeys(floats)), action="float",
                                         name="outlier decomposition: outlier features float"))
-    kept_float = {d.node for d in plan.nodes if d.action == "float"}
+    kept_float = {d.node for d in plan.nodes if d.action == "float" or d.rule == FFN_RULE}
     ints = tuple(s.int8_matmul for s in splits if s.matmul in kept_float)
     if ints:  # the int8 part of a MatMul the transformer rules kept float
         recipe = recipe.with_rules(Rule(nodes=ints, name="outlier decomposition: inliers int8"))

@@ -74,6 +74,11 @@ OPTIONS: dict[str, Option] = {
         "auto", "static recipes: keep the attention-mask path, Softmax, LayerNorm, GELU and "
         "residual Adds float (edgequant.recipes.transformer); auto = when the graph is a "
         "transformer", one_of("auto", "on", "off")),
+    "transformer_ffn_output": Option(
+        "dynamic", "static 8-bit recipes on transformers: the FFN-output MatMuls (long-tailed "
+        "post-GELU input) run per-row dynamic int8 (dynamic), int8 weights with float compute "
+        "(weight_only) or all float (float); edgequant.recipes.transformer.ffn_rule",
+        one_of("dynamic", "weight_only", "float")),
     "smoothquant_alpha": Option(
         None, "SmoothQuant migration strength in [0, 1] for static MatMuls after LayerNorm "
         "(or 'search': the best of a grid per layer, by output error on calibration data); "
