@@ -119,11 +119,15 @@ def ffn_rule(nodes: tuple[str, ...], recipe: Recipe | None) -> Rule:
     Option ``transformer_ffn_output`` under a recipe with 8-bit weights: ``dynamic`` (default)
     int8 weights and per-row int8 activations at run time (the ``w8_dynamic`` layout,
     :mod:`edgequant.graph.passes.dynamic`; symmetric weights only, else ``weight_only``);
-    ``weight_only`` int8 weights, float compute; ``float``. Other weight widths: float.
+    ``weight_only`` int8 weights, float compute; ``float``. Other weight widths, and recipes
+    with activations wider than 8 bits (``w8a16``: per-row int8 would lower the precision asked
+    for, and the 16x8 TFLite export would turn hybrid): float.
     """
     w = recipe.weights if recipe is not None else None
+    a = recipe.activations if recipe is not None else None
     choice = option(recipe, "transformer_ffn_output") if recipe is not None else "float"
-    if choice == "float" or w is None or w.qtype.bits != 8:
+    if (choice == "float" or w is None or w.qtype.bits != 8
+            or (a is not None and a.qtype.bits > 8)):
         return Rule(nodes=nodes, action="float", name=FFN_RULE)
     mode = "dynamic" if choice == "dynamic" and w.symmetric else "weight_only"
     return Rule(nodes=nodes, mode=mode, name=FFN_RULE)  # the recipe's weight spec
