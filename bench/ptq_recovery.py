@@ -41,6 +41,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 import edgequant as eq
 from edgequant.analysis.metrics import cosine, top1_agreement
@@ -53,18 +54,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from effnet_w8a8 import session
 from peers import ort_quantize_static
 
-#: (row label, options set on top of the previous cumulative row; None = start from RTN)
-ROWS: tuple[tuple[str, dict, bool], ...] = (
-    ("RTN", {"cle": False, "bias_correction": "none"}, False),
-    ("+ CLE", {"cle": True}, True),
-    ("+ bias correction", {"bias_correction": "empirical"}, True),
-    ("bias correction (no CLE)", {"cle": False, "bias_correction": "empirical"}, False),
+#: Every recovery option off: the starting point each row's options are laid over.
+OFF = {"cle": False, "bias_correction": "none", "weight_clip": "none", "adaround": False,
+       "adaround_bias_correction": "none", "w4_keep_int8": "none", "range_search": False}
+
+#: (row label, options over OFF, recipes the row runs for). Rows whose options only change
+#: low-bit weights (clip search auto, keeping layers int8) run for w4a8 only.
+ROWS: tuple[tuple[str, dict, tuple[str, ...]], ...] = (
+    ("RTN (min/max)", {}, ("w8a8", "w4a8")),
+    ("+ CLE", {"cle": True}, ("w8a8", "w4a8")),
+    ("+ CLE + bias correction", {"cle": True, "bias_correction": "empirical"}, ("w8a8", "w4a8")),
+    ("bias correction (no CLE)", {"bias_correction": "empirical"}, ("w8a8", "w4a8")),
     # AdaRound fits the rounding to float outputs: no CLE (it hurts here), no RTN-based bias
     # correction (it would shift AdaRound's target; docs/adaround.md)
-    ("AdaRound (no CLE / bias corr.)", {"cle": False, "bias_correction": "none",
-                                        "adaround": True}, False),
-    ("AdaRound + range search", {"range_search": True}, True),
+    ("AdaRound", {"adaround": True}, ("w8a8", "w4a8")),
+    ("AdaRound + range search", {"adaround": True, "range_search": True}, ("w8a8",)),
+    ("weight clip search", {"weight_clip": "mse"}, ("w4a8",)),
+    ("clip + bias corr. (w4a8 default)", {"weight_clip": "mse", "bias_correction": "empirical"},
+     ("w4a8",)),
+    ("clip + AdaRound", {"weight_clip": "mse", "adaround": True}, ("w4a8",)),
+    ("clip + AdaRound + BC after", {"weight_clip": "mse", "adaround": True,
+                                    "adaround_bias_correction": "empirical"}, ("w4a8",)),
+    ("int8 first/last, clip + BC", {"weight_clip": "mse", "bias_correction": "empirical",
+                                    "w4_keep_int8": "first_last"}, ("w4a8",)),
+    ("int8 first/last/dw, clip + BC", {"weight_clip": "mse", "bias_correction": "empirical",
+                                       "w4_keep_int8": "first_last_depthwise"}, ("w4a8",)),
+    ("int8 f/l/dw, clip+Ada+BC after", {"weight_clip": "mse", "adaround": True,
+                                        "adaround_bias_correction": "empirical",
+                                        "w4_keep_int8": "first_last_depthwise"}, ("w4a8",)),
 )
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the integer weights a QDQ model stores (int4 packed two per byte)."""
+    bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.INT8: 8,
+            onnx.TensorProto.UINT8: 8}
+    total = 0
+    for t in model.graph.initializer:
+        if t.data_type in bits and len(t.dims) > 1:  # weights (not scalar zero points)
+            total += -(-int(np.prod(t.dims)) * bits[t.data_type] // 8)
+    return total
 
 
 def run(path: Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -89,29 +118,37 @@ def main(argv: list[str] | None = None) -> None:
         ref = run(src, ev)
         print(f"EfficientNet-Lite0, {args.calib} calibration / {args.eval} evaluation crops "
               "(disjoint photos); agreement and cosine against the float model")
-        print(f"{'recipe':<7} {'row':<30} {'top-1 agree':>11} {'cosine':>8}")
+        fp32 = sum(4 * int(np.prod(t.dims)) for t in onnx.load(str(src)).graph.initializer
+                   if len(t.dims) > 1)
+        print(f"float32 weights: {fp32 / 1e6:.2f} MB")
+        print(f"{'recipe':<7} {'row':<32} {'top-1 agree':>11} {'cosine':>8} {'weights MB':>10} "
+              f"{'AdaRound s':>10}")
         for name in args.recipes:
-            opts: dict = {}
-            for label, more, cumulative in ROWS:
-                opts = {**opts, **more} if cumulative else dict(more)
+            for label, more, recipes in ROWS:
+                if name not in recipes:
+                    continue
+                opts = {**OFF, **more}
                 missing = [k for k in opts if k not in OPTIONS]
                 if missing:
-                    print(f"{name:<7} {label:<30} {'n/a (not built)':>20}")
+                    print(f"{name:<7} {label:<32} {'n/a (not built)':>20}")
                     continue
                 qm = eq.quantize(str(src), get_recipe(name).with_options(**opts),
                                  calibration={"input": cal}, batch_size=args.batch)
-                path = qm.save(d / f"{name}_{len(opts)}.onnx")
+                path = qm.save(d / f"{name}.onnx")
                 out = run(path, ev)
-                print(f"{name:<7} {label:<30} {top1_agreement(ref, out):>11.3f} "
-                      f"{cosine(ref, out):>8.4f}", flush=True)
+                ada = sum(la["seconds"] for la in qm.report.get("adaround", {}).get("layers", []))
+                print(f"{name:<7} {label:<32} {top1_agreement(ref, out):>11.3f} "
+                      f"{cosine(ref, out):>8.4f} {weight_bytes(qm.model) / 1e6:>10.2f} "
+                      f"{ada:>10.0f}", flush=True)
             try:
                 bits = 8 if name == "w8a8" else 4
                 theirs = ort_quantize_static(src, d / f"ort_{name}.onnx", cal, weight_bits=bits)
                 out = run(theirs, ev)
-                print(f"{name:<7} {'onnxruntime quantize_static':<30} "
-                      f"{top1_agreement(ref, out):>11.3f} {cosine(ref, out):>8.4f}", flush=True)
+                print(f"{name:<7} {'onnxruntime quantize_static':<32} "
+                      f"{top1_agreement(ref, out):>11.3f} {cosine(ref, out):>8.4f} "
+                      f"{weight_bytes(onnx.load(str(theirs))) / 1e6:>10.2f}", flush=True)
             except Exception as exc:  # an older onnxruntime has no int4 QDQ
-                print(f"{name:<7} {'onnxruntime quantize_static':<30} n/a ({type(exc).__name__})")
+                print(f"{name:<7} {'onnxruntime quantize_static':<32} n/a ({type(exc).__name__})")
 
 
 if __name__ == "__main__":
