@@ -22,7 +22,9 @@ from edgequant.ptq.recovery.layer_rows import Layer
 from edgequant.qparams import QParams
 
 ZETA, GAMMA = 1.1, -0.1          # rectified sigmoid stretch (paper's values)
-REG_WEIGHT = 0.01                # λ
+# λ: the paper's 0.01 left 15–58 % of h(V) undecided after 1000 steps on EfficientNet-Lite0
+# (our loss sums over outputs); 0.1 decides all but ~2 % and halves the 4-bit layer error
+REG_WEIGHT = 0.1
 BETA_START, BETA_END = 20.0, 2.0
 WARM_UP = 0.2                    # fraction of the run with the regulariser off
 LEARNING_RATE = 1e-2
