@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--eval", type=int, default=256)
     ap.add_argument("--recipes", nargs="+", default=["w8a8", "w4a8"])
+    ap.add_argument("--rows", nargs="+", default=None,
+                    help="run only the rows whose label contains one of these (and no peer row)")
     ap.add_argument("--batch", type=int, default=8,
                     help="calibration samples per onnxruntime call (peak memory)")
     args = ap.parse_args(argv)
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{'AdaRound s':>10}")
         for name in args.recipes:
             for label, more, recipes in ROWS:
-                if name not in recipes:
+                if name not in recipes or (args.rows and not any(r in label for r in args.rows)):
                     continue
                 opts = {**OFF, **more}
                 missing = [k for k in opts if k not in OPTIONS]
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{name:<7} {label:<32} {top1_agreement(ref, out):>11.3f} "
                       f"{cosine(ref, out):>8.4f} {weight_bytes(qm.model) / 1e6:>10.2f} "
                       f"{ada:>10.0f}", flush=True)
+            if args.rows and not any(r in "onnxruntime" for r in args.rows):
+                continue
             try:
                 bits = 8 if name == "w8a8" else 4
                 theirs = ort_quantize_static(src, d / f"ort_{name}.onnx", cal, weight_bits=bits)
