@@ -130,6 +130,11 @@ def quantize(
     adaround_iters: Annotated[int | None, typer.Option(help="AdaRound steps per layer")] = None,
     range_search: Annotated[bool, typer.Option(
         help="choose each activation's observer by its consumers' output error")] = False,
+    weight_clip: Annotated[str | None, typer.Option(
+        help="none | mse | auto: per-channel weight range search (default auto: <= 4 bits)")
+    ] = None,
+    w4_keep_int8: Annotated[str | None, typer.Option(
+        help="none | first_last | first_last_depthwise: layers kept at 8-bit weights")] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
@@ -162,7 +167,8 @@ def quantize(
     from edgequant.recipes.transformer import cli_options
 
     rec = rec.with_options(**cli_options(smoothquant, outlier_threshold))
-    recovery = {k: v for k, v in (("cle", cle), ("bias_correction", bias_correction))
+    recovery = {k: v for k, v in (("cle", cle), ("bias_correction", bias_correction),
+                                  ("weight_clip", weight_clip), ("w4_keep_int8", w4_keep_int8))
                 if v is not None}
     if recovery:
         rec = rec.with_options(**recovery)

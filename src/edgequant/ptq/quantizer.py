@@ -35,6 +35,8 @@ from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate, calibrat
 from edgequant.ptq.coverage import check_coverage
 from edgequant.ptq.recovery import recover
 from edgequant.ptq.recovery.adaround import learned_weights
+from edgequant.ptq.recovery.adaround_bias import adaround_bias_method, correct_adaround_biases
+from edgequant.ptq.recovery.keep_int8 import with_int8_layers
 from edgequant.ptq.recovery.range_search import search_ranges
 from edgequant.ptq.recovery.samples import reusable
 from edgequant.ptq.transformer import prepare_transformer
@@ -128,10 +130,13 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     float_model, rec, calibration, extra = prepare_transformer(
         float_model, rec, calibration, load_notes, batch_size=batch_size, batch_axes=batch_axes)
     plan = resolve(rec, float_model, io=io)
+    if (mixed := with_int8_layers(float_model, plan, rec)) is not rec:  # w4_keep_int8
+        rec, plan = mixed, resolve(mixed, float_model, io=io)
     overrides = dict(qparams or {})
     recovered = recover(float_model, plan, rec, calibration, overrides=overrides,
                         batch_size=batch_size, batch_axes=batch_axes)
     float_model, plan, calibration = recovered.model, recovered.plan, recovered.calibration
+    overrides = {**recovered.weight_qparams, **overrides}  # searched weight ranges; given win
     report: dict[str, Any] = {"recipe": rec.name, "mode": rec.mode, "io": io,
                               "notes": load_notes, "warnings": list(requant_warning),
                               **extra}
@@ -160,6 +165,9 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         if option(rec, "adaround"):
             ints = learned_weights(float_model, qm, plan, act, overrides, io, calibration,
                                    batch_size, batch_axes, report, stage_progress)
+            if adaround_bias_method(rec) == "empirical":
+                qm, report["adaround"]["bias_correction"] = correct_adaround_biases(
+                    float_model, qm, plan, ints, calibration, batch_size, batch_axes)
         qm, more, notes = insert_qdq(qm, plan, act, overrides, io, weight_ints=ints)
         used.update(more)
         report["notes"] += notes

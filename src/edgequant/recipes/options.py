@@ -111,6 +111,17 @@ OPTIONS: dict[str, Option] = {
                    number(0, 2**32 - 1, True)),
     "range_search": Option(False, "pick each activation's observer by its consumers' output "
                            "error (minmax, percentiles, mse, entropy)", boolean),
+    # low-bit weight recovery (docs/recovery_w4.md)
+    "weight_clip": Option("auto", "per-channel weight range: none (min/max) | mse (the fraction "
+                          "0.5..1 of min/max with the least weight MSE) | auto (mse at <= 4 bits)",
+                          one_of("none", "mse", "auto")),
+    "w4_keep_int8": Option("none", "layers kept at 8-bit weights in a low-bit recipe: none | "
+                           "first_last (first and last weighted layer) | first_last_depthwise",
+                           one_of("none", "first_last", "first_last_depthwise")),
+    "adaround_bias_correction": Option(
+        "auto", "after AdaRound, fold the mean output shift of the learned weights into the "
+        "biases: none | empirical | auto (empirical below 8-bit weights)",
+        one_of("none", "empirical", "auto")),
 }
 
 

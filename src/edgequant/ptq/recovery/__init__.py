@@ -5,7 +5,9 @@ closer to float, with no training (docs/ptq_recovery.md).
 ``quantize`` is about to calibrate and quantize:
 
 1. ``cle`` — cross-layer equalization (:mod:`.cle`); the plan is resolved again afterwards.
-2. ``bias_correction`` — per-channel mean shift of weight rounding folded into the biases
+2. ``weight_clip`` — MSE-optimal per-channel weight ranges (:mod:`.weight_clip`); ``auto``
+   (the default) searches weights of at most 4 bits. The qparams go back to ``quantize``.
+3. ``bias_correction`` — per-channel mean shift of weight rounding folded into the biases
    (:mod:`.bias_correction`), measured on the calibration data; ``auto`` (the default) does
    it for weights below 8 bits.
 
@@ -29,6 +31,7 @@ from edgequant.ptq.recovery.cle import equalize
 from edgequant.ptq.recovery.error_stats import measure, static_layers
 from edgequant.ptq.recovery.layer_sqnr import sqnr_table
 from edgequant.ptq.recovery.stats import Batches
+from edgequant.ptq.recovery.weight_clip import clip_method, clipped_weights
 from edgequant.qparams import QParams
 from edgequant.recipes.decisions import QuantPlan
 from edgequant.recipes.options import option
@@ -48,6 +51,8 @@ class Recovered:
     #: the calibration data, made re-iterable when it was a one-shot iterator
     calibration: Any
     report: dict[str, Any] = field(default_factory=dict)
+    #: searched weight qparams (``weight_clip``); the quantizer's given qparams win over them
+    weight_qparams: dict[str, QParams] = field(default_factory=dict)
 
 
 def enabled(recipe: Recipe) -> list[str]:
@@ -55,6 +60,8 @@ def enabled(recipe: Recipe) -> list[str]:
     out = []
     if recipe.mode == "static" and option(recipe, "cle"):
         out.append("cle")
+    if clip_method(recipe) != "none":
+        out.append(f"weight_clip ({clip_method(recipe)})")
     if recipe.mode == "static" and bias_method(recipe) != "none":
         out.append(f"bias_correction ({bias_method(recipe)})")
     return out
@@ -112,6 +119,11 @@ def recover(float_model: onnx.ModelProto, plan: QuantPlan, recipe: Recipe, calib
     model = onnx.ModelProto()
     model.CopyFrom(float_model)
     report: dict[str, Any] = {"techniques": steps}
+    corrected = any(s.startswith("bias_correction") for s in steps)
+    clip: dict[str, QParams] = {}
+    if not corrected and "cle" not in steps:  # weight clip search alone: nothing to measure
+        clip, report["weight_clip"] = clipped_weights(model, plan, overrides)
+        return Recovered(model, plan, calibration, report, clip)
     before = measure(model, static_layers(model, plan, overrides), batches)
     if "cle" in steps:
         model, summary = equalize(model, batches)
@@ -120,15 +132,18 @@ def recover(float_model: onnx.ModelProto, plan: QuantPlan, recipe: Recipe, calib
             from edgequant.recipes.plan import resolve
 
             plan = resolve(recipe, model, io=plan.io)
-    after = measure(model, static_layers(model, plan, overrides), batches) if "cle" in steps \
-        else before
-    corrected = any(s.startswith("bias_correction") for s in steps)
+    if any(s.startswith("weight_clip") for s in steps):
+        clip, report["weight_clip"] = clipped_weights(model, plan, overrides)
+    weights = {**clip, **(overrides or {})}
+    after = measure(model, static_layers(model, plan, weights), batches) \
+        if "cle" in steps or clip else before
     if corrected:
         model, skipped = correct_biases(model, after)
         report["bias_correction"] = {"layers": len(after) - len(skipped), "skipped": skipped}
-    report["layers"] = sqnr_table(before, after, corrected)
+    changed = "".join(f"+{t}" for t, on in (("cle", "cle" in steps), ("weight_clip", clip)) if on)
+    report["layers"] = sqnr_table(before, after, corrected, changed)
     sq = [r["output_sqnr_db"][-1] for r in report["layers"] if r["output_sqnr_db"][-1] is not None]
     if sq:
         log.info("recovery: median weight-rounding output SQNR %.2f dB over %d layer(s)",
                  float(np.median(sq)), len(sq))
-    return Recovered(model, plan, calibration, report)
+    return Recovered(model, plan, calibration, report, clip)

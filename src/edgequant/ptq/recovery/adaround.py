@@ -81,7 +81,8 @@ def adaround(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: Qua
                     "node": la.node, "weight": la.weight, "bits": qp.qtype.bits,
                     "rows": len(xq), "mse_rtn": res.mse_rtn, "mse_adaround": res.mse_adaround,
                     "iterations": res.iterations, "seconds": round(res.seconds, 3),
-                    "budget_hit": res.budget_hit, "kept_rtn": res.kept_rtn})
+                    "budget_hit": res.budget_hit, "kept_rtn": res.kept_rtn,
+                    "undecided": round(res.undecided, 4), "flipped": round(res.flipped, 4)})
                 done += 1
                 if progress:
                     progress("adaround", done, len(layers))
