@@ -293,7 +293,7 @@ def _litert(result, names: list[str], inputs: tuple[np.ndarray, ...], workdir: P
     try:
         path = result.save(workdir / "model.tflite")
     except (EdgequantError, ValueError, TypeError) as exc:
-        return f"not exportable: {exc}"
+        return f"not exportable: {str(exc).split(' (supported')[0]}"  # reason, not op list
     return _run(open_runner(path), names, inputs, 16)
 
 
