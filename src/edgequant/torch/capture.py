@@ -9,7 +9,9 @@
 2. :func:`edgequant.graph.passes.fold.prepare_float` cleans the graph exactly as
    :func:`edgequant.quantize` does (BatchNorm folded with its running statistics: training
    runs with frozen BN statistics from the first step).
-3. :func:`edgequant.recipes.plan.resolve` gives the plan — the same one PTQ executes.
+3. :func:`edgequant.ptq.transformer.prepare_transformer` (PTQ's transformer step: rule set,
+   SmoothQuant / outlier options) then :func:`edgequant.recipes.plan.resolve` give the plan —
+   the same one PTQ executes.
 4. :class:`edgequant.torch.graph_qat.GraphQAT` trains that graph with the plan's fake
    quantization, optionally started from PTQ-calibrated activation qparams.
 """
