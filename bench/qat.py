@@ -220,7 +220,7 @@ def run_architectures(which: list[str]) -> bool:
                     f"{', '.join(r['float_ops'])}): mean cosine to float embeddings on held-out "
                     f"docstrings PTQ {r['ptq_cos']:.4f}, QAT+distillation {r['qat_cos']:.4f} "
                     f"(fake quant {r['qat_fq_cos']:.4f}); agreement = same top-1 retrieval "
-                    f"neighbour; max LSB of {r['last_quantized']} (last int8 MatMul); "
+                    f"neighbour; max LSB of {r['last_quantized']} (last int8 MatMul, real tokens); "
                     f"{r['steps']} steps × {r['batch']}, {r['train_seconds']:.0f} s training, "
                     f"{r['seconds']:.0f} s total", rows)
         ok &= r["holds"] and r["qat_cos"] >= r["ptq_cos"]

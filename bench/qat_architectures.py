@@ -262,18 +262,22 @@ def minilm(recipe: str = "w8a8", steps: int = 40, batch: int = 8, seq_len: int =
         outs["litert"] = _litert(result, names, ev, Path(tmp))
     rows = compare(fq, outs, float("nan"), kind="embedding")
     last, codes = last_quantized_codes(qat, result.model, names, ev, reference_n)
+    real = ev[names.index("attention_mask")].astype(bool)  # (N, S): pooling reads only these
+
+    def lsb(a: np.ndarray, b: np.ndarray) -> float:  # padded positions never reach the output
+        n = min(len(a), len(b))
+        return float(np.max(np.abs(a[:n] - b[:n])[real[:n]]))
+
     for row in rows:
         if row["engine"] in codes:
-            row["max_lsb"] = float(np.max(np.abs(codes["fake quant"][:len(codes[row["engine"]])]
-                                                 - codes[row["engine"]])))
+            row["max_lsb"] = lsb(codes["fake quant"], codes[row["engine"]])
             row["min_cos"] = float(np.min(cosine(fq[:row["n"]], outs[row["engine"]])))
     ort = outs["onnxruntime"]
-    if not isinstance(outs["reference"], str):  # the floor: the two deployed engines
+    if not isinstance(outs["reference"], str):  # the two deployed engines against each other
         rf = outs["reference"]
         floor = compare(ort[:len(rf)], {"reference vs onnxruntime": rf}, float("nan"),
                         kind="embedding")[0]
-        floor["max_lsb"] = float(np.max(np.abs(codes["onnxruntime"][:len(rf)]
-                                               - codes["reference"])))
+        floor["max_lsb"] = lsb(codes["onnxruntime"], codes["reference"])
         floor["min_cos"] = float(np.min(cosine(ort[:len(rf)], rf)))
         rows.append({**floor, "context": True})
     float_ops = sorted({d.op_type for d in qat.plan.float_nodes()})
@@ -299,7 +303,8 @@ def _litert(result, names: list[str], inputs: tuple[np.ndarray, ...], workdir: P
 
 def last_quantized_codes(qat, model, names: list[str], inputs: tuple[np.ndarray, ...],
                          reference_n: int) -> tuple[str, dict[str, np.ndarray]]:
-    """Integer codes of the last int8 MatMul output (the deepest quantized GEMM) per engine.
+    """Integer codes (N, S, C) of the last int8 MatMul output (the deepest quantized GEMM)
+    per engine.
 
     Fake quant: ``round(x / scale) + zero_point`` of the training forward's value; deployed:
     the output of that tensor's QuantizeLinear in the converted model (made a graph output).
