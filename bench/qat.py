@@ -53,19 +53,18 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   identical predictions in onnxruntime (97.7 % LiteRT, 96.9 % reference on 32), max 4 LSB of
   the logits — the graph-QAT numerics do not yet match the deployed model on this network
   the way they do on the MobileNet-style CNN (1 LSB), and 60 steps are far too few for w4a8.
-- minilm (this worktree's run, 2 cores shared with 4 other jobs, load average ~12; the claims
-  FAIL, exit 1): mean cosine to float on 512 held-out docstrings PTQ 0.9911 → QAT +
-  distillation 0.9920 in onnxruntime (fake quant 0.9919; 40 steps × 8, 1209 s of training
-  under that load). Fake quant vs deployed: onnxruntime 96.9 % identical top-1 retrieval
-  (512), min cosine 0.9863, max 18 LSB at the last int8 MatMul; reference interpreter
-  100 % (64 docstrings), max 20 LSB; LiteRT: not exportable (the embedding Gather has no
-  TFLite export yet). The floor: onnxruntime vs the reference interpreter — two deployments
-  of the same QDQ model — agree on only 93.8 % (64), max 15 LSB, min cosine 0.9896. Values
-  within float32 rounding of a rounding boundary land one step apart in one engine (GEMM /
-  LayerNorm accumulation order) and 6 post-LN layers amplify those flips, so ≥ 99.8 %
-  retrieval agreement is not reachable by *any* two float implementations of this int8
-  graph; on a 2-layer encoder every quantized tensor stays within 1 LSB
-  (``tests/torch/test_qat_transformer.py``).
+- minilm (2 cores shared with 4 other jobs, load average ~12; the claims FAIL, exit 1):
+  mean cosine to float on 512 held-out docstrings PTQ 0.9911 → QAT + distillation 0.9920 in
+  onnxruntime (fake quant 0.9919; 40 steps × 8, 399 s of training under that load, 1209 s
+  in a run under heavier load). Fake quant vs deployed: onnxruntime 96.9 % identical top-1
+  retrieval (512), min cosine 0.9863, max 15 LSB at the last int8 MatMul (real tokens);
+  reference interpreter 100 % (64 docstrings), min cosine 0.9899, max 11 LSB; LiteRT: not
+  exportable (the embedding Gather has no TFLite export yet). onnxruntime vs the reference
+  interpreter — two deployments of the same QDQ model — agree on 93.8 % (64), max 14 LSB,
+  min cosine 0.9896. Values within float32 rounding of a rounding boundary land one step
+  apart when a float kernel (LayerNorm, Gelu, float MatMul) rounds differently, and 6 post-LN
+  layers amplify those flips; on a 2-layer encoder every quantized tensor stays within
+  1 LSB (``tests/torch/test_qat_transformer.py``).
 """
 
 from __future__ import annotations
