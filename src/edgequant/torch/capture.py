@@ -9,7 +9,9 @@
 2. :func:`edgequant.graph.passes.fold.prepare_float` cleans the graph exactly as
    :func:`edgequant.quantize` does (BatchNorm folded with its running statistics: training
    runs with frozen BN statistics from the first step).
-3. :func:`edgequant.recipes.plan.resolve` gives the plan — the same one PTQ executes.
+3. :func:`edgequant.ptq.transformer.prepare_transformer` (PTQ's transformer step: rule set,
+   SmoothQuant / outlier options) then :func:`edgequant.recipes.plan.resolve` give the plan —
+   the same one PTQ executes.
 4. :class:`edgequant.torch.graph_qat.GraphQAT` trains that graph with the plan's fake
    quantization, optionally started from PTQ-calibrated activation qparams.
 """
@@ -28,8 +30,10 @@ from torch import nn
 
 from edgequant.errors import RecipeError, UnsupportedOpError
 from edgequant.graph.passes.fold import prepare_float
+from edgequant.graph.passes.mask_path import finite_mask_constants
 from edgequant.ptq.calibrate import DEFAULT_BATCH
 from edgequant.ptq.calibrate import calibrate as ptq_calibrate
+from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
 from edgequant.recipes.plan import resolve
 from edgequant.recipes.recipe import Recipe, Rule
@@ -117,7 +121,8 @@ def capture(module: nn.Module, example_inputs) -> Capture:
     args = as_tuple(example_inputs)
     raw = export_onnx(module, args)
     modules = {_label(n): module_path(n) for n in raw.graph.node}
-    graph = prepare_float(raw)
+    raw, notes = finite_mask_constants(raw)  # as edgequant.quantize: −inf masks → MASK_FILL
+    graph = prepare_float(raw, notes)
     check_ops(graph, modules)
     marked = tuple(n for n, m in module.named_modules()
                    if n and (getattr(m, _FLOAT_MARK, False) or isinstance(m, FloatRegion)))
@@ -161,10 +166,18 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
         recipe = replace(recipe, rules=(*recipe.rules, rule))
     graph = onnx.ModelProto()
     graph.CopyFrom(cap.graph)
+    feeds = None
+    if calibration is not None:
+        names = [i.name for i in graph.graph.input if i.name not in
+                 {t.name for t in graph.graph.initializer}]
+        feeds = calibration_feeds(calibration, names, [tuple(a.shape[1:]) for a in cap.example])
+    # PTQ's transformer step (edgequant.quantize): the same rule set, SmoothQuant, outliers
+    graph, recipe, _, _ = prepare_transformer(graph, recipe, feeds, [],
+                                              batch_size=DEFAULT_BATCH)
     plan = resolve(recipe, graph)
     qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
-    if calibration is not None:
-        qat.load_activation_qparams(ptq_qparams(qat, calibration, cap.example))
+    if feeds is not None:
+        qat.load_activation_qparams(ptq_qparams(qat, feeds, cap.example))
     n_act = sum(1 for d in plan.tensors.values() if d.role == "activation"
                 and d.action == "quantize")
     log.info("prepare_qat: %d nodes, %d quantized activations, %d quantized weights, %d float "

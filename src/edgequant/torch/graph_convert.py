@@ -21,6 +21,7 @@ from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError
 from edgequant.graph.contract import META_FORMAT, META_RECIPE
+from edgequant.graph.passes.gather_weights import TABLE_MODES, quantize_gathers
 from edgequant.graph.passes.insert_qdq import insert_qdq
 from edgequant.ptq.quantizer import QuantizedModel
 from edgequant.qparams import QParams
@@ -77,8 +78,13 @@ def convert_graph(qat: GraphQAT, path: str | os.PathLike | None = None) -> Quant
     weights: dict[str, QParams] = {}
     for key, qp in qat.weight_qparams().items():
         (acts if plan.tensors[key].role == "constant" else weights)[key] = qp
-    model, used, notes = insert_qdq(trained_graph(qat), plan, act_qparams=acts,
+    model = trained_graph(qat)
+    tables: dict[str, QParams] = {}
+    if any(d.mode in TABLE_MODES for d in plan.quantized("weight")):  # embedding tables, as PTQ
+        model, tables = quantize_gathers(model, plan, weight_qparams=weights)
+    model, used, notes = insert_qdq(model, plan, act_qparams=acts,
                                     weight_qparams=weights, io="float")
+    used.update(tables)
     for key, qp in {**acts, **weights}.items():
         if key in used and not _same(used[key], qp):
             raise EdgequantError(f"{key!r}: the Q/DQ qparams differ from training's")
