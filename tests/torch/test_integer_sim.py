@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch_models import run_ort
 
 from edgequant.recipes.builtin import get_recipe
 from edgequant.runtime.runners import open_runner
 from edgequant.torch.capture import capture, qat_from_capture
 from edgequant.torch.graph_convert import convert_graph
 from edgequant.torch.integer_sim import IntegerSim
-from torch_models import run_ort
 
 
 class _Block(nn.Module):
@@ -91,6 +91,21 @@ def test_eval_forward_equals_onnxruntime_bit_for_bit(lite_cap, recipe):
     assert np.array_equal(fq[:8], ref_y)
 
 
+@pytest.mark.parametrize("recipe", ["w8a8", "w4a8"])
+def test_litert_kernels_equal_litert_bit_for_bit(lite_cap, recipe, tmp_path):
+    """``kernels="litert"``: XNNPACK's ADD and the exporter's AVERAGE_POOL_2D + QUANTIZE head
+    (plain fake quant and the onnxruntime kernels are 4 LSB off on most logits here)."""
+    pytest.importorskip("ai_edge_litert")
+    qat = qat_from_capture(lite_cap, get_recipe(recipe), calibration=X[:32])
+    runner = open_runner(convert_graph(qat).save(tmp_path / "m.tflite"))
+    got = np.concatenate([np.asarray(runner.run({runner.input_names[0]: X[s:s + 16].numpy()})[0])
+                          for s in range(0, len(X), 16)])  # (64, 10) float32
+    qat.kernels = "litert"
+    fq = _eval(qat, X)
+    lsb = float(qat.activation_qparams()[qat.output_names[0]].scale)
+    assert np.array_equal(fq, got), f"max {np.max(np.abs(fq - got)) / lsb:.1f} LSB"
+
+
 def test_emulated_nodes_and_gradients(lite_cap):
     """Every Conv / Add / GAP / Gemm of the model is emulated; training keeps float gradients."""
     qat = qat_from_capture(lite_cap, get_recipe("w8a8"), calibration=X[:32])
@@ -104,7 +119,7 @@ def test_emulated_nodes_and_gradients(lite_cap):
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
     qat.kernels = None  # plain fake quant: the same values up to an LSB flip here and there
     plain = _eval(qat, X)
-    qat.kernels = "float"
+    qat.kernels = "onnxruntime"
     exact = _eval(qat, X)
     assert np.max(np.abs(plain - exact)) <= 8 * float(
         qat.activation_qparams()[qat.output_names[0]].scale)
@@ -112,7 +127,7 @@ def test_emulated_nodes_and_gradients(lite_cap):
 
 def test_unknown_kernels_mode_is_an_error(lite_cap):
     qat = qat_from_capture(lite_cap, get_recipe("w8a8"), calibration=X[:32])
-    qat.kernels = "tflite"
+    qat.kernels = "tflm"
     qat.eval()
     with pytest.raises(ValueError, match="kernels"):
         qat(X[:2])

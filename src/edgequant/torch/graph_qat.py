@@ -18,10 +18,10 @@ the PTQ path executes. The module runs that graph node by node with the torch op
 
 In eval mode the nodes the deployed model runs as integer kernels (Conv, Gemm, Add,
 GlobalAveragePool) are recomputed from their input integers exactly as those kernels do
-(:mod:`edgequant.torch.integer_sim`; ``kernels = "float"``: onnxruntime, ``"fixedpoint"``:
-TFLite / integer hardware, ``None``: plain fake quantization), so the eval forward equals the
-converted model bit for bit; training keeps the faster float path (the two differ only where a
-float32 rounding error crosses a rounding boundary).
+(:mod:`edgequant.torch.integer_sim`; ``kernels``: ``"onnxruntime"`` (default), ``"litert"``
+(the ``.tflite`` export on LiteRT / XNNPACK) or ``None``: plain fake quantization), so the
+eval forward equals the converted model bit for bit; training keeps the faster float path
+(the two differ only where a float32 rounding error crosses a rounding boundary).
 
 Every weight, bias and float constant operand of Conv / Gemm / MatMul / Add / Mul /
 LayerNormalization is an ``nn.Parameter``; ``convert`` writes them back into the graph under
@@ -149,8 +149,8 @@ class GraphQAT(nn.Module):
         self.bias_float: set[str] = set()  # biases left float (int32 overflow), as insert_qdq
         #: False: run the float graph (no fake quantization) — the float reference of the plan
         self.fake_quant = True
-        #: eval-mode integer-kernel emulation: "float" (onnxruntime), "fixedpoint" (TFLite), None
-        self.kernels: str | None = "float"
+        #: runtime whose integer kernels the eval forward emulates: "onnxruntime", "litert", None
+        self.kernels: str | None = "onnxruntime"
 
     # -- values -------------------------------------------------------------------------------
     def value(self, name: str) -> torch.Tensor:

@@ -26,9 +26,11 @@ fused Relu / Clip and the output's fake quantization that follow leave them unch
 | Add (+ fused Relu / Clip)    | QLinearAdd                            | ``interp`` ``QLinearAdd``    |
 | GlobalAveragePool            | QLinearGlobalAveragePool              | ``interp`` kernel            |
 
-``requantization="fixedpoint"`` emulates TFLite / integer hardware (int32 multiplier and
-shift, gemmlowp rounding) instead. Other nodes (MatMul, Mul, Sigmoid, ...) keep the float
-path.
+``kernels="litert"`` emulates LiteRT's default CPU path (XNNPACK) on the ``.tflite`` export
+instead: the same fp32 requantization for Conv / FullyConnected, XNNPACK's fixed-point ADD, and
+GlobalAveragePool as the exporter writes it (AVERAGE_POOL_2D on the input grid, rounding half
+away, then a QUANTIZE to the output grid). Other nodes (MatMul, Mul, Sigmoid, ...) and 16-bit
+activations keep the float path: onnxruntime runs those as float kernels too.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ import torch
 
 from edgequant.interp.ops.qlinear import QGemm
 from edgequant.interp.ops.qlinear_ms import QLinearAdd, QLinearGlobalAveragePool
-from edgequant.interp.registry import NodeContext, Requantization
+from edgequant.interp.registry import NodeContext
 from edgequant.interp.requant import real_multiplier, requantize
+from edgequant.interp.tflite.kernels import add_sub_xnnpack, pool, requantize_tensor
 from edgequant.spec import QType
 from edgequant.torch.onnx_ops import Conv
 
@@ -49,6 +52,8 @@ from edgequant.torch.onnx_ops import Conv
 INTEGER_OPS = ("Conv", "Gemm", "Add", "GlobalAveragePool")
 _FUSED = ("Relu", "Clip")
 _INT32 = QType(32, True)
+#: ``GraphQAT.kernels`` values: the runtime whose integer kernels the eval forward emulates.
+KERNELS = ("onnxruntime", "litert")
 #: float32 represents every integer below 2^24 exactly.
 FLOAT32_EXACT = 1 << 24
 
@@ -79,12 +84,13 @@ class Grid:
 class IntegerSim:
     """Emulates the deployed integer kernels for the nodes of one :class:`GraphQAT`."""
 
-    def __init__(self, qat, requantization: Requantization = "float") -> None:
-        if requantization not in ("float", "fixedpoint"):
-            raise ValueError(f"QAT kernels={requantization!r} is not allowed: use 'float' "
-                             "(onnxruntime), 'fixedpoint' (TFLite) or None (plain fake quant)")
+    def __init__(self, qat, kernels: str = "onnxruntime") -> None:
+        if kernels not in KERNELS:
+            raise ValueError(f"QAT kernels={kernels!r} is not allowed: use one of {KERNELS} "
+                             "or None (plain fake quantization)")
         self.qat = qat
-        self.requantization = requantization
+        self.kernels = kernels
+        self.requantization = "float"  # onnxruntime and XNNPACK alike: fp32 multiplier
         consumers: dict[str, list] = {}
         for node in qat.nodes:
             for t in node.inputs:
@@ -213,6 +219,10 @@ class IntegerSim:
         b = self.input_grid(node.inputs[1], node.label)
         if a is None or b is None or len({a.qtype, b.qtype, y.qtype}) > 1:
             return None
+        if self.kernels == "litert":
+            q = add_sub_xnnpack(_int8(a, a.integers(ins[0])), _int8(b, b.integers(ins[1])),
+                                _tfl(a), _tfl(b), _tfl(y), "NONE", 1)
+            return y.values(q.astype(np.int64) + y.zero_point - _int8_zp(y))
         q = QLinearAdd(self._ctx(node, "QLinearAdd"), a.container(a.integers(ins[0])), a.scale,
                        a.zero_point, b.container(b.integers(ins[1])), b.scale, b.zero_point,
                        y.scale, y.zero_point)
@@ -222,10 +232,31 @@ class IntegerSim:
         x = self.input_grid(node.inputs[0], node.label)
         if x is None or x.qtype != y.qtype:
             return None
+        if self.kernels == "litert":  # AVERAGE_POOL_2D on the input grid, QUANTIZE to y's
+            xi = np.moveaxis(_int8(x, x.integers(ins[0])), 1, -1)  # (N, H, W, C) int8
+            avg = pool(xi, "avg", xi.shape[1:3], (1, 1), "VALID", "NONE", _tfl(x))
+            if (x.scale, x.zero_point) != (y.scale, y.zero_point):
+                avg = requantize_tensor(avg, _tfl(x), _tfl(y), np.int8, "xnnpack")
+            return y.values(np.moveaxis(avg, -1, 1).astype(np.int64) + y.zero_point - _int8_zp(y))
         q = QLinearGlobalAveragePool(self._ctx(node, "QLinearGlobalAveragePool"),
                                      x.container(x.integers(ins[0])), x.scale, x.zero_point,
                                      y.scale, y.zero_point)
         return y.values(q)
 
 
-__all__ = ["INTEGER_OPS", "Grid", "IntegerSim"]
+def _int8_zp(g: Grid) -> int:
+    """The zero point on LiteRT's int8 activations (uint8 grids shift by −128)."""
+    return g.zero_point - 128 if g.qtype.bits == 8 and not g.qtype.signed else g.zero_point
+
+
+def _int8(g: Grid, q: np.ndarray) -> np.ndarray:
+    """Integers of ``g`` as LiteRT's int8 tensor holds them."""
+    return (q - g.zero_point + _int8_zp(g)).astype(np.int8)
+
+
+def _tfl(g: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """``(scales, zero_points)`` as :mod:`edgequant.interp.tflite.kernels` takes them."""
+    return np.array([g.scale], np.float32), np.array([_int8_zp(g)], np.int64)
+
+
+__all__ = ["INTEGER_OPS", "KERNELS", "Grid", "IntegerSim"]
