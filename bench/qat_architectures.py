@@ -30,15 +30,32 @@ AGREEMENT_MIN = 99.8  # % of inputs with identical predictions, fake quant vs de
 ACC_GAP_MAX = 0.1     # points
 
 
-def fq_outputs(qat, inputs: tuple[np.ndarray, ...], batch: int = 64) -> np.ndarray:
-    """The QAT model's eval-mode outputs (first graph output) on ``inputs``."""
+def fq_outputs(qat, inputs: tuple[np.ndarray, ...], batch: int = 64,
+               kernels: str | None = "onnxruntime") -> np.ndarray:
+    """The QAT model's eval-mode outputs (first graph output) on ``inputs``, with the integer
+    kernels of ``kernels`` emulated (``GraphQAT.kernels``; None: plain fake quantization)."""
     qat.eval()
+    before = getattr(qat, "kernels", None)
+    if hasattr(qat, "kernels"):
+        qat.kernels = kernels
     out = []
-    with torch.no_grad():
-        for s in range(0, len(inputs[0]), batch):
-            y = qat(*(torch.from_numpy(a[s:s + batch]) for a in inputs))
-            out.append((y[0] if isinstance(y, tuple) else y).numpy())
+    try:
+        with torch.no_grad():
+            for s in range(0, len(inputs[0]), batch):
+                y = qat(*(torch.from_numpy(a[s:s + batch]) for a in inputs))
+                out.append((y[0] if isinstance(y, tuple) else y).numpy())
+    finally:
+        if hasattr(qat, "kernels"):
+            qat.kernels = before
     return np.concatenate(out)
+
+
+def fq_per_engine(qat, inputs: tuple[np.ndarray, ...], batch: int = 64) -> dict[str, np.ndarray]:
+    """Fake-quant outputs to compare each engine with: onnxruntime's kernels for onnxruntime and
+    the reference interpreter, LiteRT's (XNNPACK) for LiteRT."""
+    ort = fq_outputs(qat, inputs, batch, "onnxruntime")
+    return {"onnxruntime": ort, "reference": ort,
+            "litert": fq_outputs(qat, inputs, batch, "litert")}
 
 
 def _run(runner, names: list[str], inputs: tuple[np.ndarray, ...], batch: int) -> np.ndarray:
@@ -70,15 +87,16 @@ def deployed_outputs(result, names: list[str], inputs: tuple[np.ndarray, ...], w
     return out
 
 
-def compare(fq: np.ndarray, outs: dict, scale: float, labels: np.ndarray | None = None,
+def compare(fq: np.ndarray | dict, outs: dict, scale: float, labels: np.ndarray | None = None,
             kind: str = "logits") -> list[dict]:
-    """Per engine: % identical predictions vs fake quant, accuracy gap, max |Δ| in LSB."""
+    """Per engine: % identical predictions vs fake quant (one array, or one per engine as
+    :func:`fq_per_engine` gives), accuracy gap, max |Δ| in LSB."""
     rows = []
     for engine, y in outs.items():
         if isinstance(y, str):
             rows.append({"engine": engine, "note": y})
             continue
-        f = fq[:len(y)]
+        f = (fq[engine] if isinstance(fq, dict) else fq)[:len(y)]
         if kind == "logits":
             agree = 100 * float(np.mean(f.argmax(1) == y.argmax(1)))
         else:  # embeddings: the nearest neighbour of each item in the set is the prediction
@@ -145,7 +163,7 @@ def mobilenet_style(recipes=("w8a8", "w4a8"), train_n: int = 8000, test_n: int =
         eqt.fit_qat(qat, loader, teacher=model, alpha=0.5, lr=3e-4, show_progress=False,
                     freeze_observers_step=len(loader) // 2)
         result = eqt.convert(qat)
-        fq = fq_outputs(qat, (x_te,))
+        fq = fq_per_engine(qat, (x_te,))
         with tempfile.TemporaryDirectory() as tmp:
             outs = deployed_outputs(result, qat.input_names, (x_te,), Path(tmp), reference_n=500)
         rows = compare(fq, outs, output_scale(qat), y_te)

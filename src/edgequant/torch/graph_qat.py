@@ -254,9 +254,7 @@ class GraphQAT(nn.Module):
                and not self.training else None)
         for node in self.nodes:
             ins = [self._operand(t, node, env, raw, done) for t in node.inputs]
-            out = node.fn(ins, node.attrs)
-            if sim is not None:
-                out = sim.run(node, ins, out)
+            out = node.fn(ins, node.attrs) if sim is None else sim.run(node, ins)
             outs = out if isinstance(out, tuple) else (out,)
             for name, y in zip(node.outputs, outs, strict=False):
                 raw[name] = y

@@ -155,17 +155,26 @@ class IntegerSim:
         return v.clamp(_INT32.qmin, _INT32.qmax).numpy().astype(np.int64)
 
     # -- kernels ---------------------------------------------------------------------------------
-    def run(self, node, ins: list, out: torch.Tensor) -> torch.Tensor:
-        """``out`` (the float result of ``node``) replaced by the deployed kernel's value when
-        ``node`` runs as an integer kernel; gradients pass straight through to ``out``."""
-        if node.op_type not in INTEGER_OPS or not out.is_floating_point():
-            return out
+    def exact(self, node, ins: list) -> torch.Tensor | None:
+        """The deployed kernel's (dequantized) output of ``node`` on the fake-quantized inputs
+        ``ins``, or None when the deployed model does not run ``node`` as an integer kernel."""
+        if node.op_type not in INTEGER_OPS or not all(
+                t is None or t.is_floating_point() for t in ins):
+            return None
         y_grid = self.output_grid(node.outputs[0])
         if y_grid is None or y_grid.qtype.bits != 8:  # 16-bit: onnxruntime runs float kernels
-            return out
-        exact = getattr(self, f"_{node.op_type}")(node, ins, y_grid)
+            return None
+        return getattr(self, f"_{node.op_type}")(node, ins, y_grid)
+
+    def run(self, node, ins: list) -> torch.Tensor:
+        """``node``'s output: the deployed kernel's value where there is one (gradients pass
+        straight through to the float op), else the float op's."""
+        exact = self.exact(node, ins)
         if exact is None:
-            return out
+            return node.fn(ins, node.attrs)
+        if not torch.is_grad_enabled():
+            return exact
+        out = node.fn(ins, node.attrs)
         return out + (exact.reshape(out.shape) - out).detach()
 
     def _ctx(self, node, op_type: str) -> NodeContext:
