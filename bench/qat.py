@@ -73,6 +73,9 @@ PTQ_LOSS_MIN = 1.0       # points: PTQ must visibly hurt for the QAT claim to me
 QAT_GAP_MAX = 0.5        # points below fp32
 FQ_ORT_GAP_MAX = 0.1     # points between fake-quant and deployed accuracy
 AGREEMENT_MIN = 99.8     # % of test images with identical predictions
+#: points of top-1 agreement with float QAT must add over PTQ on EfficientNet-Lite0: w8a8
+#: "improves", w4a8 "by a wide margin" (one of the 128 held-apart crops is 0.8 point)
+EFFNET_MARGIN = {"w8a8": 0.1, "w4a8": 20.0}
 
 
 def load_example():
@@ -189,12 +192,15 @@ def run_architectures(which: list[str]) -> bool:
     if "effnet" in which:
         res = qa.efficientnet()
         for recipe in ("w8a8", "w4a8"):
-            r = res[recipe]
-            better = r["qat_agree"] > r["ptq_agree"]
+            r, c = res[recipe], res[recipe]["cfg"]
+            margin = EFFNET_MARGIN[recipe]
+            better = r["qat_agree"] >= r["ptq_agree"] + margin
             _arch_table(f"EfficientNet-Lite0 {recipe}: top-1 agreement with float on held-apart "
                         f"photos: PTQ {r['ptq_agree']:.1f} %, QAT+distillation "
-                        f"{r['qat_agree']:.1f} % ({res['steps']} steps × {res['batch']} crops "
-                        f"at {res['size']}², {r['train_seconds']:.0f} s training)", r["rows"])
+                        f"{r['qat_agree']:.1f} % (needs ≥ PTQ + {margin:g}; {c.steps} steps × "
+                        f"{c.batch} crops at {c.size}², lr {c.lr:g}"
+                        f"{', LSQ' if c.learn_scales else ''}, {c.schedule}; "
+                        f"{r['train_seconds']:.0f} s training)", r["rows"])
             ok &= r["holds"] and better
     if "minilm" in which:
         r = qa.minilm()

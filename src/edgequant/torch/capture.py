@@ -30,6 +30,7 @@ from edgequant.errors import RecipeError, UnsupportedOpError
 from edgequant.graph.passes.fold import prepare_float
 from edgequant.ptq.calibrate import DEFAULT_BATCH
 from edgequant.ptq.calibrate import calibrate as ptq_calibrate
+from edgequant.ptq.recovery import recover
 from edgequant.qparams import QParams
 from edgequant.recipes.plan import resolve
 from edgequant.recipes.recipe import Recipe, Rule
@@ -144,8 +145,10 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     """A fresh :class:`GraphQAT` of a captured module for ``recipe`` (see the module docstring).
 
     ``calibration`` (batches / tensor / dict like :func:`edgequant.torch.quantize` takes):
-    activation quantizers start from PTQ's calibrated qparams on it; without it they
-    initialise on the first training batch.
+    training starts from exactly what PTQ (:func:`edgequant.quantize`) makes of it — the
+    recovery the recipe enables (e.g. ``bias_correction``, on by default below 8-bit weights;
+    ``cle``) applied to the float graph, and the activation quantizers loaded with PTQ's
+    calibrated qparams. Without it they initialise on the first training batch.
     """
     if recipe.mode not in ("static", "weight_only"):
         raise RecipeError(f"recipe {recipe.name!r} is {recipe.mode}: QAT trains static "
@@ -162,6 +165,16 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     graph = onnx.ModelProto()
     graph.CopyFrom(cap.graph)
     plan = resolve(recipe, graph)
+    if calibration is not None:  # start from PTQ's result: its recovery, then its ranges
+        inits = {t.name for t in graph.graph.initializer}
+        names = [i.name for i in graph.graph.input if i.name not in inits]
+        calibration = calibration_feeds(calibration, names,
+                                        [tuple(a.shape[1:]) for a in cap.example])
+        recovered = recover(graph, plan, recipe, calibration)
+        graph, plan = recovered.model, recovered.plan
+        if recovered.report:
+            log.info("prepare_qat: PTQ recovery %s applied to the float graph before training",
+                     recovered.report.get("techniques"))
     qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
     if calibration is not None:
         qat.load_activation_qparams(ptq_qparams(qat, calibration, cap.example))
