@@ -58,6 +58,10 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   started at 6 %). Fake quant vs deployed: LiteRT 100 %, 0 LSB; onnxruntime 97.7 %, 4 LSB:
   onnxruntime runs int4-weight convs as DQ -> float Conv -> Q (MLAS float sums), which no
   emulation reproduces bit for bit; reference interpreter 93.8 % of 32, 2 LSB.
+  After that run the bench's reference engine was switched from the QDQ model to its
+  integer-only (QOperator) lowering, which the interpreter runs with the fused integer
+  kernels: on 8 crops (w8a8, QAT at its PTQ start) 100 % identical, 0 LSB; not yet
+  re-measured in a full run.
 - minilm: not measured; run ``--arch minilm``.
 """
 

@@ -73,8 +73,9 @@ def deployed_outputs(result, names: list[str], inputs: tuple[np.ndarray, ...], w
     out: dict[str, np.ndarray | str] = {}
     out["onnxruntime"] = _run(open_runner(result.model), names, inputs, 64)
     n = reference_n or len(inputs[0])
-    try:
-        out["reference"] = _run(open_runner(result.model, "reference"), names,
+    try:  # the interpreter runs the integer-only (QOperator) lowering, as onnxruntime fuses
+        qop = result.save(workdir / "model_qop.onnx", format="qop")
+        out["reference"] = _run(open_runner(qop, "reference"), names,
                                 tuple(a[:n] for a in inputs), 16)
     except Exception as exc:  # the table shows why
         out["reference"] = f"n/a ({type(exc).__name__}: {str(exc)[:80]})"
