@@ -26,9 +26,11 @@ LSB of the logits — plus PTQ vs QAT):
 - ``mobilenet``: ``edgequant_zoo.mobilenet_style.MobileNetStyle`` (depthwise, ReLU6, residual
   adds, SE Sigmoid·Mul, MaxPool, GAP, Flatten, Linear) trained 1 epoch on 8000 MNIST images,
   then PTQ and QAT (from PTQ, 50 steps, labels + distillation), w8a8 and w4a8;
-- ``effnet``: EfficientNet-Lite0 (ImageNet weights), label-free distillation on crops of the
-  calibration photos (60 steps × 8 crops at 160², Adam 1e-5 / 5e-5 for w8a8 / w4a8), top-1
-  agreement with the float model on 128 crops of the held-apart evaluation photos;
+- ``effnet``: EfficientNet-Lite0 (ImageNet weights), QAT started from PTQ (same recovery,
+  same ranges), label-free distillation on crops of the calibration photos (settings per
+  recipe in ``qat_architectures.EFFNET_QAT``), top-1 agreement with the float model on 128
+  crops of the held-apart evaluation photos; fake quant evaluated with the deployed runtime's
+  integer kernels emulated (``GraphQAT.kernels``, docs/qat.md);
 - ``minilm``: all-MiniLM-L6-v2 (real weights), plain w8a8 — the plan ``edgequant.quantize``
   resolves, transformer rules included (no hand-written skips) — label-free MSE distillation
   on 320 docstrings of ``CALIBRATION_MODULES`` (seq 32; the first 64 calibrate), evaluated
@@ -47,12 +49,23 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   83.6 vs 83.5) and 99.3 % (w4a8, accuracy equal), max 2 LSB — LiteRT's fixed-point
   requantization rounds differently from the float fake quant, so the ≥ 99.8 % claim holds
   on onnxruntime and the interpreter, not on LiteRT.
-- effnet (lead's run after the merge, quiet machine; the claims FAIL, exit 1): top-1 agreement
-  with float on held-apart photos, w8a8 PTQ 84.4 % → QAT + distillation 85.2 % (30 s of
-  training); w4a8 PTQ 26.6 % → QAT 14.1 % (worse). Fake quant vs deployed: only 96.1 %
-  identical predictions in onnxruntime (97.7 % LiteRT, 96.9 % reference on 32), max 4 LSB of
-  the logits — the graph-QAT numerics do not yet match the deployed model on this network
-  the way they do on the MobileNet-style CNN (1 LSB), and 60 steps are far too few for w4a8.
+- effnet (qat_effnet branch, 2 shared cores at load average ~13, seed 0; exit 1: the w4a8
+  claims fail):
+  w8a8: PTQ 84.4 % -> QAT + distillation 85.2 % top-1 agreement with float (60 steps x 8
+  crops at 160², Adam 1e-5). Fake quant vs deployed: onnxruntime 100 % identical
+  predictions on 128, 0 LSB (bit-identical logits); LiteRT 100 %, 0 LSB; the reference
+  interpreter on the QDQ model 93.8 % of 32, 3 LSB (it does not run the QDQ graph with
+  onnxruntime's fused integer kernels). Before this branch: onnxruntime 96.1 %, 4 LSB.
+  w4a8: PTQ 26.6 % -> QAT 32.0 % (300 steps x 8 crops at 128², Adam 1e-4 cosine, activation
+  ranges fixed at PTQ's, 182 s of training): better, but not the wide margin the issue asks
+  for (it was 14.1 %, worse than PTQ, because QAT skipped PTQ's int4 bias correction and
+  started at 6 %). Fake quant vs deployed: LiteRT 100 %, 0 LSB; onnxruntime 97.7 %, 4 LSB:
+  onnxruntime runs int4-weight convs as DQ -> float Conv -> Q (MLAS float sums), which no
+  emulation reproduces bit for bit; reference interpreter 93.8 % of 32, 2 LSB.
+  After that run the bench's reference engine was switched from the QDQ model to its
+  integer-only (QOperator) lowering, which the interpreter runs with the fused integer
+  kernels: on 8 crops (w8a8, QAT at its PTQ start) 100 % identical, 0 LSB; not yet
+  re-measured in a full run.
 - minilm (2 cores shared with 4 other jobs, load average ~12; the claims FAIL, exit 1):
   mean cosine to float on 512 held-out docstrings PTQ 0.9911 → QAT + distillation 0.9920 in
   onnxruntime (fake quant 0.9919; 40 steps × 8, 399 s of training under that load, 1209 s
@@ -88,6 +101,9 @@ PTQ_LOSS_MIN = 1.0       # points: PTQ must visibly hurt for the QAT claim to me
 QAT_GAP_MAX = 0.5        # points below fp32
 FQ_ORT_GAP_MAX = 0.1     # points between fake-quant and deployed accuracy
 AGREEMENT_MIN = 99.8     # % of test images with identical predictions
+#: points of top-1 agreement with float QAT must add over PTQ on EfficientNet-Lite0: w8a8
+#: "improves", w4a8 "by a wide margin" (one of the 128 held-apart crops is 0.8 point)
+EFFNET_MARGIN = {"w8a8": 0.1, "w4a8": 20.0}
 
 
 def load_example():
@@ -204,12 +220,15 @@ def run_architectures(which: list[str]) -> bool:
     if "effnet" in which:
         res = qa.efficientnet()
         for recipe in ("w8a8", "w4a8"):
-            r = res[recipe]
-            better = r["qat_agree"] > r["ptq_agree"]
+            r, c = res[recipe], res[recipe]["cfg"]
+            margin = EFFNET_MARGIN[recipe]
+            better = r["qat_agree"] >= r["ptq_agree"] + margin
             _arch_table(f"EfficientNet-Lite0 {recipe}: top-1 agreement with float on held-apart "
                         f"photos: PTQ {r['ptq_agree']:.1f} %, QAT+distillation "
-                        f"{r['qat_agree']:.1f} % ({res['steps']} steps × {res['batch']} crops "
-                        f"at {res['size']}², {r['train_seconds']:.0f} s training)", r["rows"])
+                        f"{r['qat_agree']:.1f} % (needs ≥ PTQ + {margin:g}; {c.steps} steps × "
+                        f"{c.batch} crops at {c.size}², lr {c.lr:g}"
+                        f"{', LSQ' if c.learn_scales else ''}, {c.schedule}; "
+                        f"{r['train_seconds']:.0f} s training)", r["rows"])
             ok &= r["holds"] and better
     if "minilm" in which:
         r = qa.minilm()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +30,32 @@ AGREEMENT_MIN = 99.8  # % of inputs with identical predictions, fake quant vs de
 ACC_GAP_MAX = 0.1     # points
 
 
-def fq_outputs(qat, inputs: tuple[np.ndarray, ...], batch: int = 64) -> np.ndarray:
-    """The QAT model's eval-mode outputs (first graph output) on ``inputs``."""
+def fq_outputs(qat, inputs: tuple[np.ndarray, ...], batch: int = 64,
+               kernels: str | None = "onnxruntime") -> np.ndarray:
+    """The QAT model's eval-mode outputs (first graph output) on ``inputs``, with the integer
+    kernels of ``kernels`` emulated (``GraphQAT.kernels``; None: plain fake quantization)."""
     qat.eval()
+    before = getattr(qat, "kernels", None)
+    if hasattr(qat, "kernels"):
+        qat.kernels = kernels
     out = []
-    with torch.no_grad():
-        for s in range(0, len(inputs[0]), batch):
-            y = qat(*(torch.from_numpy(a[s:s + batch]) for a in inputs))
-            out.append((y[0] if isinstance(y, tuple) else y).numpy())
+    try:
+        with torch.no_grad():
+            for s in range(0, len(inputs[0]), batch):
+                y = qat(*(torch.from_numpy(a[s:s + batch]) for a in inputs))
+                out.append((y[0] if isinstance(y, tuple) else y).numpy())
+    finally:
+        if hasattr(qat, "kernels"):
+            qat.kernels = before
     return np.concatenate(out)
+
+
+def fq_per_engine(qat, inputs: tuple[np.ndarray, ...], batch: int = 64) -> dict[str, np.ndarray]:
+    """Fake-quant outputs to compare each engine with: onnxruntime's kernels for onnxruntime and
+    the reference interpreter, LiteRT's (XNNPACK) for LiteRT."""
+    ort = fq_outputs(qat, inputs, batch, "onnxruntime")
+    return {"onnxruntime": ort, "reference": ort,
+            "litert": fq_outputs(qat, inputs, batch, "litert")}
 
 
 def _run(runner, names: list[str], inputs: tuple[np.ndarray, ...], batch: int) -> np.ndarray:
@@ -56,8 +73,9 @@ def deployed_outputs(result, names: list[str], inputs: tuple[np.ndarray, ...], w
     out: dict[str, np.ndarray | str] = {}
     out["onnxruntime"] = _run(open_runner(result.model), names, inputs, 64)
     n = reference_n or len(inputs[0])
-    try:
-        out["reference"] = _run(open_runner(result.model, "reference"), names,
+    try:  # the interpreter runs the integer-only (QOperator) lowering, as onnxruntime fuses
+        qop = result.save(workdir / "model_qop.onnx", format="qop")
+        out["reference"] = _run(open_runner(qop, "reference"), names,
                                 tuple(a[:n] for a in inputs), 16)
     except Exception as exc:  # the table shows why
         out["reference"] = f"n/a ({type(exc).__name__}: {str(exc)[:80]})"
@@ -70,15 +88,16 @@ def deployed_outputs(result, names: list[str], inputs: tuple[np.ndarray, ...], w
     return out
 
 
-def compare(fq: np.ndarray, outs: dict, scale: float, labels: np.ndarray | None = None,
+def compare(fq: np.ndarray | dict, outs: dict, scale: float, labels: np.ndarray | None = None,
             kind: str = "logits") -> list[dict]:
-    """Per engine: % identical predictions vs fake quant, accuracy gap, max |Δ| in LSB."""
+    """Per engine: % identical predictions vs fake quant (one array, or one per engine as
+    :func:`fq_per_engine` gives), accuracy gap, max |Δ| in LSB."""
     rows = []
     for engine, y in outs.items():
         if isinstance(y, str):
             rows.append({"engine": engine, "note": y})
             continue
-        f = fq[:len(y)]
+        f = (fq[engine] if isinstance(fq, dict) else fq)[:len(y)]
         if kind == "logits":
             agree = 100 * float(np.mean(f.argmax(1) == y.argmax(1)))
         else:  # embeddings: the nearest neighbour of each item in the set is the prediction
@@ -156,7 +175,7 @@ def mobilenet_style(recipes=("w8a8", "w4a8"), train_n: int = 8000, test_n: int =
         eqt.fit_qat(qat, loader, teacher=model, alpha=0.5, lr=3e-4, show_progress=False,
                     freeze_observers_step=len(loader) // 2)
         result = eqt.convert(qat)
-        fq = fq_outputs(qat, (x_te,))
+        fq = fq_per_engine(qat, (x_te,))
         with tempfile.TemporaryDirectory() as tmp:
             outs = deployed_outputs(result, qat.input_names, (x_te,), Path(tmp), reference_n=500)
         rows = compare(fq, outs, output_scale(qat), y_te)
@@ -167,12 +186,29 @@ def mobilenet_style(recipes=("w8a8", "w4a8"), train_n: int = 8000, test_n: int =
 
 
 # -- 2. EfficientNet-Lite0 (ImageNet weights), label-free distillation on photos -----------------
-#: Adam learning rate per recipe: int4 weights need larger steps to move between levels.
-EFFNET_LR = {"w8a8": 1e-5, "w4a8": 5e-5}
+@dataclass(frozen=True)
+class EffnetQAT:
+    """QAT + distillation settings of one EfficientNet-Lite0 recipe."""
+
+    steps: int
+    size: int                 # training crop side (evaluation is at 224²)
+    lr: float                 # Adam, weights
+    learn_scales: bool = False
+    scale_lr: float | None = None
+    schedule: str = "constant"
+    batch: int = 8
+    freeze_observers: bool = False  # activation ranges fixed at PTQ's from the first step
 
 
-def efficientnet(recipes=("w8a8", "w4a8"), steps: int = 60, batch: int = 8, size: int = 160,
-                 eval_n: int = 128) -> dict:
+#: int8 weights need only a nudge; int4 weights need many steps and larger, decaying steps to
+#: move between levels. Both start from PTQ (bias-corrected at int4) with its activation ranges.
+EFFNET_QAT = {
+    "w8a8": EffnetQAT(steps=60, size=160, lr=1e-5),
+    "w4a8": EffnetQAT(steps=300, size=128, lr=1e-4, schedule="cosine", freeze_observers=True),
+}
+
+
+def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int = 32) -> dict:
     """Top-1 agreement with the float model on held-apart photos: PTQ vs QAT + distillation."""
     from edgequant_zoo.efficientnet import efficientnet_lite0
     from edgequant_zoo.photos import calibration_crops, evaluation_crops
@@ -183,28 +219,34 @@ def efficientnet(recipes=("w8a8", "w4a8"), steps: int = 60, batch: int = 8, size
     with torch.no_grad():
         ref = np.concatenate([teacher(torch.from_numpy(x_ev[s:s + 32])).argmax(1).numpy()
                               for s in range(0, eval_n, 32)])
-    results: dict = {"steps": steps, "batch": batch, "size": size}
+    cap = capture(teacher, torch.from_numpy(x_ev[:2]))
+    results: dict = {}
     for recipe in recipes:
+        cfg = EFFNET_QAT[recipe]
         t0 = time.perf_counter()
-        qat = eqt.prepare_qat(teacher, recipe, example_inputs=torch.from_numpy(x_ev[:2]),
-                              calibration=x_cal)
-        ptq = edgequant.quantize(qat.graph, recipe, calibration={qat.input_names[0]: x_cal})
+        qat = qat_from_capture(cap, get_recipe(recipe), calibration=x_cal,
+                               learn_scales=cfg.learn_scales)
+        ptq = edgequant.quantize(cap.graph, recipe, calibration={qat.input_names[0]: x_cal})
         ptq_pred = _run(open_runner(ptq.model), qat.input_names, (x_ev,), 32).argmax(1)
-        train = calibration_crops(steps * batch, size, seed=11)
-        loader = [torch.from_numpy(train[s:s + batch]) for s in range(0, len(train), batch)]
+        train = calibration_crops(cfg.steps * cfg.batch, cfg.size, seed=11)
+        loader = [torch.from_numpy(train[s:s + cfg.batch])
+                  for s in range(0, len(train), cfg.batch)]
         t1 = time.perf_counter()
-        eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=EFFNET_LR[recipe], T=1.0,
-                    show_progress=False, freeze_observers_step=steps // 2)
+        eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=cfg.lr, T=1.0,
+                    scale_lr=cfg.scale_lr, schedule=cfg.schedule, show_progress=False,
+                    freeze_observers_step=0 if cfg.freeze_observers else cfg.steps // 2)
         train_s = time.perf_counter() - t1
         result = eqt.convert(qat)
-        fq = fq_outputs(qat, (x_ev,), batch=32)
+        fq = fq_per_engine(qat, (x_ev,), batch=32)
         with tempfile.TemporaryDirectory() as tmp:
-            outs = deployed_outputs(result, qat.input_names, (x_ev,), Path(tmp), reference_n=32)
+            outs = deployed_outputs(result, qat.input_names, (x_ev,), Path(tmp),
+                                    reference_n=reference_n)
         rows = compare(fq, outs, output_scale(qat), ref)
         ort = outs["onnxruntime"]
         results[recipe] = {
-            "ptq_agree": 100 * float(np.mean(ptq_pred == ref)),
+            "cfg": cfg, "ptq_agree": 100 * float(np.mean(ptq_pred == ref)),
             "qat_agree": 100 * float(np.mean(ort.argmax(1) == ref)),
+            "qat_fq_agree": 100 * float(np.mean(fq["onnxruntime"].argmax(1) == ref)),
             "rows": rows, "holds": holds(rows, acc=True), "train_seconds": train_s,
             "seconds": time.perf_counter() - t0}
     return results

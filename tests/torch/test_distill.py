@@ -44,3 +44,27 @@ def test_fit_qat_reduces_loss_with_teacher(images):
                    freeze_observers_epoch=5, show_progress=False)
     assert hist[-1] < hist[0]
     assert bool(qat.model[0].bn_frozen) and bool(qat.model[7].act_quant.frozen)
+
+
+
+def test_cosine_schedule_follows_half_cosine(images, monkeypatch):
+    """schedule='cosine': step k of n uses lr · (1 + cos(π k / n)) / 2; 'constant' keeps lr."""
+    teacher = tiny_cnn().eval()
+    seen: list[float] = []
+    step = torch.optim.Adam.step
+
+    def record(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    n = 4
+    for schedule, want in (("constant", [1e-2] * n),
+                           ("cosine", [1e-2 * (1 + np.cos(np.pi * k / n)) / 2 for k in range(n)])):
+        seen.clear()
+        fit_qat(prepare_qat(tiny_cnn(), "w8a8"), [images[:8]] * 2, teacher=teacher,
+                labels=False, lr=1e-2, epochs=2, show_progress=False, schedule=schedule)
+        assert seen == pytest.approx(want, rel=1e-9), schedule
+    with pytest.raises(ValueError, match="schedule"):
+        fit_qat(prepare_qat(tiny_cnn(), "w8a8"), [images], teacher=teacher, labels=False,
+                show_progress=False, schedule="linear")

@@ -33,6 +33,7 @@ from edgequant.graph.passes.fold import prepare_float
 from edgequant.graph.passes.mask_path import finite_mask_constants
 from edgequant.ptq.calibrate import DEFAULT_BATCH
 from edgequant.ptq.calibrate import calibrate as ptq_calibrate
+from edgequant.ptq.recovery import recover
 from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
 from edgequant.recipes.plan import resolve
@@ -149,8 +150,10 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     """A fresh :class:`GraphQAT` of a captured module for ``recipe`` (see the module docstring).
 
     ``calibration`` (batches / tensor / dict like :func:`edgequant.torch.quantize` takes):
-    activation quantizers start from PTQ's calibrated qparams on it; without it they
-    initialise on the first training batch.
+    training starts from exactly what PTQ (:func:`edgequant.quantize`) makes of it — the
+    recovery the recipe enables (e.g. ``bias_correction``, on by default below 8-bit weights;
+    ``cle``) applied to the float graph, and the activation quantizers loaded with PTQ's
+    calibrated qparams. Without it they initialise on the first training batch.
     """
     if recipe.mode not in ("static", "weight_only"):
         raise RecipeError(f"recipe {recipe.name!r} is {recipe.mode}: QAT trains static "
@@ -175,6 +178,12 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     graph, recipe, _, _ = prepare_transformer(graph, recipe, feeds, [],
                                               batch_size=DEFAULT_BATCH)
     plan = resolve(recipe, graph)
+    if feeds is not None:  # start from PTQ's result: its recovery, then its ranges
+        recovered = recover(graph, plan, recipe, feeds)
+        graph, plan = recovered.model, recovered.plan
+        if recovered.report:
+            log.info("prepare_qat: PTQ recovery %s applied to the float graph before training",
+                     recovered.report.get("techniques"))
     qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
     if feeds is not None:
         qat.load_activation_qparams(ptq_qparams(qat, feeds, cap.example))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -65,6 +66,7 @@ def fit_qat(
     distill: str = "kl",
     freeze_bn_step: int | None = None,
     freeze_observers_step: int | None = None,
+    schedule: str = "constant",
 ) -> list[float]:
     """Train ``module`` in place with Adam; returns the mean loss per epoch.
 
@@ -79,11 +81,16 @@ def fit_qat(
     moving (Jacob et al. 2018). Learned (LSQ) scales get their own learning rate ``scale_lr``
     (default ``lr / 10``): Adam normalises gradient magnitudes, so LSQ's gradient scaling
     alone does not keep a scale of ~0.01 from moving by ``lr`` per step.
+    ``schedule``: ``"constant"`` learning rates, or ``"cosine"`` decay to zero over all steps
+    (long low-bit fine-tuning: large steps early move weights between int4 levels, small steps
+    late settle them).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is not allowed: use 0 <= alpha <= 1")
     if distill not in ("kl", "mse"):
         raise ValueError(f"distill={distill!r} is not allowed: use 'kl' or 'mse'")
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule={schedule!r} is not allowed: use 'constant' or 'cosine'")
     if not labels and teacher is None:
         raise ValueError("fit_qat(labels=False) distills from a teacher: pass teacher=")
     scales = _scale_params(module)
@@ -93,10 +100,14 @@ def fit_qat(
     if scales:
         groups.append({"params": scales, "lr": lr / 10 if scale_lr is None else scale_lr})
     opt = torch.optim.Adam(groups)
+    batches = list(loader) if not hasattr(loader, "__len__") else loader
+    total_steps = max(1, epochs * len(batches))
+    sched = (torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total_steps) / total_steps)))
+        if schedule == "cosine" else None)
     if teacher is not None:
         teacher.eval()
     history: list[float] = []
-    batches = list(loader) if not hasattr(loader, "__len__") else loader
     step = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
                   TimeRemainingColumn(), transient=True, disable=not show_progress) as progress:
@@ -125,6 +136,8 @@ def fit_qat(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 step += 1
                 n = len(x[0])
                 total, count = total + loss.item() * n, count + n

@@ -16,6 +16,13 @@ the PTQ path executes. The module runs that graph node by node with the torch op
 | bias ``quantize``                 | int32 at ``s_in · s_w`` (float32 product), as insert_qdq |
 | ``float`` / no decision           | float, exactly where the exported model is float         |
 
+In eval mode the nodes the deployed model runs as integer kernels (Conv, Gemm, Add,
+GlobalAveragePool) are recomputed from their input integers exactly as those kernels do
+(:mod:`edgequant.torch.integer_sim`; ``kernels``: ``"onnxruntime"`` (default), ``"litert"``
+(the ``.tflite`` export on LiteRT / XNNPACK) or ``None``: plain fake quantization), so the
+eval forward equals the converted model bit for bit; training keeps the faster float path
+(the two differ only where a float32 rounding error crosses a rounding boundary).
+
 Every weight, bias and float constant operand of Conv / Gemm / MatMul / Add / Mul /
 LayerNormalization is an ``nn.Parameter``; ``convert`` writes them back into the graph under
 their own names, so the trained qparams and values meet in the one Q/DQ writer.
@@ -36,6 +43,7 @@ from edgequant.qparams import QParams
 from edgequant.recipes.decisions import QuantPlan, TensorDecision
 from edgequant.spec import PerChannel, PerTensor, QType
 from edgequant.torch.fake_quant import fake_quantize
+from edgequant.torch.integer_sim import IntegerSim
 from edgequant.torch.onnx_ops import OPS
 from edgequant.torch.quantizers import DEFAULT_MOMENTUM, ActivationQuantizer, WeightQuantizer
 
@@ -141,6 +149,8 @@ class GraphQAT(nn.Module):
         self.bias_float: set[str] = set()  # biases left float (int32 overflow), as insert_qdq
         #: False: run the float graph (no fake quantization) — the float reference of the plan
         self.fake_quant = True
+        #: runtime whose integer kernels the eval forward emulates: "onnxruntime", "litert", None
+        self.kernels: str | None = "onnxruntime"
 
     # -- values -------------------------------------------------------------------------------
     def value(self, name: str) -> torch.Tensor:
@@ -240,9 +250,11 @@ class GraphQAT(nn.Module):
             raw[name] = x
             env[name] = self._quantize(name, x)
         done: dict[str, torch.Tensor] = {}  # quantized initializers of this call
+        sim = (IntegerSim(self, self.kernels) if self.kernels and self.fake_quant
+               and not self.training else None)
         for node in self.nodes:
             ins = [self._operand(t, node, env, raw, done) for t in node.inputs]
-            out = node.fn(ins, node.attrs)
+            out = node.fn(ins, node.attrs) if sim is None else sim.run(node, ins)
             outs = out if isinstance(out, tuple) else (out,)
             for name, y in zip(node.outputs, outs, strict=False):
                 raw[name] = y
