@@ -2,7 +2,7 @@
 
 Runs ``examples/qat_mnist.py`` and checks, printing the numbers behind each verdict:
 
-1. PTQ loses more than 1 point against fp32 (so there is something to recover);
+1. PTQ loses more than 0.5 point against fp32 (so there is something to recover);
 2. QAT (moving average) recovers to within 0.5 points of fp32, in onnxruntime;
 3. for every QAT mode, fake-quant accuracy and onnxruntime accuracy of the converted model
    differ by at most 0.1 points and predictions agree on at least 99.8 % of test images
@@ -97,7 +97,8 @@ import edgequant
 import edgequant.torch as eqt
 
 ROOT = Path(__file__).resolve().parents[1]
-PTQ_LOSS_MIN = 1.0       # points: PTQ must visibly hurt for the QAT claim to mean anything
+PTQ_LOSS_MIN = 0.5       # points: PTQ must visibly hurt (w4a8 PTQ with weight clip search + bias
+#                          correction loses 1.0 point since 2026-12-02; it lost 1.4 before)
 QAT_GAP_MAX = 0.5        # points below fp32
 FQ_ORT_GAP_MAX = 0.1     # points between fake-quant and deployed accuracy
 AGREEMENT_MIN = 99.8     # % of test images with identical predictions
@@ -123,7 +124,7 @@ def check(rows: list[dict]) -> list[tuple[str, bool, str]]:
     ptq = next(r for r in rows if "edgequant.quantize" in r["mode"])["ort"]
     ma, lsq = by["QAT moving-average"], by["QAT + LSQ"]
     out = [
-        ("PTQ loses > 1 point", fp32 - ptq > PTQ_LOSS_MIN, f"fp32 {fp32:.2f}, PTQ {ptq:.2f}"),
+        ("PTQ loses > 0.5 point", fp32 - ptq > PTQ_LOSS_MIN, f"fp32 {fp32:.2f}, PTQ {ptq:.2f}"),
         ("QAT within 0.5 points of fp32", fp32 - ma["ort"] <= QAT_GAP_MAX,
          f"QAT {ma['ort']:.2f} (ORT)"),
         ("LSQ ≥ moving average", lsq["ort"] >= ma["ort"],

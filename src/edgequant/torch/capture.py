@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from edgequant.errors import RecipeError, UnsupportedOpError
@@ -34,8 +35,10 @@ from edgequant.graph.passes.mask_path import finite_mask_constants
 from edgequant.ptq.calibrate import DEFAULT_BATCH
 from edgequant.ptq.calibrate import calibrate as ptq_calibrate
 from edgequant.ptq.recovery import recover
+from edgequant.ptq.recovery.weight_clip import clip_search
 from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
+from edgequant.recipes.options import option
 from edgequant.recipes.plan import resolve
 from edgequant.recipes.recipe import Recipe, Rule
 from edgequant.torch.calibration import calibration_feeds
@@ -103,6 +106,17 @@ def ptq_qparams(qat: GraphQAT, calibration, example: tuple) -> dict[str, QParams
     feeds = calibration_feeds(calibration, qat.input_names, shapes)
     return ptq_calibrate(qat.graph, specs, _batches(feeds, DEFAULT_BATCH),
                          tensors={k: plan.tensors[k].tensor for k in specs})
+
+
+def _load_clip_ratios(qat: GraphQAT, graph: onnx.ModelProto, searched: dict) -> None:
+    """Give each weight quantizer PTQ's searched range ratio (``weight_clip``), so QAT's
+    weight qparams start equal to PTQ's and keep that clipping as the weights train."""
+    inits = {t.name: t for t in graph.graph.initializer}
+    for d in qat.plan.quantized("weight", mode="static"):
+        q = qat.quantizer(d.tensor) if d.tensor in searched and d.tensor in inits else None
+        if q is not None:
+            _, alpha = clip_search(numpy_helper.to_array(inits[d.tensor]), d.spec)
+            q.clip.copy_(torch.from_numpy(np.asarray(alpha, np.float32)).reshape(q.clip.shape))
 
 
 @dataclass(frozen=True)
@@ -174,6 +188,12 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
         names = [i.name for i in graph.graph.input if i.name not in
                  {t.name for t in graph.graph.initializer}]
         feeds = calibration_feeds(calibration, names, [tuple(a.shape[1:]) for a in cap.example])
+    if option(recipe, "transformer_ffn_output") == "dynamic":
+        # QAT does not simulate per-row dynamic quantization: the FFN-output MatMuls train
+        # and deploy float (PTQ's transformer_ffn_output='float' plan)
+        log.info("prepare_qat: transformer FFN-output MatMuls stay float (per-row dynamic "
+                 "int8, PTQ's default, is not simulated in training)")
+        recipe = recipe.with_options(transformer_ffn_output="float")
     # PTQ's transformer step (edgequant.quantize): the same rule set, SmoothQuant, outliers
     graph, recipe, _, _ = prepare_transformer(graph, recipe, feeds, [],
                                               batch_size=DEFAULT_BATCH)
@@ -186,6 +206,7 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
                      recovered.report.get("techniques"))
     qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
     if feeds is not None:
+        _load_clip_ratios(qat, graph, recovered.weight_qparams)
         qat.load_activation_qparams(ptq_qparams(qat, feeds, cap.example))
     n_act = sum(1 for d in plan.tensors.values() if d.role == "activation"
                 and d.action == "quantize")

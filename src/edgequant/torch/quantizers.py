@@ -161,6 +161,8 @@ class WeightQuantizer(nn.Module):
         shape = (channels,) if self.axis is not None else ()
         self.register_buffer("zero_point", torch.zeros(shape))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        #: range ratio α per granule (PTQ's weight clip search): qparams of α · [min, max]
+        self.register_buffer("clip", torch.ones(shape))
         if learn_scale:
             self.scale = nn.Parameter(torch.ones(shape))
         else:
@@ -169,7 +171,8 @@ class WeightQuantizer(nn.Module):
     @torch.no_grad()
     def _update(self, w: torch.Tensor) -> None:
         lo, hi = reduce_range(w.detach().cpu().numpy(), self.spec.granularity)
-        qp = choose_qparams(lo, hi, self.spec)
+        alpha = self.clip.cpu().numpy().astype(np.float32)  # (C,) or ()
+        qp = choose_qparams(lo * alpha, hi * alpha, self.spec)
         self.scale.copy_(torch.from_numpy(qp.scale))
         self.zero_point.copy_(torch.from_numpy(qp.zero_point.astype(np.float32)))
         self.initialized.fill_(True)
