@@ -21,6 +21,7 @@ def tiny_bert_onnx(path: Path, attn: str) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
+    from edgequant_zoo.bert_pooling import MeanPooledBert
     from edgequant_zoo.onnx_export import export_onnx
 
     torch.manual_seed(0)
@@ -29,21 +30,10 @@ def tiny_bert_onnx(path: Path, attn: str) -> Path:
                      max_position_embeddings=2 * SEQ, attn_implementation=attn)
     bert = BertModel(cfg).eval()
 
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).last_hidden_state  # (N, S, H)
-            m = attention_mask.unsqueeze(-1).to(h.dtype)  # (N, S, 1)
-            return (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (N, H)
-
     feeds = tokens(2)
     example = tuple(torch.from_numpy(feeds[k]) for k in INPUTS)
     axes = {k: {0: "batch", 1: "sequence"} for k in INPUTS}
-    return export_onnx(Encoder().eval(), path, example, input_names=INPUTS,
+    return export_onnx(MeanPooledBert(bert).eval(), path, example, input_names=INPUTS,
                        output_names=("pooled",), dynamic_axes=axes)
 
 

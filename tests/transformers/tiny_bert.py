@@ -16,6 +16,8 @@ def tiny_bert(attn: str, with_mask: bool = True):
     import torch
     from transformers import BertConfig, BertModel
 
+    from edgequant_zoo.bert_pooling import MeanPooledBert
+
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                      num_attention_heads=4, intermediate_size=4 * HIDDEN,
@@ -26,17 +28,6 @@ def tiny_bert(attn: str, with_mask: bool = True):
             layer.attention.output.LayerNorm.weight[3] = 12.0
             layer.output.LayerNorm.weight[7] = 9.0
 
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).last_hidden_state  # (N, S, H)
-            m = attention_mask.unsqueeze(-1).to(h.dtype)  # (N, S, 1)
-            return (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (N, H)
-
     class NoMask(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -45,7 +36,7 @@ def tiny_bert(attn: str, with_mask: bool = True):
         def forward(self, input_ids):
             return self.bert(input_ids=input_ids).last_hidden_state.mean(1)  # (N, H)
 
-    return Encoder().eval() if with_mask else NoMask().eval()
+    return MeanPooledBert(bert).eval() if with_mask else NoMask().eval()
 
 
 def tokens(n: int, seq: int = SEQ, seed: int = 0, min_len: int = 3) -> dict[str, np.ndarray]:
