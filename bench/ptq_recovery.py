@@ -33,7 +33,11 @@ budget, 50 layers).
     w4a8    clip + AdaRound + BC after     *       0.508  0.8311        2.30         265
     w4a8    int8 first/last/dw, clip + BC  *       0.500  0.8331        3.04
     w4a8    int8 f/l/dw, clip+Ada+BC after *       0.609  0.8772        3.04         223
+    w4a8    int8 f/l/dw, clip+Ada+BC+RS    †       0.602  0.8881        3.04         157
     w4a8    onnxruntime quantize_static            0.281  0.4608   (int4 weights)
+
+† lead's run after the merge (``--recipes w4a8 --rows "clip+Ada+BC+RS"``, load ~3): range
+search on top adds cosine (0.877 → 0.888), not agreement.
 
 Not re-run here: w4a8 "AdaRound" without clip / BC after (before this branch 0.219 / 0.519;
 with range search 0.195 / 0.504) and "int8 first/last, clip + BC" (smoke run, 32 / 64
@@ -96,6 +100,10 @@ ROWS: tuple[tuple[str, dict, tuple[str, ...]], ...] = (
     ("int8 f/l/dw, clip+Ada+BC after", {"weight_clip": "mse", "adaround": True,
                                         "adaround_bias_correction": "empirical",
                                         "w4_keep_int8": "first_last_depthwise"}, ("w4a8",)),
+    ("int8 f/l/dw, clip+Ada+BC+RS", {"weight_clip": "mse", "adaround": True,
+                                     "adaround_bias_correction": "empirical",
+                                     "range_search": True,
+                                     "w4_keep_int8": "first_last_depthwise"}, ("w4a8",)),
 )
 
 
