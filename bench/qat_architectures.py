@@ -336,8 +336,15 @@ def _litert(result, names: list[str], inputs: tuple[np.ndarray, ...], workdir: P
     """LiteRT outputs of the converted model, or ``"not exportable: <reason>"``."""
     from edgequant.errors import EdgequantError
 
+    fixed = {}  # named dynamic dims (e.g. the sequence) sized like the evaluation inputs
+    for vi in result.model.graph.input:
+        if vi.name in names:
+            x = inputs[names.index(vi.name)]
+            for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
+                if dim.dim_param and axis > 0:
+                    fixed[dim.dim_param] = int(x.shape[axis])
     try:
-        path = result.save(workdir / "model.tflite")
+        path = result.save(workdir / "model.tflite", fixed_dims=fixed or None)
     except (EdgequantError, ValueError, TypeError) as exc:
         return f"not exportable: {str(exc).split(' (supported')[0]}"  # reason, not op list
     return _run(open_runner(path), names, inputs, 16)
