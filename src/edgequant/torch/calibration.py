@@ -2,8 +2,9 @@
 
 Accepted: a ``DataLoader`` or any iterable of batches, where a batch is a tensor / numpy array
 (one-input models), an ``(x, y)`` tuple (``x`` is taken), or a tuple of one tensor per input;
-or a dict input name → array. Samples are on the first axis; every batch must match the
-example inputs' per-sample shape.
+or a dict input name → array; or, for a multi-input model, one tuple of one tensor per input
+(all with the same number of samples) standing for a single batch. Samples are on the first
+axis; every batch must match the example inputs' per-sample shape.
 """
 
 from __future__ import annotations
@@ -39,7 +40,19 @@ def _split(batch, names: list[str]) -> list:
             raise CalibrationError(f"calibration batch has {len(batch)} element(s); the model "
                                    f"has inputs {names}")
         return list(batch[: len(names)])  # (x, y): labels after the inputs are ignored
+    if len(names) > 1:
+        raise CalibrationError(f"calibration batch is a single {type(batch).__name__}; the model "
+                               f"has inputs {names}: give a tuple (one tensor per input) or a "
+                               "dict input name → tensor per batch")
     return [batch]
+
+
+def _is_one_batch(calibration, names: list[str]) -> bool:
+    """A tuple / list of one tensor per input (more than one input): one batch, not batches."""
+    return (len(names) > 1 and isinstance(calibration, tuple | list)
+            and len(calibration) == len(names)
+            and all(isinstance(a, torch.Tensor | np.ndarray) and a.ndim >= 1 for a in calibration)
+            and len({len(a) for a in calibration}) == 1)
 
 
 def calibration_feeds(calibration, names: list[str],
@@ -47,7 +60,7 @@ def calibration_feeds(calibration, names: list[str],
     """Concatenate calibration batches into one array per model input (checked shapes)."""
     if isinstance(calibration, Mapping) and all(n in calibration for n in names):
         batches: Iterable = [calibration]
-    elif isinstance(calibration, torch.Tensor | np.ndarray):
+    elif isinstance(calibration, torch.Tensor | np.ndarray) or _is_one_batch(calibration, names):
         batches = [calibration]
     else:
         batches = calibration
