@@ -161,11 +161,12 @@ def mobilenet_style(recipes=("w8a8", "w4a8"), train_n: int = 8000, test_n: int =
     with torch.no_grad():
         fp32 = 100 * float(np.mean(model(torch.from_numpy(x_te)).argmax(1).numpy() == y_te))
     results = {"fp32": fp32}
+    cap = capture(model, torch.from_numpy(x_te[:2]))
     for recipe in recipes:
         t0 = time.perf_counter()
-        qat = eqt.prepare_qat(model, recipe, example_inputs=torch.from_numpy(x_te[:2]),
-                              calibration=split.x_train[:512])
-        ptq = edgequant.quantize(qat.graph, recipe,
+        qat = qat_from_capture(cap, get_recipe(recipe), calibration=split.x_train[:512])
+        # PTQ from the float graph (qat.graph already holds PTQ's recovery, e.g. corrected biases)
+        ptq = edgequant.quantize(cap.graph, recipe,
                                  calibration={qat.input_names[0]: split.x_train[:512]})
         ptq_acc = 100 * float(np.mean(_run(open_runner(ptq.model), qat.input_names, (x_te,), 256)
                                       .argmax(1) == y_te))
