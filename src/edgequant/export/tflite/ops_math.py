@@ -33,6 +33,7 @@ from edgequant.errors import UnsupportedOpError
 from edgequant.export.tflite.builder import Quant
 from edgequant.export.tflite.convert import OP, OPT, Converter, TVal
 from edgequant.export.tflite.ingest import Node
+from edgequant.export.tflite.ops_data import float_only
 from edgequant.export.tflite.ops_elementwise import _binary
 from edgequant.qparams import choose_qparams
 from edgequant.spec import PerTensor, QType, QuantSpec
@@ -215,13 +216,7 @@ def LRN(cv: Converter, node: Node) -> None:
                                  "window is symmetric (2·radius + 1), only odd sizes export")
     if len(cv.shape_of(node.inputs[0])) != 4:
         raise UnsupportedOpError(f"node {node.name!r}: LRN exports for 4-D NCHW inputs only")
-    if cv.q:
-        if cv.strict:
-            raise UnsupportedOpError(f"node {node.name!r} (LRN) has no integer TFLite kernel; "
-                                     "strict export allows integer ops only")
-        cv.note(f"node {node.name!r}: LRN runs float in TFLite (DEQUANTIZE / QUANTIZE around it)")
-        cv.float_nodes.append(node.name)
-        cv.dom = "f"
+    float_only(cv, node, "no integer TFLite kernel (DEQUANTIZE / QUANTIZE around it)")
     x = cv.act(node.inputs[0], "nhwc")
     opt = schema.LocalResponseNormalizationOptionsT()
     opt.radius = (size - 1) // 2
