@@ -130,8 +130,11 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     float_model, rec, calibration, extra = prepare_transformer(
         float_model, rec, calibration, load_notes, batch_size=batch_size, batch_axes=batch_axes)
     plan = resolve(rec, float_model, io=io)
-    if (mixed := with_int8_layers(float_model, plan, rec)) is not rec:  # w4_keep_int8
-        rec, plan = mixed, resolve(mixed, float_model, io=io)
+    kept = with_int8_layers(float_model, plan, rec, calibration, batch_size=batch_size,
+                            batch_axes=batch_axes)  # w4_keep_int8
+    if kept.recipe is not rec:
+        rec, plan = kept.recipe, resolve(kept.recipe, float_model, io=io)
+    calibration = kept.calibration
     overrides = dict(qparams or {})
     recovered = recover(float_model, plan, rec, calibration, overrides=overrides,
                         batch_size=batch_size, batch_axes=batch_axes)
@@ -142,6 +145,8 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
                               **extra}
     if recovered.report:
         report["recovery"] = recovered.report
+    if kept.report:
+        report["w4_keep_int8"] = kept.report
     _strict_check(plan, strict)
     report["warnings"] += check_coverage(float_model, plan, strict)
 

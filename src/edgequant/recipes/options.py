@@ -116,8 +116,16 @@ OPTIONS: dict[str, Option] = {
                           "0.5..1 of min/max with the least weight MSE) | auto (mse at <= 4 bits)",
                           one_of("none", "mse", "auto")),
     "w4_keep_int8": Option("none", "layers kept at 8-bit weights in a low-bit recipe: none | "
-                           "first_last (first and last weighted layer) | first_last_depthwise",
-                           one_of("none", "first_last", "first_last_depthwise")),
+                           "first_last (first and last weighted layer) | first_last_depthwise | "
+                           "sensitivity (the most output-sensitive per byte, within "
+                           "w4_int8_budget; docs/recovery_w4.md)",
+                           one_of("none", "first_last", "first_last_depthwise", "sensitivity")),
+    "w4_int8_budget": Option(0.25, "w4_keep_int8=sensitivity: extra weight bytes allowed, as a "
+                             "fraction of the bytes from all-low-bit to all-int8 weights "
+                             "(0: all low-bit, 1: all int8)", number(0.0, 1.0)),
+    "w4_sensitivity_samples": Option(32, "w4_keep_int8=sensitivity: calibration samples each "
+                                     "layer is measured on (the first ones)",
+                                     number(1, 1_000_000, True)),
     "adaround_bias_correction": Option(
         "auto", "after AdaRound, fold the mean output shift of the learned weights into the "
         "biases: none | empirical | auto (empirical below 8-bit weights)",

@@ -5,17 +5,23 @@ linear layer at 8 bits: the first sees raw pixels through 3 input channels (few 
 carrying much signal), the last maps features to logits directly. Depthwise convolutions
 hold 9 weights per channel, so one 4-bit rounding step is a large part of each channel, and
 they are a small share of a MobileNet-style model's weights. The ``w4_keep_int8`` recipe
-option names which of these groups stay at 8 bits; it is applied as one extra recipe rule
-(so the plan, the report and every exporter see an ordinary per-layer mix).
+option names which of these groups stay at 8 bits, or ``sensitivity``: the layers whose int4
+weights measurably hurt the model output most per weight byte, within the ``w4_int8_budget``
+(:mod:`.sensitivity_int8`). Either way it is applied as one extra recipe rule (so the plan,
+the report and every exporter see an ordinary per-layer mix), and ``report["w4_keep_int8"]``
+lists the layers kept and the weight bytes.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import onnx
 
+from edgequant.analysis.layers import literal
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.recipes.decisions import QuantPlan
 from edgequant.recipes.recipe import Recipe, Rule
@@ -24,7 +30,7 @@ from edgequant.spec import QType
 log = logging.getLogger(__name__)
 
 #: The ``w4_keep_int8`` values, and what each keeps at 8 bits.
-CHOICES = ("none", "first_last", "first_last_depthwise")
+CHOICES = ("none", "first_last", "first_last_depthwise", "sensitivity")
 
 RULE_NAME = "w4_keep_int8"
 
@@ -37,13 +43,9 @@ def _depthwise(info: GraphInfo, node: onnx.NodeProto) -> bool:
     return group > 1 and info.constants[node.input[1]].dims[1] == 1
 
 
-def int8_layers(model: onnx.ModelProto, plan: QuantPlan, which: str) -> list[str]:
-    """Nodes ``which`` keeps at 8 bits among those the plan quantizes statically with
-    constant weights of fewer than 8 bits (graph order)."""
-    if which not in CHOICES:
-        raise ValueError(f"w4_keep_int8={which!r} is not allowed: use one of {list(CHOICES)}")
-    if which == "none":
-        return []
+def low_bit_layers(model: onnx.ModelProto, plan: QuantPlan) -> list[onnx.NodeProto]:
+    """Conv / Gemm / MatMul nodes the plan quantizes statically with constant weights of fewer
+    than 8 bits (graph order): the candidates for 8-bit weights."""
     info = GraphInfo.build(model)
     low = []
     for node in model.graph.node:
@@ -51,9 +53,25 @@ def int8_layers(model: onnx.ModelProto, plan: QuantPlan, which: str) -> list[str
             continue
         d = plan.tensors.get(node.input[1])
         if (d is None or d.role != "weight" or d.action != "quantize" or d.mode != "static"
-                or d.spec is None or d.spec.qtype.bits >= 8):
+                or d.spec is None or d.spec.qtype.bits >= 8 or not info.is_constant(node.input[1])):
             continue
         low.append(node)
+    return low
+
+
+def int8_layers(model: onnx.ModelProto, plan: QuantPlan, which: str) -> list[str]:
+    """Nodes the rule-of-thumb choice ``which`` keeps at 8 bits among
+    :func:`low_bit_layers` (graph order). ``sensitivity`` needs data: see
+    :func:`with_int8_layers`."""
+    if which not in CHOICES:
+        raise ValueError(f"w4_keep_int8={which!r} is not allowed: use one of {list(CHOICES)}")
+    if which == "sensitivity":
+        raise ValueError("w4_keep_int8='sensitivity' measures the layers on calibration data: "
+                         "use with_int8_layers (or edgequant.quantize)")
+    if which == "none":
+        return []
+    info = GraphInfo.build(model)
+    low = low_bit_layers(model, plan)
     if not low:
         return []
     keep = [low[0], low[-1]]
@@ -63,15 +81,66 @@ def int8_layers(model: onnx.ModelProto, plan: QuantPlan, which: str) -> list[str
     return [n.name or n.output[0] for n in low if (n.name or n.output[0]) in names]
 
 
-def with_int8_layers(model: onnx.ModelProto, plan: QuantPlan, recipe: Recipe) -> Recipe:
+def weight_bytes(params: int, bits: int) -> int:
+    """Stored bytes of ``params`` integer weights of ``bits`` bits (int4 packed two per byte)."""
+    return -(-params * bits // 8)
+
+
+def size_report(model: onnx.ModelProto, plan: QuantPlan, nodes: list[str]) -> dict[str, int]:
+    """Weight bytes of the low-bit layers all at their bits, all at 8 bits, and with ``nodes``
+    at 8 bits (scales, zero points and biases not counted: they do not change)."""
+    info = GraphInfo.build(model)
+    low, kept = 0, 0
+    high = 0
+    for node in low_bit_layers(model, plan):
+        n = int(np.prod(tuple(info.constants[node.input[1]].dims), dtype=np.int64))
+        bits = plan.tensors[node.input[1]].spec.qtype.bits
+        low += weight_bytes(n, bits)
+        high += weight_bytes(n, 8)
+        kept += weight_bytes(n, 8 if (node.name or node.output[0]) in nodes else bits)
+    return {"all_low_bit": low, "all_int8": high, "chosen": kept}
+
+
+@dataclass
+class KeptInt8:
+    """What :func:`with_int8_layers` hands back to ``quantize``."""
+
+    recipe: Recipe
+    #: the calibration data, re-iterable when the sensitivity measurement read it
+    calibration: Any
+    #: ``report["w4_keep_int8"]``: mode, layers kept, weight bytes (None when nothing kept)
+    report: dict[str, Any] | None = None
+
+
+def with_int8_layers(model: onnx.ModelProto, plan: QuantPlan, recipe: Recipe,
+                     calibration: Any = None, *, batch_size: int = 32,
+                     batch_axes: dict[str, int] | None = None) -> KeptInt8:
     """``recipe`` with a last rule giving the layers its ``w4_keep_int8`` option names 8-bit
-    weights (same granularity and symmetry), or ``recipe`` itself when there are none."""
+    weights (same granularity and symmetry), or ``recipe`` itself when there are none.
+
+    ``sensitivity`` measures every low-bit layer on the first calibration samples
+    (:func:`.sensitivity_int8.sensitive_layers`) and needs ``calibration``.
+    """
     from edgequant.recipes.options import option
 
-    nodes = int8_layers(model, plan, option(recipe, RULE_NAME))
-    if not nodes or recipe.weights is None:
-        return recipe
+    which = option(recipe, RULE_NAME)
+    if which == "none" or recipe.weights is None:
+        return KeptInt8(recipe, calibration)
+    detail: dict[str, Any] = {}
+    if which == "sensitivity":
+        from edgequant.ptq.recovery.sensitivity_int8 import sensitive_layers
+
+        nodes, detail, calibration = sensitive_layers(model, plan, recipe, calibration,
+                                                      batch_size=batch_size,
+                                                      batch_axes=batch_axes)
+    else:
+        nodes = int8_layers(model, plan, which)
+    report = {"mode": which, "layers": list(nodes), "weight_bytes": size_report(model, plan, nodes),
+              **detail}
+    if not nodes:
+        return KeptInt8(recipe, calibration, report)
     qt = recipe.weights.qtype
     spec = replace(recipe.weights, qtype=QType(8, qt.signed, narrow_range=qt.narrow_range))
     log.info("%s: %d layer(s) keep 8-bit weights", RULE_NAME, len(nodes))
-    return recipe.with_rules(Rule(nodes=tuple(nodes), weights=spec, name=RULE_NAME))
+    rule = Rule(nodes=tuple(literal(n) for n in nodes), weights=spec, name=RULE_NAME)
+    return KeptInt8(recipe.with_rules(rule), calibration, report)
