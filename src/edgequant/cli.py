@@ -134,7 +134,11 @@ def quantize(
         help="none | mse | auto: per-channel weight range search (default auto: <= 4 bits)")
     ] = None,
     w4_keep_int8: Annotated[str | None, typer.Option(
-        help="none | first_last | first_last_depthwise: layers kept at 8-bit weights")] = None,
+        help="none | first_last | first_last_depthwise | sensitivity: layers kept at 8-bit "
+             "weights")] = None,
+    w4_int8_budget: Annotated[float | None, typer.Option(
+        help="--w4-keep-int8 sensitivity: extra weight bytes allowed, fraction in [0, 1] of "
+             "all-int4 → all-int8 (default 0.25)")] = None,
 ) -> None:
     """Quantize MODEL with a recipe and write it to OUTPUT."""
     from edgequant.export import format_for
@@ -168,7 +172,8 @@ def quantize(
 
     rec = rec.with_options(**cli_options(smoothquant, outlier_threshold))
     recovery = {k: v for k, v in (("cle", cle), ("bias_correction", bias_correction),
-                                  ("weight_clip", weight_clip), ("w4_keep_int8", w4_keep_int8))
+                                  ("weight_clip", weight_clip), ("w4_keep_int8", w4_keep_int8),
+                                  ("w4_int8_budget", w4_int8_budget))
                 if v is not None}
     if recovery:
         rec = rec.with_options(**recovery)

@@ -5,6 +5,8 @@
 | ``sqnr_db``       | ``10·log10(Σ ref² / Σ (ref − test)²)``                | ``+inf``         |
 | ``cosine``        | mean over samples of ``⟨r, t⟩ / (‖r‖·‖t‖)``           | ``1.0``          |
 | ``top1_agreement``| fraction of samples with equal argmax                | ``1.0``          |
+| ``confident_agreement`` | ``top1_agreement`` where softmax(ref) top-1 ≥ ``p`` | ``1.0``  |
+| ``top1_in_topk``  | fraction with the ref argmax among test's ``k`` largest | ``1.0``       |
 | ``accuracy``      | fraction of samples with ``argmax == label``         |                  |
 | ``lsb_error``     | ``max |a − b| / scale`` (in quantization steps)       | ``0.0``          |
 
@@ -69,6 +71,42 @@ def top1_agreement(reference: np.ndarray, test: np.ndarray) -> float:
     """Fraction of samples whose argmax class is the same in both outputs."""
     r, t = _pair(reference, test)
     return float(np.mean(top1(r) == top1(t)))
+
+
+def softmax_top1(logits: np.ndarray) -> np.ndarray:
+    """Per-sample softmax probability of the argmax class of logits: (N, ...) → (N,) float64."""
+    z = _rows(np.asarray(logits, dtype=np.float64))  # (N, D)
+    z = z - z.max(axis=1, keepdims=True)  # the top logit becomes 0: exp(0) / Σ exp
+    return 1.0 / np.sum(np.exp(z), axis=1)
+
+
+def confident_agreement(reference: np.ndarray, test: np.ndarray,
+                        min_probability: float = 0.5) -> tuple[float, int]:
+    """Top-1 agreement restricted to the samples where the reference is confident (softmax of
+    its logits gives the top-1 class at least ``min_probability``), and how many samples
+    that is; ``nan`` agreement when there are none.
+
+    On inputs where the float model has no clear answer, a small quantization error flips
+    the argmax between near-equal classes; this agreement leaves them out.
+    """
+    r, t = _pair(reference, test)
+    sure = softmax_top1(r) >= min_probability  # (N,) bool
+    n = int(np.sum(sure))
+    if n == 0:
+        return float("nan"), 0
+    return float(np.mean(top1(r)[sure] == top1(t)[sure])), n
+
+
+def top1_in_topk(reference: np.ndarray, test: np.ndarray, k: int = 5) -> float:
+    """Fraction of samples whose reference argmax class is among the ``k`` largest of the
+    test output (ties counted in its favour: fewer than ``k`` classes score strictly higher)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} is not allowed: use an integer >= 1")
+    r, t = _pair(reference, test)
+    t = _rows(t)  # (N, D)
+    ref_class = top1(r)  # (N,)
+    ref_score = t[np.arange(t.shape[0]), ref_class][:, None]  # (N, 1) test score of that class
+    return float(np.mean(np.sum(t > ref_score, axis=1) < k))
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
