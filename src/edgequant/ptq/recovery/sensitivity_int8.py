@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 from edgequant.errors import CalibrationError
+from edgequant.graph.info import GraphInfo
 from edgequant.ptq.recovery.cle import set_constant
 from edgequant.ptq.recovery.error_stats import LayerError, measure, static_layers
 from edgequant.ptq.recovery.keep_int8 import low_bit_layers, weight_bytes
@@ -109,9 +110,15 @@ def measure_sensitivity(model: onnx.ModelProto, plan: QuantPlan, recipe: Recipe,
     if signal == 0:
         raise CalibrationError("w4_keep_int8='sensitivity': the float model's first output is "
                                "all zero on the calibration samples; nothing to measure against")
+    info = GraphInfo.build(work)
     out = []
     for la in layers:
-        noise = _with_low_bit(work, la, lambda m: _noise(ort_session(m), batches, reference))
+        # a shared bias is not corrected (bias_correction skips it too)
+        shared = la.bias is not None and len(info.consumers.get(la.bias, [])) != 1
+        bias = info.const_array(la.bias).astype(np.float64) if la.bias and not shared \
+            else None  # (C,)
+        noise = _with_low_bit(work, la, bias,
+                              lambda m: _noise(ort_session(m), batches, reference))
         n = int(la.w.size)
         bits = plan.tensors[la.weight].spec.qtype.bits
         out.append(LayerCost(la.node, la.weight, n, weight_bytes(n, 8) - weight_bytes(n, bits),
@@ -120,16 +127,11 @@ def measure_sensitivity(model: onnx.ModelProto, plan: QuantPlan, recipe: Recipe,
     return out
 
 
-def _with_low_bit(model: onnx.ModelProto, la: LayerError, run) -> float:
-    """``run(model)`` with ``la``'s weight (and bias, when its shift was measured) replaced by
-    the low-bit ones, then the float values put back."""
-    corrected = la.mean_e is not None and la.bias is not None
-    bias = None
-    if corrected:
-        from edgequant.graph.info import GraphInfo
-
-        bias = GraphInfo.build(model).const_array(la.bias).astype(np.float64)  # (C,)
-        corrected = bias.shape == la.mean_e.shape
+def _with_low_bit(model: onnx.ModelProto, la: LayerError, bias: np.ndarray | None, run) -> float:
+    """``run(model)`` with ``la``'s weight (and its float ``bias`` shifted by the measured
+    mean output change, when there is one) replaced by the low-bit ones, then the float
+    values put back."""
+    corrected = la.mean_e is not None and bias is not None and bias.shape == la.mean_e.shape
     set_constant(model, la.weight, la.w_hat)
     if corrected:
         set_constant(model, la.bias, bias + la.mean_e)
