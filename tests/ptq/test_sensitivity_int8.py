@@ -195,3 +195,28 @@ def test_bad_option_values_name_the_option(name, value, allowed):
 def test_choose_int8_rejects_a_budget_outside_0_1():
     with pytest.raises(ValueError, match="w4_int8_budget"):
         choose_int8([], 1.01)
+
+
+def test_cli_flags(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "edgequant.cli", *map(str, args)],
+                              capture_output=True, text=True, timeout=300)
+
+    onnx.save(conv_chain("Relu", seed=2), tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", x=images(16, seed=1))
+    common = ("quantize", tmp_path / "m.onnx", "-o", tmp_path / "q.onnx", "--recipe", "w4a8",
+              "--calibration", tmp_path / "cal.npz", "--w4-keep-int8", "sensitivity")
+    res = cli(*common, "--w4-int8-budget", "0.1", "--report", tmp_path / "r.json",
+              "--no-speed-check")
+    assert res.returncode == 0, res.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())["w4_keep_int8"]
+    assert rep["mode"] == "sensitivity" and rep["budget"] == 0.1 and rep["samples"] == 16
+    types = _stored(onnx.load(tmp_path / "q.onnx"))[1]
+    assert {w for w, t in types.items() if t == INT8} == {c["weight"] for c in rep["ranked"]
+                                                          if c["int8"]} != set()
+    bad = cli(*common, "--w4-int8-budget", "1.5")
+    assert bad.returncode == 2 and "w4_int8_budget" in bad.stderr and "1.5" in bad.stderr
