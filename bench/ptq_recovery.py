@@ -120,6 +120,13 @@ ROWS: tuple[tuple[str, dict, tuple[str, ...]], ...] = (
                                         "adaround_bias_correction": "empirical",
                                         "w4_keep_int8": "sensitivity",
                                         "w4_int8_budget": FLDW_BUDGET}, ("w4a8",)),
+    # smaller budgets: how much of the way to int8's size the sensitivity mix needs
+    ("int8 sens budget 0.10, clip + BC", {"weight_clip": "mse", "bias_correction": "empirical",
+                                          "w4_keep_int8": "sensitivity",
+                                          "w4_int8_budget": 0.1}, ("w4a8",)),
+    ("int8 sens budget 0.20, clip + BC", {"weight_clip": "mse", "bias_correction": "empirical",
+                                          "w4_keep_int8": "sensitivity",
+                                          "w4_int8_budget": 0.2}, ("w4a8",)),
 )
 
 
