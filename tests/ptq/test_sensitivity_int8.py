@@ -220,3 +220,16 @@ def test_cli_flags(tmp_path):
                                                           if c["int8"]} != set()
     bad = cli(*common, "--w4-int8-budget", "1.5")
     assert bad.returncode == 2 and "w4_int8_budget" in bad.stderr and "1.5" in bad.stderr
+
+
+def test_w8a8_has_nothing_to_measure_and_missing_data_is_a_clear_error():
+    from edgequant.errors import CalibrationError
+    from edgequant.ptq.recovery.sensitivity_int8 import sensitive_layers
+
+    m = prepare_float(conv_chain("Relu", seed=2), [])
+    w8 = get_recipe("w8a8").with_options(w4_keep_int8="sensitivity")
+    nodes, rep, _ = sensitive_layers(m, resolve(w8, m), w8, None)
+    assert nodes == [] and rep["ranked"] == []
+    w4 = get_recipe("w4a8").with_options(w4_keep_int8="sensitivity")
+    with pytest.raises(CalibrationError, match=r"w4_keep_int8=.sensitivity.*calibration"):
+        sensitive_layers(m, resolve(w4, m), w4, None)

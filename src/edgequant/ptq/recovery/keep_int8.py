@@ -108,7 +108,7 @@ class KeptInt8:
     recipe: Recipe
     #: the calibration data, re-iterable when the sensitivity measurement read it
     calibration: Any
-    #: ``report["w4_keep_int8"]``: mode, layers kept, weight bytes (None when nothing kept)
+    #: ``report["w4_keep_int8"]``: mode, layers kept, weight bytes (None for ``none``)
     report: dict[str, Any] | None = None
 
 

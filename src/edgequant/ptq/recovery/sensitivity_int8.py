@@ -165,12 +165,15 @@ def sensitive_layers(model: onnx.ModelProto, plan: QuantPlan, recipe: Recipe, ca
     """The layers ``w4_keep_int8="sensitivity"`` keeps at 8 bits (graph order), the report
     entries (budget, samples, seconds, every layer's cost ranked) and the calibration data
     (re-iterable)."""
+    budget = option(recipe, "w4_int8_budget")
+    if not low_bit_layers(model, plan):  # e.g. w8a8: nothing to measure
+        return [], {"budget": budget, "metric": METRIC, "samples": 0, "seconds": 0.0,
+                    "ranked": []}, calibration
     if calibration is None:
         raise CalibrationError("w4_keep_int8='sensitivity' measures each layer on calibration "
                                "data: give calibration samples (or use first_last_depthwise)")
     calibration = reusable(calibration)
     t0 = time.perf_counter()
-    budget = option(recipe, "w4_int8_budget")
     n = option(recipe, "w4_sensitivity_samples")
     batches, seen = calibration_batches(model, calibration, batch_size, batch_axes, limit=n)
     if not seen:
