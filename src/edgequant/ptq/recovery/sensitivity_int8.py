@@ -19,8 +19,14 @@ at 8 bits: a greedy fill of the budget ``w4_int8_budget`` × (bytes of all those
 bits − bytes at their low bits), skipping a layer that no longer fits and going on with
 smaller ones. ``0`` keeps every layer low-bit, ``1`` every layer int8.
 
+With ``adaround`` the stored integers are learned later; the measurement uses the
+round-to-nearest ones (with the bias correction after AdaRound when that is on) as their
+stand-in. It runs on the float model before ``cle`` (which keeps layer ranges comparable).
+
 Cost: one weight-error pass (when bias-correcting) and one onnxruntime session + run per
-layer (EfficientNet-Lite0, 50 layers, 32 crops: about half a minute on two cores).
+layer (EfficientNet-Lite0, 50 layers, 32 crops: 75-90 s on a busy 2-core machine).
+bench/w4_sensitivity_proxies.py compares this measurement with a w8a8 context and with each
+layer's local output noise at equal size (docs/recovery_w4.md).
 """
 
 from __future__ import annotations
