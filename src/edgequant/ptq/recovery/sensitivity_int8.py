@@ -21,7 +21,7 @@ smaller ones. ``0`` keeps every layer low-bit, ``1`` every layer int8.
 
 With ``adaround`` the stored integers are learned later; the measurement uses the
 round-to-nearest ones (with the bias correction after AdaRound when that is on) as their
-stand-in. It runs on the float model before ``cle`` (which keeps layer ranges comparable).
+stand-in. It runs on the float model before ``cle`` rewrites it (the choice is made first).
 
 Cost: one weight-error pass (when bias-correcting) and one onnxruntime session + run per
 layer (EfficientNet-Lite0, 50 layers, 32 crops: 75-90 s on a busy 2-core machine).
