@@ -13,13 +13,13 @@ from the calibration ones, side by side in one run:
 * ``rest w8a8``: ``edgequant analyze --sweeps int4`` (the w8a8 model with this one layer at
   RTN int4 weights), drop in cosine points (AIMET AMP's "others at the highest precision").
 
-Measured 2026-12-02 (``--calib 32 --eval 64``, shared 2-core machine, load ~9):
+Measured 2026-12-02 (``--calib 32 --eval 64``, shared 2-core machine, load ~12):
 
     mix (3.04 MB)              int8 layers  top-1 agree  cosine  sure agree  in top-5  measure s
     first/last/depthwise                18        0.500  0.8323       0.909     0.797
-    rest float (edgequant)              40        0.766  0.9698       1.000     0.984         75
+    rest float (edgequant)              40        0.766  0.9698       1.000     0.984         82
     local layer noise                   42        0.703  0.9537       1.000     1.000
-    rest w8a8 (analyze int4)            41        0.750  0.9610       1.000     0.984         95
+    rest w8a8 (analyze int4)            41        0.750  0.9610       1.000     0.984        108
 
 Every measurement beats the rule of thumb by far at the same size; the end-to-end ones beat the
 local one (a layer's noise is amplified or damped by what follows it), and "rest float" edges
