@@ -23,6 +23,7 @@ import onnx
 
 from edgequant.analysis.layers import literal
 from edgequant.graph.info import GraphInfo, attr
+from edgequant.ptq.recovery.low_bit import low_bit_layers, weight_bytes
 from edgequant.recipes.decisions import QuantPlan
 from edgequant.recipes.recipe import Recipe, Rule
 from edgequant.spec import QType
@@ -41,22 +42,6 @@ def _depthwise(info: GraphInfo, node: onnx.NodeProto) -> bool:
         return False
     group = int(attr(node, "group", 1))
     return group > 1 and info.constants[node.input[1]].dims[1] == 1
-
-
-def low_bit_layers(model: onnx.ModelProto, plan: QuantPlan) -> list[onnx.NodeProto]:
-    """Conv / Gemm / MatMul nodes the plan quantizes statically with constant weights of fewer
-    than 8 bits (graph order): the candidates for 8-bit weights."""
-    info = GraphInfo.build(model)
-    low = []
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
-            continue
-        d = plan.tensors.get(node.input[1])
-        if (d is None or d.role != "weight" or d.action != "quantize" or d.mode != "static"
-                or d.spec is None or d.spec.qtype.bits >= 8 or not info.is_constant(node.input[1])):
-            continue
-        low.append(node)
-    return low
 
 
 def int8_layers(model: onnx.ModelProto, plan: QuantPlan, which: str) -> list[str]:
@@ -79,11 +64,6 @@ def int8_layers(model: onnx.ModelProto, plan: QuantPlan, which: str) -> list[str
         keep += [n for n in low if _depthwise(info, n)]
     names = {n.name or n.output[0] for n in keep}
     return [n.name or n.output[0] for n in low if (n.name or n.output[0]) in names]
-
-
-def weight_bytes(params: int, bits: int) -> int:
-    """Stored bytes of ``params`` integer weights of ``bits`` bits (int4 packed two per byte)."""
-    return -(-params * bits // 8)
 
 
 def size_report(model: onnx.ModelProto, plan: QuantPlan, nodes: list[str]) -> dict[str, int]:

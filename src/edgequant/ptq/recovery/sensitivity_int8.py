@@ -2,7 +2,7 @@
 
 ``w4_keep_int8="sensitivity"`` (the per-layer search of HAWQ and AIMET's automatic mixed
 precision, with one measurement per layer): for every layer the plan gives low-bit weights
-(:func:`.keep_int8.low_bit_layers`), the *float* model is run on the first
+(:func:`.low_bit.low_bit_layers`), the *float* model is run on the first
 ``w4_sensitivity_samples`` calibration samples with only that layer's weights replaced by the
 low-bit weights the pipeline would store — the same qparams (the ``weight_clip`` search when
 it is on) and, when the recipe bias-corrects, the same empirically corrected bias. The layer's
@@ -43,7 +43,7 @@ from edgequant.errors import CalibrationError
 from edgequant.graph.info import GraphInfo
 from edgequant.ptq.recovery.cle import set_constant
 from edgequant.ptq.recovery.error_stats import LayerError, measure, static_layers
-from edgequant.ptq.recovery.keep_int8 import low_bit_layers, weight_bytes
+from edgequant.ptq.recovery.low_bit import low_bit_layers, weight_bytes
 from edgequant.ptq.recovery.samples import calibration_batches, reusable
 from edgequant.ptq.recovery.weight_clip import clip_method, clipped_weights
 from edgequant.recipes.decisions import QuantPlan
