@@ -25,12 +25,17 @@ fused Relu / Clip and the output's fake quantization that follow leave them unch
 | Gemm                         | QGemm                                 | ``interp`` ``QGemm``         |
 | Add (+ fused Relu / Clip)    | QLinearAdd                            | ``interp`` ``QLinearAdd``    |
 | GlobalAveragePool            | QLinearGlobalAveragePool              | ``interp`` kernel            |
+| Mul (two 8-bit activations)  | QLinearMul                            | ``interp`` ``QLinearMul``    |
+| Sigmoid                      | QLinearSigmoid (MLAS logistic LUT)    | ``interp`` ``QLinearSigmoid``|
 
 ``kernels="litert"`` emulates LiteRT's default CPU path (XNNPACK) on the ``.tflite`` export
-instead: the same fp32 requantization for Conv / FullyConnected, XNNPACK's fixed-point ADD, and
-GlobalAveragePool as the exporter writes it (AVERAGE_POOL_2D on the input grid, rounding half
-away, then a QUANTIZE to the output grid). Other nodes (MatMul, Mul, Sigmoid, ...) and 16-bit
-activations keep the float path: onnxruntime runs those as float kernels too.
+instead, with the TFLite reference executor's kernels (:mod:`edgequant.interp.tflite`, pinned
+to LiteRT): the same fp32 requantization for Conv / FullyConnected, XNNPACK's fixed-point ADD,
+its fp32-requantized MUL, LOGISTIC onto its fixed 1/256 grid followed by the exporter's
+QUANTIZE to the ONNX grid (two roundings), and GlobalAveragePool as the exporter writes it
+(AVERAGE_POOL_2D on the input grid, rounding half away, then a QUANTIZE to the output grid).
+Other nodes and 16-bit activations keep the float path: onnxruntime runs those as float
+kernels too.
 """
 
 from __future__ import annotations
@@ -41,15 +46,21 @@ import numpy as np
 import torch
 
 from edgequant.interp.ops.qlinear import QGemm
-from edgequant.interp.ops.qlinear_ms import QLinearAdd, QLinearGlobalAveragePool
+from edgequant.interp.ops.qlinear_ms import (
+    QLinearAdd,
+    QLinearGlobalAveragePool,
+    QLinearMul,
+    QLinearSigmoid,
+)
 from edgequant.interp.registry import NodeContext
 from edgequant.interp.requant import real_multiplier, requantize
-from edgequant.interp.tflite.kernels import add_sub_xnnpack, pool, requantize_tensor
+from edgequant.interp.tflite.activations import lut_activation
+from edgequant.interp.tflite.kernels import add_sub_xnnpack, mul, pool, requantize_tensor
 from edgequant.spec import QType
 from edgequant.torch.onnx_ops import Conv
 
 #: Ops emulated as the integer kernel the deployed model runs.
-INTEGER_OPS = ("Conv", "Gemm", "Add", "GlobalAveragePool")
+INTEGER_OPS = ("Conv", "Gemm", "Add", "Mul", "Sigmoid", "GlobalAveragePool")
 _FUSED = ("Relu", "Clip")
 _INT32 = QType(32, True)
 #: ``GraphQAT.kernels`` values: the runtime whose integer kernels the eval forward emulates.
@@ -237,6 +248,34 @@ class IntegerSim:
                        y.scale, y.zero_point)
         return y.values(q)
 
+    def _Mul(self, node, ins, y: Grid) -> torch.Tensor | None:
+        a = self.input_grid(node.inputs[0], node.label)
+        b = self.input_grid(node.inputs[1], node.label)
+        if a is None or b is None or len({a.qtype, b.qtype, y.qtype}) > 1:
+            return None  # e.g. a constant operand: keeps the float path
+        if self.kernels == "litert":  # XNNPACK's qs8 vmul: fp32 requantization
+            q = mul(_int8(a, a.integers(ins[0])), _int8(b, b.integers(ins[1])), _tfl(a), _tfl(b),
+                    _tfl(y), "NONE", np.int8, "xnnpack")  # broadcast (N, C, H, W) int8
+            return y.values(q.astype(np.int64) + y.zero_point - _int8_zp(y))
+        q = QLinearMul(self._ctx(node, "QLinearMul"), a.container(a.integers(ins[0])), a.scale,
+                       a.zero_point, b.container(b.integers(ins[1])), b.scale, b.zero_point,
+                       y.scale, y.zero_point)
+        return y.values(q)
+
+    def _Sigmoid(self, node, ins, y: Grid) -> torch.Tensor | None:
+        x = self.input_grid(node.inputs[0], node.label)
+        if x is None or x.qtype != y.qtype:
+            return None
+        if self.kernels == "litert":  # LOGISTIC onto its fixed grid, then QUANTIZE to y's
+            fixed = _logistic_grid()
+            q = lut_activation(_int8(x, x.integers(ins[0])), _tfl(x), fixed, "logistic")
+            if (fixed[0][0], fixed[1][0]) != (y.scale, _int8_zp(y)):
+                q = requantize_tensor(q, fixed, _tfl(y), np.int8, "xnnpack")
+            return y.values(q.astype(np.int64) + y.zero_point - _int8_zp(y))
+        q = QLinearSigmoid(self._ctx(node, "QLinearSigmoid"), x.container(x.integers(ins[0])),
+                           x.scale, x.zero_point, y.scale, y.zero_point)
+        return y.values(q)
+
     def _GlobalAveragePool(self, node, ins, y: Grid) -> torch.Tensor | None:
         x = self.input_grid(node.inputs[0], node.label)
         if x is None or x.qtype != y.qtype:
@@ -251,6 +290,15 @@ class IntegerSim:
                                      x.container(x.integers(ins[0])), x.scale, x.zero_point,
                                      y.scale, y.zero_point)
         return y.values(q)
+
+
+def _logistic_grid() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed int8 grid LiteRT's LOGISTIC writes (the exporter's ``FIXED_OUTPUT_QPARAMS``,
+    imported late: the TFLite exporter loads the flatbuffer schema)."""
+    from edgequant.export.tflite.ops_elementwise import FIXED_OUTPUT_QPARAMS, OP
+
+    scale, zero_point = FIXED_OUTPUT_QPARAMS[OP.LOGISTIC][np.dtype(np.int8)]
+    return np.array([scale], np.float32), np.array([zero_point], np.int64)
 
 
 def _int8_zp(g: Grid) -> int:
