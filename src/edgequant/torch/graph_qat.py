@@ -254,6 +254,8 @@ class GraphQAT(nn.Module):
                and not self.training else None)
         for node in self.nodes:
             ins = [self._operand(t, node, env, raw, done) for t in node.inputs]
+            if sim is not None:
+                ins = sim.deployed_operands(node, ins, raw)
             out = node.fn(ins, node.attrs) if sim is None else sim.run(node, ins)
             outs = out if isinstance(out, tuple) else (out,)
             for name, y in zip(node.outputs, outs, strict=False):

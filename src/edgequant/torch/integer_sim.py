@@ -57,10 +57,11 @@ from edgequant.interp.requant import real_multiplier, requantize
 from edgequant.interp.tflite.activations import lut_activation
 from edgequant.interp.tflite.kernels import add_sub_xnnpack, mul, pool, requantize_tensor
 from edgequant.spec import QType
+from edgequant.torch.integer_sim_matmul import MatMulKernels
 from edgequant.torch.onnx_ops import Conv
 
 #: Ops emulated as the integer kernel the deployed model runs.
-INTEGER_OPS = ("Conv", "Gemm", "Add", "Mul", "Sigmoid", "GlobalAveragePool")
+INTEGER_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Sigmoid", "GlobalAveragePool")
 _FUSED = ("Relu", "Clip")
 _INT32 = QType(32, True)
 #: ``GraphQAT.kernels`` values: the runtime whose integer kernels the eval forward emulates.
@@ -92,7 +93,7 @@ class Grid:
         return q.astype(self.qtype.numpy_dtype)
 
 
-class IntegerSim:
+class IntegerSim(MatMulKernels):
     """Emulates the deployed integer kernels for the nodes of one :class:`GraphQAT`."""
 
     def __init__(self, qat, kernels: str = "onnxruntime") -> None:
@@ -107,6 +108,8 @@ class IntegerSim:
             for t in node.inputs:
                 consumers.setdefault(t, []).append(node)
         self._consumers = consumers
+        #: MatMul output → its integer operands, for LiteRT's FULLY_CONNECTED with folded bias
+        self._pending: dict[str, tuple] = {}
 
     # -- qparams ---------------------------------------------------------------------------------
     def _grid_of_key(self, key: str) -> Grid | None:
@@ -188,6 +191,18 @@ class IntegerSim:
         out = node.fn(ins, node.attrs)
         return out + (exact.reshape(out.shape) - out).detach()
 
+    def deployed_operands(self, node, ins: list, raw: dict) -> list:
+        """The operands ``node`` reads in the deployed model. On LiteRT a node that runs in
+        float (its output not quantized) reads a float-produced tensor unrounded: the
+        ``.tflite`` exporter gives float consumers the producer's float tensor and quantizes
+        only for the integer consumers, where the QDQ graph (and onnxruntime) dequantizes
+        the quantized value for every consumer."""
+        if self.kernels != "litert" or self.output_grid(node.outputs[0]) is not None:
+            return ins
+        return [raw[t] if t in raw and (t, node.label) not in self.qat._seams
+                and isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                for t, x in zip(node.inputs, ins, strict=True)]
+
     def _ctx(self, node, op_type: str) -> NodeContext:
         return NodeContext(node.label, op_type, attrs=dict(node.attrs),
                            requantization=self.requantization)
@@ -235,6 +250,8 @@ class IntegerSim:
         return y.values(q)
 
     def _Add(self, node, ins, y: Grid) -> torch.Tensor | None:
+        if any(t in self._pending for t in node.inputs):
+            return self._fc_with_bias(node, y)
         a = self.input_grid(node.inputs[0], node.label)
         b = self.input_grid(node.inputs[1], node.label)
         if a is None or b is None or len({a.qtype, b.qtype, y.qtype}) > 1:
