@@ -232,16 +232,22 @@ def run_architectures(which: list[str]) -> bool:
                         f"{r['train_seconds']:.0f} s training)", r["rows"])
             ok &= r["holds"] and better
     if "minilm" in which:
-        r = qa.minilm()
-        rows = [{**row, "note": row.get("note", "") or
-                 (f"min cos {row['min_cos']:.4f}" if "min_cos" in row else "")} for row in r["rows"]]
+        import qat_minilm
+
+        r = qat_minilm.minilm()
+        rows = [{**row, "note": row.get("note", "") or "; ".join(
+            ([f"retrieval {row['retrieval']:.1f} % of 512"] if "retrieval" in row else [])
+            + [f"min cos {row['min_cos']:.4f}"])} for row in r["rows"]]
         _arch_table(f"MiniLM {r['recipe']} (plan = PTQ's, transformer rules; float: "
                     f"{', '.join(r['float_ops'])}): mean cosine to float embeddings on held-out "
                     f"docstrings PTQ {r['ptq_cos']:.4f}, QAT+distillation {r['qat_cos']:.4f} "
-                    f"(fake quant {r['qat_fq_cos']:.4f}); agreement = same top-1 retrieval "
-                    f"neighbour; max LSB of {r['last_quantized']} (last int8 MatMul, real tokens); "
-                    f"{r['steps']} steps × {r['batch']}, {r['train_seconds']:.0f} s training, "
-                    f"{r['seconds']:.0f} s total", rows)
+                    f"(fake quant {r['qat_fq_cos']:.4f}); agreement = same predicted module "
+                    f"({r['classes']} classes, head on float embeddings of {r['head_train']} "
+                    f"other docstrings; accuracy float {r['acc_float']:.1f}, PTQ "
+                    f"{r['acc_ptq']:.1f}, QAT {r['acc_qat']:.1f} %); max LSB of "
+                    f"{r['last_quantized']} (last int8 MatMul, real tokens); {r['steps']} steps "
+                    f"× {r['batch']}, {r['train_seconds']:.0f} s training, {r['seconds']:.0f} s "
+                    "total", rows)
         ok &= r["holds"] and r["qat_cos"] >= r["ptq_cos"]
     return ok
 

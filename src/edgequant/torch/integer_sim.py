@@ -27,15 +27,20 @@ fused Relu / Clip and the output's fake quantization that follow leave them unch
 | GlobalAveragePool            | QLinearGlobalAveragePool              | ``interp`` kernel            |
 | Mul (two 8-bit activations)  | QLinearMul                            | ``interp`` ``QLinearMul``    |
 | Sigmoid                      | QLinearSigmoid (MLAS logistic LUT)    | ``interp`` ``QLinearSigmoid``|
+| MatMul (8-bit operands)      | QLinearMatMul                         | ``interp`` ``QLinearMatMul`` |
+|                              |                                       | (:mod:`.integer_sim_matmul`) |
 
 ``kernels="litert"`` emulates LiteRT's default CPU path (XNNPACK) on the ``.tflite`` export
 instead, with the TFLite reference executor's kernels (:mod:`edgequant.interp.tflite`, pinned
 to LiteRT): the same fp32 requantization for Conv / FullyConnected, XNNPACK's fixed-point ADD,
 its fp32-requantized MUL, LOGISTIC onto its fixed 1/256 grid followed by the exporter's
 QUANTIZE to the ONNX grid (two roundings), and GlobalAveragePool as the exporter writes it
-(AVERAGE_POOL_2D on the input grid, rounding half away, then a QUANTIZE to the output grid).
-Other nodes and 16-bit activations keep the float path: onnxruntime runs those as float
-kernels too.
+(AVERAGE_POOL_2D on the input grid, rounding half away, then a QUANTIZE to the output grid),
+a MatMul + bias Add as one FULLY_CONNECTED, a BATCH_MATMUL's right-hand side at zero point 0,
+and float ops reading float-produced tensors unrounded (:meth:`IntegerSim.deployed_operands`).
+Other nodes and 16-bit activations keep the float path: the runtimes run those as float
+kernels too, in their own float32 order — the one difference left (a value within float32
+rounding of a rounding boundary lands one step apart; deep post-LN transformers amplify it).
 """
 
 from __future__ import annotations
