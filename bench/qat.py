@@ -31,13 +31,17 @@ LSB of the logits — plus PTQ vs QAT):
   recipe in ``qat_architectures.EFFNET_QAT``), top-1 agreement with the float model on 128
   crops of the held-apart evaluation photos; fake quant evaluated with the deployed runtime's
   integer kernels emulated (``GraphQAT.kernels``, docs/qat.md);
-- ``minilm``: all-MiniLM-L6-v2 (real weights), plain w8a8 — the plan ``edgequant.quantize``
-  resolves, transformer rules included (no hand-written skips) — label-free MSE distillation
-  on 320 docstrings of ``CALIBRATION_MODULES`` (seq 32; the first 64 calibrate), evaluated
-  on 512 docstrings of the disjoint ``EVALUATION_MODULES``: mean cosine to the float
-  embeddings (PTQ vs QAT); "prediction" = top-1 retrieval (each embedding's nearest other
-  one in the evaluation set, each engine on its own embeddings); max LSB = integer codes of
-  the last int8 MatMul output (layer 5 FFN-in), fake quant vs each engine's QuantizeLinear.
+- ``minilm`` (code in ``bench/qat_minilm.py``): all-MiniLM-L6-v2 (real weights), plain
+  w8a8 — the plan ``edgequant.quantize`` resolves, transformer rules included (no
+  hand-written skips) — label-free MSE distillation on 320 docstrings of
+  ``CALIBRATION_MODULES`` (seq 32; the first 64 calibrate). Evaluated on text of the disjoint
+  ``EVALUATION_MODULES``: mean cosine to the float embeddings (PTQ vs QAT); "prediction" =
+  the module a docstring comes from (11 modules with ≥ 25 docstrings; a linear head trained on
+  the *float* model's embeddings of one half of their docstrings, evaluated on the other half,
+  ``edgequant_zoo.corpus_classes``), and as a second, harsher column top-1 retrieval among 512
+  docstrings (each embedding's nearest other one, every engine on its own embeddings); max
+  LSB = integer codes of the last int8 MatMul output (layer 5 FFN-in), fake quant vs each
+  engine's QuantizeLinear.
 
 Measured (2 shared cores under heavy load from other jobs, load average 15–46; seed 0):
 

@@ -31,6 +31,7 @@ from qat_architectures import _run, cosine, deployed_outputs, fq_outputs, fq_per
 
 import edgequant
 import edgequant.torch as eqt
+from edgequant.export.qop.lower import lower_to_qop
 from edgequant.recipes.builtin import get_recipe
 from edgequant.runtime.runners import open_runner
 from edgequant.torch.capture import capture, qat_from_capture
@@ -184,7 +185,8 @@ def last_quantized_codes(qat, model, names: list[str], inputs: tuple[np.ndarray,
 
     Fake quant: ``round(x / scale) + zero_point`` of the eval forward's value (onnxruntime's
     kernels emulated); deployed: the output of that tensor's QuantizeLinear in the converted
-    model (made a graph output).
+    model (made a graph output), run by onnxruntime and by the interpreter on the integer-only
+    lowering.
     """
     acts = qat.activation_qparams()
     mm = [n.output[0] for n in qat.graph.graph.node
@@ -207,7 +209,8 @@ def last_quantized_codes(qat, model, names: list[str], inputs: tuple[np.ndarray,
     probe.graph.output.append(onnx.helper.make_tensor_value_info(q.output[0], zp_type, None))
     codes["onnxruntime"] = _run(open_runner(probe), names, inputs, 64).astype(np.float64)
     small = tuple(a[:reference_n] for a in inputs)
-    codes["reference"] = _run(open_runner(probe, "reference"), names, small, 16
+    # the interpreter runs the integer-only lowering, as for the embeddings
+    codes["reference"] = _run(open_runner(lower_to_qop(probe), "reference"), names, small, 16
                               ).astype(np.float64)
     return last, codes
 
