@@ -113,6 +113,7 @@ class IntegerSim(MatMulKernels):
             for t in node.inputs:
                 consumers.setdefault(t, []).append(node)
         self._consumers = consumers
+        self._producer = {t: node for node in qat.nodes for t in node.outputs}
         #: MatMul output → its integer operands, for LiteRT's FULLY_CONNECTED with folded bias
         self._pending: dict[str, tuple] = {}
 
@@ -205,8 +206,16 @@ class IntegerSim(MatMulKernels):
         if self.kernels != "litert" or self.output_grid(node.outputs[0]) is not None:
             return ins
         return [raw[t] if t in raw and (t, node.label) not in self.qat._seams
-                and isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                and self._float_produced(t) and isinstance(x, torch.Tensor)
+                and x.is_floating_point() else x
                 for t, x in zip(node.inputs, ins, strict=True)]
+
+    def _float_produced(self, tensor: str) -> bool:
+        """True when ``tensor``'s producer reads no quantized operand (a float op, e.g. a
+        LayerNorm): the ``.tflite`` holds its float output. An integer kernel's output (an
+        int8 / int16 tensor) reaches float consumers through a DEQUANTIZE, rounded."""
+        p = self._producer.get(tensor)
+        return p is not None and all(self.input_grid(t, p.label) is None for t in p.inputs if t)
 
     def _ctx(self, node, op_type: str) -> NodeContext:
         return NodeContext(node.label, op_type, attrs=dict(node.attrs),
