@@ -3,7 +3,8 @@
 Each run prints, side by side from one process: the QAT fake-quant outputs in PyTorch vs the
 converted model in onnxruntime, the reference interpreter and LiteRT (prediction agreement,
 accuracy, max LSB of the logits / embeddings), and the accuracy (or agreement with the float
-model) of PTQ vs QAT. Figures are quoted in ``bench/qat.py``'s docstring.
+model) of PTQ vs QAT. Figures are quoted in ``bench/qat.py``'s docstring. The MiniLM part
+lives in ``bench/qat_minilm.py`` (it reuses the helpers here).
 """
 
 from __future__ import annotations
