@@ -3,7 +3,8 @@
 Each run prints, side by side from one process: the QAT fake-quant outputs in PyTorch vs the
 converted model in onnxruntime, the reference interpreter and LiteRT (prediction agreement,
 accuracy, max LSB of the logits / embeddings), and the accuracy (or agreement with the float
-model) of PTQ vs QAT. Figures are quoted in ``bench/qat.py``'s docstring.
+model) of PTQ vs QAT. Figures are quoted in ``bench/qat.py``'s docstring. The MiniLM part
+lives in ``bench/qat_minilm.py`` (it reuses the helpers here).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 import edgequant
@@ -251,149 +251,3 @@ def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int =
             "rows": rows, "holds": holds(rows, acc=True), "train_seconds": train_s,
             "seconds": time.perf_counter() - t0}
     return results
-
-
-# -- 3. MiniLM sentence embedder (real weights), label-free distillation on docstrings -------------
-def minilm(recipe: str = "w8a8", steps: int = 40, batch: int = 8, seq_len: int = 32,
-           eval_n: int = 512, lr: float = 1e-5, reference_n: int = 64) -> dict:
-    """Cosine similarity to the float embeddings (PTQ vs QAT) and deployed-vs-trained agreement.
-
-    The plan is the recipe's own, exactly as :func:`edgequant.quantize` resolves it: the
-    transformer rule set (``recipes/transformer.py``) keeps the mask path, Softmax, the bias /
-    residual Adds, Mul / Div and the MatMuls after GELU float; every other MatMul (Q/K/V/O,
-    FFN-in, Q·Kᵀ, P·V) is int8 and the embedding tables int8 per row. Training docstrings
-    (and the 64 calibration ones among them) come from ``CALIBRATION_MODULES``, evaluation
-    ones from the disjoint ``EVALUATION_MODULES``.
-
-    Prediction (for the agreement figure): top-1 retrieval inside the evaluation set — each
-    embedding's nearest other embedding by cosine, every engine using its own embeddings.
-    """
-    from edgequant_zoo import minilm as zoo
-    from edgequant_zoo.corpus import CALIBRATION_MODULES, EVALUATION_MODULES, docstring_corpus
-    from edgequant_zoo.qat_models import minilm_module
-
-    teacher = minilm_module()
-    tr = zoo.tokenize(docstring_corpus(steps * batch, seed=0, modules=CALIBRATION_MODULES),
-                      seq_len=seq_len)
-    ev_feeds = zoo.tokenize(docstring_corpus(eval_n, seed=0, modules=EVALUATION_MODULES),
-                            seq_len=seq_len)
-    t0 = time.perf_counter()
-    cap = capture(teacher, tuple(torch.from_numpy(tr[n][:2]) for n in zoo.MINILM_INPUTS))
-    names = [i.name for i in cap.graph.graph.input]
-    train = tuple(tr[n] for n in names)
-    ev = tuple(ev_feeds[n] for n in names)
-    cal = {n: a[:64] for n, a in zip(names, train, strict=True)}
-    rec = get_recipe(recipe)
-    qat = qat_from_capture(cap, rec, calibration=cal)
-    student_order = _Reordered(teacher, names)
-    with torch.no_grad():
-        ref = np.concatenate([student_order(*(torch.from_numpy(a[s:s + 64]) for a in ev)).numpy()
-                              for s in range(0, eval_n, 64)])
-    ptq = edgequant.quantize(cap.graph, rec, calibration=cal)
-    ptq_e = _run(open_runner(ptq.model), names, ev, 64)
-    loader = [tuple(torch.from_numpy(a[s:s + batch]) for a in train)
-              for s in range(0, len(train[0]), batch)]
-    t1 = time.perf_counter()
-    eqt.fit_qat(qat, loader, teacher=student_order, labels=False, distill="mse", lr=lr,
-                show_progress=False, freeze_observers_step=steps // 2)
-    train_s = time.perf_counter() - t1
-    result = eqt.convert(qat)
-    fq = fq_outputs(qat, ev)
-    with tempfile.TemporaryDirectory() as tmp:
-        outs = deployed_outputs(result, names, ev, Path(tmp), reference_n=reference_n,
-                                tflite=False)
-        outs["litert"] = _litert(result, names, ev, Path(tmp))
-    rows = compare(fq, outs, float("nan"), kind="embedding")
-    last, codes = last_quantized_codes(qat, result.model, names, ev, reference_n)
-    real = ev[names.index("attention_mask")].astype(bool)  # (N, S): pooling reads only these
-
-    def lsb(a: np.ndarray, b: np.ndarray) -> float:  # padded positions never reach the output
-        n = min(len(a), len(b))
-        return float(np.max(np.abs(a[:n] - b[:n])[real[:n]]))
-
-    for row in rows:
-        if row["engine"] in codes:
-            row["max_lsb"] = lsb(codes["fake quant"], codes[row["engine"]])
-            row["min_cos"] = float(np.min(cosine(fq[:row["n"]], outs[row["engine"]])))
-    ort = outs["onnxruntime"]
-    if not isinstance(outs["reference"], str):  # the two deployed engines against each other
-        rf = outs["reference"]
-        floor = compare(ort[:len(rf)], {"reference vs onnxruntime": rf}, float("nan"),
-                        kind="embedding")[0]
-        floor["max_lsb"] = lsb(codes["onnxruntime"], codes["reference"])
-        floor["min_cos"] = float(np.min(cosine(ort[:len(rf)], rf)))
-        rows.append({**floor, "context": True})
-    float_ops = sorted({d.op_type for d in qat.plan.float_nodes()})
-    return {"recipe": rec.name, "ptq_cos": float(np.mean(cosine(ptq_e, ref))),
-            "qat_cos": float(np.mean(cosine(ort, ref))),
-            "qat_fq_cos": float(np.mean(cosine(fq, ref))), "rows": rows,
-            "last_quantized": last, "float_ops": float_ops,
-            "holds": holds(rows, acc=False), "train_seconds": train_s, "steps": steps,
-            "batch": batch, "seconds": time.perf_counter() - t0}
-
-
-def _litert(result, names: list[str], inputs: tuple[np.ndarray, ...], workdir: Path
-            ) -> np.ndarray | str:
-    """LiteRT outputs of the converted model, or ``"not exportable: <reason>"``."""
-    from edgequant.errors import EdgequantError
-
-    fixed = {}  # named dynamic dims (e.g. the sequence) sized like the evaluation inputs
-    for vi in result.model.graph.input:
-        if vi.name in names:
-            x = inputs[names.index(vi.name)]
-            for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
-                if dim.dim_param and axis > 0:
-                    fixed[dim.dim_param] = int(x.shape[axis])
-    try:
-        path = result.save(workdir / "model.tflite", fixed_dims=fixed or None)
-    except (EdgequantError, ValueError, TypeError) as exc:
-        return f"not exportable: {str(exc).split(' (supported')[0]}"  # reason, not op list
-    return _run(open_runner(path), names, inputs, 16)
-
-
-def last_quantized_codes(qat, model, names: list[str], inputs: tuple[np.ndarray, ...],
-                         reference_n: int) -> tuple[str, dict[str, np.ndarray]]:
-    """Integer codes (N, S, C) of the last int8 MatMul output (the deepest quantized GEMM)
-    per engine.
-
-    Fake quant: ``round(x / scale) + zero_point`` of the training forward's value; deployed:
-    the output of that tensor's QuantizeLinear in the converted model (made a graph output).
-    """
-    acts = qat.activation_qparams()
-    mm = [n.output[0] for n in qat.graph.graph.node
-          if n.op_type == "MatMul" and n.output[0] in acts]
-    last = mm[-1]
-    qp = acts[last]
-    scale, zp = float(np.ravel(qp.scale)[0]), int(np.ravel(qp.zero_point)[0])
-    keep = list(qat.output_names)
-    qat.output_names = [last]
-    try:
-        x = fq_outputs(qat, inputs)
-    finally:
-        qat.output_names = keep
-    codes = {"fake quant": np.round(x.astype(np.float64) / scale) + zp}
-    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == last)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    zp_type = next(t.data_type for t in model.graph.initializer if t.name == q.input[2])
-    probe.graph.output.append(onnx.helper.make_tensor_value_info(q.output[0], zp_type, None))
-    codes["onnxruntime"] = _run(open_runner(probe), names, inputs, 64).astype(np.float64)
-    small = tuple(a[:reference_n] for a in inputs)
-    codes["reference"] = _run(open_runner(probe, "reference"), names, small, 16
-                              ).astype(np.float64)
-    return last, codes
-
-
-class _Reordered(torch.nn.Module):
-    """The teacher called with the QAT graph's input order."""
-
-    def __init__(self, module: torch.nn.Module, names: list[str]) -> None:
-        super().__init__()
-        from edgequant_zoo.minilm import MINILM_INPUTS
-
-        self.module = module
-        self.order = [names.index(n) for n in MINILM_INPUTS]
-
-    def forward(self, *args):
-        return self.module(*(args[i] for i in self.order))

@@ -16,8 +16,8 @@ the PTQ path executes. The module runs that graph node by node with the torch op
 | bias ``quantize``                 | int32 at ``s_in · s_w`` (float32 product), as insert_qdq |
 | ``float`` / no decision           | float, exactly where the exported model is float         |
 
-In eval mode the nodes the deployed model runs as integer kernels (Conv, Gemm, Add,
-GlobalAveragePool) are recomputed from their input integers exactly as those kernels do
+In eval mode the nodes the deployed model runs as integer kernels (Conv, Gemm, MatMul, Add,
+Mul, Sigmoid, GlobalAveragePool) are recomputed from their input integers exactly as those kernels do
 (:mod:`edgequant.torch.integer_sim`; ``kernels``: ``"onnxruntime"`` (default), ``"litert"``
 (the ``.tflite`` export on LiteRT / XNNPACK) or ``None``: plain fake quantization), so the
 eval forward equals the converted model bit for bit; training keeps the faster float path
@@ -254,6 +254,8 @@ class GraphQAT(nn.Module):
                and not self.training else None)
         for node in self.nodes:
             ins = [self._operand(t, node, env, raw, done) for t in node.inputs]
+            if sim is not None:
+                ins = sim.deployed_operands(node, ins, raw)
             out = node.fn(ins, node.attrs) if sim is None else sim.run(node, ins)
             outs = out if isinstance(out, tuple) else (out,)
             for name, y in zip(node.outputs, outs, strict=False):

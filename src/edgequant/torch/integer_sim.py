@@ -25,12 +25,22 @@ fused Relu / Clip and the output's fake quantization that follow leave them unch
 | Gemm                         | QGemm                                 | ``interp`` ``QGemm``         |
 | Add (+ fused Relu / Clip)    | QLinearAdd                            | ``interp`` ``QLinearAdd``    |
 | GlobalAveragePool            | QLinearGlobalAveragePool              | ``interp`` kernel            |
+| Mul (two 8-bit activations)  | QLinearMul                            | ``interp`` ``QLinearMul``    |
+| Sigmoid                      | QLinearSigmoid (MLAS logistic LUT)    | ``interp`` ``QLinearSigmoid``|
+| MatMul (8-bit operands)      | QLinearMatMul                         | ``interp`` ``QLinearMatMul`` |
+|                              |                                       | (:mod:`.integer_sim_matmul`) |
 
 ``kernels="litert"`` emulates LiteRT's default CPU path (XNNPACK) on the ``.tflite`` export
-instead: the same fp32 requantization for Conv / FullyConnected, XNNPACK's fixed-point ADD, and
-GlobalAveragePool as the exporter writes it (AVERAGE_POOL_2D on the input grid, rounding half
-away, then a QUANTIZE to the output grid). Other nodes (MatMul, Mul, Sigmoid, ...) and 16-bit
-activations keep the float path: onnxruntime runs those as float kernels too.
+instead, with the TFLite reference executor's kernels (:mod:`edgequant.interp.tflite`, pinned
+to LiteRT): the same fp32 requantization for Conv / FullyConnected, XNNPACK's fixed-point ADD,
+its fp32-requantized MUL, LOGISTIC onto its fixed 1/256 grid followed by the exporter's
+QUANTIZE to the ONNX grid (two roundings), and GlobalAveragePool as the exporter writes it
+(AVERAGE_POOL_2D on the input grid, rounding half away, then a QUANTIZE to the output grid),
+a MatMul + bias Add as one FULLY_CONNECTED, a BATCH_MATMUL's right-hand side at zero point 0,
+and float ops reading float-produced tensors unrounded (:meth:`IntegerSim.deployed_operands`).
+Other nodes and 16-bit activations keep the float path: the runtimes run those as float
+kernels too, in their own float32 order — the one difference left (a value within float32
+rounding of a rounding boundary lands one step apart; deep post-LN transformers amplify it).
 """
 
 from __future__ import annotations
@@ -41,15 +51,22 @@ import numpy as np
 import torch
 
 from edgequant.interp.ops.qlinear import QGemm
-from edgequant.interp.ops.qlinear_ms import QLinearAdd, QLinearGlobalAveragePool
+from edgequant.interp.ops.qlinear_ms import (
+    QLinearAdd,
+    QLinearGlobalAveragePool,
+    QLinearMul,
+    QLinearSigmoid,
+)
 from edgequant.interp.registry import NodeContext
 from edgequant.interp.requant import real_multiplier, requantize
-from edgequant.interp.tflite.kernels import add_sub_xnnpack, pool, requantize_tensor
+from edgequant.interp.tflite.activations import lut_activation
+from edgequant.interp.tflite.kernels import add_sub_xnnpack, mul, pool, requantize_tensor
 from edgequant.spec import QType
+from edgequant.torch.integer_sim_matmul import MatMulKernels
 from edgequant.torch.onnx_ops import Conv
 
 #: Ops emulated as the integer kernel the deployed model runs.
-INTEGER_OPS = ("Conv", "Gemm", "Add", "GlobalAveragePool")
+INTEGER_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Sigmoid", "GlobalAveragePool")
 _FUSED = ("Relu", "Clip")
 _INT32 = QType(32, True)
 #: ``GraphQAT.kernels`` values: the runtime whose integer kernels the eval forward emulates.
@@ -81,7 +98,7 @@ class Grid:
         return q.astype(self.qtype.numpy_dtype)
 
 
-class IntegerSim:
+class IntegerSim(MatMulKernels):
     """Emulates the deployed integer kernels for the nodes of one :class:`GraphQAT`."""
 
     def __init__(self, qat, kernels: str = "onnxruntime") -> None:
@@ -96,6 +113,9 @@ class IntegerSim:
             for t in node.inputs:
                 consumers.setdefault(t, []).append(node)
         self._consumers = consumers
+        self._producer = {t: node for node in qat.nodes for t in node.outputs}
+        #: MatMul output → its integer operands, for LiteRT's FULLY_CONNECTED with folded bias
+        self._pending: dict[str, tuple] = {}
 
     # -- qparams ---------------------------------------------------------------------------------
     def _grid_of_key(self, key: str) -> Grid | None:
@@ -177,6 +197,26 @@ class IntegerSim:
         out = node.fn(ins, node.attrs)
         return out + (exact.reshape(out.shape) - out).detach()
 
+    def deployed_operands(self, node, ins: list, raw: dict) -> list:
+        """The operands ``node`` reads in the deployed model. On LiteRT a node that runs in
+        float (its output not quantized) reads a float-produced tensor unrounded: the
+        ``.tflite`` exporter gives float consumers the producer's float tensor and quantizes
+        only for the integer consumers, where the QDQ graph (and onnxruntime) dequantizes
+        the quantized value for every consumer."""
+        if self.kernels != "litert" or self.output_grid(node.outputs[0]) is not None:
+            return ins
+        return [raw[t] if t in raw and (t, node.label) not in self.qat._seams
+                and self._float_produced(t) and isinstance(x, torch.Tensor)
+                and x.is_floating_point() else x
+                for t, x in zip(node.inputs, ins, strict=True)]
+
+    def _float_produced(self, tensor: str) -> bool:
+        """True when ``tensor``'s producer reads no quantized operand (a float op, e.g. a
+        LayerNorm): the ``.tflite`` holds its float output. An integer kernel's output (an
+        int8 / int16 tensor) reaches float consumers through a DEQUANTIZE, rounded."""
+        p = self._producer.get(tensor)
+        return p is not None and all(self.input_grid(t, p.label) is None for t in p.inputs if t)
+
     def _ctx(self, node, op_type: str) -> NodeContext:
         return NodeContext(node.label, op_type, attrs=dict(node.attrs),
                            requantization=self.requantization)
@@ -224,6 +264,8 @@ class IntegerSim:
         return y.values(q)
 
     def _Add(self, node, ins, y: Grid) -> torch.Tensor | None:
+        if any(t in self._pending for t in node.inputs):
+            return self._fc_with_bias(node, y)
         a = self.input_grid(node.inputs[0], node.label)
         b = self.input_grid(node.inputs[1], node.label)
         if a is None or b is None or len({a.qtype, b.qtype, y.qtype}) > 1:
@@ -235,6 +277,34 @@ class IntegerSim:
         q = QLinearAdd(self._ctx(node, "QLinearAdd"), a.container(a.integers(ins[0])), a.scale,
                        a.zero_point, b.container(b.integers(ins[1])), b.scale, b.zero_point,
                        y.scale, y.zero_point)
+        return y.values(q)
+
+    def _Mul(self, node, ins, y: Grid) -> torch.Tensor | None:
+        a = self.input_grid(node.inputs[0], node.label)
+        b = self.input_grid(node.inputs[1], node.label)
+        if a is None or b is None or len({a.qtype, b.qtype, y.qtype}) > 1:
+            return None  # e.g. a constant operand: keeps the float path
+        if self.kernels == "litert":  # XNNPACK's qs8 vmul: fp32 requantization
+            q = mul(_int8(a, a.integers(ins[0])), _int8(b, b.integers(ins[1])), _tfl(a), _tfl(b),
+                    _tfl(y), "NONE", np.int8, "xnnpack")  # broadcast (N, C, H, W) int8
+            return y.values(q.astype(np.int64) + y.zero_point - _int8_zp(y))
+        q = QLinearMul(self._ctx(node, "QLinearMul"), a.container(a.integers(ins[0])), a.scale,
+                       a.zero_point, b.container(b.integers(ins[1])), b.scale, b.zero_point,
+                       y.scale, y.zero_point)
+        return y.values(q)
+
+    def _Sigmoid(self, node, ins, y: Grid) -> torch.Tensor | None:
+        x = self.input_grid(node.inputs[0], node.label)
+        if x is None or x.qtype != y.qtype:
+            return None
+        if self.kernels == "litert":  # LOGISTIC onto its fixed grid, then QUANTIZE to y's
+            fixed = _logistic_grid()
+            q = lut_activation(_int8(x, x.integers(ins[0])), _tfl(x), fixed, "logistic")
+            if (fixed[0][0], fixed[1][0]) != (y.scale, _int8_zp(y)):
+                q = requantize_tensor(q, fixed, _tfl(y), np.int8, "xnnpack")
+            return y.values(q.astype(np.int64) + y.zero_point - _int8_zp(y))
+        q = QLinearSigmoid(self._ctx(node, "QLinearSigmoid"), x.container(x.integers(ins[0])),
+                           x.scale, x.zero_point, y.scale, y.zero_point)
         return y.values(q)
 
     def _GlobalAveragePool(self, node, ins, y: Grid) -> torch.Tensor | None:
@@ -251,6 +321,15 @@ class IntegerSim:
                                      x.container(x.integers(ins[0])), x.scale, x.zero_point,
                                      y.scale, y.zero_point)
         return y.values(q)
+
+
+def _logistic_grid() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed int8 grid LiteRT's LOGISTIC writes (the exporter's ``FIXED_OUTPUT_QPARAMS``,
+    imported late: the TFLite exporter loads the flatbuffer schema)."""
+    from edgequant.export.tflite.ops_elementwise import FIXED_OUTPUT_QPARAMS, OP
+
+    scale, zero_point = FIXED_OUTPUT_QPARAMS[OP.LOGISTIC][np.dtype(np.int8)]
+    return np.array([scale], np.float32), np.array([zero_point], np.int64)
 
 
 def _int8_zp(g: Grid) -> int:

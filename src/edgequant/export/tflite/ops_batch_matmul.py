@@ -19,12 +19,19 @@ from edgequant.export.tflite.convert import OP, OPT, Converter, TVal
 from edgequant.export.tflite.ingest import Node
 
 
+def zero_point_0_scale(scale: np.float32, zero_point: int) -> np.float32:
+    """The step of an int8 grid (``scale``, ``zero_point``) re-expressed with zero point 0 over
+    the same real range (float32, as the exporter writes it)."""
+    z, s = int(zero_point), np.float32(scale)
+    return np.float32(s * np.float32(max(128 + z, 127 - z)) / np.float32(127))
+
+
 def symmetric_rhs(cv: Converter, y: TVal, name: str) -> TVal:
     """``y`` (int8, zero point z) requantized to zero point 0 covering its whole range."""
     if not cv.q or y.dtype != np.int8 or not y.quant.per_tensor or int(y.quant.zero_point[0]) == 0:
         return y
-    z, s = int(y.quant.zero_point[0]), np.float32(y.quant.scale[0])
-    scale = np.float32(s * np.float32(max(128 + z, 127 - z)) / np.float32(127))
+    s = np.float32(y.quant.scale[0])
+    scale = zero_point_0_scale(s, int(y.quant.zero_point[0]))
     cv.note(f"tensor {name!r}: right-hand BATCH_MATMUL operand requantized to zero point 0 "
             f"(step x{scale / s:.3f}) so LiteRT's XNNPACK delegate runs the int8 kernel")
     return cv.requant(y, Quant.of(scale, 0), f"{name}_zp0")
