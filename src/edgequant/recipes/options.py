@@ -107,6 +107,12 @@ OPTIONS: dict[str, Option] = {
                                number(1, 1_000_000, True)),
     "adaround_rows": Option(4096, "input rows (output positions) sampled per layer",
                             number(16, 1_000_000, True)),
+    "adaround_mode": Option("independent", "AdaRound inputs: independent (each layer on float "
+                            "inputs, fake-quantized) | sequential (each layer on the inputs of "
+                            "the model with every earlier layer already AdaRounded; "
+                            "docs/adaround.md)", one_of("independent", "sequential")),
+    "adaround_qdrop": Option(0.0, "QDrop: probability that an AdaRound input element is the "
+                             "float one instead of the quantized one (0 = off)", number(0.0, 1.0)),
     "seed": Option(0, "seed of the recovery algorithms' random choices",
                    number(0, 2**32 - 1, True)),
     "range_search": Option(False, "pick each activation's observer by its consumers' output "

@@ -48,19 +48,19 @@ class AdaRoundResult:
 
     weights: dict[str, tuple[QParams, np.ndarray]] = field(default_factory=dict)
     layers: list[dict] = field(default_factory=list)
+    bias_correction: dict | None = None  # sequential mode's in-loop correction, if it ran
 
 
 def adaround(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: QuantPlan,
              weight_qparams: dict[str, QParams], batches: list[dict[str, np.ndarray]],
              samples: int, *, iters: int, seconds: float, rows: int, seed: int,
-             progress: StageProgress | None = None) -> AdaRoundResult:
+             qdrop: float = 0.0, progress: StageProgress | None = None) -> AdaRoundResult:
     """Learn the rounding of each static weight that ``rtn_model`` (the same plan quantized
-    round-to-nearest) stores with ``weight_qparams``; ``batches`` hold ``samples`` samples."""
+    round-to-nearest) stores with ``weight_qparams``; ``batches`` hold ``samples`` samples;
+    ``qdrop``: see :func:`~.adaround_layer.adaround_layer`."""
     torch = import_torch()
-    wanted = {t.tensor for t in plan.quantized("weight", mode="static")} & set(weight_qparams)
-    layers = weighted_layers(float_model, wanted)
+    layers = adaround_layers(float_model, rtn_model, plan, weight_qparams)
     qnodes = {n.name or n.output[0]: n for n in rtn_model.graph.node}
-    layers = [la for la in layers if la.node in qnodes]
     info, rtn_info = GraphInfo.build(float_model), GraphInfo.build(rtn_model)
     in_qp = {la.node: _input_qparams(rtn_info, qnodes[la.node]) for la in layers}
     result = AdaRoundResult()
@@ -68,21 +68,16 @@ def adaround(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: Qua
     torch.set_num_threads(1)  # one thread: bit-identical results from run to run
     try:
         done = 0
-        for chunk in _chunks(layers, rows):
-            collected = _collect(float_model, in_qp, chunk, batches, samples, rows,
-                                 seed, [layers.index(la) for la in chunk])
+        for chunk in chunks(layers, rows):
+            collected = collect(float_model, in_qp, chunk, batches, samples, rows, seed,
+                                [layers.index(la) for la in chunk])
             for la in chunk:
                 xq, xf = collected.pop(la.node)
                 qp = weight_qparams[la.weight]
                 res = adaround_layer(la, info.const_array(la.weight), qp, xq, xf, iters=iters,
-                                     seconds=seconds, seed=seed + layers.index(la))
+                                     seconds=seconds, seed=seed + layers.index(la), qdrop=qdrop)
                 result.weights[la.weight] = (qp, res.ints)
-                result.layers.append({
-                    "node": la.node, "weight": la.weight, "bits": qp.qtype.bits,
-                    "rows": len(xq), "mse_rtn": res.mse_rtn, "mse_adaround": res.mse_adaround,
-                    "iterations": res.iterations, "seconds": round(res.seconds, 3),
-                    "budget_hit": res.budget_hit, "kept_rtn": res.kept_rtn,
-                    "undecided": round(res.undecided, 4), "flipped": round(res.flipped, 4)})
+                result.layers.append(layer_entry(la, qp, res, len(xq)))
                 done += 1
                 if progress:
                     progress("adaround", done, len(layers))
@@ -92,7 +87,25 @@ def adaround(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: Qua
     return result
 
 
-def _chunks(layers: list[Layer], rows: int) -> list[list[Layer]]:
+def adaround_layers(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: QuantPlan,
+                    weight_qparams: dict[str, QParams]) -> list[Layer]:
+    """The layers (graph order) whose static weight ``rtn_model`` quantizes with
+    ``weight_qparams``."""
+    wanted = {t.tensor for t in plan.quantized("weight", mode="static")} & set(weight_qparams)
+    qnodes = {n.name or n.output[0] for n in rtn_model.graph.node}
+    return [la for la in weighted_layers(float_model, wanted) if la.node in qnodes]
+
+
+def layer_entry(la: Layer, qp: QParams, res, rows: int) -> dict:
+    """The report entry of one AdaRounded layer."""
+    return {"node": la.node, "weight": la.weight, "bits": qp.qtype.bits, "rows": rows,
+            "mse_rtn": res.mse_rtn, "mse_adaround": res.mse_adaround,
+            "iterations": res.iterations, "seconds": round(res.seconds, 3),
+            "budget_hit": res.budget_hit, "kept_rtn": res.kept_rtn,
+            "undecided": round(res.undecided, 4), "flipped": round(res.flipped, 4)}
+
+
+def chunks(layers: list[Layer], rows: int) -> list[list[Layer]]:
     out: list[list[Layer]] = [[]]
     size = 0
     for la in layers:
@@ -118,10 +131,13 @@ def _input_qparams(info: GraphInfo, qnode: onnx.NodeProto) -> QParams | None:
                    PerTensor())
 
 
-def _collect(float_model, in_qp: dict[str, QParams | None], chunk: list[Layer], batches, samples: int,
-             rows: int, seed: int, index: list[int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def collect(float_model, in_qp: dict[str, QParams | None], chunk: list[Layer], batches, samples: int,
+            rows: int, seed: int, index: list[int], picks: dict[str, list] | None = None
+            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Rows (as quantized, float) per layer of ``chunk``: float rows and the same rows
-    fake-quantized with the layer's input activation qparams."""
+    fake-quantized with the layer's input activation qparams. The rows of the layer at
+    ``index[i]`` are drawn with ``np.random.default_rng([seed, index[i]])``; ``picks``, when
+    given, receives each layer's :class:`~.layer_rows.Pick` per batch."""
     f_names = [la.input for la in chunk]
     f_sess = ort_session(float_model, extra_outputs=sorted(set(f_names)))
     f_out = [o.name for o in f_sess.get_outputs()]
@@ -133,7 +149,10 @@ def _collect(float_model, in_qp: dict[str, QParams | None], chunk: list[Layer], 
         for la, fn, rng in zip(chunk, f_names, rngs, strict=True):
             xf = fr[fn]
             r = rows_per_batch(la.max_rows(rows), n, samples)
-            parts[la.node].append(gather_rows(la, xf, pick_rows(la, xf.shape, r, rng)))
+            pick = pick_rows(la, xf.shape, r, rng)
+            parts[la.node].append(gather_rows(la, xf, pick))
+            if picks is not None:
+                picks.setdefault(la.node, []).append(pick)
     out = {}
     for la in chunk:
         xf = np.concatenate(parts.pop(la.node))  # (r, G, K)
@@ -149,8 +168,12 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
                     ) -> dict[str, tuple[QParams, np.ndarray]]:
     """The quantizer's AdaRound step: quantize a copy of ``qm`` round-to-nearest, learn the
     rounding of its static weights from the recipe's options, record ``report["adaround"]``,
-    and return the integers for :func:`~edgequant.graph.passes.insert_qdq.insert_qdq`."""
+    and return the integers for :func:`~edgequant.graph.passes.insert_qdq.insert_qdq`.
+
+    ``adaround_mode="sequential"`` (:mod:`.adaround_sequential`) also corrects the biases of
+    ``qm`` in place when the recipe asks for bias correction after AdaRound."""
     from edgequant.graph.passes.insert_qdq import insert_qdq
+    from edgequant.ptq.recovery.adaround_bias import adaround_bias_method
     from edgequant.ptq.recovery.samples import calibration_batches
     from edgequant.recipes.options import option
 
@@ -161,10 +184,21 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
     rtn, used, _ = insert_qdq(rtn, plan, act, overrides, io)
     batches, n = calibration_batches(float_model, calibration, batch_size, batch_axes,
                                      limit=option(rec, "adaround_samples"))
-    result = adaround(float_model, rtn, plan, used, batches, n,
-                      iters=option(rec, "adaround_iters"),
-                      seconds=float(option(rec, "adaround_seconds_per_layer")),
-                      rows=option(rec, "adaround_rows"), seed=option(rec, "seed"),
-                      progress=progress)
-    report["adaround"] = {"samples": n, "layers": result.layers}
+    mode, qdrop = option(rec, "adaround_mode"), float(option(rec, "adaround_qdrop"))
+    common = {"iters": option(rec, "adaround_iters"),
+              "seconds": float(option(rec, "adaround_seconds_per_layer")),
+              "rows": option(rec, "adaround_rows"), "seed": option(rec, "seed"), "qdrop": qdrop,
+              "progress": progress}
+    if mode == "sequential":
+        from edgequant.ptq.recovery.adaround_sequential import Deployed, sequential_adaround
+
+        deployed = Deployed(qm, plan, act, overrides, io)
+        result = sequential_adaround(float_model, deployed, rtn, used, batches, n,
+                                     correct_bias=adaround_bias_method(rec) == "sequential",
+                                     **common)
+    else:
+        result = adaround(float_model, rtn, plan, used, batches, n, **common)
+    report["adaround"] = {"samples": n, "mode": mode, "qdrop": qdrop, "layers": result.layers}
+    if result.bias_correction is not None:
+        report["adaround"]["bias_correction"] = result.bias_correction
     return result.weights

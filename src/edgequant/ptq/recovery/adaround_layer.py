@@ -74,13 +74,18 @@ class LayerResult:
 
 
 def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.ndarray,
-                   x_float: np.ndarray, *, iters: int, seconds: float, seed: int) -> LayerResult:
+                   x_float: np.ndarray, *, iters: int, seconds: float, seed: int,
+                   qdrop: float = 0.0) -> LayerResult:
     """Learn up/down rounding of ``weight`` on the grid of ``qp``.
 
     ``x_quant`` (r, G, K) are the layer's input rows as the quantized model sees them,
     ``x_float`` the same rows in the float model; the target is the float layer on the float
     rows. ``seconds`` > 0 bounds the wall time (the β schedule follows whichever of
     iterations and time runs out first); 0 means iterations only (bit-reproducible).
+    ``qdrop`` (QDrop, Wei et al. 2022): the probability that an input element is taken from
+    ``x_float`` instead of ``x_quant`` during the optimisation (a fresh mask per minibatch;
+    the exact second-moment loss uses the expectation over masks). The final RTN-vs-AdaRound
+    check always uses ``x_quant``.
     """
     torch = import_torch()
     start = time.perf_counter()
@@ -120,8 +125,14 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
     if gram:
         with torch.no_grad():
             n = float(xq.shape[0])
-            a_qq = torch.einsum("rgk,rgl->gkl", xq, xq) / n  # (G, K, K) E[xq xqᵀ]
-            b_w = torch.bmm(w_gok, torch.einsum("rgk,rgl->gkl", xf, xq) / n)  # (G, O, K)
+            # QDrop: x = xq + m⊙(xf − xq), m ~ Bernoulli(p) per element, has
+            # E[x xᵀ] = a aᵀ + diag(p(1−p)(xf − xq)²) with a = E[x] = xq + p(xf − xq)
+            a = xq + qdrop * (xf - xq)  # (r, G, K)
+            a_qq = torch.einsum("rgk,rgl->gkl", a, a) / n  # (G, K, K) E[x xᵀ]
+            if qdrop:
+                diag = (qdrop * (1 - qdrop)) * ((xf - xq) ** 2).mean(0)  # (G, K)
+                a_qq = a_qq + torch.diag_embed(diag)
+            b_w = torch.bmm(w_gok, torch.einsum("rgk,rgl->gkl", xf, a) / n)  # (G, O, K)
             c = float((target ** 2).sum((1, 2)).mean())  # E‖y‖²
 
     def step_loss(wq_gok):
@@ -129,7 +140,10 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
         if gram:  # E‖xq ŵ − xf w‖² = ŵ E[xq xqᵀ] ŵᵀ − 2 ŵ E[xq xfᵀ] wᵀ + E‖xf w‖²
             return ((torch.bmm(wq_gok, a_qq) - 2 * b_w) * wq_gok).sum() + c
         idx = torch.randint(0, n_rows, (min(MINIBATCH, n_rows),), generator=gen)
-        return ((rows_times(xq[idx], wq_gok) - target[idx]) ** 2).sum((1, 2)).mean()
+        x = xq[idx]  # (b, G, K)
+        if qdrop:
+            x = torch.where(torch.rand(x.shape, generator=gen) < qdrop, xf[idx], x)
+        return ((rows_times(x, wq_gok) - target[idx]) ** 2).sum((1, 2)).mean()
 
     opt = torch.optim.Adam([v], lr=LEARNING_RATE)
     loop_start = time.perf_counter()  # the budget covers the optimisation steps
