@@ -170,8 +170,11 @@ def main(argv: list[str] | None = None) -> None:
                 if missing:
                     print(f"{name:<7} {label:<32} {'n/a (not built)':>20}")
                     continue
+                n_cal = max(args.calib, opts.get("adaround_samples", 0))  # "512 crops" rows
                 qm = eq.quantize(str(src), get_recipe(name).with_options(**opts),
-                                 calibration={"input": cal}, batch_size=args.batch)
+                                 calibration={"input": cal if n_cal == args.calib
+                                              else calibration_crops(n_cal)},
+                                 batch_size=args.batch)
                 path = qm.save(d / f"{name}.onnx")
                 out = run(path, ev)
                 ada = sum(la["seconds"] for la in qm.report.get("adaround", {}).get("layers", []))

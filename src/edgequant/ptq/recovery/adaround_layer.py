@@ -58,6 +58,21 @@ def rows_times(x, w_gok):
     return torch.einsum("rgk,gok->rgo", x, w_gok)
 
 
+def second_moments(xq, xf, qdrop: float = 0.0):
+    """``(E[x xᵀ], E[xf xᵀ])`` per group, (G, K, K) each, over the (r, G, K) torch rows, where
+    the layer input ``x`` is ``xq`` with each element replaced by ``xf``'s with probability
+    ``qdrop`` (QDrop). ``x = xq + m⊙(xf − xq)``, ``m ~ Bernoulli(p)`` per element, has
+    ``E[x xᵀ] = a aᵀ + diag(p(1−p)(xf − xq)²)`` with ``a = E[x] = xq + p(xf − xq)``."""
+    import torch
+
+    n = float(xq.shape[0])
+    a = xq + qdrop * (xf - xq)  # (r, G, K) E[x]
+    a_xx = torch.einsum("rgk,rgl->gkl", a, a) / n  # (G, K, K)
+    if qdrop:
+        a_xx = a_xx + torch.diag_embed((qdrop * (1 - qdrop)) * ((xf - xq) ** 2).mean(0))
+    return a_xx, torch.einsum("rgk,rgl->gkl", xf, a) / n
+
+
 @dataclass
 class LayerResult:
     """Integers chosen for one weight and the row MSE of RTN vs AdaRound."""
@@ -124,15 +139,8 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
     gram = layer.k <= MINIBATCH
     if gram:
         with torch.no_grad():
-            n = float(xq.shape[0])
-            # QDrop: x = xq + m⊙(xf − xq), m ~ Bernoulli(p) per element, has
-            # E[x xᵀ] = a aᵀ + diag(p(1−p)(xf − xq)²) with a = E[x] = xq + p(xf − xq)
-            a = xq + qdrop * (xf - xq)  # (r, G, K)
-            a_qq = torch.einsum("rgk,rgl->gkl", a, a) / n  # (G, K, K) E[x xᵀ]
-            if qdrop:
-                diag = (qdrop * (1 - qdrop)) * ((xf - xq) ** 2).mean(0)  # (G, K)
-                a_qq = a_qq + torch.diag_embed(diag)
-            b_w = torch.bmm(w_gok, torch.einsum("rgk,rgl->gkl", xf, a) / n)  # (G, O, K)
+            a_qq, a_fq = second_moments(xq, xf, qdrop)  # (G, K, K) each
+            b_w = torch.bmm(w_gok, a_fq)  # (G, O, K)
             c = float((target ** 2).sum((1, 2)).mean())  # E‖y‖²
 
     def step_loss(wq_gok):
