@@ -113,6 +113,8 @@ OPTIONS: dict[str, Option] = {
                             "docs/adaround.md)", one_of("independent", "sequential")),
     "adaround_qdrop": Option(0.0, "QDrop: probability that an AdaRound input element is the "
                              "float one instead of the quantized one (0 = off)", number(0.0, 1.0)),
+    "adaround_act_loss": Option(False, "AdaRound's loss includes the Relu / Clip that follows a "
+                                "layer (clipped outputs with bias compared)", boolean),
     "seed": Option(0, "seed of the recovery algorithms' random choices",
                    number(0, 2**32 - 1, True)),
     "range_search": Option(False, "pick each activation's observer by its consumers' output "

@@ -12,6 +12,7 @@ gone once those neighbours are AdaRounded too (docs/adaround.md has the measurem
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from edgequant.primitives import fake_quantize
 from edgequant.ptq.recovery.adaround_layer import adaround_layer, import_torch
 from edgequant.ptq.recovery.layer_rows import (
     Layer,
+    following_clip,
     gather_rows,
     pick_rows,
     rows_per_batch,
@@ -54,10 +56,12 @@ class AdaRoundResult:
 def adaround(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: QuantPlan,
              weight_qparams: dict[str, QParams], batches: list[dict[str, np.ndarray]],
              samples: int, *, iters: int, seconds: float, rows: int, seed: int,
-             qdrop: float = 0.0, progress: StageProgress | None = None) -> AdaRoundResult:
+             qdrop: float = 0.0, act_loss: bool = False,
+             progress: StageProgress | None = None) -> AdaRoundResult:
     """Learn the rounding of each static weight that ``rtn_model`` (the same plan quantized
     round-to-nearest) stores with ``weight_qparams``; ``batches`` hold ``samples`` samples;
-    ``qdrop``: see :func:`~.adaround_layer.adaround_layer`."""
+    ``qdrop``: see :func:`~.adaround_layer.adaround_layer`; ``act_loss``: the loss includes
+    the Relu / Clip after a layer (:func:`activation_terms`)."""
     torch = import_torch()
     layers = adaround_layers(float_model, rtn_model, plan, weight_qparams)
     qnodes = {n.name or n.output[0]: n for n in rtn_model.graph.node}
@@ -74,8 +78,10 @@ def adaround(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: Qua
             for la in chunk:
                 xq, xf = collected.pop(la.node)
                 qp = weight_qparams[la.weight]
+                bias, clip = activation_terms(info, la, act_loss)
                 res = adaround_layer(la, info.const_array(la.weight), qp, xq, xf, iters=iters,
-                                     seconds=seconds, seed=seed + layers.index(la), qdrop=qdrop)
+                                     seconds=seconds, seed=seed + layers.index(la), qdrop=qdrop,
+                                     bias=bias, clip=clip)
                 result.weights[la.weight] = (qp, res.ints)
                 result.layers.append(layer_entry(la, qp, res, len(xq)))
                 done += 1
@@ -103,6 +109,21 @@ def layer_entry(la: Layer, qp: QParams, res, rows: int) -> dict:
             "iterations": res.iterations, "seconds": round(res.seconds, 3),
             "budget_hit": res.budget_hit, "kept_rtn": res.kept_rtn,
             "undecided": round(res.undecided, 4), "flipped": round(res.flipped, 4)}
+
+
+def activation_terms(info: GraphInfo, layer: Layer, on: bool
+                     ) -> tuple[np.ndarray | None, tuple[float, float] | None]:
+    """(bias, clip range) for an activation-aware loss of ``layer`` when ``on`` and a Relu /
+    Clip alone reads its output in the float model of ``info``; else (None, None)."""
+    if not on:
+        return None, None
+    node = next(n for n in info.model.graph.node if (n.name or n.output[0]) == layer.node)
+    clip = following_clip(info, node)
+    if clip is None:
+        return None, None
+    b = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    bias = info.const_array(b).reshape(-1) if b and info.is_constant(b) else None
+    return (bias if bias is not None and bias.size == layer.n_out else None), clip
 
 
 def chunks(layers: list[Layer], rows: int) -> list[list[Layer]]:
@@ -178,6 +199,7 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
     from edgequant.recipes.options import option
 
     import_torch()  # fail before any work when torch is missing
+    start = time.perf_counter()
     rec = plan.recipe
     rtn = onnx.ModelProto()
     rtn.CopyFrom(qm)
@@ -188,7 +210,7 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
     common = {"iters": option(rec, "adaround_iters"),
               "seconds": float(option(rec, "adaround_seconds_per_layer")),
               "rows": option(rec, "adaround_rows"), "seed": option(rec, "seed"), "qdrop": qdrop,
-              "progress": progress}
+              "act_loss": option(rec, "adaround_act_loss"), "progress": progress}
     if mode == "sequential":
         from edgequant.ptq.recovery.adaround_sequential import Deployed, sequential_adaround
 
@@ -198,7 +220,9 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
                                      **common)
     else:
         result = adaround(float_model, rtn, plan, used, batches, n, **common)
-    report["adaround"] = {"samples": n, "mode": mode, "qdrop": qdrop, "layers": result.layers}
+    report["adaround"] = {"samples": n, "mode": mode, "qdrop": qdrop,
+                          "wall_seconds": round(time.perf_counter() - start, 1),
+                          "layers": result.layers}
     if result.bias_correction is not None:
         report["adaround"]["bias_correction"] = result.bias_correction
     return result.weights

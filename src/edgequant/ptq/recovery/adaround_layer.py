@@ -90,7 +90,8 @@ class LayerResult:
 
 def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.ndarray,
                    x_float: np.ndarray, *, iters: int, seconds: float, seed: int,
-                   qdrop: float = 0.0) -> LayerResult:
+                   qdrop: float = 0.0, bias: np.ndarray | None = None,
+                   clip: tuple[float, float] | None = None) -> LayerResult:
     """Learn up/down rounding of ``weight`` on the grid of ``qp``.
 
     ``x_quant`` (r, G, K) are the layer's input rows as the quantized model sees them,
@@ -100,7 +101,9 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
     ``qdrop`` (QDrop, Wei et al. 2022): the probability that an input element is taken from
     ``x_float`` instead of ``x_quant`` during the optimisation (a fresh mask per minibatch;
     the exact second-moment loss uses the expectation over masks). The final RTN-vs-AdaRound
-    check always uses ``x_quant``.
+    check always uses ``x_quant``. ``clip`` (lo, hi): the layer is followed by this Relu /
+    Clip, which the loss then includes (outputs plus ``bias``, clipped, on both sides; the
+    loss is then always over minibatches).
     """
     torch = import_torch()
     start = time.perf_counter()
@@ -119,8 +122,15 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
     v = torch.nn.Parameter(torch.from_numpy(v0.astype(np.float32)))
     xq, xf = torch.from_numpy(np.array(x_quant)), torch.from_numpy(np.array(x_float))
     w_gok = layer.to_gok(torch.from_numpy(w.copy()))
+    if clip is not None:
+        b_go = torch.from_numpy(np.zeros(layer.n_out, np.float32) if bias is None
+                                else np.array(bias, np.float32)).reshape(1, layer.groups, -1)
+
+    def out(y):  # (r, G, O) pre-activation without bias → what the loss compares
+        return y if clip is None else torch.clamp(y + b_go, clip[0], clip[1])
+
     with torch.no_grad():
-        target = rows_times(xf, w_gok)  # (r, G, O) float layer output
+        target = out(rows_times(xf, w_gok))  # (r, G, O) float layer output
 
     def h(vv):
         return torch.clamp(torch.sigmoid(vv) * (ZETA - GAMMA) + GAMMA, 0, 1)
@@ -131,12 +141,12 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
 
     def mse(wq) -> float:
         with torch.no_grad():
-            y = rows_times(xq, layer.to_gok(wq))
+            y = out(rows_times(xq, layer.to_gok(wq)))
             return float(((y - target) ** 2).sum((1, 2)).mean())
 
     # K ≤ MINIBATCH (depthwise and narrow convs): the exact loss over all rows from K × K
     # second moments costs G·O·K² a step, less than a minibatch of rows (MINIBATCH·G·O·K)
-    gram = layer.k <= MINIBATCH
+    gram = layer.k <= MINIBATCH and clip is None
     if gram:
         with torch.no_grad():
             a_qq, a_fq = second_moments(xq, xf, qdrop)  # (G, K, K) each
@@ -151,7 +161,7 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
         x = xq[idx]  # (b, G, K)
         if qdrop:
             x = torch.where(torch.rand(x.shape, generator=gen) < qdrop, xf[idx], x)
-        return ((rows_times(x, wq_gok) - target[idx]) ** 2).sum((1, 2)).mean()
+        return ((out(rows_times(x, wq_gok)) - target[idx]) ** 2).sum((1, 2)).mean()
 
     opt = torch.optim.Adam([v], lr=LEARNING_RATE)
     loop_start = time.perf_counter()  # the budget covers the optimisation steps

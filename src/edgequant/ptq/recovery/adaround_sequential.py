@@ -32,6 +32,7 @@ from edgequant.graph.info import GraphInfo
 from edgequant.ptq.recovery.adaround import (
     AdaRoundResult,
     StageProgress,
+    activation_terms,
     adaround_layers,
     chunks,
     collect,
@@ -117,7 +118,7 @@ def _bias_name(model: onnx.ModelProto, layer: Layer) -> str | None:
 def sequential_adaround(float_model: onnx.ModelProto, deployed: Deployed, rtn_model: onnx.ModelProto,
                         weight_qparams: dict[str, QParams], batches: list[dict[str, np.ndarray]],
                         samples: int, *, iters: int, seconds: float, rows: int, seed: int,
-                        qdrop: float = 0.0, correct_bias: bool = False,
+                        qdrop: float = 0.0, act_loss: bool = False, correct_bias: bool = False,
                         progress: StageProgress | None = None) -> AdaRoundResult:
     """Learn the rounding of each static weight of ``rtn_model`` (the plan quantized
     round-to-nearest, stored with ``weight_qparams``) in graph order, each layer on its
@@ -143,8 +144,10 @@ def sequential_adaround(float_model: onnx.ModelProto, deployed: Deployed, rtn_mo
                                    picks.pop(la.node))  # (r, G, K) as deployed
                 qp = weight_qparams[la.weight]
                 w = info.const_array(la.weight)
+                bias, clip = activation_terms(info, la, act_loss)
                 res = adaround_layer(la, w, qp, xq, xf, iters=iters, seconds=seconds,
-                                     seed=seed + layers.index(la), qdrop=qdrop)
+                                     seed=seed + layers.index(la), qdrop=qdrop, bias=bias,
+                                     clip=clip)
                 result.weights[la.weight] = (qp, res.ints)
                 result.layers.append(layer_entry(la, qp, res, len(xq)))
                 if correct_bias:
