@@ -158,3 +158,65 @@ def test_qdrop_second_moments_are_the_mask_expectation(p):
 def test_bad_option_values_are_refused(name, value):
     with pytest.raises(RecipeError, match=name):
         get_recipe("w4a8").with_options(**{name: value})
+
+
+def test_cli_bad_adaround_mode_names_the_option(tmp_path):
+    import subprocess
+    import sys
+
+    onnx.save(conv_chain("Relu"), tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", x=images(4, seed=1))
+    res = subprocess.run([sys.executable, "-m", "edgequant.cli", "quantize", str(tmp_path / "m.onnx"),
+                          "-o", str(tmp_path / "q.onnx"), "--calibration", str(tmp_path / "cal.npz"),
+                          "--adaround", "--adaround-mode", "blockwise"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert "adaround_mode" in res.stderr and "'blockwise' is not allowed" in res.stderr
+    assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize("act, want", [("Relu", (0.0, np.inf)), ("Clip", (0.0, 6.0)), ("", None)])
+def test_following_activation_is_found(act, want):
+    from edgequant.graph.info import GraphInfo
+    from edgequant.ptq.recovery.layer_rows import following_clip
+
+    m = conv_chain(act)
+    info = GraphInfo.build(m)
+    nodes = {n.name: n for n in m.graph.node}
+    assert following_clip(info, nodes["c1"]) == want
+    assert following_clip(info, nodes["dw"]) == want
+    assert following_clip(info, nodes["c3"]) is None  # read by Reshape
+
+
+def test_activation_aware_loss_lowers_the_clipped_output_error():
+    from edgequant.ptq.recovery.adaround_layer import adaround_layer
+    from edgequant.ptq.recovery.layer_rows import Layer
+    from edgequant.qparams import qparams_for
+    from edgequant.recipes.builtin import weight_spec
+
+    rng = np.random.default_rng(4)
+    w = rng.normal(0, 0.3, (6, 40)).astype(np.float32)  # Gemm (N, K), transB=1
+    b = rng.normal(0, 0.5, 6).astype(np.float32)
+    layer = Layer("g", "Gemm", "x", "w", "nk", 1, w.shape)
+    z = rng.normal(0, 1, (2048, 1, 40))
+    xf = (0.5 + z + 2 * z.mean(-1, keepdims=True)).astype(np.float32)  # correlated, as pixels
+    xq = (np.round(xf * 8) / 8).astype(np.float32)
+    qp = qparams_for(w, weight_spec(4))
+    s = qp.scale[:, None]
+
+    def err(q):  # numpy float64 oracle: error after bias and ReLU6, as the loss sees it
+        y = np.clip(xq[:, 0] @ (q * s).T + b, 0, 6)
+        return float(((y - np.clip(xf[:, 0] @ w.T.astype(np.float64) + b, 0, 6)) ** 2).sum(1).mean())
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = adaround_layer(layer, w, qp, xq, xf, iters=300, seconds=0, seed=0, bias=b,
+                             clip=(0.0, 6.0))
+    finally:
+        torch.set_num_threads(threads)
+    floor = np.floor(w / s)
+    assert np.all((res.ints == floor) | (res.ints == floor + 1) | (np.abs(res.ints) == 7))
+    rtn = np.clip(np.rint(w / s), -7, 7)
+    np.testing.assert_allclose(res.mse_rtn, err(rtn), rtol=1e-3)
+    assert err(res.ints.astype(np.float64)) < 0.9 * err(rtn), (err(res.ints), err(rtn))
