@@ -182,6 +182,24 @@ def collect(float_model, in_qp: dict[str, QParams | None], chunk: list[Layer], b
     return out
 
 
+#: ``adaround_mode="auto"`` runs sequential AdaRound for weights with fewer bits than this:
+#: on EfficientNet-Lite0 w4a8 it beat independent AdaRound (bench/ptq_recovery.py); 8-bit
+#: weights keep the independent mode measured before (docs/adaround.md).
+SEQUENTIAL_BELOW_BITS = 8
+
+
+def adaround_mode(recipe) -> str:
+    """``independent`` or ``sequential``: the recipe's ``adaround_mode`` option, ``auto``
+    decided by the recipe's weight bits."""
+    from edgequant.recipes.options import option
+
+    value = option(recipe, "adaround_mode")
+    if value != "auto":
+        return value
+    bits = recipe.weights.qtype.bits if recipe.weights is not None else 32
+    return "sequential" if bits < SEQUENTIAL_BELOW_BITS else "independent"
+
+
 def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: QuantPlan,
                     act: dict[str, QParams], overrides: dict[str, QParams], io: str,
                     calibration, batch_size: int, batch_axes, report: dict,
@@ -206,7 +224,7 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
     rtn, used, _ = insert_qdq(rtn, plan, act, overrides, io)
     batches, n = calibration_batches(float_model, calibration, batch_size, batch_axes,
                                      limit=option(rec, "adaround_samples"))
-    mode, qdrop = option(rec, "adaround_mode"), float(option(rec, "adaround_qdrop"))
+    mode, qdrop = adaround_mode(rec), float(option(rec, "adaround_qdrop"))
     common = {"iters": option(rec, "adaround_iters"),
               "seconds": float(option(rec, "adaround_seconds_per_layer")),
               "rows": option(rec, "adaround_rows"), "seed": option(rec, "seed"), "qdrop": qdrop,

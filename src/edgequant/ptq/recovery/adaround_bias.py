@@ -32,13 +32,14 @@ def adaround_bias_method(recipe: Recipe) -> str:
     option decided. ``sequential``: the correction runs inside sequential AdaRound (each
     layer's shift measured on its deployed inputs, :mod:`.adaround_sequential`), so the
     float-input correction after AdaRound (:func:`correct_adaround_biases`) does not."""
+    from edgequant.ptq.recovery.adaround import adaround_mode
     from edgequant.recipes.options import option
 
     value = option(recipe, "adaround_bias_correction")
     if value == "auto":
         bits = recipe.weights.qtype.bits if recipe.weights is not None else 32
         value = "empirical" if bits < AUTO_BELOW_BITS else "none"
-    if value == "empirical" and option(recipe, "adaround_mode") == "sequential":
+    if value == "empirical" and adaround_mode(recipe) == "sequential":
         return "sequential"
     return value
 
