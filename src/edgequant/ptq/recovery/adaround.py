@@ -225,11 +225,11 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
     batches, n = calibration_batches(float_model, calibration, batch_size, batch_axes,
                                      limit=option(rec, "adaround_samples"))
     mode, qdrop = adaround_mode(rec), float(option(rec, "adaround_qdrop"))
-    act = option(rec, "adaround_act_loss")  # auto: in sequential mode
+    act_loss = option(rec, "adaround_act_loss")  # auto: in sequential mode
     common = {"iters": option(rec, "adaround_iters"),
               "seconds": float(option(rec, "adaround_seconds_per_layer")),
               "rows": option(rec, "adaround_rows"), "seed": option(rec, "seed"), "qdrop": qdrop,
-              "act_loss": (act == "auto" and mode == "sequential") or act is True,
+              "act_loss": (act_loss == "auto" and mode == "sequential") or act_loss is True,
               "progress": progress}
     if mode == "sequential":
         from edgequant.ptq.recovery.adaround_sequential import Deployed, sequential_adaround
