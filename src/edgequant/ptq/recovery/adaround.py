@@ -6,51 +6,37 @@ Each layer is optimised on its own float input rows (sampled output positions, s
 float layer on the float rows. Rows for a chunk of layers come from one onnxruntime pass of
 the float model. Inputs taken from the round-to-nearest quantized model ("asymmetric") were
 tried and rejected: each layer then learns to cancel its neighbours' RTN errors, which are
-gone once those neighbours are AdaRounded too (docs/adaround.md has the measurement).
+gone once those neighbours are AdaRounded too (docs/adaround.md has the measurement);
+inputs from the partially *AdaRounded* model are :mod:`.adaround_sequential`, which
+:func:`learned_weights` runs for ``adaround_mode="sequential"`` (the default below 8 bits).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from edgequant.graph.info import GraphInfo
-from edgequant.primitives import fake_quantize
 from edgequant.ptq.recovery.adaround_layer import adaround_layer, import_torch
-from edgequant.ptq.recovery.layer_rows import (
-    Layer,
-    following_clip,
-    gather_rows,
-    pick_rows,
-    rows_per_batch,
-    weighted_layers,
+from edgequant.ptq.recovery.adaround_modes import act_loss_on, adaround_mode
+from edgequant.ptq.recovery.adaround_rows import (
+    AdaRoundResult,
+    StageProgress,
+    activation_terms,
+    adaround_layers,
+    chunks,
+    collect,
+    layer_entry,
 )
+from edgequant.ptq.recovery.adaround_sequential import Deployed, sequential_adaround
 from edgequant.qparams import QParams
 from edgequant.recipes.decisions import QuantPlan
-from edgequant.runtime.sessions import ort_session
 from edgequant.spec import PerTensor, QType
 
 log = logging.getLogger(__name__)
-
-#: Bytes of rows (both copies) collected in one pass over the data.
-CHUNK_BYTES = 256 * 2**20
-
-StageProgress = Callable[[str, int, int], None]
-
-
-@dataclass
-class AdaRoundResult:
-    """Fixed integer weights per weight tensor (with the qparams they were made for) and a
-    per-layer report."""
-
-    weights: dict[str, tuple[QParams, np.ndarray]] = field(default_factory=dict)
-    layers: list[dict] = field(default_factory=list)
-    bias_correction: dict | None = None  # sequential mode's in-loop correction, if it ran
 
 
 def adaround(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: QuantPlan,
@@ -93,52 +79,6 @@ def adaround(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: Qua
     return result
 
 
-def adaround_layers(float_model: onnx.ModelProto, rtn_model: onnx.ModelProto, plan: QuantPlan,
-                    weight_qparams: dict[str, QParams]) -> list[Layer]:
-    """The layers (graph order) whose static weight ``rtn_model`` quantizes with
-    ``weight_qparams``."""
-    wanted = {t.tensor for t in plan.quantized("weight", mode="static")} & set(weight_qparams)
-    qnodes = {n.name or n.output[0] for n in rtn_model.graph.node}
-    return [la for la in weighted_layers(float_model, wanted) if la.node in qnodes]
-
-
-def layer_entry(la: Layer, qp: QParams, res, rows: int) -> dict:
-    """The report entry of one AdaRounded layer."""
-    return {"node": la.node, "weight": la.weight, "bits": qp.qtype.bits, "rows": rows,
-            "mse_rtn": res.mse_rtn, "mse_adaround": res.mse_adaround,
-            "iterations": res.iterations, "seconds": round(res.seconds, 3),
-            "budget_hit": res.budget_hit, "kept_rtn": res.kept_rtn,
-            "undecided": round(res.undecided, 4), "flipped": round(res.flipped, 4)}
-
-
-def activation_terms(info: GraphInfo, layer: Layer, on: bool
-                     ) -> tuple[np.ndarray | None, tuple[float, float] | None]:
-    """(bias, clip range) for an activation-aware loss of ``layer`` when ``on`` and a Relu /
-    Clip alone reads its output in the float model of ``info``; else (None, None)."""
-    if not on:
-        return None, None
-    node = next(n for n in info.model.graph.node if (n.name or n.output[0]) == layer.node)
-    clip = following_clip(info, node)
-    if clip is None:
-        return None, None
-    b = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    bias = info.const_array(b).reshape(-1) if b and info.is_constant(b) else None
-    return (bias if bias is not None and bias.size == layer.n_out else None), clip
-
-
-def chunks(layers: list[Layer], rows: int) -> list[list[Layer]]:
-    out: list[list[Layer]] = [[]]
-    size = 0
-    for la in layers:
-        b = 2 * 4 * la.max_rows(rows) * la.groups * la.k
-        if out[-1] and size + b > CHUNK_BYTES:
-            out.append([])
-            size = 0
-        out[-1].append(la)
-        size += b
-    return [c for c in out if c]
-
-
 def _input_qparams(info: GraphInfo, qnode: onnx.NodeProto) -> QParams | None:
     """The per-tensor qparams of the DequantizeLinear feeding ``qnode``'s input, if any."""
     dq = info.producer.get(qnode.input[0])
@@ -150,54 +90,6 @@ def _input_qparams(info: GraphInfo, qnode: onnx.NodeProto) -> QParams | None:
     signed = zp.dtype.kind == "i"
     return QParams(scale.astype(np.float32), zp, QType(zp.dtype.itemsize * 8, signed),
                    PerTensor())
-
-
-def collect(float_model, in_qp: dict[str, QParams | None], chunk: list[Layer], batches, samples: int,
-            rows: int, seed: int, index: list[int], picks: dict[str, list] | None = None
-            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Rows (as quantized, float) per layer of ``chunk``: float rows and the same rows
-    fake-quantized with the layer's input activation qparams. The rows of the layer at
-    ``index[i]`` are drawn with ``np.random.default_rng([seed, index[i]])``; ``picks``, when
-    given, receives each layer's :class:`~.layer_rows.Pick` per batch."""
-    f_names = [la.input for la in chunk]
-    f_sess = ort_session(float_model, extra_outputs=sorted(set(f_names)))
-    f_out = [o.name for o in f_sess.get_outputs()]
-    rngs = [np.random.default_rng([seed, i]) for i in index]
-    parts: dict[str, list] = {la.node: [] for la in chunk}
-    for feeds in batches:
-        fr = dict(zip(f_out, f_sess.run(None, feeds), strict=True))
-        n = len(next(iter(feeds.values())))
-        for la, fn, rng in zip(chunk, f_names, rngs, strict=True):
-            xf = fr[fn]
-            r = rows_per_batch(la.max_rows(rows), n, samples)
-            pick = pick_rows(la, xf.shape, r, rng)
-            parts[la.node].append(gather_rows(la, xf, pick))
-            if picks is not None:
-                picks.setdefault(la.node, []).append(pick)
-    out = {}
-    for la in chunk:
-        xf = np.concatenate(parts.pop(la.node))  # (r, G, K)
-        qp = in_qp[la.node]
-        out[la.node] = (xf if qp is None else fake_quantize(xf, qp), xf)
-    return out
-
-
-#: ``adaround_mode="auto"`` runs sequential AdaRound for weights with fewer bits than this:
-#: on EfficientNet-Lite0 w4a8 it beat independent AdaRound (bench/ptq_recovery.py); 8-bit
-#: weights keep the independent mode measured before (docs/adaround.md).
-SEQUENTIAL_BELOW_BITS = 8
-
-
-def adaround_mode(recipe) -> str:
-    """``independent`` or ``sequential``: the recipe's ``adaround_mode`` option, ``auto``
-    decided by the recipe's weight bits."""
-    from edgequant.recipes.options import option
-
-    value = option(recipe, "adaround_mode")
-    if value != "auto":
-        return value
-    bits = recipe.weights.qtype.bits if recipe.weights is not None else 32
-    return "sequential" if bits < SEQUENTIAL_BELOW_BITS else "independent"
 
 
 def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: QuantPlan,
@@ -225,15 +117,12 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
     batches, n = calibration_batches(float_model, calibration, batch_size, batch_axes,
                                      limit=option(rec, "adaround_samples"))
     mode, qdrop = adaround_mode(rec), float(option(rec, "adaround_qdrop"))
-    act_loss = option(rec, "adaround_act_loss")  # auto: in sequential mode
     common = {"iters": option(rec, "adaround_iters"),
               "seconds": float(option(rec, "adaround_seconds_per_layer")),
               "rows": option(rec, "adaround_rows"), "seed": option(rec, "seed"), "qdrop": qdrop,
-              "act_loss": (act_loss == "auto" and mode == "sequential") or act_loss is True,
+              "act_loss": act_loss_on(rec, mode),
               "progress": progress}
     if mode == "sequential":
-        from edgequant.ptq.recovery.adaround_sequential import Deployed, sequential_adaround
-
         deployed = Deployed(qm, plan, act, overrides, io)
         result = sequential_adaround(float_model, deployed, rtn, used, batches, n,
                                      correct_bias=adaround_bias_method(rec) == "sequential",

@@ -32,7 +32,7 @@ def adaround_bias_method(recipe: Recipe) -> str:
     option decided. ``sequential``: the correction runs inside sequential AdaRound (each
     layer's shift measured on its deployed inputs, :mod:`.adaround_sequential`), so the
     float-input correction after AdaRound (:func:`correct_adaround_biases`) does not."""
-    from edgequant.ptq.recovery.adaround import adaround_mode
+    from edgequant.ptq.recovery.adaround_modes import adaround_mode
     from edgequant.recipes.options import option
 
     value = option(recipe, "adaround_bias_correction")

@@ -11,7 +11,7 @@ not what ships.
 
 Cost: one onnxruntime pass over the AdaRound samples per layer, through only the graph
 prefix that computes the layer's input (:func:`prefix_model`); rows are sampled at the
-same positions as the float rows (:func:`~.adaround.collect` records them), so memory stays
+same positions as the float rows (:func:`~.adaround_rows.collect` records them), so memory stays
 that of independent AdaRound, flat in the number of samples.
 
 With ``correct_bias`` the per-channel mean of ``W·x_float − Ŵ·x_deployed`` over the layer's
@@ -29,7 +29,8 @@ import numpy as np
 import onnx
 
 from edgequant.graph.info import GraphInfo
-from edgequant.ptq.recovery.adaround import (
+from edgequant.ptq.recovery.adaround_layer import adaround_layer, import_torch
+from edgequant.ptq.recovery.adaround_rows import (
     AdaRoundResult,
     StageProgress,
     activation_terms,
@@ -38,7 +39,6 @@ from edgequant.ptq.recovery.adaround import (
     collect,
     layer_entry,
 )
-from edgequant.ptq.recovery.adaround_layer import adaround_layer, import_torch
 from edgequant.ptq.recovery.cle import set_constant
 from edgequant.ptq.recovery.layer_rows import Layer, Pick, gather_rows, layer_output
 from edgequant.qparams import QParams
