@@ -48,6 +48,24 @@ AdaRound and int8 first / last / depthwise layers (3.04 MB, 66 % of int8's 4.61 
 onnxruntime's int4 agreement; the issue's target (≥ 0.70 agreement, ≥ 0.95 cosine) is NOT
 reached (docs/recovery_w4.md).
 
+Sequential AdaRound (issue 11 follow-up, w4seq branch; docs/adaround.md). Re-run
+2026-12-02 with ``--calib 128 --eval 128`` under a load average of 11–15 on the 2 shared
+cores (four helpers' jobs); rows marked s were run in that session, side by side; "AdaRound s"
+is now the whole AdaRound stage's wall time (row collection, onnxruntime prefix runs and
+optimisation; before: the optimisation steps only):
+
+    recipe  row                              top-1 agree  cosine  weights MB  AdaRound s
+    w4a8    clip + AdaRound + BC after     s       0.492  0.8373        2.30         254
+    w4a8    clip + Ada(seq) + BC           s       0.578  0.8873        2.30         923
+SEQ_ROWS
+
+Smoke runs (``--calib 32 --eval 64``, same load), used to choose what to keep:
+
+    w4a8    clip + AdaRound + BC after             0.531  0.8443
+    w4a8    clip + Ada(seq) + BC                   0.547  0.8952
+    w4a8    clip + Ada(seq, QDrop) + BC            0.531  0.8867   (p = 0.5: no gain, not kept)
+    w4a8    clip + Ada(seq, act) + BC              0.609  0.8952
+
 Run: ``.venv/bin/python bench/ptq_recovery.py [--calib 64] [--eval 256] [--recipes w8a8 w4a8]``
 """
 

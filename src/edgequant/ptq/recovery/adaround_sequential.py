@@ -40,7 +40,7 @@ from edgequant.ptq.recovery.adaround_rows import (
     layer_entry,
 )
 from edgequant.ptq.recovery.cle import set_constant
-from edgequant.ptq.recovery.layer_rows import Layer, Pick, gather_rows, layer_output
+from edgequant.ptq.recovery.layer_rows import Layer, Pick, gather_rows
 from edgequant.qparams import QParams
 from edgequant.recipes.decisions import QuantPlan
 from edgequant.runtime.sessions import ort_session
@@ -178,10 +178,12 @@ def _correct_bias(model: onnx.ModelProto, la: Layer, w: np.ndarray, qp: QParams,
     bias = _bias_name(model, la)
     if bias is None:
         return None
-    w_hat = dequantize(ints, qp).astype(np.float32)
-    y_f = layer_output(xf, la.to_gok(np.asarray(w, np.float32)))  # (r, G·O)
-    y_q = layer_output(xq, la.to_gok(w_hat))  # (r, G·O)
-    shift = (y_f.astype(np.float64) - y_q).mean(0)  # (C,)
+    w_hat = dequantize(ints, qp).astype(np.float64)
+    # the layer is linear: the mean output over the rows is the layer of the mean row
+    m_f, m_q = xf.mean(0, dtype=np.float64), xq.mean(0, dtype=np.float64)  # (G, K)
+    y_f = np.einsum("gok,gk->go", la.to_gok(np.asarray(w, np.float64)), m_f)  # (G, O)
+    y_q = np.einsum("gok,gk->go", la.to_gok(w_hat), m_q)  # (G, O)
+    shift = (y_f - y_q).reshape(-1)  # (C,) channel g·O + o
     b = GraphInfo.build(model).const_array(bias).astype(np.float64)  # (C,)
     set_constant(model, bias, b + shift)
     return float(np.mean(np.abs(shift)))
