@@ -155,7 +155,8 @@ def test_qdrop_second_moments_are_the_mask_expectation(p):
 
 @pytest.mark.parametrize("name, value", [("adaround_mode", "blockwise"), ("adaround_mode", 1),
                                          ("adaround_qdrop", 1.5), ("adaround_qdrop", "half"),
-                                         ("adaround_act_loss", "yes"), ("adaround_act_loss", 1)])
+                                         ("adaround_act_loss", "yes"), ("adaround_act_loss", 1),
+                                         ("adaround_act_loss", "auto")])
 def test_bad_option_values_are_refused(name, value):
     with pytest.raises(RecipeError, match=name):
         get_recipe("w4a8").with_options(**{name: value})

@@ -68,13 +68,6 @@ def optional(check: Callable[[Any], Any], *extra: Any) -> Callable[[Any], Any]:
     return wrapped
 
 
-def boolean_or_auto(value: Any) -> bool | str:
-    """Accept a real boolean or the string ``"auto"``."""
-    if value == "auto" or isinstance(value, bool):
-        return value
-    raise ValueError(f"{value!r} is not allowed: use true, false or 'auto'")
-
-
 #: name → Option. Algorithms add their entries here (one home for every option name).
 OPTIONS: dict[str, Option] = {
     "transformer_rules": Option(
@@ -121,10 +114,8 @@ OPTIONS: dict[str, Option] = {
                             one_of("auto", "independent", "sequential")),
     "adaround_qdrop": Option(0.0, "QDrop: probability that an AdaRound input element is the "
                              "float one instead of the quantized one (0 = off)", number(0.0, 1.0)),
-    "adaround_act_loss": Option("auto", "AdaRound's loss includes the Relu / Clip that follows "
-                                "a layer (clipped outputs with bias compared): true | false | "
-                                "auto (in sequential mode)",
-                                boolean_or_auto),
+    "adaround_act_loss": Option(False, "AdaRound's loss includes the Relu / Clip that follows "
+                                "a layer (clipped outputs with bias compared)", boolean),
     "seed": Option(0, "seed of the recovery algorithms' random choices",
                    number(0, 2**32 - 1, True)),
     "range_search": Option(False, "pick each activation's observer by its consumers' output "

@@ -120,7 +120,7 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
     common = {"iters": option(rec, "adaround_iters"),
               "seconds": float(option(rec, "adaround_seconds_per_layer")),
               "rows": option(rec, "adaround_rows"), "seed": option(rec, "seed"), "qdrop": qdrop,
-              "act_loss": act_loss_on(rec, mode),
+              "act_loss": act_loss_on(rec),
               "progress": progress}
     if mode == "sequential":
         deployed = Deployed(qm, plan, act, overrides, io)
