@@ -57,6 +57,7 @@ optimisation; before: the optimisation steps only):
     recipe  row                              top-1 agree  cosine  weights MB  AdaRound s
     w4a8    clip + AdaRound + BC after     s       0.492  0.8373        2.30         254
     w4a8    clip + Ada(seq) + BC           s       0.578  0.8873        2.30         923
+    w4a8    clip + Ada(seq, act) + BC      s       0.500  0.8453        2.30        1353
     w8a8    AdaRound + range search        s       0.922  0.9937        4.61         225
     w4a8    clip + Ada(seq) + BC, 512 crops s       0.562  0.8958        2.30        2155
     w4a8    int8 f/l/dw, clip+Ada(seq)+BC  s       0.633  0.9231        3.04         465
