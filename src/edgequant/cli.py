@@ -128,6 +128,8 @@ def quantize(
     adaround: Annotated[bool, typer.Option(
         help="learn weight rounding (AdaRound; needs edgequant[torch])")] = False,
     adaround_iters: Annotated[int | None, typer.Option(help="AdaRound steps per layer")] = None,
+    adaround_mode: Annotated[str | None, typer.Option(
+        help="independent | sequential: AdaRound inputs (docs/adaround.md)")] = None,
     range_search: Annotated[bool, typer.Option(
         help="choose each activation's observer by its consumers' output error")] = False,
     weight_clip: Annotated[str | None, typer.Option(
@@ -173,7 +175,8 @@ def quantize(
     rec = rec.with_options(**cli_options(smoothquant, outlier_threshold))
     recovery = {k: v for k, v in (("cle", cle), ("bias_correction", bias_correction),
                                   ("weight_clip", weight_clip), ("w4_keep_int8", w4_keep_int8),
-                                  ("w4_int8_budget", w4_int8_budget))
+                                  ("w4_int8_budget", w4_int8_budget),
+                                  ("adaround_mode", adaround_mode))
                 if v is not None}
     if recovery:
         rec = rec.with_options(**recovery)

@@ -107,6 +107,15 @@ OPTIONS: dict[str, Option] = {
                                number(1, 1_000_000, True)),
     "adaround_rows": Option(4096, "input rows (output positions) sampled per layer",
                             number(16, 1_000_000, True)),
+    "adaround_mode": Option("auto", "AdaRound inputs: independent (each layer on float "
+                            "inputs, fake-quantized) | sequential (each layer on the inputs of "
+                            "the model with every earlier layer already AdaRounded) | auto "
+                            "(sequential below 8-bit weights; docs/adaround.md)",
+                            one_of("auto", "independent", "sequential")),
+    "adaround_qdrop": Option(0.0, "QDrop: probability that an AdaRound input element is the "
+                             "float one instead of the quantized one (0 = off)", number(0.0, 1.0)),
+    "adaround_act_loss": Option(False, "AdaRound's loss includes the Relu / Clip that follows "
+                                "a layer (clipped outputs with bias compared)", boolean),
     "seed": Option(0, "seed of the recovery algorithms' random choices",
                    number(0, 2**32 - 1, True)),
     "range_search": Option(False, "pick each activation's observer by its consumers' output "

@@ -28,14 +28,20 @@ AUTO_BELOW_BITS = 8
 
 
 def adaround_bias_method(recipe: Recipe) -> str:
-    """``empirical`` or ``none``: the recipe's ``adaround_bias_correction`` option decided."""
+    """``empirical``, ``sequential`` or ``none``: the recipe's ``adaround_bias_correction``
+    option decided. ``sequential``: the correction runs inside sequential AdaRound (each
+    layer's shift measured on its deployed inputs, :mod:`.adaround_sequential`), so the
+    float-input correction after AdaRound (:func:`correct_adaround_biases`) does not."""
+    from edgequant.ptq.recovery.adaround_modes import adaround_mode
     from edgequant.recipes.options import option
 
     value = option(recipe, "adaround_bias_correction")
-    if value != "auto":
-        return value
-    bits = recipe.weights.qtype.bits if recipe.weights is not None else 32
-    return "empirical" if bits < AUTO_BELOW_BITS else "none"
+    if value == "auto":
+        bits = recipe.weights.qtype.bits if recipe.weights is not None else 32
+        value = "empirical" if bits < AUTO_BELOW_BITS else "none"
+    if value == "empirical" and adaround_mode(recipe) == "sequential":
+        return "sequential"
+    return value
 
 
 def correct_adaround_biases(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: QuantPlan,

@@ -58,6 +58,21 @@ def rows_times(x, w_gok):
     return torch.einsum("rgk,gok->rgo", x, w_gok)
 
 
+def second_moments(xq, xf, qdrop: float = 0.0):
+    """``(E[x xᵀ], E[xf xᵀ])`` per group, (G, K, K) each, over the (r, G, K) torch rows, where
+    the layer input ``x`` is ``xq`` with each element replaced by ``xf``'s with probability
+    ``qdrop`` (QDrop). ``x = xq + m⊙(xf − xq)``, ``m ~ Bernoulli(p)`` per element, has
+    ``E[x xᵀ] = a aᵀ + diag(p(1−p)(xf − xq)²)`` with ``a = E[x] = xq + p(xf − xq)``."""
+    import torch
+
+    n = float(xq.shape[0])
+    a = xq + qdrop * (xf - xq)  # (r, G, K) E[x]
+    a_xx = torch.einsum("rgk,rgl->gkl", a, a) / n  # (G, K, K)
+    if qdrop:
+        a_xx = a_xx + torch.diag_embed((qdrop * (1 - qdrop)) * ((xf - xq) ** 2).mean(0))
+    return a_xx, torch.einsum("rgk,rgl->gkl", xf, a) / n
+
+
 @dataclass
 class LayerResult:
     """Integers chosen for one weight and the row MSE of RTN vs AdaRound."""
@@ -74,13 +89,21 @@ class LayerResult:
 
 
 def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.ndarray,
-                   x_float: np.ndarray, *, iters: int, seconds: float, seed: int) -> LayerResult:
+                   x_float: np.ndarray, *, iters: int, seconds: float, seed: int,
+                   qdrop: float = 0.0, bias: np.ndarray | None = None,
+                   clip: tuple[float, float] | None = None) -> LayerResult:
     """Learn up/down rounding of ``weight`` on the grid of ``qp``.
 
     ``x_quant`` (r, G, K) are the layer's input rows as the quantized model sees them,
     ``x_float`` the same rows in the float model; the target is the float layer on the float
     rows. ``seconds`` > 0 bounds the wall time (the β schedule follows whichever of
     iterations and time runs out first); 0 means iterations only (bit-reproducible).
+    ``qdrop`` (QDrop, Wei et al. 2022): the probability that an input element is taken from
+    ``x_float`` instead of ``x_quant`` during the optimisation (a fresh mask per minibatch;
+    the exact second-moment loss uses the expectation over masks). The final RTN-vs-AdaRound
+    check always uses ``x_quant``. ``clip`` (lo, hi): the layer is followed by this Relu /
+    Clip, which the loss then includes (outputs plus ``bias``, clipped, on both sides; the
+    loss is then always over minibatches).
     """
     torch = import_torch()
     start = time.perf_counter()
@@ -99,8 +122,15 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
     v = torch.nn.Parameter(torch.from_numpy(v0.astype(np.float32)))
     xq, xf = torch.from_numpy(np.array(x_quant)), torch.from_numpy(np.array(x_float))
     w_gok = layer.to_gok(torch.from_numpy(w.copy()))
+    if clip is not None:
+        b_go = torch.from_numpy(np.zeros(layer.n_out, np.float32) if bias is None
+                                else np.array(bias, np.float32)).reshape(1, layer.groups, -1)
+
+    def out(y):  # (r, G, O) pre-activation without bias → what the loss compares
+        return y if clip is None else torch.clamp(y + b_go, clip[0], clip[1])
+
     with torch.no_grad():
-        target = rows_times(xf, w_gok)  # (r, G, O) float layer output
+        target = out(rows_times(xf, w_gok))  # (r, G, O) float layer output
 
     def h(vv):
         return torch.clamp(torch.sigmoid(vv) * (ZETA - GAMMA) + GAMMA, 0, 1)
@@ -111,17 +141,16 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
 
     def mse(wq) -> float:
         with torch.no_grad():
-            y = rows_times(xq, layer.to_gok(wq))
+            y = out(rows_times(xq, layer.to_gok(wq)))
             return float(((y - target) ** 2).sum((1, 2)).mean())
 
     # K ≤ MINIBATCH (depthwise and narrow convs): the exact loss over all rows from K × K
     # second moments costs G·O·K² a step, less than a minibatch of rows (MINIBATCH·G·O·K)
-    gram = layer.k <= MINIBATCH
+    gram = layer.k <= MINIBATCH and clip is None
     if gram:
         with torch.no_grad():
-            n = float(xq.shape[0])
-            a_qq = torch.einsum("rgk,rgl->gkl", xq, xq) / n  # (G, K, K) E[xq xqᵀ]
-            b_w = torch.bmm(w_gok, torch.einsum("rgk,rgl->gkl", xf, xq) / n)  # (G, O, K)
+            a_qq, a_fq = second_moments(xq, xf, qdrop)  # (G, K, K) each
+            b_w = torch.bmm(w_gok, a_fq)  # (G, O, K)
             c = float((target ** 2).sum((1, 2)).mean())  # E‖y‖²
 
     def step_loss(wq_gok):
@@ -129,7 +158,10 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
         if gram:  # E‖xq ŵ − xf w‖² = ŵ E[xq xqᵀ] ŵᵀ − 2 ŵ E[xq xfᵀ] wᵀ + E‖xf w‖²
             return ((torch.bmm(wq_gok, a_qq) - 2 * b_w) * wq_gok).sum() + c
         idx = torch.randint(0, n_rows, (min(MINIBATCH, n_rows),), generator=gen)
-        return ((rows_times(xq[idx], wq_gok) - target[idx]) ** 2).sum((1, 2)).mean()
+        x = xq[idx]  # (b, G, K)
+        if qdrop:
+            x = torch.where(torch.rand(x.shape, generator=gen) < qdrop, xf[idx], x)
+        return ((out(rows_times(x, wq_gok)) - target[idx]) ** 2).sum((1, 2)).mean()
 
     opt = torch.optim.Adam([v], lr=LEARNING_RATE)
     loop_start = time.perf_counter()  # the budget covers the optimisation steps

@@ -137,6 +137,26 @@ def layer_output(rows: np.ndarray, w_gok: np.ndarray) -> np.ndarray:
     return np.einsum("rgk,gok->rgo", rows, w_gok, dtype=np.float32).reshape(len(rows), -1)
 
 
+def following_clip(info: GraphInfo, node: onnx.NodeProto) -> tuple[float, float] | None:
+    """The (lo, hi) range of the Relu / Clip that alone reads ``node``'s output, if any."""
+    users = info.consumers.get(node.output[0], [])
+    if len(users) != 1 or users[0].op_type not in ("Relu", "Clip"):
+        return None
+    act = users[0]
+    if act.op_type == "Relu":
+        return 0.0, math.inf
+    bounds = [-math.inf, math.inf]
+    for i, name in enumerate(act.input[1:3]):
+        if not name:
+            continue
+        if not info.is_constant(name):
+            return None
+        bounds[i] = float(info.const_array(name))
+    if len(act.input) == 1:  # opset < 11: attributes
+        bounds = [float(attr(act, "min", -math.inf)), float(attr(act, "max", math.inf))]
+    return bounds[0], bounds[1]
+
+
 def rows_per_batch(total_rows: int, batch: int, samples: int) -> int:
     """Rows to take from a batch of ``batch`` samples so ``samples`` give ``total_rows``."""
     return max(1, -(-total_rows * batch // max(1, samples)))
