@@ -190,6 +190,13 @@ ROWS: tuple[tuple[str, dict, tuple[str, ...]], ...] = (
                                         "adaround_bias_correction": "empirical",
                                         "w4_keep_int8": "sensitivity",
                                         "w4_int8_budget": FLDW_BUDGET}, ("w4a8",)),
+    # the w4a8_mixed recipe as shipped (budget 0.25), alone and with sequential AdaRound
+    ("w4a8_mixed (sens 0.25, clip+BC)", {"weight_clip": "mse", "bias_correction": "empirical",
+                                         "w4_keep_int8": "sensitivity"}, ("w4a8",)),
+    ("w4a8_mixed + Ada(seq) + BC", {"weight_clip": "mse", "adaround": True,
+                                    "adaround_mode": "sequential",
+                                    "adaround_bias_correction": "empirical",
+                                    "w4_keep_int8": "sensitivity"}, ("w4a8",)),
     # smaller budgets: how much of the way to int8's size the sensitivity mix needs
     ("int8 sens budget 0.10, clip + BC", {"weight_clip": "mse", "bias_correction": "empirical",
                                           "w4_keep_int8": "sensitivity",

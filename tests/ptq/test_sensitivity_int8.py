@@ -233,3 +233,28 @@ def test_w8a8_has_nothing_to_measure_and_missing_data_is_a_clear_error():
     w4 = get_recipe("w4a8").with_options(w4_keep_int8="sensitivity")
     with pytest.raises(CalibrationError, match=r"w4_keep_int8=.sensitivity.*calibration"):
         sensitive_layers(m, resolve(w4, m), w4, None)
+
+
+def test_w4a8_mixed_recipe_is_w4a8_with_the_sensitivity_mix_through_api_and_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgequant.cli import app
+
+    m = conv_chain("Relu", seed=2)
+    cal = {"x": images(32, 1)}
+    named = eq.quantize(m, "w4a8_mixed", calibration=cal)
+    spelled = eq.quantize(m, get_recipe("w4a8").with_options(w4_keep_int8="sensitivity"),
+                          calibration=cal)
+    assert named.model.graph == spelled.model.graph  # same integers, same int8 layers
+    rep = named.report["w4_keep_int8"]
+    assert rep["mode"] == "sensitivity" and rep["budget"] == 0.25 and rep["layers"]
+    size, types = _stored(named.model)
+    assert INT4 in types.values() and INT8 in types.values()  # really mixed
+    src, out, data = tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "cal.npz"
+    onnx.save(m, src)
+    np.savez(data, x=cal["x"])
+    res = CliRunner().invoke(app, ["quantize", str(src), "--recipe", "w4a8_mixed",
+                                   "--calibration", str(data), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    cli_size, cli_types = _stored(onnx.load(out))  # the CLI may rename a transposed weight
+    assert cli_size == size and sorted(cli_types.values()) == sorted(types.values())

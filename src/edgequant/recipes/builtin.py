@@ -8,6 +8,8 @@
 | ``w8a8``        | static      | int8 per-channel symmetric      | uint8 affine, calibrated       |
 | ``w8a16``       | static      | int8 per-channel symmetric      | int16 symmetric (zero point 0) |
 | ``w4a8``        | static      | int4 per-channel symmetric      | uint8 affine, calibrated       |
+| ``w4a8_mixed``  | static      | int4, the most sensitive layers | uint8 affine, calibrated       |
+|                 |             | int8 (â‰¤ 25 % of the extra bytes) |                               |
 | ``w4a16_g128``  | weight_only | int4 symmetric, groups of 128   | float32                        |
 
 The grammar generalises: ``w{4|8}a{8|16}`` (static), ``w{4|8}_dynamic``, ``w{4|8}a16_g{N}``.
@@ -16,17 +18,22 @@ Activations default to uint8 because x86 onnxruntime's fast int8 GEMM is uint8 Ã
 ``w4a8`` stores int4 weights in the QDQ model (onnxruntime computes them through its int8
 kernels); the .tflite exporter writes them as int8 values in [-7, 7]. Its default
 ``bias_correction="auto"`` corrects the rounding shift (docs/ptq_recovery.md).
+``w4a8_mixed`` is ``w4a8`` with ``w4_keep_int8="sensitivity"``: the layers whose int4 weights
+hurt the output most per byte, measured on the calibration data, keep int8 weights until
+``w4_int8_budget`` (0.25 of the bytes between all-int4 and all-int8) is spent
+(docs/recovery_w4.md).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from edgequant.errors import RecipeError
 from edgequant.recipes.recipe import Recipe
 from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec
 
-BUILTIN_NAMES = ("fp32", "fp16", "w8_dynamic", "w8a8", "w8a16", "w4a8", "w4a16_g128")
+BUILTIN_NAMES = ("fp32", "fp16", "w8_dynamic", "w8a8", "w8a16", "w4a8", "w4a8_mixed", "w4a16_g128")
 
 
 def weight_spec(bits: int, group: int | None = None) -> QuantSpec:
@@ -64,6 +71,10 @@ def get_recipe(name: str) -> Recipe:
             raise RecipeError(f"recipe {name!r}: group size {group} must be a power of two >= 16")
         return Recipe(name, "weight_only", weights=weight_spec(bits, group),
                       description=f"int{bits} weight-only, groups of {group}, float compute")
+    if name == "w4a8_mixed":
+        return replace(get_recipe("w4a8").with_options(w4_keep_int8="sensitivity"), name=name,
+                       description="int4 weights, the most output-sensitive layers int8 "
+                                   "(measured), calibrated 8-bit activations")
     m = re.fullmatch(r"w(\d+)a(\d+)", name)
     if m:
         wbits = _bits(m.group(1), name, (2, 3, 4, 5, 6, 7, 8))
