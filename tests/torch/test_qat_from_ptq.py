@@ -19,7 +19,7 @@ from edgequant.torch.capture import capture, qat_from_capture
 X = torch.randn(48, 3, 16, 16, generator=torch.Generator().manual_seed(3))
 
 
-@pytest.mark.parametrize("recipe", ["w8a8", "w4a8"])
+@pytest.mark.parametrize("recipe", ["w8a8", "w4a8", "w4a8_mixed"])
 def test_prepared_qat_equals_ptq(recipe):
     cap = capture(lite_net(), X[:2])
     cal = X[:32].numpy()
@@ -33,6 +33,10 @@ def test_prepared_qat_equals_ptq(recipe):
     assert len(shared) == len(mine)
     assert all(mine[k] == ptq.qparams[k] for k in shared), [
         k for k in shared if mine[k] != ptq.qparams[k]]
-    if recipe == "w4a8":  # the corrected biases are what QAT trains from
+    if recipe == "w4a8_mixed":  # the same layers keep 8-bit weights in QAT and PTQ
+        bits = {k: q.qtype.bits for k, q in qat.weight_qparams().items()}
+        assert set(bits.values()) == {4, 8}
+        assert ptq.report["w4_keep_int8"]["layers"]
+    if recipe.startswith("w4a8"):  # the corrected biases are what QAT trains from
         assert ptq.report.get("recovery", {}).get("bias_correction", {}).get("layers", 0) > 0
     assert np.array_equal(fq, run_ort(ptq.model, X.numpy()))  # (48, 10): bit for bit

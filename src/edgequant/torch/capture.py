@@ -35,6 +35,7 @@ from edgequant.graph.passes.mask_path import finite_mask_constants
 from edgequant.ptq.calibrate import DEFAULT_BATCH
 from edgequant.ptq.calibrate import calibrate as ptq_calibrate
 from edgequant.ptq.recovery import recover
+from edgequant.ptq.recovery.keep_int8 import with_int8_layers
 from edgequant.ptq.recovery.weight_clip import clip_search
 from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
@@ -198,6 +199,9 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     graph, recipe, _, _ = prepare_transformer(graph, recipe, feeds, [],
                                               batch_size=DEFAULT_BATCH)
     plan = resolve(recipe, graph)
+    kept = with_int8_layers(graph, plan, recipe, feeds, batch_size=DEFAULT_BATCH)  # as PTQ
+    if kept.recipe is not recipe:  # w4_keep_int8: the same layers train with 8-bit weights
+        recipe, plan, feeds = kept.recipe, resolve(kept.recipe, graph), kept.calibration
     if feeds is not None:  # start from PTQ's result: its recovery, then its ranges
         recovered = recover(graph, plan, recipe, feeds)
         graph, plan = recovered.model, recovered.plan
