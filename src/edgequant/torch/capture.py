@@ -198,6 +198,7 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     graph, recipe, _, _ = prepare_transformer(graph, recipe, feeds, [],
                                               batch_size=DEFAULT_BATCH)
     plan = resolve(recipe, graph)
+    float_graph = graph  # the float reference of feature distillation (before recovery)
     if feeds is not None:  # start from PTQ's result: its recovery, then its ranges
         recovered = recover(graph, plan, recipe, feeds)
         graph, plan = recovered.model, recovered.plan
@@ -205,6 +206,7 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
             log.info("prepare_qat: PTQ recovery %s applied to the float graph before training",
                      recovered.report.get("techniques"))
     qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
+    qat.float_graph = float_graph
     if feeds is not None:
         _load_clip_ratios(qat, graph, recovered.weight_qparams)
         qat.load_activation_qparams(ptq_qparams(qat, feeds, cap.example))
