@@ -227,7 +227,9 @@ def run_architectures(which: list[str]) -> bool:
             _arch_table(f"EfficientNet-Lite0 {recipe}: top-1 agreement with float on held-apart "
                         f"photos: PTQ {r['ptq_agree']:.1f} %, QAT+distillation "
                         f"{r['qat_agree']:.1f} % (needs ≥ PTQ + {margin:g}; {c.steps} steps × "
-                        f"{c.batch} crops at {c.size}², lr {c.lr:g}"
+                        f"{c.batch} {'augmented ' if c.augment else ''}crops at {c.size}², "
+                        f"lr {c.lr:g}{f', step_lr {c.step_lr:g}' if c.step_lr else ''}"
+                        f"{f', features {c.features:g}' if c.features else ''}"
                         f"{', LSQ' if c.learn_scales else ''}, {c.schedule}; "
                         f"{r['train_seconds']:.0f} s training)", r["rows"])
             ok &= r["holds"] and better
