@@ -79,10 +79,12 @@ def test_fit_qat_with_features_lowers_the_feature_error():
             return feature_loss(run_with(q, ref.names, X)[1:], ref(X)[1:]).item()
 
     before = error()
+    # biases learn (lr 1e-2), int4 weights stay near PTQ's integers (step_lr 1e-3): on this
+    # net moving them by ≥ 1 % of a step per update raised the feature error instead
     eqt.fit_qat(q, [X[s:s + 8] for s in range(0, 40, 8)] * 3, teacher=lite_net(),
-                labels=False, lr=1e-4, step_lr=0.1, features=10.0, show_progress=False,
+                labels=False, lr=1e-2, step_lr=1e-3, features=10.0, show_progress=False,
                 freeze_observers_step=0)
-    assert error() < before
+    assert error() < 0.99 * before
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "1", True])
