@@ -8,6 +8,7 @@ saw. Crops are deterministic (a seeded grid with jitter), ImageNet-normalised NC
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
@@ -77,5 +78,55 @@ def evaluation_crops(n: int = 128, size: int = 224, seed: int = 1) -> np.ndarray
     return crops(EVALUATION_PHOTOS, n, size, seed)
 
 
-__all__ = ["CALIBRATION_PHOTOS", "EVALUATION_PHOTOS", "calibration_crops", "crops",
+def augmented_crops(n: int, size: int = 224, seed: int = 0,
+                    names: tuple[str, ...] = CALIBRATION_PHOTOS, grey: float = 0.3) -> np.ndarray:
+    """``n`` augmented training crops of ``names`` (default: the calibration photos, never the
+    evaluation ones): (n, 3, size, size) float32, ImageNet-normalised.
+
+    Each crop is an Inception-style random resized crop (8–100 % of the photo's area, aspect
+    3/4–4/3), a horizontal flip with probability ½, a colour jitter of brightness,
+    contrast and saturation by up to ±30 % each, and with probability ``grey`` (default 0.3)
+    a conversion to grey — the standard ImageNet / SimCLR training augmentations, so a few
+    colour photos give many distinct images (grey ones included) for QAT / distillation.
+    """
+    from PIL import Image
+
+    if any(nm in EVALUATION_PHOTOS for nm in names):
+        raise ValueError(f"augmented_crops: {sorted(set(names) & set(EVALUATION_PHOTOS))} are "
+                         "evaluation photos; train only on CALIBRATION_PHOTOS")
+    rng = np.random.default_rng(seed)
+    photos = [load_photo(nm) for nm in names]
+    if not 0.0 <= grey <= 1.0:
+        raise ValueError(f"augmented_crops: grey={grey!r} is not allowed: use a probability "
+                         "in [0, 1]")
+    luma_w = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
+    out = np.empty((n, 3, size, size), np.float32)
+    for i in range(n):
+        img = photos[rng.integers(len(photos))]
+        h, w = img.shape[:2]
+        for _ in range(10):  # torchvision RandomResizedCrop: retry, then fall back to a square
+            area = h * w * rng.uniform(0.08, 1.0)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                break
+        else:
+            cw = ch = min(h, w)
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        patch = Image.fromarray(img[y:y + ch, x:x + cw]).resize((size, size), Image.BILINEAR)
+        a = np.asarray(patch, np.float32) / 255.0              # (size, size, 3) in [0, 1]
+        if rng.random() < 0.5:
+            a = a[:, ::-1]
+        a = a * rng.uniform(0.7, 1.3)                                        # brightness
+        mean = (a @ luma_w).mean()
+        a = (a - mean) * rng.uniform(0.7, 1.3) + mean                        # contrast
+        luma = (a @ luma_w)[..., None]                                       # (size, size, 1)
+        a = np.clip((a - luma) * rng.uniform(0.7, 1.3) + luma, 0.0, 1.0)     # saturation
+        if rng.random() < grey:
+            a = np.repeat(a @ luma_w, 3).reshape(size, size, 3)              # grey, 3 channels
+        out[i] = ((a - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)  # (3, size, size)
+    return out
+
+
+__all__ = ["CALIBRATION_PHOTOS", "EVALUATION_PHOTOS", "augmented_crops", "calibration_crops", "crops",
            "evaluation_crops", "load_photo", "photo_path"]

@@ -199,6 +199,7 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     graph, recipe, _, _ = prepare_transformer(graph, recipe, feeds, [],
                                               batch_size=DEFAULT_BATCH)
     plan = resolve(recipe, graph)
+    float_graph = graph  # the float reference of feature distillation (before recovery)
     kept = with_int8_layers(graph, plan, recipe, feeds, batch_size=DEFAULT_BATCH)  # as PTQ
     if kept.recipe is not recipe:  # w4_keep_int8: the same layers train with 8-bit weights
         recipe, plan, feeds = kept.recipe, resolve(kept.recipe, graph), kept.calibration
@@ -209,6 +210,7 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
             log.info("prepare_qat: PTQ recovery %s applied to the float graph before training",
                      recovered.report.get("techniques"))
     qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
+    qat.float_graph = float_graph
     if feeds is not None:
         _load_clip_ratios(qat, graph, recovered.weight_qparams)
         qat.load_activation_qparams(ptq_qparams(qat, feeds, cap.example))

@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from edgequant.torch.feature_distill import FloatFeatures, feature_loss, run_with
 from edgequant.torch.prepare import freeze_bn, freeze_observers
 from edgequant.torch.quantizers import ActivationQuantizer, WeightQuantizer
+from edgequant.torch.step_lr import StepScaledUpdates
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ def fit_qat(
     freeze_bn_step: int | None = None,
     freeze_observers_step: int | None = None,
     schedule: str = "constant",
+    features: float = 0.0,
+    step_lr: float | None = None,
 ) -> list[float]:
     """Train ``module`` in place with Adam; returns the mean loss per epoch.
 
@@ -84,6 +88,14 @@ def fit_qat(
     ``schedule``: ``"constant"`` learning rates, or ``"cosine"`` decay to zero over all steps
     (long low-bit fine-tuning: large steps early move weights between int4 levels, small steps
     late settle them).
+    ``features``: weight of an intermediate-feature term added to the loss (whole-graph QAT
+    only): every quantized activation matched to the same tensor of the float graph
+    (:mod:`edgequant.torch.feature_distill`; dense supervision that generalises from a few
+    photos where logits alone overfit them). 0 (default): logits only.
+    ``step_lr``: the quantized weights' learning rate in units of their own quantization step
+    (whole-graph QAT only; :mod:`edgequant.torch.step_lr`): each Adam update moves a weight
+    by about ``step_lr`` of its channel's step, whatever the layer's range; ``lr`` then applies
+    to the other parameters (biases, constants). None (default): ``lr`` for all weights.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is not allowed: use 0 <= alpha <= 1")
@@ -91,12 +103,23 @@ def fit_qat(
         raise ValueError(f"distill={distill!r} is not allowed: use 'kl' or 'mse'")
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule={schedule!r} is not allowed: use 'constant' or 'cosine'")
+    if isinstance(features, bool) or not isinstance(features, int | float) or not (
+            0.0 <= features < math.inf):
+        raise ValueError(f"features={features!r} is not allowed: use a finite weight >= 0 "
+                         "(0: no feature distillation)")
+    if step_lr is not None and (isinstance(step_lr, bool) or not isinstance(step_lr, int | float)
+                                or not 0.0 < step_lr <= 1.0):
+        raise ValueError(f"step_lr={step_lr!r} is not allowed: use a fraction of a quantization "
+                         "step in (0, 1] (e.g. 0.02), or None for the absolute lr")
     if not labels and teacher is None:
         raise ValueError("fit_qat(labels=False) distills from a teacher: pass teacher=")
     scales = _scale_params(module)
-    ids = {id(p) for p in scales}
+    stepped = StepScaledUpdates(module) if step_lr is not None else None
+    ids = {id(p) for p in scales} | {id(p) for p in (stepped.params if stepped else ())}
     others = [p for p in module.parameters() if id(p) not in ids]
     groups = [{"params": others, "lr": lr}]
+    if stepped is not None:
+        groups.append({"params": stepped.params, "lr": step_lr})
     if scales:
         groups.append({"params": scales, "lr": lr / 10 if scale_lr is None else scale_lr})
     opt = torch.optim.Adam(groups)
@@ -107,6 +130,7 @@ def fit_qat(
         if schedule == "cosine" else None)
     if teacher is not None:
         teacher.eval()
+    reference = FloatFeatures(module) if features else None
     history: list[float] = []
     step = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
@@ -125,7 +149,11 @@ def fit_qat(
                 if freeze_observers_step is not None and step >= freeze_observers_step:
                     freeze_observers(module)
                 x, y = _split(batch, labels)
-                out = module(*x)
+                if reference is not None:  # outputs, then the matched activations
+                    out, *feats = run_with(module, reference.names, *x)
+                    feat = feature_loss(feats, reference(*x)[1:])
+                else:
+                    out = module(*x)
                 loss = loss_fn(out, y) if y is not None else None
                 if teacher is not None:
                     with torch.no_grad():
@@ -133,9 +161,15 @@ def fit_qat(
                     d = (distillation_loss(out, t_out, T) if distill == "kl"
                          else F.mse_loss(out, t_out.detach()))
                     loss = d if loss is None else alpha * d + (1 - alpha) * loss
+                if reference is not None:
+                    loss = features * feat if loss is None else loss + features * feat
                 opt.zero_grad()
                 loss.backward()
+                if stepped is not None:
+                    stepped.before()
                 opt.step()
+                if stepped is not None:
+                    stepped.after()
                 if sched is not None:
                     sched.step()
                 step += 1
