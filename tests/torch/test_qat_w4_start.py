@@ -34,3 +34,27 @@ def test_lsq_weight_scales_start_at_ptq_clipped_scales():
     assert all(mine[k] == ptq.qparams[k] for k in mine), [
         k for k in mine if mine[k] != ptq.qparams[k]]
     assert np.array_equal(fq, run_ort(ptq.model, X.numpy()))  # (48, 10): bit for bit
+
+
+def test_learned_scales_whose_bias_overflows_are_projected_and_deploy_as_trained():
+    """Training can shrink an LSQ scale and grow the bias until the int32 bias (with the
+    accumulator headroom) no longer fits; ``convert`` then raises that channel's scale. The
+    forward must use the raised scale too, or the deployed model drifts from the trained one
+    (EfficientNet-Lite0 w4a8: 94.5 % identical predictions before this projection)."""
+    from edgequant.torch.graph_convert import convert_graph
+
+    cap = capture(lite_net(), X[:2])
+    qat = qat_from_capture(cap, get_recipe("w4a8"), calibration=X[:32].numpy(),
+                           learn_scales=True)
+    qat.eval()
+    with torch.no_grad():
+        qat(X[:2])  # LSQ scales initialise at PTQ's
+        weight = next(iter(qat._bias_of))
+        q, bias = qat.quantizer(weight), qat.value(qat._bias_of[weight].tensor)
+        before = q.scale.detach().clone()
+        q.scale.mul_(1e-4)  # as if training had shrunk the scale and grown the bias
+        bias.mul_(1e3)
+        fq = qat(X).numpy()  # (48, 10)
+    assert bool((q.scale.detach() > before * 1e-4).any())  # projected up to fit the bias
+    deployed = run_ort(convert_graph(qat).model, X.numpy())  # (48, 10)
+    assert np.array_equal(fq, deployed)

@@ -31,6 +31,7 @@ their own names, so the trained qparams and values meet in the one Q/DQ writer.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -222,21 +223,33 @@ class GraphQAT(nn.Module):
         qparams with the offending channels' scales raised just enough
         (:func:`edgequant.bias_fit.fit_bias`, as ``insert_qdq`` does for calibrated models).
         Loads them into the weight's quantizer; returns False when there is nothing to fit
-        (no int32 bias, or learned scales)."""
+        (no int32 bias). Learned (LSQ) scales are projected the same way: a channel whose
+        trained bias no longer fits at its learned scale gets the raised scale as its new
+        parameter value, so training runs on the scale ``convert`` will store (before, the
+        conversion raised it alone and the deployed model drifted from the trained one)."""
         d = self._bias_of.get(weight)
         q = self.quantizer(weight)
-        if d is None or q is None or (q.learn_scale and bool(q.initialized)):
+        if d is None or q is None:
             return False
+        learned = q.learn_scale and bool(q.initialized)
         w = self.value(weight).detach()
-        q._update(w)
+        if not learned:
+            q._update(w)
         x = self.plan.tensors[d.input_of].spec.qtype.bits
         b = self.value(d.tensor).detach().numpy()
         fan_in = w.numel() // max(b.size, 1)
         limit = BIAS_LIMIT - accumulator_headroom(fan_in, x, q.spec.qtype.bits)
         s_in = self._scale_of(d.input_of).numpy()
-        fit = fit_bias(b, s_in, q.qparams(), limit=limit)
+        qp = q.qparams()
+        if learned:  # the scale the forward divides by (LSQ clamps it positive)
+            qp = replace(qp, scale=q.effective_scale().numpy().reshape(np.shape(qp.scale)))
+        fit = fit_bias(b, s_in, qp, limit=limit)
         if fit.channels:
-            q.load_qparams(fit.qparams)
+            if learned:
+                q.scale.data.copy_(torch.from_numpy(np.asarray(fit.qparams.scale, np.float32))
+                                   .reshape(q.scale.shape))
+            else:
+                q.load_qparams(fit.qparams)
         return True
 
     def forward(self, *args):
