@@ -95,6 +95,17 @@ Smoke runs (``--calib 32 --eval 64``, same load), used to choose what to keep:
     w4a8    clip + Ada(seq, QDrop) + BC            0.531  0.8867   (p = 0.5: no gain, not kept)
     w4a8    clip + Ada(seq, act) + BC              0.609  0.8952
 
+The ``w4a8_mixed`` recipe as shipped (sensitivity-chosen int8 layers, budget 0.25), lead's run
+after merging both branches (``--recipes w4a8 --rows w4a8_mixed``, quiet machine, load ~1–4):
+
+    recipe  row                              top-1 agree  cosine  weights MB  AdaRound s  sure agree  in top-5
+    w4a8    w4a8_mixed (sens 0.25, clip+BC)        0.750  0.9606        2.88                   1.000     0.992
+    w4a8    w4a8_mixed + Ada(seq) + BC             0.766  0.9611        2.88         133       1.000     0.992
+
+The recipe reaches the target (>= 0.70 agreement, >= 0.95 cosine) at 2.88 MB (62 % of int8's
+4.61 MB; all-int4 2.30 MB) with no AdaRound; sequential AdaRound on top adds 2 of 128 crops
+for 133 s.
+
 Run: ``.venv/bin/python bench/ptq_recovery.py [--calib 64] [--eval 256] [--recipes w8a8 w4a8]``
 """
 
