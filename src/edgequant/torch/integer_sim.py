@@ -266,31 +266,26 @@ class IntegerSim(MatMulKernels):
     def _Add(self, node, ins, y: Grid) -> torch.Tensor | None:
         if any(t in self._pending for t in node.inputs):
             return self._fc_with_bias(node, y)
+        return self._binary(node, ins, y, "QLinearAdd")
+
+    def _Mul(self, node, ins, y: Grid) -> torch.Tensor | None:
+        return self._binary(node, ins, y, "QLinearMul")  # a constant operand: float path
+
+    def _binary(self, node, ins, y: Grid, op: str) -> torch.Tensor | None:
+        """Residual Add / SE Mul of two quantized activations: onnxruntime's QLinearAdd /
+        QLinearMul, or XNNPACK's ADD / MUL (fp32 requantization) for ``litert``."""
         a = self.input_grid(node.inputs[0], node.label)
         b = self.input_grid(node.inputs[1], node.label)
         if a is None or b is None or len({a.qtype, b.qtype, y.qtype}) > 1:
             return None
         if self.kernels == "litert":
-            q = add_sub_xnnpack(_int8(a, a.integers(ins[0])), _int8(b, b.integers(ins[1])),
-                                _tfl(a), _tfl(b), _tfl(y), "NONE", 1)
+            qa, qb = _int8(a, a.integers(ins[0])), _int8(b, b.integers(ins[1]))  # int8 (N, ...)
+            q = (add_sub_xnnpack(qa, qb, _tfl(a), _tfl(b), _tfl(y), "NONE", 1) if op == "QLinearAdd"
+                 else mul(qa, qb, _tfl(a), _tfl(b), _tfl(y), "NONE", np.int8, "xnnpack"))
             return y.values(q.astype(np.int64) + y.zero_point - _int8_zp(y))
-        q = QLinearAdd(self._ctx(node, "QLinearAdd"), a.container(a.integers(ins[0])), a.scale,
-                       a.zero_point, b.container(b.integers(ins[1])), b.scale, b.zero_point,
-                       y.scale, y.zero_point)
-        return y.values(q)
-
-    def _Mul(self, node, ins, y: Grid) -> torch.Tensor | None:
-        a = self.input_grid(node.inputs[0], node.label)
-        b = self.input_grid(node.inputs[1], node.label)
-        if a is None or b is None or len({a.qtype, b.qtype, y.qtype}) > 1:
-            return None  # e.g. a constant operand: keeps the float path
-        if self.kernels == "litert":  # XNNPACK's qs8 vmul: fp32 requantization
-            q = mul(_int8(a, a.integers(ins[0])), _int8(b, b.integers(ins[1])), _tfl(a), _tfl(b),
-                    _tfl(y), "NONE", np.int8, "xnnpack")  # broadcast (N, C, H, W) int8
-            return y.values(q.astype(np.int64) + y.zero_point - _int8_zp(y))
-        q = QLinearMul(self._ctx(node, "QLinearMul"), a.container(a.integers(ins[0])), a.scale,
-                       a.zero_point, b.container(b.integers(ins[1])), b.scale, b.zero_point,
-                       y.scale, y.zero_point)
+        kernel = QLinearAdd if op == "QLinearAdd" else QLinearMul
+        q = kernel(self._ctx(node, op), a.container(a.integers(ins[0])), a.scale, a.zero_point,
+                   b.container(b.integers(ins[1])), b.scale, b.zero_point, y.scale, y.zero_point)
         return y.values(q)
 
     def _Sigmoid(self, node, ins, y: Grid) -> torch.Tensor | None:
