@@ -21,7 +21,7 @@ import onnx
 
 from edgequant.graph.info import GraphInfo
 from edgequant.ptq.recovery.adaround_layer import adaround_layer, import_torch
-from edgequant.ptq.recovery.adaround_modes import act_loss_on, adaround_mode
+from edgequant.ptq.recovery.adaround_modes import adaround_mode
 from edgequant.ptq.recovery.adaround_rows import (
     AdaRoundResult,
     StageProgress,
@@ -120,7 +120,7 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
     common = {"iters": option(rec, "adaround_iters"),
               "seconds": float(option(rec, "adaround_seconds_per_layer")),
               "rows": option(rec, "adaround_rows"), "seed": option(rec, "seed"), "qdrop": qdrop,
-              "act_loss": act_loss_on(rec),
+              "act_loss": bool(option(rec, "adaround_act_loss")),
               "progress": progress}
     if mode == "sequential":
         deployed = Deployed(qm, plan, act, overrides, io)

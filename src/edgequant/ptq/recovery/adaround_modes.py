@@ -19,11 +19,3 @@ def adaround_mode(recipe) -> str:
     bits = recipe.weights.qtype.bits if recipe.weights is not None else 32
     return "sequential" if bits < SEQUENTIAL_BELOW_BITS else "independent"
 
-
-def act_loss_on(recipe) -> bool:
-    """Whether AdaRound's loss includes the following Relu / Clip (``adaround_act_loss``;
-    off by default: on EfficientNet-Lite0 w4a8 it lost 8 points of agreement with 128
-    calibration crops, docs/adaround.md)."""
-    from edgequant.recipes.options import option
-
-    return bool(option(recipe, "adaround_act_loss"))
