@@ -422,6 +422,15 @@ def verify(
         report = run_verify(model, feeds, per_node=per_node, isolate_integer=isolate_integer,
                             batch_axes=axes or None)
     _print_verify(model, report, json_out)
+    if report.float_layers:
+        shown = ", ".join(report.float_layers[:4]) + (", ..." if len(report.float_layers) > 4
+                                                       else "")
+        err_console.print(escape(
+            f"note: {len(report.float_layers)} quantized tensor(s) come from layers both engines "
+            f"compute in float ({shown}; e.g. int16 layers, or int4-weight convs that "
+            "onnxruntime runs as DQ -> float Conv -> Q): their last-ulp rounding differs, so "
+            "differences downstream need not be integer faults; --isolate-integer checks the "
+            "integer arithmetic alone"), highlight=False)
     raise typer.Exit(0 if report.ok(max_lsb) else EXIT_CHECK_FAILED)
 
 

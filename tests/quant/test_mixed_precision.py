@@ -234,7 +234,11 @@ def test_qdq_verify_is_zero_lsb_on_integer_parts(quantized):
     feeds = {"input": rgb_images(64)}
     plain = verify(quantized.model, feeds)
     assert plain.lowered and plain.max_lsb <= FLOAT_LAYER_LSB
-    assert verify(quantized.model, feeds, isolate_integer=True).max_lsb == 0
+    # the float layers are named in the report, so a difference can be told from a fault
+    assert set(plain.float_layers) == {"r2_quantized", "p2_quantized", "r4_quantized",
+                                       "h_quantized"} and plain.boundaries == ()
+    isolated = verify(quantized.model, feeds, isolate_integer=True)
+    assert isolated.max_lsb == 0 and isolated.float_layers == ()
 
 
 def test_seams_both_ways_and_from_float(tmp_path):
@@ -327,3 +331,10 @@ def test_cli_quantizes_with_the_example_recipe_and_verifies(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     verified = json.loads(res.stdout)
     assert verified["max_lsb"] == 0 and "r2_quantized" in verified["boundaries"]
+    assert verified["float_layers"] == [] and "note:" not in res.stderr
+    # without isolation the CLI names the float layers and points to --isolate-integer
+    res = cli("verify", tmp_path / "out.onnx", "--data", tmp_path / "data.npz", "--max-lsb", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    note = " ".join(res.stderr.split())
+    assert "4 quantized tensor(s)" in note and "r2_quantized" in note
+    assert "--isolate-integer" in note

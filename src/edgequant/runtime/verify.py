@@ -131,7 +131,8 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     :func:`~edgequant.runtime.isolate.float_boundaries` tensor (a Q of a float layer's output —
     an int16 or float layer computed in float by both engines, whose last-ulp rounding differs)
     the interpreter takes onnxruntime's integers, so the differences left are the integer
-    arithmetic's own; the boundaries are listed in the report.
+    arithmetic's own; the boundaries are listed in the report. Without it, those tensors are
+    listed as ``float_layers`` (the CLI prints a note naming them).
     """
     if engine != "onnxruntime":
         raise ValueError(f"engine {engine!r} is not allowed: only 'onnxruntime' is supported")
@@ -142,7 +143,8 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
     names = [o.name for o in target.graph.output]
     node_names = [o for n in topological_order(target.graph) for o in n.output
                   if o and o not in names] if per_node else []
-    cuts = float_boundaries(target) if isolate_integer else []
+    found = float_boundaries(target)
+    cuts = found if isolate_integer else []
     ref = ReferenceRunner(target, requantization, extra_outputs=node_names)
     cut_ref = ReferenceRunner(cut_at(target, cuts), requantization,
                               extra_outputs=node_names) if cuts else ref
@@ -188,7 +190,7 @@ def verify(model: Any, feeds: Mapping[str, np.ndarray], per_node: bool = False,
         nodes=[merge_diffs([b[i] for b in nodes]) for i in range(len(node_names))],
         engine=engine, requantization=ref.requantization, lowered=target is not proto,
         reference="interpreter", model=_model_name(model), samples=samples,
-        boundaries=tuple(cuts))
+        boundaries=tuple(cuts), float_layers=() if isolate_integer else tuple(found))
     logger.info("verify: max %.3g LSB over %d outputs", report.max_lsb, len(names))
     return report
 
