@@ -22,9 +22,9 @@ SEQ = 8
 class Attention(nn.Module):
     """Multi-head self-attention with a key padding mask."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, mask: str = "additive") -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.mask = heads, mask
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
 
     def forward(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -34,9 +34,12 @@ class Attention(nn.Module):
             return x.view(n, s, self.heads, d // self.heads).transpose(1, 2)  # (N, H, S, Dh)
 
         q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
-        # the padding mask as an additive bias, like Hugging Face's eager BERT attention
-        bias = torch.where(keep, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads) + bias  # (N, H, S, S)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)  # (N, H, S, S)
+        if self.mask == "masked_fill":  # a Where between the scores and Softmax
+            scores = scores.masked_fill(~keep[:, None, None, :], float("-inf"))
+        else:  # the padding mask as an additive bias, like Hugging Face's eager BERT attention
+            scores = scores + torch.where(keep, 0.0, torch.finfo(torch.float32).min
+                                          )[:, None, None, :]
         ctx = torch.softmax(scores, -1) @ v  # (N, H, S, Dh)
         return self.o(ctx.transpose(1, 2).reshape(n, s, d))  # (N, S, D)
 
@@ -44,9 +47,9 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Post-LayerNorm transformer block (BERT): attention, then a GELU feed-forward."""
 
-    def __init__(self, dim: int, heads: int, ffn: int) -> None:
+    def __init__(self, dim: int, heads: int, ffn: int, mask: str = "additive") -> None:
         super().__init__()
-        self.attn = Attention(dim, heads)
+        self.attn = Attention(dim, heads, mask)
         self.ln1 = nn.LayerNorm(dim)
         self.ff1 = nn.Linear(dim, ffn)
         self.ff2 = nn.Linear(ffn, dim)
@@ -60,12 +63,13 @@ class Block(nn.Module):
 class TinyEncoder(nn.Module):
     """``(ids (N, S) int64, mask (N, S) int64)`` → masked mean of the last hidden states (N, D)."""
 
-    def __init__(self, dim: int = 16, heads: int = 2, ffn: int = 32, layers: int = 2) -> None:
+    def __init__(self, dim: int = 16, heads: int = 2, ffn: int = 32, layers: int = 2,
+                 mask: str = "additive") -> None:
         super().__init__()
         self.tok = nn.Embedding(VOCAB, dim)
         self.pos = nn.Embedding(SEQ, dim)
         self.ln0 = nn.LayerNorm(dim)
-        self.blocks = nn.ModuleList(Block(dim, heads, ffn) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(dim, heads, ffn, mask) for _ in range(layers))
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.ln0(self.tok(ids) + self.pos(torch.arange(ids.shape[1])))  # (N, S, D)

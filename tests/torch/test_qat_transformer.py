@@ -15,6 +15,7 @@ import edgequant
 import edgequant.torch as eqt
 from edgequant.errors import RecipeError, UnsupportedOpError
 from edgequant.recipes.builtin import get_recipe
+from edgequant.recipes.transformer import attention_matmuls
 from edgequant.runtime.runners import open_runner
 from edgequant.torch.capture import SKIP_RULE, capture, qat_from_capture
 
@@ -81,6 +82,29 @@ def test_untrained_qat_converts_to_the_ptq_model(cap):
     feeds = _feeds(qat)
     np.testing.assert_array_equal(open_runner(ours.model).run(feeds)[0],
                                   open_runner(ptq.model).run(feeds)[0])
+
+
+def test_masked_fill_attention_is_recognised_and_deploys():
+    """``scores.masked_fill(~mask, -inf)`` (a Where between Q·Kᵀ and Softmax) gets the
+    transformer plan: the −inf fill becomes MASK_FILL (finite weights), Where / Softmax stay
+    float, PTQ and untrained QAT give the same model, and the deployed model matches the float
+    module (padded positions included: no NaN) in onnxruntime."""
+    float_module = encoder(mask="masked_fill")
+    cap_mf = capture(float_module, (IDS[:2], MASK[:2]))
+    wheres = [n for n in cap_mf.graph.graph.node if n.op_type == "Where"]
+    assert wheres and attention_matmuls(cap_mf.graph)
+    qat = qat_from_capture(cap_mf, get_recipe("w8a8"), calibration=[(IDS[:32], MASK[:32])])
+    assert {"Where", "Softmax"} <= {d.op_type for d in qat.plan.float_nodes()}
+    ours = eqt.convert(qat)
+    w8a8 = get_recipe("w8a8").with_options(transformer_ffn_output="float")
+    ptq = edgequant.quantize(cap_mf.graph, w8a8, calibration=_feeds(qat, 32))
+    feeds = _feeds(qat)
+    got = open_runner(ours.model).run(feeds)[0]
+    np.testing.assert_array_equal(got, open_runner(ptq.model).run(feeds)[0])
+    with torch.no_grad():
+        ref = float_module(IDS, MASK).numpy()
+    cos = np.sum(got * ref, 1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert np.isfinite(got).all() and cos.min() > 0.99, cos.min()
 
 
 def test_plan_keeps_the_attention_core_and_norms_float(cap):

@@ -44,8 +44,10 @@ NONLINEAR_PRODUCERS = ("Gelu", "Erf", "Tanh", "Mul", "Relu", "Sigmoid", "FastGel
 #: The name of the rule keeping FFN-output MatMuls out of static quantization (the outlier
 #: decomposition splits them); per-row dynamic int8 under 8-bit recipes (:func:`ffn_rule`).
 FFN_RULE = "transformer: MatMul after GELU not static (long-tailed input)"
-#: Ops between the attention-score MatMul and its Softmax (scaling, masking, moves).
-SCORE_OPS = ("Mul", "Div", "Add", *SCORE_PASS_OPS)
+#: Ops between the attention-score MatMul and its Softmax (scaling, masking, moves). A
+#: ``Where`` is ``scores.masked_fill(~mask, -inf)``: the float scores reach it as data (a
+#: float tensor can never be its bool condition).
+SCORE_OPS = ("Mul", "Div", "Add", "Where", *SCORE_PASS_OPS)
 
 
 def _name(node: onnx.NodeProto) -> str:
@@ -75,7 +77,8 @@ def attention_matmuls(model: onnx.ModelProto, info: GraphInfo | None = None) -> 
 
 
 def is_transformer(model: onnx.ModelProto, info: GraphInfo | None = None) -> bool:
-    """A graph with self-attention: a mask Add before Softmax or a Q·Kᵀ MatMul."""
+    """A graph with self-attention: a mask Add before Softmax or a Q·Kᵀ MatMul (reaching the
+    Softmax through scaling, an additive mask or a ``masked_fill`` Where)."""
     info = info or GraphInfo.build(model)
     return bool(mask_adds(model, info) or attention_matmuls(model, info))
 

@@ -23,6 +23,9 @@ What edgequant does with them (decided on purpose, documented in ``docs/transfor
   ``exp(· − max)`` underflows to exactly 0 in float32 (below 1.4e-45 once the exponent is
   under −104) whenever the row has one unmasked position — the same 0 that −inf gives —
   and two masks added together stay finite (−2e30, where ``2 · dtype_min`` is −inf).
+  A ``scores.masked_fill(~mask, -inf)`` (a ``Where`` before Softmax, :func:`mask_wheres`)
+  replaces masked scores instead of adding to them: its fill becomes ``MASK_FILL`` too, and
+  the same argument holds.
   A row with *every* position masked (an all-padding row) gets equal weights instead of
   −inf's NaN (``−inf − (−inf)``), so padding never turns outputs into NaN.
 """
@@ -86,6 +89,17 @@ def mask_adds(model: onnx.ModelProto, info: GraphInfo | None = None) -> list[onn
     return out
 
 
+def mask_wheres(model: onnx.ModelProto, info: GraphInfo | None = None) -> list[onnx.NodeProto]:
+    """``scores.masked_fill(~mask, fill)``: Wheres with a non-float condition and a constant
+    branch, whose output reaches a Softmax (through :data:`SCORE_PASS_OPS` only)."""
+    info = info or GraphInfo.build(model)
+    return [n for n in model.graph.node
+            if n.op_type == "Where" and len(n.input) == 3
+            and not _maybe_float(info, n.input[0])
+            and any(info.is_constant(i) for i in n.input[1:])
+            and _reaches_softmax(n.output[0], info)]
+
+
 def _reaches_softmax(tensor: str, info: GraphInfo) -> bool:
     todo, seen = [tensor], set()
     while todo:
@@ -111,13 +125,15 @@ def mask_path_nodes(model: onnx.ModelProto, info: GraphInfo | None = None) -> li
 
 
 def finite_mask_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Raise float constants feeding the mask path that lie below :data:`MASK_FILL` (−inf,
+    """Raise float constants feeding the mask path (or a ``masked_fill`` Where,
+    :func:`mask_wheres`) that lie below :data:`MASK_FILL` (−inf,
     the dtype minimum) to ``MASK_FILL``; returns the model (edited in place) and one note
     per constant changed. Constants elsewhere are left alone (and refused later if not
     finite)."""
     info = GraphInfo.build(model)
     masks = mask_tensors(model, info)
     path_nodes = [n for n in model.graph.node if any(o in masks for o in n.output)]
+    path_nodes += mask_wheres(model, info)  # masked_fill(-inf) replaces instead of adding
     wanted = {i for n in path_nodes for i in n.input if info.is_constant(i)}
     notes: list[str] = []
     for t in model.graph.initializer:
