@@ -190,3 +190,31 @@ def test_cli_loads_each_model_file(tmp_path, name):
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     if name in ("if_convs_in_branches", "loop", "scan"):
         assert SUBGRAPH_REASON in " ".join(res.output.split())
+
+
+def test_ir_version_newer_than_onnxruntime_reads_is_lowered(tmp_path):
+    """onnx 1.23 writes IR 14 by default; onnxruntime 1.31 refuses it. The model needs only
+    IR 10 (opset 21), so edgequant lowers it and the output loads; same numbers as IR 10."""
+    new = rw.conv_net(opset=21, ir_version=14)
+    with pytest.raises(Exception, match="IR version"):
+        run_ort(new, {"input": rw.images()})  # the oracle: onnxruntime refuses the input
+    data = {"input": rw.images()}
+    qm = quantize(new, "w8a8", data, check_speed=False)
+    assert qm.model.ir_version == 10
+    assert any("IR version 14 lowered to 10" in n for n in qm.report["notes"])
+    same = quantize(rw.conv_net(opset=21, ir_version=10), "w8a8", data, check_speed=False)
+    out = qm.save(tmp_path / "q.onnx")
+    np.testing.assert_array_equal(run_ort(str(out), data)[0], run_ort(same.model, data)[0])
+
+
+def test_ir_version_kept_for_types_it_cannot_tell():
+    from edgequant.graph.passes.normalize import lower_ir_version
+
+    m = rw.conv_net(opset=21, ir_version=14)
+    m.graph.value_info.append(onnx.helper.make_tensor_value_info(
+        "extra", onnx.TensorProto.FLOAT8E8M0, [1]))  # newer than TYPE_MIN_IR knows
+    assert lower_ir_version(m) == [] and m.ir_version == 14
+    m4 = rw.conv_net(opset=21, ir_version=14)
+    m4.graph.value_info.append(onnx.helper.make_tensor_value_info(
+        "extra", onnx.TensorProto.FLOAT4E2M1, [1]))
+    assert lower_ir_version(m4) and m4.ir_version == 11  # FLOAT4E2M1 needs IR 11

@@ -168,3 +168,11 @@ def test_qparams_override_is_used_verbatim(float_model):
     t = inits(qm.model)
     assert numpy_helper.to_array(t[q.input[1]]) == np.float32(0.01)
     assert numpy_helper.to_array(t[q.input[2]]) == 3
+
+
+@pytest.mark.parametrize("recipe", ["w8a8", "w4a16_g128"])
+def test_matmulnbits_note_only_with_int4_matmul_weights(float_model, recipe):
+    qm = eq.quantize(float_model, recipe, calibration={"input": images(64, seed=3)})
+    noted = any("MatMulNBits" in n for n in qm.report["notes"])
+    int4 = [t for t in qm.model.graph.initializer if t.data_type == TensorProto.INT4]
+    assert noted == (recipe == "w4a16_g128") and bool(int4) == noted

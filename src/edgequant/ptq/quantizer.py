@@ -240,10 +240,16 @@ def _weight_only(qm: onnx.ModelProto, plan: QuantPlan, overrides, report
             "DequantizeLinear into MatMulNBits here (e.g. next to Q/DQ or a fused activation)")
     else:
         qm = first
-    report["notes"].append(
-        "onnxruntime fuses DequantizeLinear(int4) → MatMul into MatMulNBits, which by "
-        "default computes with int8 activations (session option "
-        "session.qdq_matmulnbits_accuracy_level=4); set it to 0 for float activations")
+    gemm_inputs = {i for n in qm.graph.node if n.op_type in ("MatMul", "Gemm") for i in n.input}
+    int4 = {t.name for t in qm.graph.initializer
+            if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)}
+    int4_matmul = [n for n in qm.graph.node if n.op_type == "DequantizeLinear"
+                   and n.input[0] in int4 and n.output[0] in gemm_inputs]
+    if int4_matmul:  # only then can onnxruntime form MatMulNBits
+        report["notes"].append(
+            "onnxruntime fuses DequantizeLinear(int4) → MatMul into MatMulNBits, which by "
+            "default computes with int8 activations (session option "
+            "session.qdq_matmulnbits_accuracy_level=4); set it to 0 for float activations")
     return qm, more
 
 

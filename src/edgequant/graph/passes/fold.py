@@ -16,6 +16,7 @@ from edgequant.errors import EdgequantError
 from edgequant.graph.info import GraphInfo, attr
 from edgequant.graph.passes.integer_forms import integer_forms, tensor_ranks
 from edgequant.graph.passes.normalize import (
+    lower_ir_version,
     normalize,
     raise_ir_version,
     route_subgraph_inputs,
@@ -194,6 +195,7 @@ def prepare_float(model: onnx.ModelProto, notes: list[str] | None = None) -> onn
     notes = [] if notes is None else notes
     notes += normalize(model)
     model = to_target_opset(model, notes)
+    notes += lower_ir_version(model)
     model = fold_constants(model)
     sink_subgraph_initializers(model)
     route_subgraph_inputs(model)

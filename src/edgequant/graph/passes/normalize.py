@@ -89,6 +89,48 @@ def raise_ir_version(model: onnx.ModelProto) -> None:
         model.ir_version = need
 
 
+#: The lowest IR version that holds each element type newer than IR 8's.
+TYPE_MIN_IR = {onnx.TensorProto.FLOAT8E4M3FN: 9, onnx.TensorProto.FLOAT8E4M3FNUZ: 9,
+               onnx.TensorProto.FLOAT8E5M2: 9, onnx.TensorProto.FLOAT8E5M2FNUZ: 9,
+               onnx.TensorProto.UINT4: 10, onnx.TensorProto.INT4: 10,
+               onnx.TensorProto.FLOAT4E2M1: 11}
+#: The IR version edgequant's own outputs need (int4 Q/DQ at opset 21): never lowered below.
+OUTPUT_IR = 10
+
+
+def _element_types(model: onnx.ModelProto) -> set[int]:
+    graphs = [model.graph]
+    types = set()
+    while graphs:
+        g = graphs.pop()
+        types |= {t.data_type for t in g.initializer}
+        for vi in [*g.input, *g.output, *g.value_info]:
+            if vi.type.HasField("tensor_type"):
+                types.add(vi.type.tensor_type.elem_type)
+        for n in g.node:
+            graphs += [sg for _, sg in subgraphs(n)]
+            types |= {a.t.data_type for a in n.attribute if a.HasField("t")}
+    return types
+
+
+def lower_ir_version(model: onnx.ModelProto) -> list[str]:
+    """Lower an IR version newer than the model needs (e.g. onnx 1.23's default IR 14, which
+    onnxruntime 1.31 refuses) to the lowest that holds its opsets and element types — never
+    below :data:`OUTPUT_IR`. Left alone when the model holds functions or an element type
+    newer than :data:`TYPE_MIN_IR` knows. Returns the report note, if any."""
+    opsets = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    types = _element_types(model)
+    newest = max(TYPE_MIN_IR)
+    if model.functions or any(t > newest for t in types):
+        return []
+    need = max(OUTPUT_IR, opsets, *(TYPE_MIN_IR.get(t, 0) for t in types))
+    if model.ir_version <= need:
+        return []
+    old, model.ir_version = model.ir_version, need
+    return [f"IR version {old} lowered to {need}, the lowest that holds the model's opsets and "
+            "types (runtimes refuse IR versions newer than they know)"]
+
+
 def symbolic_dims(model: onnx.ModelProto) -> list[str]:
     """Turn ``-1`` / ``0`` dims of graph inputs and outputs into symbolic dims."""
     changed = []
