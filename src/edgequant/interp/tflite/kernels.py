@@ -376,3 +376,63 @@ def batch_matmul(a, b, aq, bq, yq, adj_x=False, adj_y=False, dtype=np.int8):
     m, s = quantize_multiplier(float(aq[0][0]) * float(bq[0][0]) / float(yq[0][0]))
     y = requantize(acc, m, s) + int(yq[1][0])
     return np.clip(y, info.min, info.max).astype(dtype)
+
+
+def _row_quantize(x: np.ndarray, asymmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LiteRT's ``BatchQuantizeFloats`` per row of ``x`` (R, K) float32: int8 values, float32
+    scaling factors and int32 offsets (``PortableAsymmetricQuantizeFloats`` /
+    ``PortableSymmetricQuantizeFloats``)."""
+    rows = x.shape[0]
+    q = np.zeros(x.shape, np.int64)
+    sf = np.ones(rows, np.float32)
+    off = np.zeros(rows, np.int64)
+    for r in range(rows):
+        v = x[r]
+        lo, hi = np.float32(v.min()), np.float32(v.max())
+        if asymmetric:
+            rmin, rmax = float(min(np.float32(0), lo)), float(max(np.float32(0), hi))
+            if rmin == rmax:
+                continue
+            scale = (rmax - rmin) / 255.0  # double
+            zmin, zmax = -128.0 - rmin / scale, 127.0 - rmax / scale
+            zp = zmin if 128.0 + abs(rmin / scale) < 127.0 + abs(rmax / scale) else zmax
+            zp = -128 if zp <= -128 else 127 if zp >= 127 else int(tfl_round(np.float64(zp)))
+            sf[r], off[r] = np.float32(scale), zp
+            inv = np.float32(np.float32(1) / sf[r])
+            qv = tfl_round((np.float32(zp) + (v * inv).astype(np.float32)).astype(np.float32))
+            q[r] = np.clip(qv, -128, 127)
+        else:
+            rng = max(abs(lo), abs(hi))
+            if rng == 0:
+                continue
+            sf[r] = np.float32(rng / np.float32(127))
+            inv = np.float32(np.float32(127) / rng)
+            q[r] = np.clip(tfl_round((v * inv).astype(np.float32)), -127, 127)
+    return q, sf, off
+
+
+def hybrid_fully_connected(x, w, bias, w_scale, act: str, asymmetric: bool) -> np.ndarray:
+    """Hybrid FULLY_CONNECTED (float32 input, int8 weights, float output) as LiteRT's builtin
+    ``EvalHybridDense`` on x86: each input row quantized to int8 on the fly
+    (:func:`_row_quantize`), an exact int32 dot product minus ``offset · Σw``, then
+    ``out = bias + float32(acc) · float32(w_scale · row_scale)`` in float32."""
+    x2 = np.asarray(x, np.float32)  # (R, K)
+    q, sf, off = _row_quantize(x2, asymmetric)
+    ws = np.asarray(w_scale, np.float32).ravel()
+    if ws.size == 1:  # per tensor: folded into the row factors
+        sf = (sf * ws[0]).astype(np.float32)
+        row_scale = np.broadcast_to(sf[:, None], (len(sf), w.shape[0]))
+    else:
+        row_scale = (ws[None, :] * sf[:, None]).astype(np.float32)  # (R, O)
+    wi = w.astype(np.float64)
+    acc = (q.astype(np.float64) @ wi.T).astype(np.int64)  # (R, O) exact
+    acc = acc - off[:, None] * w.astype(np.int64).sum(axis=1)[None, :]
+    base = np.zeros(acc.shape, np.float32) if bias is None else np.broadcast_to(
+        np.asarray(bias, np.float32), acc.shape)
+    y = (base + (acc.astype(np.float32) * row_scale).astype(np.float32)).astype(np.float32)
+    zero_rows = ~np.any(x2 != 0, axis=1)  # the kernel skips an all-zero input: bias only
+    if zero_rows.all():
+        y = base.astype(np.float32).copy()
+    lo, hi = {"RELU": (0, np.inf), "RELU6": (0, 6), "RELU_N1_TO_1": (-1, 1)}.get(
+        act, (-np.inf, np.inf))
+    return np.clip(y, lo, hi).astype(np.float32)

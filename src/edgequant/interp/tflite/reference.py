@@ -206,6 +206,9 @@ def _fc(ins, infos, out, opt, flavor="builtin"):
         x2 = x.reshape(-1, w.shape[1])
         return K.fully_connected(x2, w, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype,
                                  flavor)
+    if _is_int(infos[1]) and infos[1].block_size is None and infos[1].dtype == np.int8:
+        return K.hybrid_fully_connected(x.reshape(-1, w.shape[1]), w, b, infos[1].scale,
+                                        _act(opt), bool(opt.asymmetricQuantizeInputs))
     wf = w.astype(np.float64)
     if infos[1].block_size is not None:  # INT4 blockwise: scales per (row, block)
         wf = wf * np.repeat(infos[1].block_scale, infos[1].block_size, axis=1)
@@ -341,9 +344,10 @@ def _batch_matmul(ins, infos, out, opt, flavor="builtin"):
 
 
 def _register_shape_ops() -> None:
-    from edgequant.interp.tflite.shape_ops import OPS
+    from edgequant.interp.tflite import data_ops, math_ops, shape_ops
 
-    _OPS.update(OPS)
+    for module in (shape_ops, data_ops, math_ops):
+        _OPS.update(module.OPS)
 
 
 _register_shape_ops()
