@@ -360,11 +360,13 @@ def dequantize(x, xq, flavor="builtin") -> np.ndarray:
     return np.concatenate([head, tail]).reshape(x.shape)
 
 
-def batch_matmul(a, b, aq, bq, yq, adj_x=False, adj_y=False, dtype=np.int8):
+def batch_matmul(a, b, aq, bq, yq, adj_x=False, adj_y=False, dtype=np.int8,
+                 flavor="builtin"):
     """int8 BATCH_MATMUL: Σ (a − za)(b − zb), requantized by ``sa·sb/so`` (per tensor) with
-    gemmlowp rounding (measured: LiteRT's builtin kernel). XNNPACK takes over some int8
-    BATCH_MATMULs (which depends on the qparams) and then requantizes in fp32: up to 1 LSB
-    apart — the one op where the reference models only the builtin path."""
+    gemmlowp rounding (measured: LiteRT's builtin kernel). XNNPACK takes over the int8
+    BATCH_MATMULs whose second operand has zero point 0 and requantizes in fp32,
+    ``rint(float32(acc) · float32(float32(sa·sb) / so))`` (measured); the others stay on the
+    builtin kernel."""
     af = (a.astype(np.int64) - int(aq[1][0])).astype(np.float64)
     bf = (b.astype(np.int64) - int(bq[1][0])).astype(np.float64)
     if adj_x:
@@ -373,6 +375,11 @@ def batch_matmul(a, b, aq, bq, yq, adj_x=False, adj_y=False, dtype=np.int8):
         bf = np.swapaxes(bf, -1, -2)
     acc = np.matmul(af, bf).astype(np.int64)  # (…, M, N) exact
     info = np.iinfo(dtype)
+    if flavor == "xnnpack" and np.dtype(dtype) == np.int8 and int(bq[1][0]) == 0:
+        sa, sb, so = (np.float32(q[0][0]) for q in (aq, bq, yq))
+        scale = np.float32(np.float32(sa * sb) / so)
+        y = np.rint((acc.astype(np.float32) * scale).astype(np.float32)).astype(np.int64)
+        return np.clip(y + int(yq[1][0]), info.min, info.max).astype(dtype)
     m, s = quantize_multiplier(float(aq[0][0]) * float(bq[0][0]) / float(yq[0][0]))
     y = requantize(acc, m, s) + int(yq[1][0])
     return np.clip(y, info.min, info.max).astype(dtype)

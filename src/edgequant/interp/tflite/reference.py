@@ -208,7 +208,8 @@ def _fc(ins, infos, out, opt, flavor="builtin"):
                                  flavor)
     if _is_int(infos[1]) and infos[1].block_size is None and infos[1].dtype == np.int8:
         return K.hybrid_fully_connected(x.reshape(-1, w.shape[1]), w, b, infos[1].scale,
-                                        _act(opt), bool(opt.asymmetricQuantizeInputs))
+                                        _act(opt), bool(opt.asymmetricQuantizeInputs)
+                                        or flavor == "xnnpack")
     wf = w.astype(np.float64)
     if infos[1].block_size is not None:  # INT4 blockwise: scales per (row, block)
         wf = wf * np.repeat(infos[1].block_scale, infos[1].block_size, axis=1)
@@ -337,7 +338,8 @@ def _batch_matmul(ins, infos, out, opt, flavor="builtin"):
     a, b = ins
     adj_x, adj_y = bool(getattr(opt, "adjX", False)), bool(getattr(opt, "adjY", False))
     if _is_int(infos[0]):
-        return K.batch_matmul(a, b, infos[0].q, infos[1].q, out.q, adj_x, adj_y, out.dtype)
+        return K.batch_matmul(a, b, infos[0].q, infos[1].q, out.q, adj_x, adj_y, out.dtype,
+                              flavor)
     a = np.swapaxes(a, -1, -2) if adj_x else a
     b = np.swapaxes(b, -1, -2) if adj_y else b
     return np.matmul(a.astype(np.float64), b).astype(np.float32)
