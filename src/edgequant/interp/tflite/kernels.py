@@ -381,7 +381,10 @@ def batch_matmul(a, b, aq, bq, yq, adj_x=False, adj_y=False, dtype=np.int8,
         y = np.rint((acc.astype(np.float32) * scale).astype(np.float32)).astype(np.int64)
         return np.clip(y + int(yq[1][0]), info.min, info.max).astype(dtype)
     m, s = quantize_multiplier(float(aq[0][0]) * float(bq[0][0]) / float(yq[0][0]))
-    y = requantize(acc, m, s) + int(yq[1][0])
+    if np.dtype(dtype) == np.int16:  # int64 accumulator: the int64 MultiplyByQuantizedMultiplier
+        y = requantize_int64(acc, np.int64(m), np.int64(s)) + int(yq[1][0])
+    else:
+        y = requantize(acc, m, s) + int(yq[1][0])
     return np.clip(y, info.min, info.max).astype(dtype)
 
 
