@@ -395,7 +395,8 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     max_lsb: Annotated[int, typer.Option(help="allowed difference in LSB")] = 0,
     isolate_integer: Annotated[bool, typer.Option(
-        help="take onnxruntime's integers where float layers are quantized (mixed models)")
+        help="feed both engines the same integers where float layers are quantized (mixed "
+             "models, transformer .tflite float islands)")
     ] = False,
     batch_axis: Annotated[list[str] | None, typer.Option(
         help="INPUT=AXIS: the axis of INPUT's samples in DATA (repeatable; ONNX models)")
@@ -413,7 +414,7 @@ def verify(
     if model.suffix == ".tflite":
         from edgequant.runtime.verify_tflite import verify_tflite
 
-        report = verify_tflite(model, feeds)
+        report = verify_tflite(model, feeds, isolate_integer=isolate_integer)
         if per_node:
             err_console.print("note: --per-node compares outputs only for .tflite models")
     else:
