@@ -414,9 +414,7 @@ def verify(
     if model.suffix == ".tflite":
         from edgequant.runtime.verify_tflite import verify_tflite
 
-        report = verify_tflite(model, feeds, isolate_integer=isolate_integer)
-        if per_node:
-            err_console.print("note: --per-node compares outputs only for .tflite models")
+        report = verify_tflite(model, feeds, isolate_integer=isolate_integer, per_node=per_node)
     else:
         from edgequant.runtime.verify import verify as run_verify
 

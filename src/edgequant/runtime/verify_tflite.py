@@ -41,20 +41,15 @@ def _op_name(model, op) -> str:
     return OP_NAMES.get(model.operatorCodes[op.opcodeIndex].builtinCode, "?")
 
 
-def _output_facts(ref: TFLiteReferenceRunner) -> dict[str, tuple[str, np.ndarray | None]]:
-    """Per output: (producing op name, scale of the integer tensor DEQUANTIZEd into it)."""
+def _dequantized_scales(ref: TFLiteReferenceRunner) -> dict[str, np.ndarray]:
+    """Float tensors written by DEQUANTIZE of a per-tensor integer → that tensor's scale."""
     r = ref.reference
-    producer = {int(op.outputs[0]): op for op in r.sub.operators}
-    facts = {}
-    for i in r.sub.outputs:
-        op = producer.get(int(i))
-        name = _op_name(r.model, op) if op is not None else ""
-        scale = None
-        if name == "DEQUANTIZE" and r.tensors[int(i)].dtype.kind == "f":
-            src = r.tensors[int(op.inputs[0])]
-            scale = None if src.scale is None or src.scale.size != 1 else src.scale
-        facts[r.tensors[int(i)].name] = (name, scale)
-    return facts
+    out = {}
+    for op, name in zip(r.sub.operators, r.op_names, strict=True):
+        src = r.tensors[int(op.inputs[0])]
+        if name == "DEQUANTIZE" and src.scale is not None and src.scale.size == 1:
+            out[r.tensors[int(op.outputs[0])].name] = src.scale
+    return out
 
 
 def float_boundaries(model) -> list[int]:
@@ -110,26 +105,35 @@ def cut_model(data: bytes, cuts: list[int], extra_outputs: list[int]) -> bytes:
 
 
 def verify_tflite(path: str | Path, feeds: Mapping[str, np.ndarray], threads: int = 1,
-                  batch_size: int | None = None, isolate_integer: bool = False) -> VerifyReport:
+                  batch_size: int | None = None, isolate_integer: bool = False,
+                  per_node: bool = False) -> VerifyReport:
     """LiteRT (builtin kernels and XNNPACK) vs the reference executor, per output, in LSB.
 
     ``feeds``: input name → array, samples on the first axis (float data is quantized with
     the input's qparams when the model takes integers; matched by position when the names
     differ, see :func:`~edgequant.runtime.runner.match_feeds`). A batch-1 model runs sample by
     sample. ``isolate_integer``: cut at the float → integer boundaries (module docstring);
-    without it the boundaries are listed as ``report.float_layers``.
+    without it the boundaries are listed as ``report.float_layers``. ``per_node``: every
+    operator's output is compared too (``report.nodes``; made a subgraph output of the file
+    both engines run, which XNNPACK then writes out).
     """
     path = Path(path)
     first = TFLiteReferenceRunner(path, "builtin")
     model = first.reference.model
     found = float_boundaries(model)
-    if not isolate_integer:
+    cuts = found if isolate_integer else []
+    exits = integer_exits(model) if isolate_integer else []
+    if per_node:
+        cut = set(cuts)
+        exits = [int(op.outputs[0]) for op in model.subgraphs[0].operators
+                 if int(op.outputs[0]) not in cut]
+    if not cuts and not exits:
         return _verify(path, path, feeds, threads, batch_size, [], [], found)
-    exits = integer_exits(model)
     with tempfile.TemporaryDirectory(prefix="edgequant-verify-") as tmp:
         cut_path = Path(tmp) / path.name
-        cut_path.write_bytes(cut_model(path.read_bytes(), found, exits))
-        return _verify(path, cut_path, feeds, threads, batch_size, found, exits, [])
+        cut_path.write_bytes(cut_model(path.read_bytes(), cuts, exits))
+        return _verify(path, cut_path, feeds, threads, batch_size, cuts, exits,
+                       [] if cuts else found)
 
 
 def _verify(path: Path, run_path: Path, feeds, threads, batch_size, cuts: list[int],
@@ -137,7 +141,8 @@ def _verify(path: Path, run_path: Path, feeds, threads, batch_size, cuts: list[i
     """Compare LiteRT and the reference on ``run_path`` (``path`` itself, or its cut at
     ``cuts`` with ``exits`` as extra outputs; boundary integers from ``path``'s reference)."""
     full = {k: TFLiteReferenceRunner(path, k) for k in KERNEL_PATHS}
-    refs = {k: TFLiteReferenceRunner(run_path, k) for k in KERNEL_PATHS} if cuts else full
+    refs = {k: TFLiteReferenceRunner(run_path, k) for k in KERNEL_PATHS} \
+        if run_path != path else full
     engines = {k: LiteRTRunner(run_path, threads, xnnpack=v) for k, v in KERNEL_PATHS.items()}
     first = full["builtin"]
     tensors = first.reference.tensors
@@ -145,9 +150,9 @@ def _verify(path: Path, run_path: Path, feeds, threads, batch_size, cuts: list[i
     node_names = [tensors[i].name for i in exits if tensors[i].name not in names]
     cut_names = [tensors[i].name for i in cuts]
     feeds = match_feeds(first, feeds)
-    facts = _output_facts(first)
     producers = {tensors[int(op.outputs[0])].name: _op_name(first.reference.model, op)
                  for op in first.reference.sub.operators}
+    dq_scales = _dequantized_scales(first)
     parts: dict[tuple[str, str], list[TensorDiff]] = {}
     samples = 0
     for batch in batches(feeds, first.input_shapes, batch_size):
@@ -160,7 +165,7 @@ def _verify(path: Path, run_path: Path, feeds, threads, batch_size, cuts: list[i
             want = dict(zip(refs[k].output_names, refs[k].run(run_feeds, raw=True), strict=True))
             got = dict(zip(engine.output_names, engine.run(run_feeds, raw=True), strict=True))
             for name in [*names, *node_names]:
-                op, scale = facts.get(name, (producers.get(name, ""), None))
+                op, scale = producers.get(name, ""), dq_scales.get(name)
                 e, g = want[name], got[name]
                 if name in names:
                     e, g = e[:batch.count], g[:batch.count]
