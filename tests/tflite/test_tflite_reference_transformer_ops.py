@@ -265,6 +265,7 @@ CASES = {
     "fully_connected_3d_keep_dims": fc_3d_int8,
     "batch_matmul_int8_b_zp0": batch_matmul(I8, False),
     "batch_matmul_int8_adj_y": batch_matmul(I8, True, adj_y=True),
+    "batch_matmul_int8_b_zp0_adj_y": batch_matmul(I8, False, adj_y=True),
     "batch_matmul_int16": batch_matmul(I16, False),
 }
 

@@ -1,9 +1,12 @@
 """A numpy reference executor for the ``.tflite`` files the exporter writes.
 
-Integer ops follow LiteRT's builtin kernels bit for bit (:mod:`ref_kernels`); float ops are
-plain float32/float64 numpy (a sanity oracle, not bit-exact with LiteRT's float kernels), and
-so are hybrid ops (int8 or INT4 blockwise weights, float activations): the weights are
-dequantized and LiteRT's on-the-fly input quantization is not modelled.
+Integer ops follow LiteRT's builtin kernels (or XNNPACK's, ``kernels="xnnpack"``) bit for bit
+(:mod:`~edgequant.interp.tflite.kernels`, ``activations``, ``shape_ops``, ``data_ops``,
+``math_ops``); float ops are plain float32/float64 numpy (a float oracle, not bit-exact with
+LiteRT's float kernels). Hybrid FULLY_CONNECTED (float input, int8 weights) quantizes each
+input row on the fly as LiteRT's builtin kernel does (XNNPACK: asymmetric rows, like its
+dynamic-range path); its float output is within float32 ulps. INT4 blockwise hybrids
+dequantize the weights (LiteRT's on-the-fly input quantization is not modelled there).
 Only the op set the exporter emits is implemented; anything else is an error naming it.
 """
 
