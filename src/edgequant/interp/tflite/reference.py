@@ -49,6 +49,7 @@ class TInfo:
     data: np.ndarray | None
     block_scale: np.ndarray | None = None  # INT4 blockwise: (O, I / block) float32 scales
     block_size: int | None = None
+    axis: int = 0  # quantized dimension of per-channel qparams
 
     @property
     def q(self) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +82,8 @@ def _tensor_infos(m: schema.ModelT) -> list[TInfo]:
             scale = np.asarray(t.quantization.scale, np.float32)
             zp = np.asarray(t.quantization.zeroPoint, np.int64)
         name = t.name.decode() if isinstance(t.name, bytes) else t.name
-        infos.append(TInfo(name, shape, dtype, scale, zp, data))
+        axis = int(q.quantizedDimension or 0) if q is not None else 0
+        infos.append(TInfo(name, shape, dtype, scale, zp, data, axis=axis))
     for k, scales, size in blocks:
         if infos[scales].data is None:
             raise InvalidModelError(f"tensor {k}: blockwise scales tensor {scales} is not a "
@@ -265,8 +267,11 @@ def _dequantize(ins, infos, out, opt, flavor="builtin"):
     x, info = ins[0], infos[0]
     if info.dtype == np.float16:
         return x.astype(np.float32)
-    if info.scale.size > 1:  # per-channel constant
-        raise UnsupportedOpError("reference executor: per-channel DEQUANTIZE not implemented")
+    if info.scale.size > 1:  # per channel (LiteRT's PerChannelDequantize, float32)
+        shape = [1] * x.ndim
+        shape[info.axis % x.ndim] = -1
+        d = (x.astype(np.int64) - info.zero_point.reshape(shape)).astype(np.float32)
+        return (info.scale.reshape(shape) * d).astype(np.float32)
     return K.dequantize(x, info.q, flavor)
 
 
