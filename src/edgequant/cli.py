@@ -426,10 +426,10 @@ def verify(
                                                        else "")
         err_console.print(escape(
             f"note: {len(report.float_layers)} quantized tensor(s) come from layers both engines "
-            f"compute in float ({shown}; e.g. int16 layers, or int4-weight convs that "
-            "onnxruntime runs as DQ -> float Conv -> Q): their last-ulp rounding differs, so "
-            "differences downstream need not be integer faults; --isolate-integer checks the "
-            "integer arithmetic alone"), highlight=False)
+            f"compute in float ({shown}; e.g. int16 layers, a transformer's LayerNorm / "
+            "Softmax, or int4-weight convs that onnxruntime runs as DQ -> float Conv -> Q): "
+            "their last-ulp rounding differs, so differences downstream need not be integer "
+            "faults; --isolate-integer checks the integer arithmetic alone"), highlight=False)
     raise typer.Exit(0 if report.ok(max_lsb) else EXIT_CHECK_FAILED)
 
 
