@@ -212,20 +212,21 @@ def fc_3d_int8(rng):
         ((2, rows, o), I8, _q(rng, 0.05, 0.3)), OPT.FullyConnectedOptions, opt)
 
 
-def batch_matmul(dtype, b_zero_point, adj_y=False):
+def batch_matmul(dtype, b_zero_point, adj_y=False, adj_x=False):
     def build(rng):
         m, k, n = 24, 40, 24
         def q(lo=0.005, hi=0.05, zp=True):
             return Quant.of(np.float32(rng.uniform(lo, hi)),
                             int(rng.integers(-20, 20)) if zp and dtype == I8 else 0)
         info = np.iinfo(dtype)
-        a = rng.integers(info.min, info.max + 1, (1, 2, m, k)).astype(dtype)
+        a = rng.integers(info.min, info.max + 1, (1, 2, k, m) if adj_x else (1, 2, m, k)
+                         ).astype(dtype)
         bshape = (1, 2, n, k) if adj_y else (1, 2, k, n)
         b = rng.integers(info.min, info.max + 1, bshape).astype(dtype)
         qb = Quant.of(np.float32(rng.uniform(0.005, 0.05)),
                       0 if not b_zero_point or dtype == I16 else int(rng.integers(1, 20)))
         out_scales = (0.1, 0.4) if dtype == I8 else (40.0, 120.0)
-        opt = _opts(schema.BatchMatMulOptionsT, adjY=adj_y)
+        opt = _opts(schema.BatchMatMulOptionsT, adjX=adj_x, adjY=adj_y)
         return S.one_op(OP.BATCH_MATMUL, [("a", a.shape, dtype, q(), None, a),
                                           ("b", bshape, dtype, qb, None, b)],
                         ((1, 2, m, n), dtype, q(*out_scales)), OPT.BatchMatMulOptions, opt)
@@ -275,6 +276,8 @@ CASES = {
     "batch_matmul_int8_adj_y": batch_matmul(I8, True, adj_y=True),
     "batch_matmul_int8_b_zp0_adj_y": batch_matmul(I8, False, adj_y=True),
     "batch_matmul_int16": batch_matmul(I16, False),
+    "batch_matmul_int8_adj_x": batch_matmul(I8, True, adj_x=True),
+    "batch_matmul_int16_adj_x_adj_y": batch_matmul(I16, False, adj_y=True, adj_x=True),
 }
 
 
@@ -324,3 +327,18 @@ def test_every_op_the_exporter_writes_is_implemented():
         written |= set(re.findall(r"\bOP\.([A-Z][A-Z0-9_]+)", f.read_text()))
     assert len(written) > 40, sorted(written)
     assert written - set(_OPS) == set()
+
+
+def test_cli_verify_refuses_an_unsupported_op_by_index_and_name(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgequant.cli import app
+
+    x = np.zeros((2, 3), F32)
+    data, feeds = S.one_op(OP.EXP, [("x", (2, 3), F32, None, None, x)], ((2, 3), F32, None))
+    (tmp_path / "m.tflite").write_bytes(data)
+    np.savez(tmp_path / "d.npz", **feeds)
+    res = CliRunner().invoke(app, ["verify", str(tmp_path / "m.tflite"), "--data",
+                                   str(tmp_path / "d.npz")])
+    assert res.exit_code not in (0, None)
+    assert "operator 0 is EXP, which is not implemented" in " ".join(res.output.split())
