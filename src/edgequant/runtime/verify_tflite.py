@@ -138,15 +138,16 @@ def verify_tflite(path: str | Path, feeds: Mapping[str, np.ndarray], threads: in
 
 def _verify(path: Path, run_path: Path, feeds, threads, batch_size, cuts: list[int],
             exits: list[int], found: list[int]) -> VerifyReport:
-    """Compare LiteRT and the reference on ``run_path`` (``path`` itself, or its cut at
-    ``cuts`` with ``exits`` as extra outputs; boundary integers from ``path``'s reference)."""
+    """Compare LiteRT on ``run_path`` (``path`` itself, or its cut at ``cuts`` with ``exits``
+    as extra outputs) with the reference on ``path``. The boundary integers LiteRT takes are
+    the reference's own, so the reference's run of the whole file *is* its run of the cut:
+    one ``run_all`` gives the boundaries and every tensor compared."""
     full = {k: TFLiteReferenceRunner(path, k) for k in KERNEL_PATHS}
-    refs = {k: TFLiteReferenceRunner(run_path, k) for k in KERNEL_PATHS} \
-        if run_path != path else full
     engines = {k: LiteRTRunner(run_path, threads, xnnpack=v) for k, v in KERNEL_PATHS.items()}
     first = full["builtin"]
     tensors = first.reference.tensors
-    names = [tensors[i].name for i in first.reference.sub.outputs]
+    outs = [int(i) for i in first.reference.sub.outputs]
+    names = [tensors[i].name for i in outs]
     node_names = [tensors[i].name for i in exits if tensors[i].name not in names]
     cut_names = [tensors[i].name for i in cuts]
     feeds = match_feeds(first, feeds)
@@ -159,10 +160,13 @@ def _verify(path: Path, run_path: Path, feeds, threads, batch_size, cuts: list[i
         prepared = first.prepare_feeds(batch.feeds)
         for k, engine in engines.items():
             run_feeds = prepared
-            if cuts:  # the boundary integers both sides take: the reference's own
-                vals = full[k].reference.run_all(prepared)
+            if cuts or exits:
+                vals = full[k].reference.run_all(prepared)  # tensor index → value
+                want = {tensors[i].name: vals[i] for i in [*outs, *exits]}
+                # the boundary integers both sides take: the reference's own
                 run_feeds = {**prepared, **{tensors[i].name: vals[i] for i in cuts}}
-            want = dict(zip(refs[k].output_names, refs[k].run(run_feeds, raw=True), strict=True))
+            else:
+                want = dict(zip(names, full[k].run(prepared, raw=True), strict=True))
             got = dict(zip(engine.output_names, engine.run(run_feeds, raw=True), strict=True))
             for name in [*names, *node_names]:
                 op, scale = producers.get(name, ""), dq_scales.get(name)
