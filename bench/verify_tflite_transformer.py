@@ -15,14 +15,14 @@ counted as ``float_layers``), and seconds per sample for both paths together.
 Run: ``.venv/bin/python bench/verify_tflite_transformer.py [--seq 64] [--samples 10]
 [--recipes w8a8,w8a16]``
 
-Measured 2026-12-02 (helper's run, 2 cores shared with three other sessions, load ~9;
-ai-edge-litert 2.3.0, --seq 64 --samples 10):
+Measured 2026-12-02 11:10 UTC (helper's run, 2 cores shared with three other sessions, load
+~9; ai-edge-litert 2.3.0, --seq 64 --samples 10, 3.4 min in all):
 
     recipe  mode      out builtin  out xnnpack  int tensors  LSB builtin  LSB xnnpack  s/sample
-    w8a8    plain        1.85e-02     1.75e-02      0 (20 float layers)                     5.2
-    w8a8    isolated     1.89e-05     1.42e-05           20          0.0          0.0       9.8
-    w8a16   plain        1.11e-04     9.27e-05      0 (20 float layers)                     5.4
-    w8a16   isolated     5.96e-08     5.22e-08           20          0.0          0.0      10.7
+    w8a8    plain        1.85e-02     1.75e-02            0 (20 float layers)              3.1
+    w8a8    isolated     1.89e-05     1.42e-05           20          0.0          0.0       4.0
+    w8a16   plain        1.11e-04     9.27e-05            0 (20 float layers)              4.4
+    w8a16   isolated     5.96e-08     5.22e-08           20          0.0          0.0       4.4
 
 Every integer tensor handed from an integer layer to a float island is bit identical on both
 kernel paths once the float → integer boundaries carry the same integers; without isolation a
