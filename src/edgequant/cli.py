@@ -395,7 +395,8 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     max_lsb: Annotated[int, typer.Option(help="allowed difference in LSB")] = 0,
     isolate_integer: Annotated[bool, typer.Option(
-        help="take onnxruntime's integers where float layers are quantized (mixed models)")
+        help="feed both engines the same integers where float layers are quantized (mixed "
+             "models, transformer .tflite float islands)")
     ] = False,
     batch_axis: Annotated[list[str] | None, typer.Option(
         help="INPUT=AXIS: the axis of INPUT's samples in DATA (repeatable; ONNX models)")
@@ -413,9 +414,7 @@ def verify(
     if model.suffix == ".tflite":
         from edgequant.runtime.verify_tflite import verify_tflite
 
-        report = verify_tflite(model, feeds)
-        if per_node:
-            err_console.print("note: --per-node compares outputs only for .tflite models")
+        report = verify_tflite(model, feeds, isolate_integer=isolate_integer, per_node=per_node)
     else:
         from edgequant.runtime.verify import verify as run_verify
 
@@ -427,10 +426,10 @@ def verify(
                                                        else "")
         err_console.print(escape(
             f"note: {len(report.float_layers)} quantized tensor(s) come from layers both engines "
-            f"compute in float ({shown}; e.g. int16 layers, or int4-weight convs that "
-            "onnxruntime runs as DQ -> float Conv -> Q): their last-ulp rounding differs, so "
-            "differences downstream need not be integer faults; --isolate-integer checks the "
-            "integer arithmetic alone"), highlight=False)
+            f"compute in float ({shown}; e.g. int16 layers, a transformer's LayerNorm / "
+            "Softmax, or int4-weight convs that onnxruntime runs as DQ -> float Conv -> Q): "
+            "their last-ulp rounding differs, so differences downstream need not be integer "
+            "faults; --isolate-integer checks the integer arithmetic alone"), highlight=False)
     raise typer.Exit(0 if report.ok(max_lsb) else EXIT_CHECK_FAILED)
 
 

@@ -92,3 +92,20 @@ def test_onnx_integer_io_float_feeds_are_quantized(tmp_path, models):
     assert by_hand.outputs == from_float.outputs
     assert by_hand.outputs[0].kind == "integer" and by_hand.ok()
     onnx.checker.check_model(qm.model)
+
+
+def test_tflite_per_node_compares_every_operator_output(models):
+    """An all-integer CNN: every operator's output on both kernel paths, 0 LSB (integer
+    tensors) or 0 dequantized LSB; no float islands, so nothing to isolate."""
+    from edgequant.export.tflite.builder import load_model
+
+    path = models.tflite_int8_path
+    report = verify_tflite(path, {"x": models.x}, per_node=True)
+    ops = load_model(path.read_bytes()).subgraphs[0].operators
+    assert len({d.name for d in report.nodes}) == len(ops) - 1  # all but the graph output
+    assert {d.engine for d in report.nodes} == set(KERNEL_ENGINES)
+    assert all(d.kind == "integer" and d.max_diff == 0 for d in report.nodes), \
+        [d for d in report.nodes if d.max_diff]
+    assert report.float_layers == () and report.ok()
+    iso = verify_tflite(path, {"x": models.x}, isolate_integer=True)
+    assert iso.boundaries == () and iso.ok()

@@ -164,3 +164,22 @@ def batch_matmul(rng, m=9, k=6, n=9):
     y = b.add_tensor("y", (1, m, n), np.int8, quant=_q(rng, 0.05, 0.2))
     b.add_op(OP.BATCH_MATMUL, [a, c], [y], OPT.BatchMatMulOptions, schema.BatchMatMulOptionsT())
     return _finish(b, [a, c], [y]), {"a": _rand(rng, (1, m, k)), "b": _rand(rng, (1, k, n))}
+
+
+def one_op(code, inputs, out, opt_type=0, opt=None, version: int = 1):
+    """Any single op: ``inputs`` [(name, shape, dtype, quant or None, constant data or None,
+    feed or None)], ``out`` (shape, dtype, quant or None). Returns ``(bytes, feeds)``; inputs
+    with a feed become model inputs."""
+    b = TFLiteBuilder()
+    idx, feeds, graph_ins = [], {}, []
+    for name, shape, dtype, quant, data, feed in inputs:
+        t = b.add_tensor(name, shape, dtype, data, quant) if data is not None else \
+            b.add_tensor(name, shape, dtype, quant=quant)
+        idx.append(t)
+        if data is None:
+            graph_ins.append(t)
+            feeds[name] = feed
+    shape, dtype, quant = out
+    y = b.add_tensor("y", shape, dtype, quant=quant)
+    b.add_op(code, idx, [y], opt_type, opt, version=version)
+    return _finish(b, graph_ins, [y]), feeds

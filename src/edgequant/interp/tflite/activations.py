@@ -10,7 +10,8 @@ from edgequant.interp.tflite.kernels import tfl_round
 
 
 def lut_activation(x, xq, yq, fn: str, dtype=np.int8):
-    """int8 LOGISTIC / TANH as LiteRT's optimized kernels: a 256-entry float32 LUT."""
+    """int8 LOGISTIC / TANH / GELU (``fn`` ``gelu`` or ``gelu_tanh``) as LiteRT's kernels:
+    a 256-entry LUT of the float32 function (``LUTPopulateInt8``)."""
     _int8_only(dtype, fn)
     info = np.iinfo(dtype)
     vals = np.arange(info.min, info.max + 1)
@@ -18,12 +19,33 @@ def lut_activation(x, xq, yq, fn: str, dtype=np.int8):
     if fn == "logistic":
         e = np.exp(-deq.astype(np.float64)).astype(np.float32)  # expf, correctly rounded
         t = (np.float32(1) / (np.float32(1) + e)).astype(np.float32)
+    elif fn in ("gelu", "gelu_tanh"):
+        t = gelu_float32(deq, fn == "gelu_tanh")
     else:
         t = np.tanh(deq.astype(np.float64)).astype(np.float32)
     inv = np.float32(1) / np.float32(yq[0][0])
     q = tfl_round((t * inv).astype(np.float32)) + int(yq[1][0])
     table = np.clip(q, info.min, info.max)
     return table[x.astype(np.int64) - info.min].astype(dtype)
+
+
+def gelu_float32(x: np.ndarray, approximate: bool) -> np.ndarray:
+    """LiteRT's ``GeluTransform`` / ``GeluTransformApproximate`` step by step in float32
+    (``erfcf`` / ``tanhf`` taken as the correctly rounded float64 value)."""
+    import math
+
+    f = np.float32
+    x = np.asarray(x, np.float32)
+    half_x = (f(0.5) * x).astype(np.float32)
+    if not approximate:  # 0.5f · x · erfc(x · −1/√2)
+        arg = (x * f(-math.sqrt(0.5))).astype(np.float32)
+        erfc = np.vectorize(math.erfc, otypes=[np.float64])(arg).astype(np.float32)
+        return (half_x * erfc).astype(np.float32)
+    cube = ((f(0.044715) * x).astype(np.float32) * x).astype(np.float32)
+    cube = (cube * x).astype(np.float32)  # 0.044715f · x · x · x, left to right
+    inner = (f(2 / math.sqrt(math.pi) * math.sqrt(0.5)) * (x + cube).astype(np.float32))
+    t = np.tanh(inner.astype(np.float32).astype(np.float64)).astype(np.float32)
+    return (half_x * (f(1) + t).astype(np.float32)).astype(np.float32)
 
 
 def _int8_only(dtype, what: str) -> None:

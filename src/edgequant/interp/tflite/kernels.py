@@ -193,10 +193,10 @@ def fully_connected(x, w, bias, xq, wq, yq, act, out_dtype=np.int8, flavor="buil
         acc = acc + bias.astype(np.int64)
     lo, hi = act_range(act, out_scale, out_zp, out_dtype)
     wscale = wq[0] if wq[0].size > 1 else wq[0][:1]
-    if np.dtype(out_dtype) == np.int16:  # 16x8 FC: single rounding (unlike CONV_2D)
-        m, s = multipliers([float(in_scale) * float(ws) / float(out_scale)
-                            for ws in np.ravel(wscale)])
-        y = np.clip(requantize_single(acc, m, s) + out_zp, lo, hi)
+    if np.dtype(out_dtype) == np.int16:  # 16x8 FC: requantized in double (unlike CONV_2D)
+        eff = np.array([float(np.float32(in_scale)) * float(np.float32(ws))
+                        / float(np.float32(out_scale)) for ws in np.ravel(wscale)])  # (O,)
+        y = np.clip(tfl_round(acc.astype(np.float64) * eff).astype(np.int64) + out_zp, lo, hi)
         return y.astype(out_dtype)
     y = requant_out(acc, in_scale, wscale, out_scale, out_zp, lo, hi, False, flavor)
     return y.astype(out_dtype)
@@ -360,11 +360,13 @@ def dequantize(x, xq, flavor="builtin") -> np.ndarray:
     return np.concatenate([head, tail]).reshape(x.shape)
 
 
-def batch_matmul(a, b, aq, bq, yq, adj_x=False, adj_y=False, dtype=np.int8):
+def batch_matmul(a, b, aq, bq, yq, adj_x=False, adj_y=False, dtype=np.int8,
+                 flavor="builtin"):
     """int8 BATCH_MATMUL: Σ (a − za)(b − zb), requantized by ``sa·sb/so`` (per tensor) with
-    gemmlowp rounding (measured: LiteRT's builtin kernel). XNNPACK takes over some int8
-    BATCH_MATMULs (which depends on the qparams) and then requantizes in fp32: up to 1 LSB
-    apart — the one op where the reference models only the builtin path."""
+    gemmlowp rounding (measured: LiteRT's builtin kernel). XNNPACK takes over the int8
+    BATCH_MATMULs whose second operand has zero point 0 and requantizes in fp32,
+    ``rint(float32(acc) · float32(float32(sa·sb) / so))`` (measured); the others stay on the
+    builtin kernel."""
     af = (a.astype(np.int64) - int(aq[1][0])).astype(np.float64)
     bf = (b.astype(np.int64) - int(bq[1][0])).astype(np.float64)
     if adj_x:
@@ -373,6 +375,76 @@ def batch_matmul(a, b, aq, bq, yq, adj_x=False, adj_y=False, dtype=np.int8):
         bf = np.swapaxes(bf, -1, -2)
     acc = np.matmul(af, bf).astype(np.int64)  # (…, M, N) exact
     info = np.iinfo(dtype)
+    if flavor == "xnnpack" and np.dtype(dtype) == np.int8 and int(bq[1][0]) == 0:
+        sa, sb, so = (np.float32(q[0][0]) for q in (aq, bq, yq))
+        scale = np.float32(np.float32(sa * sb) / so)
+        y = np.rint((acc.astype(np.float32) * scale).astype(np.float32)).astype(np.int64)
+        return np.clip(y + int(yq[1][0]), info.min, info.max).astype(dtype)
     m, s = quantize_multiplier(float(aq[0][0]) * float(bq[0][0]) / float(yq[0][0]))
-    y = requantize(acc, m, s) + int(yq[1][0])
+    if np.dtype(dtype) == np.int16:  # int64 accumulator: the int64 MultiplyByQuantizedMultiplier
+        y = requantize_int64(acc, np.int64(m), np.int64(s)) + int(yq[1][0])
+    else:
+        y = requantize(acc, m, s) + int(yq[1][0])
     return np.clip(y, info.min, info.max).astype(dtype)
+
+
+def _row_quantize(x: np.ndarray, asymmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LiteRT's ``BatchQuantizeFloats`` per row of ``x`` (R, K) float32: int8 values, float32
+    scaling factors and int32 offsets (``PortableAsymmetricQuantizeFloats`` /
+    ``PortableSymmetricQuantizeFloats``)."""
+    rows = x.shape[0]
+    q = np.zeros(x.shape, np.int64)
+    sf = np.ones(rows, np.float32)
+    off = np.zeros(rows, np.int64)
+    for r in range(rows):
+        v = x[r]
+        lo, hi = np.float32(v.min()), np.float32(v.max())
+        if asymmetric:
+            rmin, rmax = float(min(np.float32(0), lo)), float(max(np.float32(0), hi))
+            if rmin == rmax:
+                continue
+            scale = (rmax - rmin) / 255.0  # double
+            zmin, zmax = -128.0 - rmin / scale, 127.0 - rmax / scale
+            zp = zmin if 128.0 + abs(rmin / scale) < 127.0 + abs(rmax / scale) else zmax
+            zp = -128 if zp <= -128 else 127 if zp >= 127 else int(tfl_round(np.float64(zp)))
+            sf[r], off[r] = np.float32(scale), zp
+            inv = np.float32(np.float32(1) / sf[r])
+            qv = tfl_round((np.float32(zp) + (v * inv).astype(np.float32)).astype(np.float32))
+            q[r] = np.clip(qv, -128, 127)
+        else:
+            rng = max(abs(lo), abs(hi))
+            if rng == 0:
+                continue
+            sf[r] = np.float32(rng / np.float32(127))
+            inv = np.float32(np.float32(127) / rng)
+            q[r] = np.clip(tfl_round((v * inv).astype(np.float32)), -127, 127)
+    return q, sf, off
+
+
+def hybrid_fully_connected(x, w, bias, w_scale, act: str, asymmetric: bool) -> np.ndarray:
+    """Hybrid FULLY_CONNECTED (float32 input, int8 weights, float output) as LiteRT's builtin
+    ``EvalHybridDense`` reads: each input row quantized to int8 on the fly
+    (:func:`_row_quantize`), an exact int32 dot product minus ``offset · Σw``, then
+    ``out = bias + float32(acc) · float32(w_scale · row_scale)`` in float32. Measured against
+    LiteRT 2.3.0: most outputs bit identical, some rows a few float32 ulps apart (the float
+    order of the shipped build is not pinned down) — a float oracle, compared as float."""
+    x2 = np.asarray(x, np.float32)  # (R, K)
+    q, sf, off = _row_quantize(x2, asymmetric)
+    ws = np.asarray(w_scale, np.float32).ravel()
+    if ws.size == 1:  # per tensor: folded into the row factors
+        sf = (sf * ws[0]).astype(np.float32)
+        row_scale = np.broadcast_to(sf[:, None], (len(sf), w.shape[0]))
+    else:
+        row_scale = (ws[None, :] * sf[:, None]).astype(np.float32)  # (R, O)
+    wi = w.astype(np.float64)
+    acc = (q.astype(np.float64) @ wi.T).astype(np.int64)  # (R, O) exact
+    acc = acc - off[:, None] * w.astype(np.int64).sum(axis=1)[None, :]
+    base = np.zeros(acc.shape, np.float32) if bias is None else np.broadcast_to(
+        np.asarray(bias, np.float32), acc.shape)
+    y = (base + (acc.astype(np.float32) * row_scale).astype(np.float32)).astype(np.float32)
+    zero_rows = ~np.any(x2 != 0, axis=1)  # the kernel skips an all-zero input: bias only
+    if zero_rows.all():
+        y = base.astype(np.float32).copy()
+    lo, hi = {"RELU": (0, np.inf), "RELU6": (0, 6), "RELU_N1_TO_1": (-1, 1)}.get(
+        act, (-np.inf, np.inf))
+    return np.clip(y, lo, hi).astype(np.float32)

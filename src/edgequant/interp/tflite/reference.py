@@ -1,9 +1,12 @@
 """A numpy reference executor for the ``.tflite`` files the exporter writes.
 
-Integer ops follow LiteRT's builtin kernels bit for bit (:mod:`ref_kernels`); float ops are
-plain float32/float64 numpy (a sanity oracle, not bit-exact with LiteRT's float kernels), and
-so are hybrid ops (int8 or INT4 blockwise weights, float activations): the weights are
-dequantized and LiteRT's on-the-fly input quantization is not modelled.
+Integer ops follow LiteRT's builtin kernels (or XNNPACK's, ``kernels="xnnpack"``) bit for bit
+(:mod:`~edgequant.interp.tflite.kernels`, ``activations``, ``shape_ops``, ``data_ops``,
+``math_ops``); float ops are plain float32/float64 numpy (a float oracle, not bit-exact with
+LiteRT's float kernels). Hybrid FULLY_CONNECTED (float input, int8 weights) quantizes each
+input row on the fly as LiteRT's builtin kernel does (XNNPACK: asymmetric rows, like its
+dynamic-range path); its float output is within float32 ulps. INT4 blockwise hybrids
+dequantize the weights (LiteRT's on-the-fly input quantization is not modelled there).
 Only the op set the exporter emits is implemented; anything else is an error naming it.
 """
 
@@ -46,6 +49,7 @@ class TInfo:
     data: np.ndarray | None
     block_scale: np.ndarray | None = None  # INT4 blockwise: (O, I / block) float32 scales
     block_size: int | None = None
+    axis: int = 0  # quantized dimension of per-channel qparams
 
     @property
     def q(self) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +82,8 @@ def _tensor_infos(m: schema.ModelT) -> list[TInfo]:
             scale = np.asarray(t.quantization.scale, np.float32)
             zp = np.asarray(t.quantization.zeroPoint, np.int64)
         name = t.name.decode() if isinstance(t.name, bytes) else t.name
-        infos.append(TInfo(name, shape, dtype, scale, zp, data))
+        axis = int(q.quantizedDimension or 0) if q is not None else 0
+        infos.append(TInfo(name, shape, dtype, scale, zp, data, axis=axis))
     for k, scales, size in blocks:
         if infos[scales].data is None:
             raise InvalidModelError(f"tensor {k}: blockwise scales tensor {scales} is not a "
@@ -206,6 +211,10 @@ def _fc(ins, infos, out, opt, flavor="builtin"):
         x2 = x.reshape(-1, w.shape[1])
         return K.fully_connected(x2, w, b, infos[0].q, infos[1].q, out.q, _act(opt), out.dtype,
                                  flavor)
+    if _is_int(infos[1]) and infos[1].block_size is None and infos[1].dtype == np.int8:
+        return K.hybrid_fully_connected(x.reshape(-1, w.shape[1]), w, b, infos[1].scale,
+                                        _act(opt), bool(opt.asymmetricQuantizeInputs)
+                                        or flavor == "xnnpack")
     wf = w.astype(np.float64)
     if infos[1].block_size is not None:  # INT4 blockwise: scales per (row, block)
         wf = wf * np.repeat(infos[1].block_scale, infos[1].block_size, axis=1)
@@ -258,8 +267,11 @@ def _dequantize(ins, infos, out, opt, flavor="builtin"):
     x, info = ins[0], infos[0]
     if info.dtype == np.float16:
         return x.astype(np.float32)
-    if info.scale.size > 1:  # per-channel constant
-        raise UnsupportedOpError("reference executor: per-channel DEQUANTIZE not implemented")
+    if info.scale.size > 1:  # per channel (LiteRT's PerChannelDequantize, float32)
+        shape = [1] * x.ndim
+        shape[info.axis % x.ndim] = -1
+        d = (x.astype(np.int64) - info.zero_point.reshape(shape)).astype(np.float32)
+        return (info.scale.reshape(shape) * d).astype(np.float32)
     return K.dequantize(x, info.q, flavor)
 
 
@@ -334,16 +346,18 @@ def _batch_matmul(ins, infos, out, opt, flavor="builtin"):
     a, b = ins
     adj_x, adj_y = bool(getattr(opt, "adjX", False)), bool(getattr(opt, "adjY", False))
     if _is_int(infos[0]):
-        return K.batch_matmul(a, b, infos[0].q, infos[1].q, out.q, adj_x, adj_y, out.dtype)
+        return K.batch_matmul(a, b, infos[0].q, infos[1].q, out.q, adj_x, adj_y, out.dtype,
+                              flavor)
     a = np.swapaxes(a, -1, -2) if adj_x else a
     b = np.swapaxes(b, -1, -2) if adj_y else b
     return np.matmul(a.astype(np.float64), b).astype(np.float32)
 
 
 def _register_shape_ops() -> None:
-    from edgequant.interp.tflite.shape_ops import OPS
+    from edgequant.interp.tflite import data_ops, math_ops, shape_ops
 
-    _OPS.update(OPS)
+    for module in (shape_ops, data_ops, math_ops):
+        _OPS.update(module.OPS)
 
 
 _register_shape_ops()
