@@ -226,10 +226,10 @@ def minilm(recipe: str = "w8a8", steps: int = 40, batch: int = 8, seq_len: int =
 
 
 def wide_class_rows(t: Trained, workdir: Path, seq_len: int = 32) -> tuple[list[dict], int]:
-    """The class claim on the wider split (``wide_module_classification``: 34 modules, 708 test
+    """The class claim on the wider split (``wide_module_classification``: 34 modules, 709 test
     docstrings, none in the head's training half or the QAT text): a head trained on the float
     embeddings of its own training half; fake quant vs onnxruntime and LiteRT (the reference
-    interpreter is too slow for 708 sequences). Flipped rows list both engines' head margins
+    interpreter is too slow for 709 sequences). Flipped rows list both engines' head margins
     (top-1 − top-2 logit) in ``note``. Returns (rows, number of classes)."""
     from edgequant_zoo import minilm as zoo
     from edgequant_zoo.corpus_classes import wide_module_classification

@@ -9,6 +9,10 @@ a seeded permutation into a head-training half and an evaluation half (disjoint)
 outside :data:`~edgequant_zoo.corpus.CORPUS_MODULES`) for a larger test set — 34 classes
 instead of 11 — and drops every docstring that also occurs in a calibration module, so head
 text, test text and the QAT distillation text stay disjoint.
+
+Both splits read the modules' *current* attributes: importing ``transformers`` adds three
+documented methods to ``logging.Logger`` (an evaluation module), so a process that has
+imported it (the MiniLM bench) sees 709 wide test docstrings where a bare one sees 708.
 """
 
 from __future__ import annotations
