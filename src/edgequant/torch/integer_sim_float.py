@@ -21,6 +21,13 @@ on an x86-64 CPU with FMA (AVX-512): ``fma(a, b, c)`` is computed as one float64
 rounded to float32 (the float32 product is exact in float64; the double rounding differs from
 a true FMA only when the float64 sum falls exactly on a float32 tie, ~2⁻²⁹ of the time).
 CPUs without FMA run other XNNPACK micro-kernels (separate multiply and add); not emulated.
+
+LayerNorm is computed as the export decomposes it, with XNNPACK's MEAN summation order
+(bit-exact against LiteRT); its RSQRT is not: XNNPACK refines a hardware estimate
+(``rsqrt14``) by one Newton-Raphson step, one ULP away from ``1/sqrt`` on about a third of
+the rows. LiteRT's float SOFTMAX is not emulated. Cost: the in-order GEMM is a Python loop
+over K (FFN-out: 1536 steps), so the ``"litert"`` eval forward of MiniLM is a few times
+slower than the ``"onnxruntime"`` one; training never runs it.
 """
 
 from __future__ import annotations
@@ -106,12 +113,12 @@ def xnnpack_fully_connected(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor
 
 
 class FloatKernels:
-    """LiteRT's float GELU and FULLY_CONNECTED for :class:`IntegerSim` (mixin)."""
+    """LiteRT's float GELU, FULLY_CONNECTED and LayerNorm for :class:`IntegerSim` (mixin)."""
 
     def float_kernel(self, node, ins: list) -> torch.Tensor | None:
         """``node``'s value as LiteRT's float kernel computes it, or None (torch's op then):
-        a float GELU, or the float MatMul + bias Add the exporter folds into one
-        FULLY_CONNECTED (the MatMul defers to its Add)."""
+        a float GELU, the float MatMul + bias Add the exporter folds into one
+        FULLY_CONNECTED (the MatMul defers to its Add), or a LayerNorm."""
         if self.kernels != "litert" or any(x is not None and not x.is_floating_point()
                                            for x in ins):
             return None
