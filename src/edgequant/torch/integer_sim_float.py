@@ -26,8 +26,9 @@ LayerNorm is computed as the export decomposes it, with XNNPACK's MEAN summation
 (bit-exact against LiteRT); its RSQRT is not: XNNPACK refines a hardware estimate
 (``rsqrt14``) by one Newton-Raphson step, one ULP away from ``1/sqrt`` on about a third of
 the rows. LiteRT's float SOFTMAX is not emulated. Cost: the in-order GEMM is a Python loop
-over K (FFN-out: 1536 steps), so the ``"litert"`` eval forward of MiniLM is a few times
-slower than the ``"onnxruntime"`` one; training never runs it.
+over K (FFN-out: 1536 steps): the ``"litert"`` eval forward of MiniLM on 64 docstrings took
+51 s (28 s without these kernels, 13 s for ``"onnxruntime"``; 2 shared cores, load ~6).
+Training never runs it.
 """
 
 from __future__ import annotations
