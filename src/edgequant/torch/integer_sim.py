@@ -37,10 +37,12 @@ its fp32-requantized MUL, LOGISTIC onto its fixed 1/256 grid followed by the exp
 QUANTIZE to the ONNX grid (two roundings), and GlobalAveragePool as the exporter writes it
 (AVERAGE_POOL_2D on the input grid, rounding half away, then a QUANTIZE to the output grid),
 a MatMul + bias Add as one FULLY_CONNECTED, a BATCH_MATMUL's right-hand side at zero point 0,
-and float ops reading float-produced tensors unrounded (:meth:`IntegerSim.deployed_operands`).
-Other nodes and 16-bit activations keep the float path: the runtimes run those as float
-kernels too, in their own float32 order — the one difference left (a value within float32
-rounding of a rounding boundary lands one step apart; deep post-LN transformers amplify it).
+and float ops reading float-produced tensors unrounded (:meth:`IntegerSim.deployed_operands`),
+and XNNPACK's float GELU and float FULLY_CONNECTED value for value
+(:mod:`.integer_sim_float`). Other nodes and 16-bit activations keep the float path: the
+runtimes run those as float kernels too, in their own float32 order — the one difference left
+(a value within float32 rounding of a rounding boundary lands one step apart; deep post-LN
+transformers amplify it).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from edgequant.interp.requant import real_multiplier, requantize
 from edgequant.interp.tflite.activations import lut_activation
 from edgequant.interp.tflite.kernels import add_sub_xnnpack, mul, pool, requantize_tensor
 from edgequant.spec import QType
+from edgequant.torch.integer_sim_float import FloatKernels
 from edgequant.torch.integer_sim_matmul import MatMulKernels
 from edgequant.torch.onnx_ops import Conv
 
@@ -98,7 +101,7 @@ class Grid:
         return q.astype(self.qtype.numpy_dtype)
 
 
-class IntegerSim(MatMulKernels):
+class IntegerSim(MatMulKernels, FloatKernels):
     """Emulates the deployed integer kernels for the nodes of one :class:`GraphQAT`."""
 
     def __init__(self, qat, kernels: str = "onnxruntime") -> None:
@@ -116,6 +119,8 @@ class IntegerSim(MatMulKernels):
         self._producer = {t: node for node in qat.nodes for t in node.outputs}
         #: MatMul output → its integer operands, for LiteRT's FULLY_CONNECTED with folded bias
         self._pending: dict[str, tuple] = {}
+        #: float MatMul output → (input, weight), for LiteRT's float FULLY_CONNECTED with bias
+        self._pending_float: dict[str, tuple] = {}
 
     # -- qparams ---------------------------------------------------------------------------------
     def _grid_of_key(self, key: str) -> Grid | None:
@@ -190,6 +195,8 @@ class IntegerSim(MatMulKernels):
         """``node``'s output: the deployed kernel's value where there is one (gradients pass
         straight through to the float op), else the float op's."""
         exact = self.exact(node, ins)
+        if exact is None:
+            exact = self.float_kernel(node, ins)
         if exact is None:
             return node.fn(ins, node.attrs)
         if not torch.is_grad_enabled():
