@@ -230,11 +230,42 @@ def _arch_table(title: str, rows: list[dict]) -> None:
     Console().print(table)
 
 
+def run_effnet_adaround(recipes: list[str]) -> bool:
+    """``--arch effnet --start adaround [--recipes w4a8 w4a8_mixed]``: QAT from PTQ's
+    AdaRound (``bench/qat_adaround.py``); True if fake quant = deployed on every engine and
+    QAT from AdaRound does not fall below PTQ + AdaRound."""
+    import qat_adaround
+
+    ok = True
+    for recipe in recipes:
+        r = qat_adaround.efficientnet_adaround(recipe)
+        c, a = r["cfg"], r["adaround"]
+        _arch_table(f"EfficientNet-Lite0 {recipe} from AdaRound ({a['mode']}, "
+                    f"{a['wall_seconds']:.0f} s{', cached' if a.get('cached') else ''}): top-1 "
+                    f"agreement with float on held-apart photos: PTQ {r['ptq_agree']:.1f} %, "
+                    f"PTQ + AdaRound {r['ada_agree']:.1f} % (its fake quant "
+                    f"{r['start_fq_agree']:.1f} %), QAT from it {r['qat_agree']:.1f} % (fake quant "
+                    f"{r['qat_fq_agree']:.1f} %; {c.steps} steps × {c.batch} "
+                    f"{'augmented ' if c.augment else ''}crops at {c.size}², lr {c.lr:g}"
+                    f"{f', step_lr {c.step_lr:g}' if c.step_lr else ''}"
+                    f"{', LSQ' if c.learn_scales else ''}, {c.schedule}; "
+                    f"{r['train_seconds']:.0f} s training, {r['seconds']:.0f} s in all)", r["rows"])
+        ok &= r["holds"] and r["qat_agree"] >= r["ada_agree"]
+    return ok
+
+
 def run_architectures(which: list[str]) -> bool:
     """The three-architecture claims (``--arch mobilenet effnet minilm``); True if all hold."""
     sys.path.insert(0, str(ROOT / "bench"))
     import qat_architectures as qa
 
+    if "--start" in which:  # --arch effnet --start adaround [--recipes ...]
+        start = which[which.index("--start") + 1]
+        if start != "adaround" or which[0] != "effnet":
+            raise SystemExit(f"--start {start!r} is not allowed: use --arch effnet --start "
+                             "adaround [--recipes w4a8 w4a8_mixed]")
+        recipes = which[which.index("--recipes") + 1:] if "--recipes" in which else ["w4a8"]
+        return run_effnet_adaround(recipes)
     ok = True
     if "mobilenet" in which:
         res = qa.mobilenet_style()
@@ -284,7 +315,8 @@ def main() -> int:
     """Run the example, check the claims, print one table; exit 1 if any claim fails.
 
     ``--seeds 0 1 2 3`` also prints QAT accuracy over training seeds (noise context).
-    ``--arch mobilenet effnet minilm`` runs (only) the whole-graph QAT architecture claims.
+    ``--arch mobilenet effnet minilm`` runs (only) the whole-graph QAT architecture claims;
+    ``--arch effnet --start adaround [--recipes w4a8 w4a8_mixed]`` EfficientNet from AdaRound.
     """
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
