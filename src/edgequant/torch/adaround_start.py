@@ -28,20 +28,23 @@ import torch
 from edgequant.errors import EdgequantError
 from edgequant.graph.info import GraphInfo
 from edgequant.graph.passes.insert_qdq import insert_qdq
-from edgequant.primitives import dequantize
+from edgequant.primitives import broadcast_param, dequantize
 from edgequant.ptq.recovery.adaround import adaround_stage
 from edgequant.ptq.recovery.cle import set_constant
-from edgequant.qparams import QParams, qparams_for, reduce_range
+from edgequant.qparams import QParams, choose_qparams, qparams_for, reduce_range
 from edgequant.recipes.decisions import QuantPlan
 from edgequant.spec import QuantSpec
-from edgequant.torch.quantizers import clipped_qparams
 
 log = logging.getLogger(__name__)
 
-#: float32 neighbours of the first estimate of α tried on each side: the qparams are a
-#: float32 product then a float64 division cast to float32, so the exact α is within a few
-#: ulps (``grid_clip`` raises if none of them reproduces the scale).
-ALPHA_ULPS = 64
+#: float32 neighbours of the first estimate of α tried on each side (the qparams are a
+#: float32 product then a float64 division cast to float32: the exact α, when one exists,
+#: is within an ulp or two of the estimate).
+ALPHA_ULPS = 4
+#: relative move of a granule's largest-magnitude weights tried when no α alone fits, and
+#: how many tries (:func:`grid_clip`)
+EXTREME_MOVE = 1e-4
+EXTREME_TRIES = 256
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -82,40 +85,68 @@ def adaround_start(graph: onnx.ModelProto, plan: QuantPlan, act: dict[str, QPara
     return qm, targets, report
 
 
-def grid_clip(w: np.ndarray, target: QParams, spec: QuantSpec, name: str = "weight"
-              ) -> np.ndarray:
-    """Range ratios α (float32, (C,) or ()) with ``clipped_qparams(w, α, spec) == target``
-    bit for bit, searched around ``α ≈ target range / range of w``; an error naming ``name``
-    and the channels when no float32 α within :data:`ALPHA_ULPS` ulps reproduces them."""
-    lo, hi = (np.asarray(a, np.float64) for a in reduce_range(w, spec.granularity))  # (C,) / ()
-    amax = np.maximum(-np.minimum(lo, 0), np.maximum(hi, 0))
+def _alpha_search(lo: np.ndarray, hi: np.ndarray, target: QParams, spec: QuantSpec,
+                  todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per granule of ``todo``: a float32 α within :data:`ALPHA_ULPS` ulps of the first
+    estimate with ``choose_qparams(α·lo, α·hi) == target`` (as :func:`clipped_qparams`
+    computes), and whether one was found."""
+    lo64, hi64 = np.minimum(lo, 0).astype(np.float64), np.maximum(hi, 0).astype(np.float64)
     want = np.asarray(target.scale, np.float64) * (spec.qtype.qmax - spec.qtype.qmin)
-    if spec.symmetric:
-        want = want / 2.0
-        have = amax
-    else:
-        have = np.maximum(hi, 0) - np.minimum(lo, 0)
+    have = np.maximum(-lo64, hi64) * 2.0 if spec.symmetric else hi64 - lo64
     with np.errstate(divide="ignore", invalid="ignore"):
         first = np.where(have > 0, want / have, 1.0).astype(np.float32)  # (C,) or ()
-    found = np.zeros(first.shape, bool)
-    alpha = first.copy()
+    found, alpha = np.zeros(first.shape, bool), first.copy()
     down, up = first.copy(), first.copy()
     for step in range(ALPHA_ULPS + 1):
         for cand in ((first,) if step == 0 else (down, up)):
-            qp = clipped_qparams(w, cand, spec)
-            ok = (~found & (qp.scale == target.scale)
+            qp = choose_qparams(lo * cand, hi * cand, spec)
+            ok = (todo & ~found & (qp.scale == target.scale)
                   & (qp.zero_point == target.zero_point))
             alpha = np.where(ok, cand, alpha)
             found |= ok
-        if found.all():
-            return alpha.astype(np.float32)
+        if found[todo].all():
+            break
         down = np.nextafter(down, np.float32(0))
         up = np.nextafter(up, np.float32(np.inf))
-    bad = np.flatnonzero(~found).tolist() if found.ndim else ["all"]
-    raise EdgequantError(
-        f"{name}: no weight range ratio reproduces PTQ's AdaRound qparams on channel(s) "
-        f"{bad[:10]} (the learned integers span too little of the grid); use "
-        "adaround=False for QAT, or report this model")
+    return alpha.astype(np.float32), found
+
+
+def grid_clip(w: np.ndarray, target: QParams, spec: QuantSpec, name: str = "weight"
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(w', α)`` with ``clipped_qparams(w', α, spec) == target`` bit for bit: α (float32,
+    (C,) or ()) searched around ``target range / range of w``.
+
+    The qparams are a float32 product ``α · max|w|`` then a float64 division cast to float32,
+    so for some ranges no float32 α lands on ``target``'s scale. There (symmetric specs) the
+    elements of largest magnitude of the granule are moved by a relative ≤ :data:`EXTREME_MOVE`
+    (their integers unchanged: far below half a step) and α searched again.
+    Raises an error naming ``name`` and the granules when nothing fits."""
+    w = np.asarray(w, np.float32)
+    lo, hi = reduce_range(w, spec.granularity)  # (C,) or () float32
+    amax = np.maximum(-np.minimum(lo, 0), np.maximum(hi, 0))  # (C,) or ()
+    alpha, found = _alpha_search(lo, hi, target, spec, np.ones(np.shape(lo), bool))
+    moved = amax.copy()
+    # α·m lands on the few float32 ranges whose qparams are the target's only for some m:
+    # stepping m by single ulps moves α·m in near-constant phase, so the tries are spread
+    # pseudo-randomly over ±EXTREME_MOVE (relative; ≤ 0.001 of a step at 4 bits)
+    offsets = np.random.default_rng(0).uniform(-EXTREME_MOVE, EXTREME_MOVE, EXTREME_TRIES)
+    for r in offsets if spec.symmetric else ():
+        if found.all():
+            break
+        m = np.where(amax > 0, amax * np.float32(1 + r), amax).astype(np.float32)
+        a, ok = _alpha_search(-m, m, target, spec, ~found)
+        alpha, moved = np.where(ok, a, alpha), np.where(ok, m, moved)
+        found |= ok
+    if not found.all():
+        bad = np.flatnonzero(~found).tolist() if found.ndim else ["all"]
+        raise EdgequantError(
+            f"{name}: no weight range ratio reproduces PTQ's AdaRound qparams on channel(s) "
+            f"{bad[:10]} (e.g. a channel whose learned integers are all zero); use "
+            "adaround=False for QAT, or report this model")
+    big = broadcast_param(amax, spec.granularity, w.shape)
+    new = broadcast_param(moved, spec.granularity, w.shape)
+    w = np.where((np.abs(w) == big) & (big > 0), np.sign(w) * new, w).astype(np.float32)
+    return w, alpha
 
 
 @torch.no_grad()
@@ -126,6 +157,7 @@ def load_grid_clips(qat, targets: dict[str, QParams]) -> None:
         q = qat.quantizer(name)
         if q is None:
             continue
-        w = qat.value(name).detach().numpy()
-        alpha = grid_clip(w, target, q.spec, name)
+        p = qat.value(name)
+        w, alpha = grid_clip(p.detach().numpy(), target, q.spec, name)
+        p.copy_(torch.from_numpy(w))
         q.clip.copy_(torch.from_numpy(alpha).reshape(q.clip.shape))
