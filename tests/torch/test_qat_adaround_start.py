@@ -43,11 +43,12 @@ def _ints(model) -> dict[str, np.ndarray]:
             if t.data_type in (2, 3, 21, 22) and len(t.dims) > 1}  # (u)int8, (u)int4
 
 
-@pytest.mark.parametrize("recipe,learn_scales", [("w4a8", False), ("w4a8", True),
-                                                 ("w8a8", False), ("w4a8_mixed", False)])
-def test_untrained_qat_from_adaround_is_the_ptq_model(cap, recipe, learn_scales):
+@pytest.mark.parametrize("recipe,learn_scales,more", [
+    ("w4a8", False, {}), ("w4a8", True, {}), ("w8a8", False, {}), ("w4a8_mixed", False, {}),
+    ("w8a8", False, {"range_search": True})])  # PTQ's best w8a8 (bench/ptq_recovery.py)
+def test_untrained_qat_from_adaround_is_the_ptq_model(cap, recipe, learn_scales, more):
     cal = X[:32].numpy()
-    rec = get_recipe(recipe).with_options(**FAST)
+    rec = get_recipe(recipe).with_options(**FAST, **more)
     qat = qat_from_capture(cap, rec, calibration=cal, learn_scales=learn_scales)
     ptq = edgequant.quantize(cap.graph, rec, calibration={qat.input_names[0]: cal})
     rtn = edgequant.quantize(cap.graph, recipe, calibration={qat.input_names[0]: cal})

@@ -36,6 +36,7 @@ from edgequant.ptq.calibrate import DEFAULT_BATCH
 from edgequant.ptq.calibrate import calibrate as ptq_calibrate
 from edgequant.ptq.recovery import recover
 from edgequant.ptq.recovery.keep_int8 import with_int8_layers
+from edgequant.ptq.recovery.range_search import search_ranges
 from edgequant.ptq.recovery.weight_clip import clip_search
 from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
@@ -227,6 +228,9 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
             log.info("prepare_qat: PTQ recovery %s applied to the float graph before training",
                      recovered.report.get("techniques"))
         act = ptq_qparams(graph, plan, feeds, cap.example)  # as PTQ: before AdaRound
+        if recipe.mode == "static" and option(recipe, "range_search"):  # PTQ's observers
+            act.update(search_ranges(graph, plan, feeds, recovered.weight_qparams, "float",
+                                     DEFAULT_BATCH, None, ptq_report))
         if adaround:  # PTQ's AdaRound stage: weights on its integers, biases corrected
             graph, grid, more = adaround_start(graph, plan, act, recovered.weight_qparams,
                                                feeds, DEFAULT_BATCH)
