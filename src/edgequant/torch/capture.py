@@ -13,7 +13,8 @@
    SmoothQuant / outlier options) then :func:`edgequant.recipes.plan.resolve` give the plan —
    the same one PTQ executes.
 4. :class:`edgequant.torch.graph_qat.GraphQAT` trains that graph with the plan's fake
-   quantization, optionally started from PTQ-calibrated activation qparams.
+   quantization, optionally started from PTQ's result (recovery, calibrated activation
+   qparams, AdaRound's integers: :func:`qat_from_capture`).
 """
 
 from __future__ import annotations
@@ -178,8 +179,12 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     ``calibration`` (batches / tensor / dict like :func:`edgequant.torch.quantize` takes):
     training starts from exactly what PTQ (:func:`edgequant.quantize`) makes of it — the
     recovery the recipe enables (e.g. ``bias_correction``, on by default below 8-bit weights;
-    ``cle``) applied to the float graph, and the activation quantizers loaded with PTQ's
-    calibrated qparams. Without it they initialise on the first training batch.
+    ``cle``; ``weight_clip``) applied to the float graph, the activation quantizers loaded with
+    PTQ's calibrated qparams (``range_search``: its chosen observers'), and with
+    ``adaround=True`` PTQ's AdaRound stage run and its integers and corrected biases loaded
+    (:mod:`edgequant.torch.adaround_start`; AdaRound needs ``calibration``). Without it the
+    quantizers initialise on the first training batch. What PTQ's start did is in
+    ``qat.ptq_report`` (``recovery``, ``range_search``, ``adaround`` as in PTQ's report).
     """
     if recipe.mode not in ("static", "weight_only"):
         raise RecipeError(f"recipe {recipe.name!r} is {recipe.mode}: QAT trains static "
