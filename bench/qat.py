@@ -81,6 +81,19 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   int4-weight convs as DQ → float Conv → Q (MLAS float sums), which the integer emulation
   cannot reproduce and which the moved LSQ scales expose more often than min/max scales did
   (99.2 %). The +20-point margin claim fails (+2.3 in this run, +6.3 in the helper's).
+
+  - effnet from AdaRound (``--arch effnet --start adaround --recipes w4a8``, code in
+    ``bench/qat_adaround.py``; w4ada helper run 2026-12-02, 2 shared cores, load average
+    8–12 for most of it, ~2 at the end; seed 0; exit 1: QAT falls below its start): w4a8
+    PTQ default 39.8 % top-1 agreement with float on 128 held-apart crops; PTQ + sequential
+    AdaRound 54.7 % (531 s of AdaRound; the untrained QAT model converted, which is that PTQ
+    model bit for bit); QAT + distillation from it with ``EFFNET_QAT["w4a8"]`` (300 steps × 4
+    augmented crops at 224², biases lr 1e-4, step_lr 1e-3, LSQ, cosine; 3216 s of training
+    under that load) 49.2 % — above QAT from the default start (42.2 / 46.1 %) but 5.5
+    points below AdaRound alone: these settings do not keep AdaRound's gain. Fake quant vs
+    deployed after training: LiteRT 100 % of 128, 0 LSB; reference interpreter 100 % of 32,
+    0 LSB; onnxruntime 98.4 % of 128, 5 LSB (int4 convs as DQ → float Conv, as above; the
+    untrained start's fake quant already read 53.1 % against onnxruntime's 54.7 %).
 - minilm (helper run on the qatsim branch, load average ~11: 902 s of training, 2889 s in
   all; exit 1: the LiteRT class claim fails by 2 docstrings): mean cosine to float on the
   held-out docstrings PTQ 0.9907 → QAT + distillation 0.9920 in onnxruntime (fake quant
