@@ -15,7 +15,9 @@ One process, the same photos as ``qat_architectures.efficientnet()`` (64 calibra
 
 AdaRound takes ~15 min on EfficientNet (longer on a loaded machine): the prepared start
 (the QAT model's state: grid-point weights, corrected biases, clip ratios, PTQ's qparams) is
-cached under ``cache`` and reloaded into a model captured with the same plan.
+cached under ``cache`` and reloaded into a model captured with the same plan (reloading
+reproduces the converted model exactly; delete the files after changing the code, recipe or
+photos: the cache is not keyed on them).
 """
 
 from __future__ import annotations
