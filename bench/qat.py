@@ -84,7 +84,8 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
 
   - effnet from AdaRound (``--arch effnet --start adaround --recipes w4a8``, code in
     ``bench/qat_adaround.py``; w4ada helper run 2026-12-02, 2 shared cores, load average
-    8–12 for most of it, ~2 at the end; seed 0; exit 1: QAT falls below its start): w4a8
+    8–12 for most of it, ~2 at the end; seed 0; fails: QAT falls below its start and
+    onnxruntime agrees on < 99.8 %): w4a8
     PTQ default 39.8 % top-1 agreement with float on 128 held-apart crops; PTQ + sequential
     AdaRound 54.7 % (531 s of AdaRound; the untrained QAT model converted, which is that PTQ
     model bit for bit); QAT + distillation from it with ``EFFNET_QAT["w4a8"]`` (300 steps × 4
