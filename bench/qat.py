@@ -94,7 +94,10 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
     points below AdaRound alone: these settings do not keep AdaRound's gain. Fake quant vs
     deployed after training: LiteRT 100 % of 128, 0 LSB; reference interpreter 100 % of 32,
     0 LSB; onnxruntime 98.4 % of 128, 5 LSB (int4 convs as DQ → float Conv, as above; the
-    untrained start's fake quant already read 53.1 % against onnxruntime's 54.7 %).
+    untrained start's fake quant already read 53.1 % against onnxruntime's 54.7 %). A
+    diagnostic from the cached start with lr 1e-5 (biases, scales), 150 steps, otherwise the
+    same: 56.2 % in onnxruntime (driver not kept; docs/qat.md) — a 10× lower bias lr keeps
+    AdaRound's gain.
 - minilm (helper run on the qatsim branch, load average ~11: 902 s of training, 2889 s in
   all; exit 1: the LiteRT class claim fails by 2 docstrings): mean cosine to float on the
   held-out docstrings PTQ 0.9907 → QAT + distillation 0.9920 in onnxruntime (fake quant
