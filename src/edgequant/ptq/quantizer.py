@@ -34,8 +34,7 @@ from edgequant.ptq.auxiliary import guarded_speed_check
 from edgequant.ptq.calibrate import DEFAULT_BATCH, Progress, calibrate, calibration_batches
 from edgequant.ptq.coverage import check_coverage
 from edgequant.ptq.recovery import recover
-from edgequant.ptq.recovery.adaround import learned_weights
-from edgequant.ptq.recovery.adaround_bias import adaround_bias_method, correct_adaround_biases
+from edgequant.ptq.recovery.adaround import adaround_stage
 from edgequant.ptq.recovery.keep_int8 import with_int8_layers
 from edgequant.ptq.recovery.range_search import search_ranges
 from edgequant.ptq.recovery.samples import reusable
@@ -168,11 +167,8 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
                                   progress, batch_axes, report["warnings"], strict)
         ints = None
         if option(rec, "adaround"):
-            ints = learned_weights(float_model, qm, plan, act, overrides, io, calibration,
-                                   batch_size, batch_axes, report, stage_progress)
-            if adaround_bias_method(rec) == "empirical":
-                qm, report["adaround"]["bias_correction"] = correct_adaround_biases(
-                    float_model, qm, plan, ints, calibration, batch_size, batch_axes)
+            qm, ints = adaround_stage(float_model, qm, plan, act, overrides, io, calibration,
+                                      batch_size, batch_axes, report, stage_progress)
         qm, more, notes = insert_qdq(qm, plan, act, overrides, io, weight_ints=ints)
         used.update(more)
         report["notes"] += notes

@@ -13,7 +13,8 @@
    SmoothQuant / outlier options) then :func:`edgequant.recipes.plan.resolve` give the plan —
    the same one PTQ executes.
 4. :class:`edgequant.torch.graph_qat.GraphQAT` trains that graph with the plan's fake
-   quantization, optionally started from PTQ-calibrated activation qparams.
+   quantization, optionally started from PTQ's result (recovery, calibrated activation
+   qparams, AdaRound's integers: :func:`qat_from_capture`).
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ from edgequant.ptq.calibrate import DEFAULT_BATCH
 from edgequant.ptq.calibrate import calibrate as ptq_calibrate
 from edgequant.ptq.recovery import recover
 from edgequant.ptq.recovery.keep_int8 import with_int8_layers
+from edgequant.ptq.recovery.range_search import search_ranges
 from edgequant.ptq.recovery.weight_clip import clip_search
 from edgequant.ptq.transformer import prepare_transformer
 from edgequant.qparams import QParams
 from edgequant.recipes.options import option
-from edgequant.recipes.plan import resolve
+from edgequant.recipes.plan import QuantPlan, resolve
 from edgequant.recipes.recipe import Recipe, Rule
+from edgequant.torch.adaround_start import adaround_start, load_grid_clips
 from edgequant.torch.calibration import calibration_feeds
 from edgequant.torch.export import as_tuple, export_onnx
 from edgequant.torch.fuse import close_names
@@ -96,25 +99,34 @@ def _batches(feeds: dict[str, np.ndarray], size: int) -> Iterable[dict[str, np.n
         yield {k: v[s:s + size] for k, v in feeds.items()}
 
 
-def ptq_qparams(qat: GraphQAT, calibration, example: tuple) -> dict[str, QParams]:
-    """PTQ's calibrated qparams (same observers as :func:`edgequant.quantize`) per plan key."""
-    plan = qat.plan
+def _input_names(graph: onnx.ModelProto) -> list[str]:
+    inits = {t.name for t in graph.graph.initializer}
+    return [i.name for i in graph.graph.input if i.name not in inits]
+
+
+def ptq_qparams(graph: onnx.ModelProto, plan: QuantPlan, calibration, example: tuple
+                ) -> dict[str, QParams]:
+    """PTQ's calibrated qparams (same observers as :func:`edgequant.quantize`) per plan key,
+    measured on the float ``graph`` ``plan`` was resolved on."""
     specs = {k: d.spec for k, d in plan.tensors.items()
              if d.role == "activation" and d.action == "quantize" and d.mode == "static"}
     if not specs:
         return {}
     shapes = [tuple(a.shape[1:]) for a in example]
-    feeds = calibration_feeds(calibration, qat.input_names, shapes)
-    return ptq_calibrate(qat.graph, specs, _batches(feeds, DEFAULT_BATCH),
+    feeds = calibration_feeds(calibration, _input_names(graph), shapes)
+    return ptq_calibrate(graph, specs, _batches(feeds, DEFAULT_BATCH),
                          tensors={k: plan.tensors[k].tensor for k in specs})
 
 
-def _load_clip_ratios(qat: GraphQAT, graph: onnx.ModelProto, searched: dict) -> None:
+def _load_clip_ratios(qat: GraphQAT, graph: onnx.ModelProto, searched: dict,
+                      skip: Iterable[str] = ()) -> None:
     """Give each weight quantizer PTQ's searched range ratio (``weight_clip``), so QAT's
-    weight qparams start equal to PTQ's and keep that clipping as the weights train."""
+    weight qparams start equal to PTQ's and keep that clipping as the weights train
+    (weights in ``skip`` — AdaRound's grid points — get theirs from :func:`load_grid_clips`)."""
     inits = {t.name: t for t in graph.graph.initializer}
     for d in qat.plan.quantized("weight", mode="static"):
-        q = qat.quantizer(d.tensor) if d.tensor in searched and d.tensor in inits else None
+        q = (qat.quantizer(d.tensor) if d.tensor in searched and d.tensor in inits
+             and d.tensor not in skip else None)
         if q is not None:
             _, alpha = clip_search(numpy_helper.to_array(inits[d.tensor]), d.spec)
             q.clip.copy_(torch.from_numpy(np.asarray(alpha, np.float32)).reshape(q.clip.shape))
@@ -167,8 +179,12 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     ``calibration`` (batches / tensor / dict like :func:`edgequant.torch.quantize` takes):
     training starts from exactly what PTQ (:func:`edgequant.quantize`) makes of it — the
     recovery the recipe enables (e.g. ``bias_correction``, on by default below 8-bit weights;
-    ``cle``) applied to the float graph, and the activation quantizers loaded with PTQ's
-    calibrated qparams. Without it they initialise on the first training batch.
+    ``cle``; ``weight_clip``) applied to the float graph, the activation quantizers loaded with
+    PTQ's calibrated qparams (``range_search``: its chosen observers'), and with
+    ``adaround=True`` PTQ's AdaRound stage run and its integers and corrected biases loaded
+    (:mod:`edgequant.torch.adaround_start`; AdaRound needs ``calibration``). Without it the
+    quantizers initialise on the first training batch. What PTQ's start did is in
+    ``qat.ptq_report`` (``recovery``, ``range_search``, ``adaround`` as in PTQ's report).
     """
     if recipe.mode not in ("static", "weight_only"):
         raise RecipeError(f"recipe {recipe.name!r} is {recipe.mode}: QAT trains static "
@@ -185,10 +201,14 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     graph = onnx.ModelProto()
     graph.CopyFrom(cap.graph)
     feeds = None
+    adaround = recipe.mode == "static" and bool(option(recipe, "adaround"))
     if calibration is not None:
-        names = [i.name for i in graph.graph.input if i.name not in
-                 {t.name for t in graph.graph.initializer}]
-        feeds = calibration_feeds(calibration, names, [tuple(a.shape[1:]) for a in cap.example])
+        feeds = calibration_feeds(calibration, _input_names(graph),
+                                  [tuple(a.shape[1:]) for a in cap.example])
+    elif adaround:
+        raise RecipeError(f"recipe {recipe.name!r} sets adaround=True: QAT starts from "
+                          "AdaRound's integers, which are learned on calibration data; pass "
+                          "calibration= (or use the recipe with adaround=False)")
     if option(recipe, "transformer_ffn_output") == "dynamic":
         # QAT does not simulate per-row dynamic quantization: the FFN-output MatMuls train
         # and deploy float (PTQ's transformer_ffn_output='float' plan)
@@ -203,17 +223,31 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
     kept = with_int8_layers(graph, plan, recipe, feeds, batch_size=DEFAULT_BATCH)  # as PTQ
     if kept.recipe is not recipe:  # w4_keep_int8: the same layers train with 8-bit weights
         recipe, plan, feeds = kept.recipe, resolve(kept.recipe, graph), kept.calibration
+    grid: dict[str, QParams] = {}  # AdaRounded weight → the qparams its quantizer must give
+    ptq_report: dict = {}
     if feeds is not None:  # start from PTQ's result: its recovery, then its ranges
         recovered = recover(graph, plan, recipe, feeds)
         graph, plan = recovered.model, recovered.plan
         if recovered.report:
+            ptq_report["recovery"] = recovered.report
             log.info("prepare_qat: PTQ recovery %s applied to the float graph before training",
                      recovered.report.get("techniques"))
+        act = ptq_qparams(graph, plan, feeds, cap.example)  # as PTQ: before AdaRound
+        if recipe.mode == "static" and option(recipe, "range_search"):  # PTQ's observers
+            act.update(search_ranges(graph, plan, feeds, recovered.weight_qparams, "float",
+                                     DEFAULT_BATCH, None, ptq_report))
+        if adaround:  # PTQ's AdaRound stage: weights on its integers, biases corrected
+            graph, grid, more = adaround_start(graph, plan, act, recovered.weight_qparams,
+                                               feeds, DEFAULT_BATCH)
+            ptq_report.update(more)
     qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
     qat.float_graph = float_graph
+    #: what PTQ's start did (``recovery``, ``adaround``), as in ``edgequant.quantize``'s report
+    qat.ptq_report = ptq_report
     if feeds is not None:
-        _load_clip_ratios(qat, graph, recovered.weight_qparams)
-        qat.load_activation_qparams(ptq_qparams(qat, feeds, cap.example))
+        _load_clip_ratios(qat, graph, recovered.weight_qparams, skip=grid)
+        load_grid_clips(qat, grid)
+        qat.load_activation_qparams(act)
     n_act = sum(1 for d in plan.tensors.values() if d.role == "activation"
                 and d.action == "quantize")
     log.info("prepare_qat: %d nodes, %d quantized activations, %d quantized weights, %d float "

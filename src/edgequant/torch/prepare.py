@@ -129,7 +129,10 @@ def prepare_qat(
     With ``example_inputs`` (recommended) the whole graph is captured and trained with the
     exact plan PTQ resolves for ``recipe`` (:mod:`edgequant.torch.capture`): every tensor the
     exported model quantizes is fake-quantized in training, on any ``nn.Module``;
-    ``calibration`` then starts the activation ranges from PTQ's calibrated qparams.
+    ``calibration`` then starts training where :func:`edgequant.quantize` ends: the recovery
+    the recipe enables (bias correction, CLE, weight clip search, range search, AdaRound: the
+    weights placed on its learned integers) and PTQ's calibrated qparams (docs/qat.md,
+    "Fine-tuning from PTQ").
 
     Without ``example_inputs`` (the older module-swap path, described below) only Conv2d /
     Linear outputs are quantized in training.

@@ -140,6 +140,13 @@ class ActivationQuantizer(nn.Module):
         return f"{self.spec.qtype.name}, learn_scale={self.learn_scale}"
 
 
+def clipped_qparams(w: np.ndarray, alpha: np.ndarray, spec: QuantSpec) -> QParams:
+    """The qparams of ``α · [min, max]`` of ``w`` per granule (α float32, (C,) or ()): what a
+    :class:`WeightQuantizer` with range ratios ``α`` computes from the weight ``w``."""
+    lo, hi = reduce_range(w, spec.granularity)  # (C,) or () float32
+    return choose_qparams(lo * alpha, hi * alpha, spec)
+
+
 class WeightQuantizer(nn.Module):
     """Fake quantization of a weight (per channel along the spec's axis, or per tensor).
 
@@ -170,9 +177,8 @@ class WeightQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, w: torch.Tensor) -> None:
-        lo, hi = reduce_range(w.detach().cpu().numpy(), self.spec.granularity)
         alpha = self.clip.cpu().numpy().astype(np.float32)  # (C,) or ()
-        qp = choose_qparams(lo * alpha, hi * alpha, self.spec)
+        qp = clipped_qparams(w.detach().cpu().numpy(), alpha, self.spec)
         self.scale.copy_(torch.from_numpy(qp.scale))
         self.zero_point.copy_(torch.from_numpy(qp.zero_point.astype(np.float32)))
         self.initialized.fill_(True)

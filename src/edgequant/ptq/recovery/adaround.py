@@ -135,3 +135,23 @@ def learned_weights(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: Qua
     if result.bias_correction is not None:
         report["adaround"]["bias_correction"] = result.bias_correction
     return result.weights
+
+
+def adaround_stage(float_model: onnx.ModelProto, qm: onnx.ModelProto, plan: QuantPlan,
+                   act: dict[str, QParams], overrides: dict[str, QParams], io: str,
+                   calibration, batch_size: int, batch_axes, report: dict,
+                   progress: StageProgress | None = None
+                   ) -> tuple[onnx.ModelProto, dict[str, tuple[QParams, np.ndarray]]]:
+    """PTQ's whole AdaRound step, as :func:`edgequant.quantize` runs it and QAT starts from it:
+    :func:`learned_weights`, then the bias correction the recipe asks for after AdaRound
+    (``adaround_bias_correction``: inside sequential AdaRound, or the float-input
+    ``empirical`` one). Returns ``qm`` (the float model about to get its Q/DQ, with the
+    corrected biases) and the learned integers for ``insert_qdq(weight_ints=...)``."""
+    from edgequant.ptq.recovery.adaround_bias import adaround_bias_method, correct_adaround_biases
+
+    ints = learned_weights(float_model, qm, plan, act, overrides, io, calibration, batch_size,
+                           batch_axes, report, progress)
+    if adaround_bias_method(plan.recipe) == "empirical":
+        qm, report["adaround"]["bias_correction"] = correct_adaround_biases(
+            float_model, qm, plan, ints, calibration, batch_size, batch_axes)
+    return qm, ints

@@ -1,0 +1,112 @@
+"""EfficientNet-Lite0 QAT started from PTQ's sequential AdaRound (``bench/qat.py --arch effnet
+--start adaround``; figures in ``bench/qat.py``'s docstring and docs/qat.md).
+
+One process, the same photos as ``qat_architectures.efficientnet()`` (64 calibration crops,
+``eval_n`` crops of the held-apart photos, top-1 agreement with the float model):
+
+1. PTQ with the recipe's defaults (weight clip search + bias correction);
+2. PTQ + AdaRound: ``qat_from_capture`` with ``adaround=True`` runs PTQ's AdaRound stage
+   (sequential below 8-bit weights) and starts from its integers; the untrained QAT model
+   converted is that PTQ model bit for bit (``tests/torch/test_qat_adaround_start.py``), so
+   this row costs no second AdaRound run;
+3. QAT + label-free distillation from that start, with ``qat_architectures.EFFNET_QAT``'s
+   w4a8 settings; fake quant vs the converted model on onnxruntime, the reference interpreter
+   and LiteRT.
+
+AdaRound takes ~15 min on EfficientNet (longer on a loaded machine): the prepared start
+(the QAT model's state: grid-point weights, corrected biases, clip ratios, PTQ's qparams) is
+cached under ``cache`` and reloaded into a model captured with the same plan (reloading
+reproduces the converted model exactly; delete the files after changing the code, recipe or
+photos: the cache is not keyed on them).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import edgequant
+import edgequant.torch as eqt
+from edgequant.recipes.builtin import get_recipe
+from edgequant.runtime.runners import open_runner
+from edgequant.torch.capture import capture, qat_from_capture
+
+CACHE = Path("/tmp/w4ada")
+
+
+def _agree(pred: np.ndarray, ref: np.ndarray) -> float:
+    return 100 * float(np.mean(pred == ref))
+
+
+def adaround_start(cap, recipe: str, x_cal: np.ndarray, learn_scales: bool, cache: Path):
+    """The QAT model started from PTQ's AdaRound (``recipe`` + ``adaround=True``), and the
+    AdaRound report; from ``cache`` when a previous run stored it."""
+    rec = get_recipe(recipe).with_options(adaround=True)
+    state, meta = cache / f"effnet_{recipe}_adaround.pt", cache / f"effnet_{recipe}_adaround.json"
+    if state.exists() and meta.exists():
+        # the same plan without AdaRound (cheap), then the stored start loaded over it
+        qat = qat_from_capture(cap, rec.with_options(adaround=False, bias_correction="none"),
+                               calibration=x_cal, learn_scales=learn_scales)
+        qat.load_state_dict(torch.load(state, weights_only=True))
+        return qat, {**json.loads(meta.read_text()), "cached": True}
+    t0 = time.perf_counter()
+    qat = qat_from_capture(cap, rec, calibration=x_cal, learn_scales=learn_scales)
+    ada = qat.ptq_report["adaround"]
+    report = {"seconds": time.perf_counter() - t0, "mode": ada["mode"],
+              "wall_seconds": ada["wall_seconds"], "layers": len(ada["layers"]),
+              "bias_correction": ada.get("bias_correction")}
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(qat.state_dict(), state)
+    meta.write_text(json.dumps(report, default=str))
+    return qat, report
+
+
+def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: int = 32,
+                          cache: Path = CACHE) -> dict:
+    """PTQ default vs PTQ + AdaRound vs QAT from the AdaRound start on EfficientNet-Lite0."""
+    import qat_architectures as qa
+
+    from edgequant_zoo.efficientnet import efficientnet_lite0
+    from edgequant_zoo.photos import augmented_crops, calibration_crops, evaluation_crops
+
+    cfg = qa.EFFNET_QAT["w4a8"]
+    teacher = efficientnet_lite0()
+    x_ev = evaluation_crops(eval_n, 224)
+    x_cal = calibration_crops(64, 224, seed=7)
+    with torch.no_grad():
+        ref = np.concatenate([teacher(torch.from_numpy(x_ev[s:s + 32])).argmax(1).numpy()
+                              for s in range(0, eval_n, 32)])
+    cap = capture(teacher, torch.from_numpy(x_ev[:2]))
+    t0 = time.perf_counter()
+    qat, ada = adaround_start(cap, recipe, x_cal, cfg.learn_scales, cache)
+    names = qat.input_names
+    ptq = edgequant.quantize(cap.graph, recipe, calibration={names[0]: x_cal})
+    ptq_agree = _agree(qa._run(open_runner(ptq.model), names, (x_ev,), 32).argmax(1), ref)
+    start = eqt.convert(qat)  # = PTQ + AdaRound (tested bit for bit on a small CNN)
+    ada_agree = _agree(qa._run(open_runner(start.model), names, (x_ev,), 32).argmax(1), ref)
+    start_fq = _agree(qa.fq_outputs(qat, (x_ev,), 32).argmax(1), ref)
+    make = augmented_crops if cfg.augment else calibration_crops
+    train = make(cfg.steps * cfg.batch, cfg.size, seed=11)
+    loader = [torch.from_numpy(train[s:s + cfg.batch]) for s in range(0, len(train), cfg.batch)]
+    t1 = time.perf_counter()
+    eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=cfg.lr, T=1.0,
+                scale_lr=cfg.scale_lr, schedule=cfg.schedule, show_progress=False,
+                freeze_observers_step=0 if cfg.freeze_observers else cfg.steps // 2,
+                step_lr=cfg.step_lr, features=cfg.features)
+    train_s = time.perf_counter() - t1
+    result = eqt.convert(qat)
+    fq = qa.fq_per_engine(qat, (x_ev,), batch=32)
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = qa.deployed_outputs(result, names, (x_ev,), Path(tmp), reference_n=reference_n)
+    rows = qa.compare(fq, outs, qa.output_scale(qat), ref)
+    return {"recipe": recipe, "cfg": cfg, "adaround": ada, "ptq_agree": ptq_agree,
+            "ada_agree": ada_agree, "start_fq_agree": start_fq,
+            "qat_agree": _agree(outs["onnxruntime"].argmax(1), ref),
+            "qat_fq_agree": _agree(fq["onnxruntime"].argmax(1), ref), "rows": rows,
+            "holds": qa.holds(rows, acc=True), "train_seconds": train_s,
+            "seconds": time.perf_counter() - t0}
