@@ -230,8 +230,12 @@ def _arch_table(title: str, rows: list[dict]) -> None:
     Console().print(table)
 
 
-def run_architectures(which: list[str]) -> bool:
-    """The three-architecture claims (``--arch mobilenet effnet minilm``); True if all hold."""
+def run_architectures(which: list[str], recipes: tuple[str, ...] = ("w8a8", "w4a8"),
+                      adaround: bool = False) -> bool:
+    """The three-architecture claims (``--arch mobilenet effnet minilm``); True if all hold.
+
+    ``recipes``: the EfficientNet recipes to run (``--recipes w4a8``); ``adaround``
+    (``--adaround``): add PTQ + sequential AdaRound as an EfficientNet reference figure."""
     sys.path.insert(0, str(ROOT / "bench"))
     import qat_architectures as qa
 
@@ -245,18 +249,24 @@ def run_architectures(which: list[str]) -> bool:
                         f"({r['seconds']:.0f} s)", r["rows"])
             ok &= r["holds"]
     if "effnet" in which:
-        res = qa.efficientnet()
-        for recipe in ("w8a8", "w4a8"):
+        res = qa.efficientnet(recipes, adaround=adaround)
+        for recipe in recipes:
             r, c = res[recipe], res[recipe]["cfg"]
             margin = EFFNET_MARGIN[recipe]
             better = r["qat_agree"] >= r["ptq_agree"] + margin
+            ada = ("" if r["ptq_adaround_agree"] is None
+                   else f"PTQ + sequential AdaRound {r['ptq_adaround_agree']:.1f} %; ")
             _arch_table(f"EfficientNet-Lite0 {recipe}: top-1 agreement with float on held-apart "
                         f"photos: PTQ {r['ptq_agree']:.1f} %, QAT+distillation "
                         f"{r['qat_agree']:.1f} % (needs ≥ PTQ + {margin:g}; {c.steps} steps × "
                         f"{c.batch} {'augmented ' if c.augment else ''}crops at {c.size}², "
                         f"lr {c.lr:g}{f', step_lr {c.step_lr:g}' if c.step_lr else ''}"
                         f"{f', features {c.features:g}' if c.features else ''}"
+                        f"{' (layer-wise)' if c.features_local else ''}"
+                        f"{f', {c.mix}' if c.mix else ''}"
+                        f"{', + extra training photos' if c.extra_photos else ''}"
                         f"{', LSQ' if c.learn_scales else ''}, {c.schedule}; "
+                        f"{ada}"
                         f"{r['train_seconds']:.0f} s training)", r["rows"])
             ok &= r["holds"] and better
     if "minilm" in which:
@@ -284,13 +294,27 @@ def main() -> int:
     """Run the example, check the claims, print one table; exit 1 if any claim fails.
 
     ``--seeds 0 1 2 3`` also prints QAT accuracy over training seeds (noise context).
-    ``--arch mobilenet effnet minilm`` runs (only) the whole-graph QAT architecture claims.
+    ``--arch mobilenet effnet minilm`` runs (only) the whole-graph QAT architecture claims;
+    ``--arch effnet --recipes w4a8`` only that EfficientNet recipe, ``--adaround`` adds PTQ +
+    sequential AdaRound as a reference figure.
     """
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     if "--arch" in sys.argv:
         torch.set_num_threads(2)
-        return 0 if run_architectures(sys.argv[sys.argv.index("--arch") + 1:]) else 1
+        args = sys.argv[sys.argv.index("--arch") + 1:]
+        which = [a for a in args[:next((i for i, a in enumerate(args) if a.startswith("--")),
+                                        len(args))]]
+        recipes = ("w8a8", "w4a8")
+        if "--recipes" in args:
+            rest = args[args.index("--recipes") + 1:]
+            recipes = tuple(rest[:next((i for i, a in enumerate(rest) if a.startswith("--")),
+                                       len(rest))])
+            bad = [r for r in recipes if r not in EFFNET_MARGIN]
+            if bad or not recipes:
+                raise SystemExit(f"--recipes {' '.join(recipes)}: use one or more of "
+                                 f"{sorted(EFFNET_MARGIN)}")
+        return 0 if run_architectures(which, recipes, "--adaround" in args) else 1
     ex = load_example()
     if "--seeds" in sys.argv:
         seed_sweep(ex, [int(a) for a in sys.argv[sys.argv.index("--seeds") + 1:]])
