@@ -11,8 +11,9 @@ defaults ``lr=1e-4, step_lr=1e-3, schedule="cosine", T=1`` (e.g. ``"features": 3
 Printed per run: top-1 agreement with the float model and KL(float ‖ QAT) on 64 crops of the
 held-apart evaluation photos (plain fake quantization, no integer-kernel emulation: a
 screen, not the bench's deployed figure) and on 32 held-out crops of the calibration photos
-(overfitting shows as the second rising while the first falls). Use 1 thread per process on a
-shared machine (two 2-thread processes on 2 busy cores were several times slower).
+(overfitting shows as the second rising while the first falls). Default 1 thread per process:
+on 2 shared cores (load average 7–8) 1-thread runs took ~4–7 s per update; a 2-thread run
+under load 9–12 did not finish 150 updates with features in 47 min (cause not examined).
 """
 
 from __future__ import annotations
