@@ -81,6 +81,15 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   int4-weight convs as DQ → float Conv → Q (MLAS float sums), which the integer emulation
   cannot reproduce and which the moved LSQ scales expose more often than min/max scales did
   (99.2 %). The +20-point margin claim fails (+2.3 in this run, +6.3 in the helper's).
+  Second round (w4qat helper, 2026-12-02, screens with ``bench/qat_effnet_screen.py``, 64
+  crops, 80 updates, load average 7–8; docs/qat.md "Local losses, function matching"):
+  layer-wise feature reconstruction (``features_local``) or end-to-end ``features=30`` with
+  int4 weights free to move (``step_lr=0.03``) both fell to 20.3 % (PTQ 40.6 %); cutmix +
+  ``EXTRA_TRAINING_PHOTOS`` 35.9 %; ``features=30`` added to the settings above 43.8 % vs
+  42.2 % without (KL 0.70 vs 0.75), now in ``EFFNET_QAT["w4a8"]``. The full run with it
+  (``--arch effnet --recipes w4a8 --adaround``, started 11:56 under load average ~6) had not
+  finished at the deadline (12:40): no 128-crop figure for it yet. Nothing found reaches
+  +20 points; the AdaRound reference (57.8 %) is PTQ's, not QAT's.
 - minilm (helper run on the qatsim branch, load average ~11: 902 s of training, 2889 s in
   all; exit 1: the LiteRT class claim fails by 2 docstrings): mean cosine to float on the
   held-out docstrings PTQ 0.9907 → QAT + distillation 0.9920 in onnxruntime (fake quant
