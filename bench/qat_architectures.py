@@ -202,6 +202,10 @@ class EffnetQAT:
     step_lr: float | None = None    # weights: lr in units of their quantization step
     features: float = 0.0           # weight of the intermediate-feature distillation term
     augment: bool = False           # augmented_crops (resized crop, flip, jitter, grey)
+    features_local: bool = False    # feature terms layer-wise (fit_qat(features_local=True))
+    mix: str | None = None          # augmented_crops(mix=...): "mixup" / "cutmix" blends
+    extra_photos: bool = False      # + EXTRA_TRAINING_PHOTOS in the training pool
+    T: float = 1.0                  # distillation temperature
 
 
 #: int8 weights need only a nudge. int4 weights (w4a8): six calibration photos cannot teach
@@ -209,7 +213,10 @@ class EffnetQAT:
 #: training photos and wrecks the held-apart ones (agreement 24 %, 6 %) — so the weights stay
 #: near PTQ's integers (step_lr 1e-3: ≤ 0.15 of a step in all) while the biases (lr 1e-4)
 #: and the LSQ scales started at PTQ's clipped ones (lr 1e-5) learn, at the evaluation
-#: resolution, on augmented crops of the calibration photos (docs/qat.md, "w4a8").
+#: resolution, on augmented crops of the calibration photos (docs/qat.md, "w4a8"). Feature
+#: distillation (features=30, end to end) lowered the held-apart KL 0.75 → 0.70 in an 80-update
+#: screen (43.8 vs 42.2 % of 64 crops: one crop, within noise); not confirmed by this bench,
+#: so it is not in the settings (the bench figures are for features=0).
 EFFNET_QAT = {
     "w8a8": EffnetQAT(steps=60, size=160, lr=1e-5),
     "w4a8": EffnetQAT(steps=300, size=224, batch=4, lr=1e-4, step_lr=1e-3, learn_scales=True,
@@ -217,10 +224,20 @@ EFFNET_QAT = {
 }
 
 
-def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int = 32) -> dict:
-    """Top-1 agreement with the float model on held-apart photos: PTQ vs QAT + distillation."""
+def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int = 32,
+                 adaround: bool = False) -> dict:
+    """Top-1 agreement with the float model on held-apart photos: PTQ vs QAT + distillation.
+
+    ``adaround``: also PTQ with sequential AdaRound (``recipe.with_options(adaround=True)``,
+    same calibration crops) as a reference row (``ptq_adaround_agree``)."""
     from edgequant_zoo.efficientnet import efficientnet_lite0
-    from edgequant_zoo.photos import augmented_crops, calibration_crops, evaluation_crops
+    from edgequant_zoo.photos import (
+        CALIBRATION_PHOTOS,
+        EXTRA_TRAINING_PHOTOS,
+        augmented_crops,
+        calibration_crops,
+        evaluation_crops,
+    )
 
     teacher = efficientnet_lite0()
     x_ev = evaluation_crops(eval_n, 224)
@@ -237,15 +254,26 @@ def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int =
                                learn_scales=cfg.learn_scales)
         ptq = edgequant.quantize(cap.graph, recipe, calibration={qat.input_names[0]: x_cal})
         ptq_pred = _run(open_runner(ptq.model), qat.input_names, (x_ev,), 32).argmax(1)
-        make = augmented_crops if cfg.augment else calibration_crops
-        train = make(cfg.steps * cfg.batch, cfg.size, seed=11)
+        ptq_ada = None
+        if adaround:
+            ada = edgequant.quantize(cap.graph, get_recipe(recipe).with_options(adaround=True),
+                                     calibration={qat.input_names[0]: x_cal})
+            ptq_ada = 100 * float(np.mean(_run(open_runner(ada.model), qat.input_names, (x_ev,),
+                                               32).argmax(1) == ref))
+        if cfg.augment:
+            names = CALIBRATION_PHOTOS + (EXTRA_TRAINING_PHOTOS if cfg.extra_photos else ())
+            train = augmented_crops(cfg.steps * cfg.batch, cfg.size, seed=11, names=names,
+                                    mix=cfg.mix)
+        else:
+            train = calibration_crops(cfg.steps * cfg.batch, cfg.size, seed=11)
         loader = [torch.from_numpy(train[s:s + cfg.batch])
                   for s in range(0, len(train), cfg.batch)]
         t1 = time.perf_counter()
-        eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=cfg.lr, T=1.0,
+        eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=cfg.lr, T=cfg.T,
                     scale_lr=cfg.scale_lr, schedule=cfg.schedule, show_progress=False,
                     freeze_observers_step=0 if cfg.freeze_observers else cfg.steps // 2,
-                    step_lr=cfg.step_lr, features=cfg.features)
+                    step_lr=cfg.step_lr, features=cfg.features,
+                    features_local=cfg.features_local)
         train_s = time.perf_counter() - t1
         result = eqt.convert(qat)
         fq = fq_per_engine(qat, (x_ev,), batch=32)
@@ -256,6 +284,7 @@ def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int =
         ort = outs["onnxruntime"]
         results[recipe] = {
             "cfg": cfg, "ptq_agree": 100 * float(np.mean(ptq_pred == ref)),
+            "ptq_adaround_agree": ptq_ada,
             "qat_agree": 100 * float(np.mean(ort.argmax(1) == ref)),
             "qat_fq_agree": 100 * float(np.mean(fq["onnxruntime"].argmax(1) == ref)),
             "rows": rows, "holds": holds(rows, acc=True), "train_seconds": train_s,

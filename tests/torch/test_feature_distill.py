@@ -99,3 +99,73 @@ def test_features_need_a_whole_graph_qat_model():
     with pytest.raises(TypeError, match="GraphQAT"):
         eqt.fit_qat(swap, [torch.zeros(2, 1, 8, 8)], teacher=tiny_cnn().eval(), labels=False,
                     features=1.0, show_progress=False)
+
+
+def _matched_output(qat, weight: str, names: list[str]) -> str | None:
+    """The matched tensor the node reading ``weight`` produces (through Relu / Clip)."""
+    node = next(n for n in qat.nodes if weight in n.inputs)
+    out = node.outputs[0]
+    while out not in names:
+        nxt = [n for n in qat.nodes if out in n.inputs]
+        if len(nxt) != 1 or nxt[0].op_type not in ("Relu", "Clip"):
+            return None
+        out = nxt[0].outputs[0]
+    return out
+
+
+def test_local_features_train_each_layer_on_its_own_term(qat):
+    """Oracle: PyTorch autograd on the plain forward. In local mode the gradient of the
+    feature loss (mean of N terms) on a conv weight is exactly ``1/N ·`` the gradient of the
+    term of the tensor that conv produces — later terms do not reach it — while the outputs
+    are unchanged."""
+    import copy
+
+    from edgequant.torch.feature_distill import LocalFeatures, run_with
+    from edgequant.torch.prepare import freeze_observers
+
+    q = copy.deepcopy(qat)
+    q.train()
+    freeze_observers(q)  # the same activation qparams in every forward
+
+    ref = FloatFeatures(q)
+    names, x = ref.names, X[:6]
+    target = ref(x)[1:]
+    weights = [w for w in q.initializer_names() if q.quantizer(w) is not None
+               and w not in q._biases and _matched_output(q, w, names) is not None]
+    assert len(weights) >= 4
+    with LocalFeatures(q, names) as rec:
+        out_local = q(x)
+    local = feature_loss(rec.ordered(names), target)
+    g_local = torch.autograd.grad(local, [q.value(w) for w in weights])
+    plain = run_with(q, names, x)
+    np.testing.assert_array_equal(out_local.detach().numpy(), plain[0].detach().numpy())
+    feats = dict(zip(names, plain[1:], strict=True))
+    g_plain = torch.autograd.grad(feature_loss(plain[1:], target), [q.value(w) for w in weights],
+                                 retain_graph=True)
+    differs = 0
+    for w, gl, gp in zip(weights, g_local, g_plain, strict=True):
+        k = names.index(_matched_output(q, w, names))
+        term = feature_loss([feats[names[k]]], [target[k]]) / len(names)
+        (want,) = torch.autograd.grad(term, [q.value(w)], retain_graph=True)
+        assert float(want.abs().max()) > 0, w
+        np.testing.assert_allclose(gl.numpy(), want.numpy(), rtol=1e-4,
+                                   atol=1e-6 * float(want.abs().max()))
+        differs += not np.allclose(gp.numpy(), want.numpy(), rtol=1e-2, atol=0)
+    assert differs >= 1  # end to end, later terms reach the early layers
+    assert not hasattr(q, "__dict__") or "_quantize" not in q.__dict__  # restored on exit
+
+
+def test_fit_qat_local_features_trains_and_checks_its_option(qat):
+    import copy
+
+    q = copy.deepcopy(qat)
+    before = {w: q.value(w).detach().clone() for w in q.initializer_names()}
+    eqt.fit_qat(q, [X[:8], X[8:16]], teacher=lite_net(), labels=False, lr=1e-2, step_lr=0.05,
+                features=10.0, features_local=True, show_progress=False, freeze_observers_step=0)
+    assert any(not torch.equal(before[w], q.value(w)) for w in before)
+    with pytest.raises(ValueError, match="features_local=True needs"):
+        eqt.fit_qat(q, [X[:4]], teacher=lite_net(), labels=False, features_local=True,
+                    show_progress=False)
+    with pytest.raises(ValueError, match="features_local="):
+        eqt.fit_qat(q, [X[:4]], teacher=lite_net(), labels=False, features=1.0,
+                    features_local=1, show_progress=False)

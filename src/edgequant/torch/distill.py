@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from edgequant.torch.feature_distill import FloatFeatures, feature_loss, run_with
+from edgequant.torch.feature_distill import FloatFeatures, LocalFeatures, feature_loss, run_with
 from edgequant.torch.prepare import freeze_bn, freeze_observers
 from edgequant.torch.quantizers import ActivationQuantizer, WeightQuantizer
 from edgequant.torch.step_lr import StepScaledUpdates
@@ -70,6 +70,7 @@ def fit_qat(
     freeze_observers_step: int | None = None,
     schedule: str = "constant",
     features: float = 0.0,
+    features_local: bool = False,
     step_lr: float | None = None,
 ) -> list[float]:
     """Train ``module`` in place with Adam; returns the mean loss per epoch.
@@ -92,6 +93,10 @@ def fit_qat(
     only): every quantized activation matched to the same tensor of the float graph
     (:mod:`edgequant.torch.feature_distill`; dense supervision that generalises from a few
     photos where logits alone overfit them). 0 (default): logits only.
+    ``features_local``: each matched tensor reaches its consumers detached, so its term trains
+    only the layer that produces it, from the inputs its quantized predecessors give it
+    (layer-wise reconstruction, as sequential AdaRound / BRECQ; the logit term then trains
+    only the head). False (default): every term trains all layers before it.
     ``step_lr``: the quantized weights' learning rate in units of their own quantization step
     (whole-graph QAT only; :mod:`edgequant.torch.step_lr`): each Adam update moves a weight
     by about ``step_lr`` of its channel's step, whatever the layer's range; ``lr`` then applies
@@ -111,6 +116,10 @@ def fit_qat(
                                 or not 0.0 < step_lr <= 1.0):
         raise ValueError(f"step_lr={step_lr!r} is not allowed: use a fraction of a quantization "
                          "step in (0, 1] (e.g. 0.02), or None for the absolute lr")
+    if not isinstance(features_local, bool):
+        raise ValueError(f"features_local={features_local!r} is not allowed: use True or False")
+    if features_local and not features:
+        raise ValueError("features_local=True needs feature distillation: pass features= > 0")
     if not labels and teacher is None:
         raise ValueError("fit_qat(labels=False) distills from a teacher: pass teacher=")
     scales = _scale_params(module)
@@ -149,7 +158,11 @@ def fit_qat(
                 if freeze_observers_step is not None and step >= freeze_observers_step:
                     freeze_observers(module)
                 x, y = _split(batch, labels)
-                if reference is not None:  # outputs, then the matched activations
+                if reference is not None and features_local:
+                    with LocalFeatures(module, reference.names) as rec:
+                        out = module(*x)
+                    feat = feature_loss(rec.ordered(reference.names), reference(*x)[1:])
+                elif reference is not None:  # outputs, then the matched activations
                     out, *feats = run_with(module, reference.names, *x)
                     feat = feature_loss(feats, reference(*x)[1:])
                 else:

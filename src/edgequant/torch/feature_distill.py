@@ -16,6 +16,14 @@ with fake quantization off.
 Loss (per batch): the mean over the chosen tensors of the normalised squared error
 ``mean((s − t)²) / (var(t) + ε)``, so a tensor with large values weighs no more than a small
 one.
+
+Local (layer-wise) mode, ``fit_qat(features_local=True)`` (:class:`LocalFeatures`): every
+matched tensor is passed on to its consumers *detached*, so the gradient of its term stops at
+the previous matched tensors — each layer (the nodes between two quantized activations) learns
+to reproduce the float graph's output on float inputs from the inputs its quantized
+predecessors actually give it. That is sequential AdaRound's / BRECQ's reconstruction target
+(``W·x_float`` from ``x_deployed``), for all layers at once in one forward pass; the logit
+term then trains only the nodes after the last matched tensor.
 """
 
 from __future__ import annotations
@@ -64,6 +72,50 @@ def feature_loss(student: list[torch.Tensor] | tuple, teacher: list[torch.Tensor
     return torch.stack(terms).mean()
 
 
+class LocalFeatures:
+    """While active (``with LocalFeatures(qat, names) as rec:``), ``qat``'s forward records the
+    fake-quantized value of each tensor in ``names`` in ``rec.values`` (with its gradient
+    graph) and hands its consumers the same value detached: each matched tensor's loss then
+    trains only the nodes between it and the previous matched tensors.
+
+    A precision seam (mixed recipes) re-quantizes the producer's raw output, which is not
+    detached: gradient crosses a seam.
+    """
+
+    def __init__(self, qat: GraphQAT, names: list[str]) -> None:
+        if not isinstance(qat, GraphQAT):
+            raise TypeError(f"local feature distillation needs a whole-graph QAT model "
+                            f"(GraphQAT), got {type(qat).__name__}")
+        self.qat, self.names = qat, set(names)
+        self.outputs = set(qat.output_names)
+        self.values: dict[str, torch.Tensor] = {}
+
+    def __enter__(self) -> LocalFeatures:
+        quantize = type(self.qat)._quantize  # the class method, bound below
+
+        def detached(name: str, x: torch.Tensor) -> torch.Tensor:
+            y = quantize(self.qat, name, x)
+            if name not in self.names:
+                return y
+            self.values[name] = y
+            return y if name in self.outputs else y.detach()  # outputs keep the logit term's grad
+
+        self.values = {}
+        self.qat._quantize = detached  # instance attribute: shadows the method while active
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.qat._quantize
+
+    def ordered(self, names: list[str]) -> list[torch.Tensor]:
+        """The recorded values of ``names``, in that order."""
+        missing = [n for n in names if n not in self.values]
+        if missing:
+            raise RuntimeError(f"local feature distillation: the forward produced no value for "
+                               f"{missing[:5]}")
+        return [self.values[n] for n in names]
+
+
 class FloatFeatures(nn.Module):
     """The float graph of a :class:`GraphQAT` (before PTQ's recovery), frozen, returning the
     graph outputs followed by the tensors of :func:`feature_names`."""
@@ -94,4 +146,4 @@ class FloatFeatures(nn.Module):
         return run_with(self.reference, self.names, *inputs)
 
 
-__all__ = ["FEATURE_EPS", "FloatFeatures", "feature_loss", "feature_names", "run_with"]
+__all__ = ["FEATURE_EPS", "FloatFeatures", "LocalFeatures", "feature_loss", "feature_names", "run_with"]
