@@ -34,7 +34,7 @@ import edgequant
 import edgequant.torch as eqt
 from edgequant.recipes.builtin import get_recipe
 from edgequant.runtime.runners import open_runner
-from edgequant.torch.capture import capture, qat_from_capture
+from edgequant.torch.capture import qat_from_capture
 
 CACHE = Path("/tmp/w4ada")
 
@@ -71,17 +71,8 @@ def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: 
     """PTQ default vs PTQ + AdaRound vs QAT from the AdaRound start on EfficientNet-Lite0."""
     import qat_architectures as qa
 
-    from edgequant_zoo.efficientnet import efficientnet_lite0
-    from edgequant_zoo.photos import augmented_crops, calibration_crops, evaluation_crops
-
     cfg = qa.EFFNET_QAT["w4a8"]
-    teacher = efficientnet_lite0()
-    x_ev = evaluation_crops(eval_n, 224)
-    x_cal = calibration_crops(64, 224, seed=7)
-    with torch.no_grad():
-        ref = np.concatenate([teacher(torch.from_numpy(x_ev[s:s + 32])).argmax(1).numpy()
-                              for s in range(0, eval_n, 32)])
-    cap = capture(teacher, torch.from_numpy(x_ev[:2]))
+    teacher, cap, x_cal, x_ev, ref = qa.effnet_setup(eval_n)
     t0 = time.perf_counter()
     qat, ada = adaround_start(cap, recipe, x_cal, cfg.learn_scales, cache)
     names = qat.input_names
@@ -90,15 +81,7 @@ def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: 
     start = eqt.convert(qat)  # = PTQ + AdaRound (tested bit for bit on a small CNN)
     ada_agree = _agree(qa._run(open_runner(start.model), names, (x_ev,), 32).argmax(1), ref)
     start_fq = _agree(qa.fq_outputs(qat, (x_ev,), 32).argmax(1), ref)
-    make = augmented_crops if cfg.augment else calibration_crops
-    train = make(cfg.steps * cfg.batch, cfg.size, seed=11)
-    loader = [torch.from_numpy(train[s:s + cfg.batch]) for s in range(0, len(train), cfg.batch)]
-    t1 = time.perf_counter()
-    eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=cfg.lr, T=1.0,
-                scale_lr=cfg.scale_lr, schedule=cfg.schedule, show_progress=False,
-                freeze_observers_step=0 if cfg.freeze_observers else cfg.steps // 2,
-                step_lr=cfg.step_lr, features=cfg.features)
-    train_s = time.perf_counter() - t1
+    train_s = qa.effnet_train(qat, teacher, cfg)
     result = eqt.convert(qat)
     fq = qa.fq_per_engine(qat, (x_ev,), batch=32)
     with tempfile.TemporaryDirectory() as tmp:

@@ -224,28 +224,52 @@ EFFNET_QAT = {
 }
 
 
+def effnet_setup(eval_n: int = 128):
+    """EfficientNet-Lite0 (teacher), its capture, 64 calibration crops, ``eval_n`` held-apart
+    evaluation crops and the teacher's top-1 on them: ``(teacher, cap, x_cal, x_ev, ref)``."""
+    from edgequant_zoo.efficientnet import efficientnet_lite0
+    from edgequant_zoo.photos import calibration_crops, evaluation_crops
+
+    teacher = efficientnet_lite0()
+    x_ev = evaluation_crops(eval_n, 224)  # (eval_n, 3, 224, 224)
+    x_cal = calibration_crops(64, 224, seed=7)  # (64, 3, 224, 224)
+    with torch.no_grad():
+        ref = np.concatenate([teacher(torch.from_numpy(x_ev[s:s + 32])).argmax(1).numpy()
+                              for s in range(0, eval_n, 32)])  # (eval_n,)
+    return teacher, capture(teacher, torch.from_numpy(x_ev[:2])), x_cal, x_ev, ref
+
+
+def effnet_train(qat, teacher, cfg: EffnetQAT) -> float:
+    """Label-free distillation of ``qat`` with ``cfg``'s data and settings; seconds taken."""
+    from edgequant_zoo.photos import (
+        CALIBRATION_PHOTOS,
+        EXTRA_TRAINING_PHOTOS,
+        augmented_crops,
+        calibration_crops,
+    )
+
+    if cfg.augment:
+        names = CALIBRATION_PHOTOS + (EXTRA_TRAINING_PHOTOS if cfg.extra_photos else ())
+        train = augmented_crops(cfg.steps * cfg.batch, cfg.size, seed=11, names=names,
+                                mix=cfg.mix)
+    else:
+        train = calibration_crops(cfg.steps * cfg.batch, cfg.size, seed=11)
+    loader = [torch.from_numpy(train[s:s + cfg.batch]) for s in range(0, len(train), cfg.batch)]
+    t1 = time.perf_counter()
+    eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=cfg.lr, T=cfg.T,
+                scale_lr=cfg.scale_lr, schedule=cfg.schedule, show_progress=False,
+                freeze_observers_step=0 if cfg.freeze_observers else cfg.steps // 2,
+                step_lr=cfg.step_lr, features=cfg.features, features_local=cfg.features_local)
+    return time.perf_counter() - t1
+
+
 def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int = 32,
                  adaround: bool = False) -> dict:
     """Top-1 agreement with the float model on held-apart photos: PTQ vs QAT + distillation.
 
     ``adaround``: also PTQ with sequential AdaRound (``recipe.with_options(adaround=True)``,
     same calibration crops) as a reference row (``ptq_adaround_agree``)."""
-    from edgequant_zoo.efficientnet import efficientnet_lite0
-    from edgequant_zoo.photos import (
-        CALIBRATION_PHOTOS,
-        EXTRA_TRAINING_PHOTOS,
-        augmented_crops,
-        calibration_crops,
-        evaluation_crops,
-    )
-
-    teacher = efficientnet_lite0()
-    x_ev = evaluation_crops(eval_n, 224)
-    x_cal = calibration_crops(64, 224, seed=7)
-    with torch.no_grad():
-        ref = np.concatenate([teacher(torch.from_numpy(x_ev[s:s + 32])).argmax(1).numpy()
-                              for s in range(0, eval_n, 32)])
-    cap = capture(teacher, torch.from_numpy(x_ev[:2]))
+    teacher, cap, x_cal, x_ev, ref = effnet_setup(eval_n)
     results: dict = {}
     for recipe in recipes:
         cfg = EFFNET_QAT[recipe]
@@ -260,21 +284,7 @@ def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int =
                                      calibration={qat.input_names[0]: x_cal})
             ptq_ada = 100 * float(np.mean(_run(open_runner(ada.model), qat.input_names, (x_ev,),
                                                32).argmax(1) == ref))
-        if cfg.augment:
-            names = CALIBRATION_PHOTOS + (EXTRA_TRAINING_PHOTOS if cfg.extra_photos else ())
-            train = augmented_crops(cfg.steps * cfg.batch, cfg.size, seed=11, names=names,
-                                    mix=cfg.mix)
-        else:
-            train = calibration_crops(cfg.steps * cfg.batch, cfg.size, seed=11)
-        loader = [torch.from_numpy(train[s:s + cfg.batch])
-                  for s in range(0, len(train), cfg.batch)]
-        t1 = time.perf_counter()
-        eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=cfg.lr, T=cfg.T,
-                    scale_lr=cfg.scale_lr, schedule=cfg.schedule, show_progress=False,
-                    freeze_observers_step=0 if cfg.freeze_observers else cfg.steps // 2,
-                    step_lr=cfg.step_lr, features=cfg.features,
-                    features_local=cfg.features_local)
-        train_s = time.perf_counter() - t1
+        train_s = effnet_train(qat, teacher, cfg)
         result = eqt.convert(qat)
         fq = fq_per_engine(qat, (x_ev,), batch=32)
         with tempfile.TemporaryDirectory() as tmp:
