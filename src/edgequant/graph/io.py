@@ -78,6 +78,13 @@ def as_model_proto(model) -> onnx.ModelProto:
     )
 
 
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy of ``model`` (passes that edit in place work on it; the input stays)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
 def check_finite_weights(model: onnx.ModelProto) -> None:
     """Refuse NaN/Inf in float initializers, naming the first offending tensor."""
     for t in model.graph.initializer:

@@ -22,7 +22,7 @@ from edgequant.errors import CalibrationError, RecipeError, UnsupportedOpError
 from edgequant.export.validate import InvalidOutputError
 from edgequant.graph.already_quantized import refuse_or_dequantize
 from edgequant.graph.contract import META_FORMAT, META_IO, META_RECIPE, tensor_stem
-from edgequant.graph.io import as_model_proto, check_finite_weights
+from edgequant.graph.io import as_model_proto, check_finite_weights, copy_model
 from edgequant.graph.passes.dynamic import dynamic_matmuls
 from edgequant.graph.passes.fold import prepare_float
 from edgequant.graph.passes.fp16 import store_fp16
@@ -149,7 +149,7 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
     _strict_check(plan, strict)
     report["warnings"] += check_coverage(float_model, plan, strict)
 
-    qm = _copy(float_model)  # passes edit in place; the float model stays for the speed check
+    qm = copy_model(float_model)  # passes edit in place; the float model stays for the speed check
     modes = plan.modes() | {rec.mode}  # the recipe's own pass runs even if it finds nothing
     used: dict[str, QParams] = {}
     if "fp16" in modes:
@@ -222,7 +222,7 @@ def _weight_only(qm: onnx.ModelProto, plan: QuantPlan, overrides, report
                  ) -> tuple[onnx.ModelProto, dict[str, QParams]]:
     """Weight-only nodes: integer weights (int4 blocks for MatMul / Gemm), float compute."""
     names = _weight_only_names(plan)
-    first, more = dequantize_weights(_copy(qm), plan, names, weight_qparams=overrides)
+    first, more = dequantize_weights(copy_model(qm), plan, names, weight_qparams=overrides)
     slow = unfused_dequantize_weights(first)  # onnxruntime would dequantize every run
     stems = {w: tensor_stem(w) for w in more}
     cast_mul = frozenset(w for w, st in stems.items()
@@ -267,12 +267,6 @@ def _dynamic(qm: onnx.ModelProto, plan: QuantPlan, overrides, done_before: set[s
         report["notes"].append(f"{len(rest)} conv weight(s) stored int8, computed in float "
                                "(no dynamic int8 convolution kernel in onnxruntime)")
     return qm, used
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def _strict_check(plan: QuantPlan, strict: bool) -> None:

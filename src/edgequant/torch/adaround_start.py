@@ -27,6 +27,7 @@ import torch
 
 from edgequant.errors import EdgequantError
 from edgequant.graph.info import GraphInfo
+from edgequant.graph.io import copy_model
 from edgequant.graph.passes.insert_qdq import insert_qdq
 from edgequant.primitives import broadcast_param, dequantize
 from edgequant.ptq.recovery.adaround import adaround_stage
@@ -47,12 +48,6 @@ EXTREME_MOVE = 1e-4
 EXTREME_TRIES = 256
 
 
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
-
-
 def adaround_start(graph: onnx.ModelProto, plan: QuantPlan, act: dict[str, QParams],
                    overrides: dict[str, QParams], calibration, batch_size: int
                    ) -> tuple[onnx.ModelProto, dict[str, QParams], dict]:
@@ -65,11 +60,11 @@ def adaround_start(graph: onnx.ModelProto, plan: QuantPlan, act: dict[str, QPara
     original weight); and AdaRound's report (``report["adaround"]`` of ``edgequant.quantize``).
     """
     report: dict = {}
-    qm, ints = adaround_stage(graph, _copy(graph), plan, {**overrides, **act}, overrides,
+    qm, ints = adaround_stage(graph, copy_model(graph), plan, {**overrides, **act}, overrides,
                               "float", calibration, batch_size, None, report)
     # insert_qdq keeps learned integers only where a weight's final qparams are the ones
     # AdaRound rounded on (an int32-bias fit can raise a channel's scale): as PTQ ships them
-    _, used, _ = insert_qdq(_copy(qm), plan, {**overrides, **act}, overrides, "float",
+    _, used, _ = insert_qdq(copy_model(qm), plan, {**overrides, **act}, overrides, "float",
                             weight_ints=ints)
     info = GraphInfo.build(graph)
     specs = {d.tensor: d.spec for d in plan.quantized("weight", mode="static")}

@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from edgequant.errors import EdgequantError
 from edgequant.graph.contract import META_FORMAT, META_RECIPE
+from edgequant.graph.io import copy_model
 from edgequant.graph.passes.fold import strip_debug_info
 from edgequant.graph.passes.insert_qdq import insert_qdq
 from edgequant.ptq.quantizer import QuantizedModel
@@ -162,7 +163,7 @@ def convert(qat_model: QATModel | GraphQAT, example_inputs=None,
     trained, acts, weights = map_to_onnx(float_onnx, m, params, regions)
     floats = region_nodes(float_onnx.graph, sorted(regions))
     plan = trained_plan(m.recipe, float_onnx, acts, weights, floats)
-    model, used, notes = insert_qdq(_copy(float_onnx), plan, act_qparams=acts,
+    model, used, notes = insert_qdq(copy_model(float_onnx), plan, act_qparams=acts,
                                     weight_qparams=weights, io="float")
     _check_trained_qparams(plan, used, trained, weights, params)
     for note in notes:  # e.g. an int32-overflowing bias kept float (training saturated it)
@@ -187,12 +188,6 @@ def convert(qat_model: QATModel | GraphQAT, example_inputs=None,
     if path is not None:
         save_atomic(model, Path(path))
     return result
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def _same(a: QParams, b: QParams) -> bool:
