@@ -10,7 +10,9 @@ rewrite applies them all:
 - :func:`activation_edits` — Q/DQ after each activation's producer (integer model I/O too);
 - :func:`seam_edits` — a second Q/DQ for consumers that read a tensor in another precision;
 - :func:`constant_edits` — integer weights / constants behind DequantizeLinear;
-- :func:`bias_edits` — int32 biases at ``input_scale · weight_scale``.
+- :func:`bias_edits` — int32 biases at ``input_scale · weight_scale``;
+- :func:`~edgequant.graph.passes.float_weights.keep_float_weights` — float-weight nodes stay
+  float in onnxruntime.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from onnx import helper
 from edgequant.bias_fit import BIAS_LIMIT, accumulator_headroom, fit_bias
 from edgequant.graph.contract import META_IO, requant_stem, tensor_stem
 from edgequant.graph.info import GraphInfo
+from edgequant.graph.passes.float_weights import keep_float_weights
 from edgequant.graph.passes.qdq_nodes import dequantized_constant, qdq_pair, qparam_initializers
 from edgequant.qparams import QParams, bias_qparams, qparams_for
 from edgequant.recipes.decisions import QuantPlan, TensorDecision
@@ -254,4 +257,9 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantPlan, act_qparams: dict[str, Q
     constant_edits(plan, info, act_qparams, dict(weight_qparams or {}), e, weight_ints)
     bias_edits(plan, info, e)
     apply_edits(model, e)
+    kept = keep_float_weights(model)
+    if kept:
+        e.notes.append(f"{len(kept)} float-weight node(s) between quantized tensors keep their "
+                       "input DequantizeLinear per axis, so onnxruntime runs them in float "
+                       f"instead of quantizing their weights itself: {kept[:5]}")
     return model, e.used, e.notes

@@ -11,16 +11,17 @@ from edgequant.interp.ops.conv import as_2d, restore_rank
 from edgequant.interp.registry import NodeContext, register
 
 
-def _geometry(ctx: NodeContext, spatial, kernel):
-    """(strides, dilations, pads begin, pads end, output sizes) per spatial dim."""
+def transpose_geometry(attrs: dict, spatial, kernel):
+    """(strides, dilations, pads begin, output sizes) per spatial dim of a ConvTranspose node
+    with attributes ``attrs`` (strings decoded), as onnxruntime places the output."""
     nd = len(spatial)
-    strides = list(ctx.attr("strides") or [1] * nd)
-    dil = list(ctx.attr("dilations") or [1] * nd)
-    out_pad = list(ctx.attr("output_padding") or [0] * nd)
-    pads = list(ctx.attr("pads") or [0] * (2 * nd))
+    strides = list(attrs.get("strides") or [1] * nd)
+    dil = list(attrs.get("dilations") or [1] * nd)
+    out_pad = list(attrs.get("output_padding") or [0] * nd)
+    pads = list(attrs.get("pads") or [0] * (2 * nd))
     begin, end = pads[:nd], pads[nd:]
-    auto_pad = ctx.attr("auto_pad", "NOTSET")
-    out_shape = ctx.attr("output_shape")
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    out_shape = attrs.get("output_shape")
     full = [strides[i] * (spatial[i] - 1) + out_pad[i] + (kernel[i] - 1) * dil[i] + 1
             for i in range(nd)]  # output size before any padding is removed
     if out_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -51,7 +52,7 @@ def ConvTranspose(ctx: NodeContext, x, weight, bias=None):
                                  "is not supported (1-D, 2-D)")
     group = int(ctx.attr("group", 1))
     kernel = list(ctx.attr("kernel_shape") or weight.shape[2:])
-    strides, dil, begin, out = _geometry(ctx, x.shape[2:], kernel)
+    strides, dil, begin, out = transpose_geometry(ctx.attrs, x.shape[2:], kernel)
     if x.ndim == 3:  # run 1-D as 2-D with height 1
         strides, dil, begin, out, kernel = [1, *strides], [1, *dil], [0, *begin], [1, *out], \
             [1, *kernel]
