@@ -5,40 +5,17 @@ onnxruntime's kernels, and a small U-Net trained, converted and run: fake quant 
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
+from onnx_single_node import node_attrs, run_node
 from torch import nn
 
 import edgequant.torch as eqt
 from edgequant.errors import UnsupportedOpError
 from edgequant.runtime.runners import open_runner
 from edgequant.torch.onnx_ops import OPS
-
-
-def _ort(node: onnx.NodeProto, feeds: dict[str, np.ndarray], inits: dict[str, np.ndarray]
-         ) -> np.ndarray:
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(k, TensorProto.FLOAT, v.shape) for k, v in feeds.items()],
-        [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    model.ir_version = 9
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)[0]
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    out = {}
-    for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
-    return out
-
 
 RESIZE_CASES = [
     dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
@@ -65,11 +42,11 @@ def test_resize_matches_onnxruntime(attrs, how):
         inits["scales"] = np.array([1, 1, 2, 2] if how == "up2" else [1, 1, 0.5, 0.6], np.float32)
         inputs = ["x", "roi", "scales"]
     node = helper.make_node("Resize", inputs, ["y"], **attrs)
-    want = _ort(node, {"x": x}, inits)
+    want = run_node(node, {"x": x}, inits)
     args = [torch.from_numpy(x), torch.from_numpy(inits["roi"]),
             torch.from_numpy(inits["scales"]) if "scales" in inits else None,
             torch.from_numpy(inits["sizes"]) if "sizes" in inits else None]
-    got = OPS["Resize"](args, _attrs(node)).numpy()
+    got = OPS["Resize"](args, node_attrs(node)).numpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
 
@@ -90,9 +67,9 @@ def test_conv_transpose_matches_onnxruntime(attrs):
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)  # (C, M/g, kh, kw)
     b = rng.standard_normal(3 * attrs.get("group", 1)).astype(np.float32)
     node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **attrs)
-    want = _ort(node, {"x": x}, {"w": w, "b": b})
+    want = run_node(node, {"x": x}, {"w": w, "b": b})
     got = OPS["ConvTranspose"]([torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)],
-                               _attrs(node)).numpy()
+                               node_attrs(node)).numpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
@@ -102,8 +79,8 @@ def test_conv_transpose_1d_matches_onnxruntime():
     x = rng.standard_normal((2, 4, 9)).astype(np.float32)
     w = rng.standard_normal((4, 2, 4)).astype(np.float32)
     node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[3], pads=[1, 2])
-    want = _ort(node, {"x": x}, {"w": w})
-    got = OPS["ConvTranspose"]([torch.from_numpy(x), torch.from_numpy(w)], _attrs(node)).numpy()
+    want = run_node(node, {"x": x}, {"w": w})
+    got = OPS["ConvTranspose"]([torch.from_numpy(x), torch.from_numpy(w)], node_attrs(node)).numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 

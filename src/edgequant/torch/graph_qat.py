@@ -54,8 +54,9 @@ log = logging.getLogger(__name__)
 BIAS_QTYPE = QType(32, True)
 
 #: Ops whose float initializer operands are trained (weights, biases, affine constants).
-TRAINABLE_OPERANDS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1), "Add": (0, 1),
-                      "Mul": (0, 1), "LayerNormalization": (1, 2)}
+TRAINABLE_OPERANDS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1),
+                      "Add": (0, 1), "Mul": (0, 1), "LayerNormalization": (1, 2), "PRelu": (1,),
+                      "GroupNormalization": (1, 2), "InstanceNormalization": (1, 2)}
 
 
 def _attrs(node: onnx.NodeProto) -> dict:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from edgequant.torch import onnx_shape_ops, onnx_upsample_ops
+from edgequant.torch import onnx_extra_ops, onnx_shape_ops, onnx_upsample_ops
 
 Op = Callable[[list, dict], torch.Tensor | tuple[torch.Tensor, ...]]
 
@@ -271,6 +271,6 @@ Dropout = Identity
 
 OPS: dict[str, Op] = {
     name: fn for name, fn in [*globals().items(), *vars(onnx_shape_ops).items(),
-                              *vars(onnx_upsample_ops).items()]
+                              *vars(onnx_upsample_ops).items(), *vars(onnx_extra_ops).items()]
     if name[:1].isupper() and callable(fn) and not isinstance(fn, type)
     and name not in ("Op", "Callable")}

@@ -146,11 +146,18 @@ def Range(i, a):
 
 
 def Pad(i, a):
+    x = i[0]
     pads = _ints(i[1])
     n = len(pads) // 2
+    axes = _ints(i[3]) if len(i) > 3 and i[3] is not None else list(range(n))
+    full = [0] * (2 * x.ndim)  # ONNX layout: every axis' begin, then every axis' end
+    for k, ax in enumerate(axes):
+        full[ax % x.ndim], full[ax % x.ndim + x.ndim] = pads[k], pads[k + n]
     mode = a.get("mode", "constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
-    value = i[2].item() if len(i) > 2 and i[2] is not None else 0.0
-    torch_pads = [p for k in reversed(range(n)) for p in (pads[k], pads[k + n])]
+    value = i[2].item() if len(i) > 2 and i[2] is not None and i[2].numel() else 0.0
+    torch_pads = [p for k in reversed(range(x.ndim)) for p in (full[k], full[k + x.ndim])]
+    while torch_pads and torch_pads[-2:] == [0, 0]:
+        torch_pads = torch_pads[:-2]  # reflect / replicate pad only the trailing axes
     torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[mode]
-    return F.pad(i[0], torch_pads, mode=torch_mode, value=value if mode == "constant" else None)
+    return F.pad(x, torch_pads, mode=torch_mode, value=value if mode == "constant" else None)
