@@ -12,15 +12,15 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgequant.errors import UnsupportedOpError
-from edgequant.export.tflite.convert import OP, OPT, Converter
+from edgequant.export.tflite.convert import LAST, OP, OPT, Converter
 from edgequant.export.tflite.ingest import Node
 from edgequant.export.tflite.layout import (
-    TO_NCHW,
     TO_NHWC,
     flatten_permutation,
     nhwc_axis,
     onnx_pads,
     padding_mode,
+    to_first,
 )
 from edgequant.export.tflite.ops_compute import PADDING, pad_nhwc
 
@@ -93,7 +93,7 @@ def Transpose(cv: Converter, node: Node) -> None:
     perm = list(node.attrs.get("perm", range(rank)[::-1]))
     x = cv.act(node.inputs[0])
     if x.nhwc:
-        perm = [TO_NCHW[p] for p in perm]  # ONNX perm of NCHW data, read from NHWC storage
+        perm = [to_first(rank)[p] for p in perm]  # ONNX perm of NCHW data, NHWC storage
     out_shape = cv.shape_of(node.outputs[0])
     cv.passthrough(OP.TRANSPOSE, [x, cv.const(f"{node.name}_perm", np.array(perm, np.int32))],
                    node.outputs[0], out_shape, False, x.quant, OPT.TransposeOptions,
@@ -234,9 +234,12 @@ def ReduceMean(cv: Converter, node: Node) -> None:
         axes = cv.g.value(node.inputs[1])
     axes = sorted(int(a) % rank for a in (range(rank) if axes is None else np.ravel(axes)))
     keep = bool(node.attrs.get("keepdims", 1))
-    nhwc = rank == 4 and _is_nhwc(cv, node.inputs[0]) and (keep or axes == [2, 3])
-    x = cv.act(node.inputs[0], "nhwc" if nhwc else "nchw")
-    t_axes = [nhwc_axis(a) for a in axes] if nhwc else axes
+    # channels-last storage (4-D NHWC, 3-D (N, L, C) of a Conv1d) is kept when the result
+    # keeps its rank or drops exactly the spatial axes (x.mean(-1) of a Conv1d stack)
+    nhwc = rank in (3, 4) and _is_nhwc(cv, node.inputs[0]) and (
+        keep or axes == list(range(2, rank)))
+    x = cv.act(node.inputs[0], LAST[rank] if nhwc else "nchw")
+    t_axes = sorted(nhwc_axis(a, rank) for a in axes) if nhwc else axes
     out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc and keep),
                     nhwc and keep)
     opt = schema.ReducerOptionsT()
