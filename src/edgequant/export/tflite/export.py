@@ -48,6 +48,7 @@ from edgequant.export.tflite import (
     ops_reduce,
     ops_refused,
     ops_resize,
+    ops_split,
     ops_transformer,
 )
 from edgequant.export.tflite.convert import FLOAT_MODES, Converter
@@ -68,6 +69,7 @@ HANDLERS = {
     **{op: getattr(ops_math, op) for op in (
         "Div", "HardSigmoid", "BatchNormalization", "Sum", "LRN")},
     "Resize": ops_resize.Resize,
+    "Split": ops_split.Split,
     # transformer graphs (mask plumbing, embeddings, LayerNorm, GELU, reductions)
     **{op: getattr(ops_data, op) for op in (
         "Cast", "Where", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And",
