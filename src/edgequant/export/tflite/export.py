@@ -40,6 +40,7 @@ import onnx
 
 from edgequant.export.tflite import (
     ops_compute,
+    ops_conv_transpose,
     ops_data,
     ops_elementwise,
     ops_gather,
@@ -70,6 +71,7 @@ HANDLERS = {
         "Div", "HardSigmoid", "BatchNormalization", "Sum", "LRN")},
     "Resize": ops_resize.Resize,
     "Split": ops_split.Split,
+    "ConvTranspose": ops_conv_transpose.ConvTranspose,
     # transformer graphs (mask plumbing, embeddings, LayerNorm, GELU, reductions)
     **{op: getattr(ops_data, op) for op in (
         "Cast", "Where", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And",

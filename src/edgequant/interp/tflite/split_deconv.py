@@ -40,13 +40,15 @@ def split_v(ins, infos, out, opt, flavor="builtin"):
     return np.split(x, np.cumsum(sizes)[:-1], axis=ax)
 
 
-def transpose_conv_pad(padding: int, out_size: int, k: int, stride: int) -> int:
-    """LiteRT's leading pad of TRANSPOSE_CONV along one axis (SAME / VALID of the output)."""
+def transpose_conv_geometry(padding: int, out_size: int, k: int, stride: int) -> tuple[int, int]:
+    """LiteRT's TRANSPOSE_CONV along one axis: ``(input size, leading pad)`` the output size
+    implies (SAME / VALID of the CONV_2D from output to input). LiteRT refuses a model whose
+    input size differs from the implied one."""
     if padding == schema.Padding.SAME:
         conv_out = -(-out_size // stride)
     else:
         conv_out = (out_size - k + stride) // stride
-    return max((conv_out - 1) * stride + k - out_size, 0) // 2
+    return conv_out, max((conv_out - 1) * stride + k - out_size, 0) // 2
 
 
 def transpose_conv(ins, infos, out, opt, flavor="builtin"):
@@ -59,9 +61,12 @@ def transpose_conv(ins, infos, out, opt, flavor="builtin"):
     n, oh, ow, oc = (int(v) for v in np.ravel(shape))
     _, kh, kw, _ = w.shape
     sh, sw = int(opt.strideH), int(opt.strideW)
-    pt = transpose_conv_pad(opt.padding, oh, kh, sh)
-    pl = transpose_conv_pad(opt.padding, ow, kw, sw)
     _, ih, iw, _ = x.shape
+    (ch, pt), (cw, pl) = (transpose_conv_geometry(opt.padding, o, k, s_) for o, k, s_ in
+                          ((oh, kh, sh), (ow, kw, sw)))
+    if (ch, cw) != (ih, iw):  # LiteRT's Prepare check
+        raise ValueError(f"TRANSPOSE_CONV output {oh}x{ow} implies input {ch}x{cw}, got "
+                         f"{ih}x{iw}")
     full_h = max((ih - 1) * sh + kh, pt + oh)
     full_w = max((iw - 1) * sw + kw, pl + ow)
     y = np.zeros((n, full_h, full_w, oc), np.float64)  # (N, H_full, W_full, O)
