@@ -21,23 +21,28 @@ from edgequant.torch import export_onnx
 class KWS(nn.Module):
     """Keyword-spotting CNN over (N, C, T) features."""
 
-    def __init__(self, c: int = 8, classes: int = 10, act: str = "silu") -> None:
+    def __init__(self, c: int = 8, classes: int = 10, act: str = "silu", width: int = 16) -> None:
         super().__init__()
-        self.c1 = nn.Conv1d(c, 16, 3, padding=1)
-        self.b1 = nn.BatchNorm1d(16)
-        self.dw = nn.Conv1d(16, 16, 3, padding=2, dilation=2, groups=16)
-        self.b2 = nn.BatchNorm1d(16)
-        self.pw = nn.Conv1d(16, 24, 1)
-        self.c3 = nn.Conv1d(24, 24, 3, stride=2, padding=1)  # pads (1, 1) ≠ SAME (0, 1): PAD
-        self.fc = nn.Linear(24, classes)
+        self.c1 = nn.Conv1d(c, width, 3, padding=1)
+        self.b1 = nn.BatchNorm1d(width)
+        self.dw = nn.Conv1d(width, width, 3, padding=2, dilation=2, groups=width)
+        self.b2 = nn.BatchNorm1d(width)
+        self.pw = nn.Conv1d(width, width * 3 // 2, 1)
+        # pads (1, 1) ≠ TFLite SAME (0, 1) at even lengths: an explicit PAD
+        self.c3 = nn.Conv1d(width * 3 // 2, width * 3 // 2, 3, stride=2, padding=1)
+        self.fc = nn.Linear(width * 3 // 2, classes)
         self.act = nn.SiLU() if act == "silu" else nn.ReLU()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the classifier reads: (N, C, T) → (N, 3·width/2)."""
         x = torch.relu(self.b1(self.c1(x)))
         x = self.act(self.b2(self.dw(x)))
         x = torch.relu(self.pw(x))
         x = torch.relu(self.c3(x))
-        return self.fc(x.mean(-1))
+        return x.mean(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
 
 
 class Mixer(nn.Module):
@@ -123,3 +128,38 @@ def quantized(name: str, recipe: str = "w8a8") -> tuple[onnx.ModelProto, onnx.Mo
     model, x = build(name)
     qm = edgequant.quantize(model, recipe, calibration={model.graph.input[0].name: x})
     return model, qm.model, x
+
+
+def trained_digits_kws(epochs: int = 8) -> tuple[nn.Module, tuple[np.ndarray, ...]]:
+    """A KWS CNN trained on sklearn's ``load_digits`` with each image's 8 rows as 8 channels
+    over 8 steps; returns the module (eval) and (x_train, y_train, x_test, y_test).
+
+    Adam, batch 100, one torch thread (several threads only contend on a shared machine;
+    the previous thread count is restored): ~4 s, ~95 % test accuracy."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    x = (d.images[order] / 16.0).astype(np.float32)  # (1797, 8, 8): (N, C, T) in [0, 1]
+    y = d.target[order].astype(np.int64)
+    x_tr, y_tr, x_te, y_te = x[:1400], y[:1400], x[1400:], y[1400:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        module = KWS(c=8, classes=10)
+        opt = torch.optim.Adam(module.parameters(), 1e-2)
+        xs, ys = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
+        gen = torch.Generator().manual_seed(0)
+        module.train()
+        for _ in range(epochs):
+            perm = torch.randperm(len(xs), generator=gen)
+            for i in range(0, len(xs), 100):
+                idx = perm[i:i + 100]
+                loss = nn.functional.cross_entropy(module(xs[idx]), ys[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return module.eval(), (x_tr, y_tr, x_te, y_te)

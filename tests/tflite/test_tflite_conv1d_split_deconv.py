@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conv1d_split_deconv_models import MODELS, build, quantized
+import torch
+from conv1d_split_deconv_models import MODELS, build, quantized, trained_digits_kws
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
@@ -21,6 +22,7 @@ from edgequant.export.tflite.builder import load_model
 from edgequant.interp.tflite.reference import ReferenceInterpreter
 from edgequant.runtime.litert import LiteRTRunner
 from edgequant.runtime.verify_tflite import verify_tflite
+from edgequant.torch import export_onnx
 
 #: LiteRT / reference float32 vs onnxruntime float32 (summation order only).
 FLOAT_ATOL = 1e-5
@@ -242,3 +244,25 @@ def test_split_forms_float_and_int8(case, tmp_path):
     got = LiteRTRunner(res.path, xnnpack=False).run({"x": x})[0]
     lsb = float(np.abs(got - _ort(qm.model, x)).max()) / _out_scale(res.path)
     assert round(lsb) <= MAX_LSB_VS_ORT, lsb
+
+
+# ---- keyword-spotting style model on real data ------------------------------------------------
+
+#: LiteRT int8 accuracy vs onnxruntime's on the same QDQ model (fraction of the test set).
+MAX_ACCURACY_GAP = 0.01
+
+
+def test_kws_digits_ptq_tflite_accuracy_matches_onnxruntime(tmp_path):
+    module, (x_tr, _, x_te, y_te) = trained_digits_kws()
+    model = export_onnx(module, torch.zeros(1, 8, 8))
+    name = _name(model)
+    float_acc = np.mean(_ort(model, x_te).argmax(-1) == y_te)
+    assert float_acc >= 0.9, float_acc  # a real classifier, not chance (0.1)
+    qm = edgequant.quantize(model, "w8a8", calibration={name: x_tr[:128]})
+    res = export_tflite(qm.model, tmp_path / "kws.tflite", mode="int8")
+    ort_acc = np.mean(_ort(qm.model, x_te).argmax(-1) == y_te)
+    for xnnpack in (False, True):
+        lite = LiteRTRunner(res.path, xnnpack=xnnpack).run({name: x_te})[0]
+        lite_acc = np.mean(lite.argmax(-1) == y_te)
+        assert abs(lite_acc - ort_acc) <= MAX_ACCURACY_GAP, (xnnpack, lite_acc, ort_acc)
+    assert ort_acc >= float_acc - 0.02, (ort_acc, float_acc)
