@@ -266,3 +266,30 @@ def test_kws_digits_ptq_tflite_accuracy_matches_onnxruntime(tmp_path):
         lite_acc = np.mean(lite.argmax(-1) == y_te)
         assert abs(lite_acc - ort_acc) <= MAX_ACCURACY_GAP, (xnnpack, lite_acc, ort_acc)
     assert ort_acc >= float_acc - 0.02, (ort_acc, float_acc)
+
+
+# ---- whole-graph QAT models export too -------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["kws", "decoder"])
+def test_graph_qat_convert_exports_and_verifies(name, tmp_path):
+    from edgequant.torch import convert, prepare_qat
+
+    make, shape = MODELS[name]
+    torch.manual_seed(0)
+    x = torch.randn(16, *shape[1:])
+    qat = prepare_qat(make(), "w8a8", example_inputs=(x[:1],))
+    qat.train()
+    opt = torch.optim.SGD(qat.parameters(), 1e-3)
+    for _ in range(3):  # a few steps: trained qparams and weights, not PTQ's
+        loss = qat(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    qmodel = convert(qat.eval()).model
+    res = export_tflite(qmodel, tmp_path / f"{name}_qat.tflite", mode="int8")
+    xs = x.numpy()
+    report = verify_tflite(res.path, {_name(qmodel): xs}, isolate_integer=True)
+    assert report.ok() and report.max_lsb == 0, report
+    lsb = np.rint(np.abs(LiteRTRunner(res.path, xnnpack=False).run({_name(qmodel): xs})[0]
+                         - _ort(qmodel, xs)) / _out_scale(res.path))
+    assert lsb.max() <= MAX_LSB_MODEL_VS_ORT and np.mean(lsb <= 1) >= MIN_WITHIN_1_LSB
