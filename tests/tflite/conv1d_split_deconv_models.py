@@ -98,9 +98,30 @@ class Layout1d(nn.Module):
         return torch.cat([s, f, u.mean(1)], dim=1)  # (N, 34)
 
 
+class PoolKWS(nn.Module):
+    """Conv1d stack with 1-D pooling: MaxPool1d, AvgPool1d (padded, count_include_pad off),
+    AdaptiveAvgPool1d(1) (GlobalAveragePool) and AdaptiveMaxPool1d(1)."""
+
+    def __init__(self, c: int = 8, classes: int = 10) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(c, 16, 3, padding=1)
+        self.mp = nn.MaxPool1d(2)
+        self.c2 = nn.Conv1d(16, 16, 3, padding=1)
+        self.ap = nn.AvgPool1d(3, stride=1, padding=1, count_include_pad=False)
+        self.fc = nn.Linear(32, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mp(torch.relu(self.c1(x)))
+        h = self.ap(torch.relu(self.c2(h)))
+        avg = nn.functional.adaptive_avg_pool1d(h, 1).flatten(1)
+        top = nn.functional.adaptive_max_pool1d(h, 1).flatten(1)
+        return self.fc(torch.cat([avg, top], 1))
+
+
 MODELS = {
     "kws": (lambda: KWS(), (1, 8, 16)),
     "kws_relu": (lambda: KWS(act="relu"), (1, 8, 16)),
+    "kws_pool": (lambda: PoolKWS(), (1, 8, 16)),
     "mixer": (lambda: Mixer(), (1, 5, 16)),
     "decoder": (lambda: Decoder(), (1, 4, 6, 6)),
     "layout1d": (lambda: Layout1d(), (1, 6, 12)),

@@ -43,6 +43,7 @@ MAX_LSB16_VS_ORT = 8
 WANT_OPS = {
     "kws": {"CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "PAD", "MEAN"},
     "kws_relu": {"CONV_2D", "DEPTHWISE_CONV_2D"},
+    "kws_pool": {"CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"},
     "mixer": {"SPLIT", "SPLIT_V"},
     "decoder": {"TRANSPOSE_CONV", "STRIDED_SLICE", "SPLIT_V"},
     "layout1d": {"CONV_2D", "DEPTHWISE_CONV_2D", "SPLIT", "TRANSPOSE_CONV"},
@@ -110,9 +111,6 @@ def test_int8_export_matches_reference_and_onnxruntime(name, tmp_path):
         lsb = np.rint(np.abs(got - want) / scale)  # (16, …) output LSB
         assert lsb.max() <= MAX_LSB_MODEL_VS_ORT, (name, xnnpack, lsb.max())
         assert np.mean(lsb <= MAX_LSB_VS_ORT) >= MIN_WITHIN_1_LSB, (name, xnnpack)
-        if name.startswith("kws"):  # classifier: the decisions agree
-            agree = np.mean(got.argmax(-1) == want.argmax(-1))
-            assert agree >= 0.99, (xnnpack, agree)
 
 
 @pytest.mark.parametrize("name", ["kws_relu", "decoder"])
@@ -250,6 +248,9 @@ def test_split_forms_float_and_int8(case, tmp_path):
 
 #: LiteRT int8 accuracy vs onnxruntime's on the same QDQ model (fraction of the test set).
 MAX_ACCURACY_GAP = 0.01
+#: Test samples on which LiteRT and onnxruntime predict the same class (trained model: clear
+#: margins; the random-weight models above have near-tied logits, so no argmax check there).
+MIN_ARGMAX_AGREEMENT = 0.99
 
 
 def test_kws_digits_ptq_tflite_accuracy_matches_onnxruntime(tmp_path):
@@ -260,11 +261,14 @@ def test_kws_digits_ptq_tflite_accuracy_matches_onnxruntime(tmp_path):
     assert float_acc >= 0.9, float_acc  # a real classifier, not chance (0.1)
     qm = edgequant.quantize(model, "w8a8", calibration={name: x_tr[:128]})
     res = export_tflite(qm.model, tmp_path / "kws.tflite", mode="int8")
-    ort_acc = np.mean(_ort(qm.model, x_te).argmax(-1) == y_te)
+    ort_logits = _ort(qm.model, x_te)
+    ort_acc = np.mean(ort_logits.argmax(-1) == y_te)
     for xnnpack in (False, True):
         lite = LiteRTRunner(res.path, xnnpack=xnnpack).run({name: x_te})[0]
         lite_acc = np.mean(lite.argmax(-1) == y_te)
         assert abs(lite_acc - ort_acc) <= MAX_ACCURACY_GAP, (xnnpack, lite_acc, ort_acc)
+        agree = np.mean(lite.argmax(-1) == ort_logits.argmax(-1))
+        assert agree >= MIN_ARGMAX_AGREEMENT, (xnnpack, agree)
     assert ort_acc >= float_acc - 0.02, (ort_acc, float_acc)
 
 

@@ -1,6 +1,6 @@
 """Op builders for data-movement and pooling ops: Reshape / Flatten / Squeeze / Unsqueeze →
-RESHAPE, Transpose, Concat, Pad, MaxPool / AveragePool / GlobalAveragePool / GlobalMaxPool,
-ReduceMean → MEAN, Identity / Dropout.
+RESHAPE, Transpose, Concat, Pad, MaxPool / AveragePool / GlobalAveragePool / GlobalMaxPool
+(2-D, and 1-D through a height-1 RESHAPE), ReduceMean → MEAN, Identity / Dropout.
 
 Their integer kernels keep the input's qparams (no requantization inside TFLite), so when
 the ONNX output carries other qparams a QUANTIZE follows (:meth:`Converter.passthrough`).
@@ -22,7 +22,7 @@ from edgequant.export.tflite.layout import (
     padding_mode,
     to_first,
 )
-from edgequant.export.tflite.ops_compute import PADDING, pad_nhwc
+from edgequant.export.tflite.ops_compute import PADDING, conv1d_as_2d, pad_nhwc, reshape_to
 
 
 def _is_nhwc(cv: Converter, name: str) -> bool:
@@ -168,18 +168,28 @@ def Pad(cv: Converter, node: Node) -> None:
 
 
 def _pool(cv: Converter, node: Node, code: int, kernel, strides, pads, count_pad=False) -> None:
+    """2-D pooling; 1-D pooling (a 3-D input, kernel / strides / pads already given as
+    height-1 2-D ones) runs on the (N, 1, L, C) RESHAPE of the channels-last input."""
     x_shape = cv.shape_of(node.inputs[0])
+    one_d = len(x_shape) == 3
+    if one_d:
+        x_shape = (x_shape[0], x_shape[1], 1, x_shape[2])
     if len(x_shape) != 4:
-        raise UnsupportedOpError(f"node {node.name!r}: only 2-D pooling is exported")
+        raise UnsupportedOpError(f"node {node.name!r}: only 1-D and 2-D pooling are exported")
     if node.attrs.get("ceil_mode", 0):
         floor_hw = [(x_shape[2 + i] + pads[i] + pads[i + 2] - kernel[i]) // strides[i] + 1
                     for i in range(2)]
-        if list(cv.shape_of(node.outputs[0])[2:]) != floor_hw:
+        if [1] * one_d + list(cv.shape_of(node.outputs[0])[2:]) != floor_hw:
             raise UnsupportedOpError(f"node {node.name!r}: ceil_mode changes the output size")
     if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
         raise UnsupportedOpError(f"node {node.name!r}: dilated pooling is not exported")
     mode = padding_mode(x_shape[2:], kernel, strides, (1, 1), pads)
-    x = cv.act(node.inputs[0], "nhwc")
+    if one_d:  # (N, L, C) → (N, 1, L, C)
+        x3 = cv.act(node.inputs[0], "nlc")
+        x = reshape_to(cv, x3, (x3.shape[0], 1, *x3.shape[1:]), f"{node.name}_2d")
+        x.nhwc = True
+    else:
+        x = cv.act(node.inputs[0], "nhwc")
     if mode is None or (mode == "SAME" and count_pad):
         if code != OP.AVERAGE_POOL_2D or not count_pad:
             raise UnsupportedOpError(f"node {node.name!r}: pads {pads} are neither SAME nor "
@@ -190,14 +200,29 @@ def _pool(cv: Converter, node: Node, code: int, kernel, strides, pads, count_pad
     opt.padding = PADDING[mode]
     opt.strideH, opt.strideW = strides
     opt.filterHeight, opt.filterWidth = kernel
-    cv.passthrough(code, [x], node.outputs[0], cv.tflite_shape(node.outputs[0], True), True,
-                   x.quant, OPT.Pool2DOptions, opt)
+    y_name = node.outputs[0]
+    if not one_d:
+        cv.passthrough(code, [x], y_name, cv.tflite_shape(y_name, True), True, x.quant,
+                       OPT.Pool2DOptions, opt)
+        return
+    n, c, length = cv.shape_of(y_name)
+    pooled = cv.temp(f"{y_name}_2d", (n, 1, length, c), x.dtype, x.quant, True)
+    cv.op(code, [x], [pooled], OPT.Pool2DOptions, opt)  # integer pools keep the qparams
+    shape = (n, length, c)  # back to (N, L_out, C), channels-last
+    ropt = schema.ReshapeOptionsT()
+    ropt.newShape = list(shape)
+    cv.passthrough(OP.RESHAPE, [pooled, cv.const(f"{y_name}_shape", np.array(shape, np.int32))],
+                   y_name, shape, True, pooled.quant, OPT.ReshapeOptions, ropt)
 
 
 def _pool_attrs(cv: Converter, node: Node):
-    kernel = tuple(node.attrs["kernel_shape"])
-    strides = tuple(node.attrs.get("strides", [1, 1]))
-    pads = onnx_pads(node.attrs, cv.shape_of(node.inputs[0])[2:], kernel, strides, (1, 1))
+    attrs = node.attrs
+    size = cv.shape_of(node.inputs[0])[2:]
+    kernel = tuple(attrs["kernel_shape"])
+    if len(kernel) == 1:  # 1-D pooling as height-1 2-D
+        attrs, size, kernel = conv1d_as_2d(attrs), (1, *size), (1, *kernel)
+    strides = tuple(attrs.get("strides", [1, 1]))
+    pads = onnx_pads(attrs, size, kernel, strides, (1, 1))
     return kernel, strides, pads
 
 
@@ -217,12 +242,14 @@ def AveragePool(cv: Converter, node: Node) -> None:
 def GlobalAveragePool(cv: Converter, node: Node) -> None:
     """GlobalAveragePool → AVERAGE_POOL_2D over the whole H×W (exact integer rounding)."""
     hw = tuple(cv.shape_of(node.inputs[0])[2:])
+    hw = (1, *hw) if len(hw) == 1 else hw
     _pool(cv, node, OP.AVERAGE_POOL_2D, hw, (1, 1), (0, 0, 0, 0))
 
 
 def GlobalMaxPool(cv: Converter, node: Node) -> None:
     """GlobalMaxPool → MAX_POOL_2D over the whole H×W."""
     hw = tuple(cv.shape_of(node.inputs[0])[2:])
+    hw = (1, *hw) if len(hw) == 1 else hw
     _pool(cv, node, OP.MAX_POOL_2D, hw, (1, 1), (0, 0, 0, 0))
 
 
