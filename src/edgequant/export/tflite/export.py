@@ -25,7 +25,9 @@ weights) or dynamic (int8 weights, hybrid kernels). ``ExportResult.mode`` sums t
 (``mixed`` when nodes differ); ``kinds`` gives each node's arithmetic.
 
 Layout: the public inputs/outputs keep the ONNX layout (NCHW); a single TRANSPOSE converts a
-4-D input to NHWC and a 4-D output back; weights are permuted at export time. A symbolic
+4-D input to NHWC and a 4-D output back; weights are permuted at export time. 1-D Conv /
+ConvTranspose / pooling keep their 3-D activations channels-last, (N, L, C), and run as
+height-1 2-D ops between RESHAPEs (``docs/tflite_ops.md``). A symbolic
 leading (batch) dim (and the same symbol on another axis) is fixed to 1, named dims to
 ``fixed_dims``; any other dynamic dim is an error naming that option.
 """
