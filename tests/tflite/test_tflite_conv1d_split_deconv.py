@@ -175,6 +175,12 @@ def test_conv_transpose_refusals_name_node_and_allowed(attrs, allowed, tmp_path)
         export_tflite(model, tmp_path / "bad.tflite")
 
 
+def test_strict_export_refuses_float_conv_transpose(tmp_path):
+    _, qmodel, _ = quantized("decoder")
+    with pytest.raises(UnsupportedOpError, match=r"ConvTranspose.*strict"):
+        export_tflite(qmodel, tmp_path / "strict.tflite", strict=True)
+
+
 def test_grouped_conv1d_is_refused(tmp_path):
     w = np.ones((4, 2, 3), np.float32)  # group 2 of 4 channels: neither 1 nor depthwise
     node = h.make_node("Conv", ["x", "w"], ["y"], name="gconv", group=2)

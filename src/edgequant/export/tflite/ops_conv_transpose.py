@@ -79,8 +79,12 @@ def ConvTranspose(cv: Converter, node: Node) -> None:
     if one_d:  # a height-1 2-D transposed convolution
         kernel, strides, begin, out = [1, *kernel], [1, *strides], [0, *begin], [1, *out]
         wf = wf[:, :, None, :]  # (C_in, C_out, 1, k)
+    if cv.q and cv.strict:
+        raise UnsupportedOpError(f"node {node.name!r} (ConvTranspose) runs float (TFLite "
+                                 "TRANSPOSE_CONV is exported float here); strict export allows "
+                                 "integer ops only")
     if cv.q or cv.mode == "dynamic" or isinstance(w, QConst):
-        if cv.g.quantized and cv.q:
+        if cv.q:
             cv.float_nodes.append(node.name)
         if isinstance(w, QConst):
             cv.note(f"weight {node.inputs[1]!r}: TRANSPOSE_CONV runs float here; the "
