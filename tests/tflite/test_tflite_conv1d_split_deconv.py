@@ -303,3 +303,14 @@ def test_graph_qat_convert_exports_and_verifies(name, tmp_path):
     lsb = np.rint(np.abs(LiteRTRunner(res.path, xnnpack=False).run({_name(qmodel): xs})[0]
                          - _ort(qmodel, xs)) / _out_scale(res.path))
     assert lsb.max() <= MAX_LSB_MODEL_VS_ORT and np.mean(lsb <= 1) >= MIN_WITHIN_1_LSB
+
+
+def test_inspect_reads_multi_output_split(tmp_path):
+    """``inspect`` walks every output of SPLIT / SPLIT_V (it read only a single one)."""
+    from edgequant.inspect.tflite_model import inspect_tflite
+
+    _, qmodel, _ = quantized("mixer")
+    res = export_tflite(qmodel, tmp_path / "mixer.tflite")
+    info = inspect_tflite(res.path)
+    ops = info["op_counts"]
+    assert ops["SPLIT"] == 1 and ops["SPLIT_V"] == 1, ops
