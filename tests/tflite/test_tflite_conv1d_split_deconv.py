@@ -125,6 +125,47 @@ def test_int16x8_export_matches_reference_and_onnxruntime(name, tmp_path):
     assert float(np.abs(got - want).max()) / scale <= MAX_LSB16_VS_ORT
 
 
+# ---- 1-D Conv geometry (ONNX models built directly) --------------------------------------------
+
+def _conv1d_model(cin, cout, k, group=1, relu=False, **attrs) -> onnx.ModelProto:
+    rng = np.random.default_rng(k + cout)
+    w = (rng.standard_normal((cout, cin // group, k)) * 0.4).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    nodes = [h.make_node("Conv", ["x", "w", "b"], ["c" if relu else "y"], name="conv1d",
+                         group=group, **attrs)]
+    if relu:
+        nodes.append(h.make_node("Relu", ["c"], ["y"]))
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, (1, cin, 11))],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     [nh.from_array(w, "w"), nh.from_array(b, "b")])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+CONV1D_CASES = {  # name: (C_in, C_out, k, group, fused Relu, attributes, TFLite conv op)
+    "asymmetric_pads_s2": (4, 6, 3, 1, True, dict(strides=[2], pads=[0, 2]), "CONV_2D"),
+    "same_upper_s2": (4, 6, 4, 1, False, dict(strides=[2], auto_pad="SAME_UPPER"), "CONV_2D"),
+    "valid_dilation3": (4, 6, 3, 1, False, dict(dilations=[3]), "CONV_2D"),
+    "depthwise_multiplier2": (4, 8, 5, 4, True, dict(pads=[2, 2]), "DEPTHWISE_CONV_2D"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV1D_CASES))
+def test_conv1d_geometry_float_and_int8(case, tmp_path):
+    cin, cout, k, group, relu, attrs, op = CONV1D_CASES[case]
+    model = _conv1d_model(cin, cout, k, group, relu, **attrs)
+    x = np.random.default_rng(3).standard_normal((8, cin, 11)).astype(np.float32)
+    ops = _check_float(model, x[:2], tmp_path / f"{case}.tflite")
+    assert ops[op] == 1 and ops["TRANSPOSE"] == 2, ops  # in and out of (N, L, C) only
+    assert ("PAD" in ops) == (case == "asymmetric_pads_s2"), ops
+    qm = edgequant.quantize(model, "w8a8", calibration={"x": x})
+    res = export_tflite(qm.model, tmp_path / f"{case}_int8.tflite", mode="int8")
+    report = verify_tflite(res.path, {"x": x}, per_node=True)
+    assert report.ok() and report.max_lsb == 0, report
+    got = LiteRTRunner(res.path, xnnpack=False).run({"x": x})[0]
+    lsb = float(np.abs(got - _ort(qm.model, x)).max()) / _out_scale(res.path)
+    assert round(lsb) <= MAX_LSB_VS_ORT, lsb
+
+
 # ---- ConvTranspose geometry (ONNX models built directly) -------------------------------------
 
 def _deconv_model(xshape, cin, cout, kernel, **attrs) -> onnx.ModelProto:
