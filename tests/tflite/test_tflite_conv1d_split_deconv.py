@@ -355,3 +355,25 @@ def test_inspect_reads_multi_output_split(tmp_path):
     info = inspect_tflite(res.path)
     ops = info["op_counts"]
     assert ops["SPLIT"] == 1 and ops["SPLIT_V"] == 1, ops
+
+
+def test_onnxruntime_quantized_decoder_exports(tmp_path):
+    """onnxruntime's ``quantize_static`` QDQ model: ConvTranspose weights stored int8 per
+    channel (axis 1, stored dequantized for the float TRANSPOSE_CONV, noted), and a float
+    Relu whose quantized output feeds a ConvTranspose: the export reads it through its
+    integers, as the QDQ graph does (without that rounding: 101 LSB off onnxruntime)."""
+    import tflite_models as M
+
+    model, x = build("decoder")
+    assert _name(model) == "x"
+    onnx.save(model, tmp_path / "decoder.onnx")
+    qpath = M.quantize_qdq(tmp_path / "decoder.onnx", tmp_path / "decoder_ort.onnx", x)
+    qmodel = onnx.load(qpath)
+    res = export_tflite(qmodel, tmp_path / "decoder_ort.tflite", mode="int8")
+    assert sum("stored dequantized" in n for n in res.notes) == 2, res.notes
+    report = verify_tflite(res.path, {"x": x}, isolate_integer=True)
+    assert report.ok() and report.max_lsb == 0, report
+    lsb = np.rint(np.abs(LiteRTRunner(res.path, xnnpack=False).run({"x": x})[0]
+                         - _ort(qmodel, x)) / _out_scale(res.path))
+    assert lsb.max() <= MAX_LSB_MODEL_VS_ORT and np.mean(lsb <= 1) >= MIN_WITHIN_1_LSB, \
+        (lsb.max(), np.mean(lsb <= 1))

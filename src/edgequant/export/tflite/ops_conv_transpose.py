@@ -23,7 +23,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgequant.errors import UnsupportedOpError
-from edgequant.export.tflite.convert import ACT, OP, OPT, Converter
+from edgequant.export.tflite.convert import ACT, OP, OPT, Converter, TVal, natural_dom
 from edgequant.export.tflite.ingest import Node, QConst
 from edgequant.export.tflite.ops_compute import _optional, _weight, reshape_to
 from edgequant.export.tflite.weights import float_weight
@@ -53,6 +53,27 @@ def _geometry(node: Node, xhw, begin, out, kernel, strides) -> tuple[str, list[i
                                  "convolution by a stride or more: TFLite TRANSPOSE_CONV "
                                  "cannot write it")
     return "VALID", size
+
+
+def _float_input(cv: Converter, name: str, layout: str) -> TVal:
+    """Input ``name`` as float32 in ``layout``, as the QDQ graph feeds it: a tensor with
+    qparams is read through its integers (``DQ(Q(x))``) even when a float op produced it
+    (onnxruntime's quantizer leaves such a Relu float and quantizes its output)."""
+    src = cv.vals.get((name, "src", False))
+    qp = cv.g.act_q.get(name)
+    if src is None or qp is None or src.is_int or src.plain:
+        return cv.act(name, layout)
+    dom, cv.dom = cv.dom, natural_dom(qp)
+    try:
+        xi = cv.act(name, layout)  # QUANTIZE to the tensor's own type (cached)
+    finally:
+        cv.dom = dom
+    key = (name, "f_rounded", xi.nhwc)
+    if key not in cv.vals:
+        out = cv.temp(f"{name}_rounded", xi.shape, np.float32, None, xi.nhwc)
+        cv.op(OP.DEQUANTIZE, [xi], [out])
+        cv.vals[key] = out
+    return cv.vals[key]
 
 
 def ConvTranspose(cv: Converter, node: Node) -> None:
@@ -94,10 +115,10 @@ def ConvTranspose(cv: Converter, node: Node) -> None:
     mode, size = _geometry(node, xhw, begin, out, kernel, strides)
     crop = size != list(out)
     if one_d:
-        x3 = cv.act(node.inputs[0], "nlc")  # (N, L, C)
+        x3 = _float_input(cv, node.inputs[0], "nlc")  # (N, L, C)
         x = reshape_to(cv, x3, (x3.shape[0], 1, *x3.shape[1:]), f"{node.name}_2d")
     else:
-        x = cv.act(node.inputs[0], "nhwc")
+        x = _float_input(cv, node.inputs[0], "nhwc")
     n, c_out = xshape[0], wf.shape[1]
     full = (n, *size, c_out)  # NHWC shape TRANSPOSE_CONV writes
     half = cv.g.half
