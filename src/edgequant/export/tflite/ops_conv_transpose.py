@@ -137,18 +137,20 @@ def ConvTranspose(cv: Converter, node: Node) -> None:
     opt.strideH, opt.strideW = strides
     opt.fusedActivationFunction = ACT[node.attrs.get("_act")]
     cv.op(OP.TRANSPOSE_CONV, [shape_t, wt, x, bt], [y], OPT.TransposeConvOptions, opt)
-    if crop:  # drop the leading ONNX pads
+    if crop:  # keep [pads_begin, pads_begin + out) of each spatial axis
         sliced = (n, *out, c_out)
+        start = (0, *begin, 0)
+        stop = tuple(a + b_ for a, b_ in zip(start, sliced, strict=True))
         ins = [y, *(cv.const(f"{node.name}_{k}", np.array(v, np.int32)) for k, v in (
-            ("begin", (0, *begin, 0)), ("end", sliced), ("strides", (1, 1, 1, 1))))]
+            ("begin", start), ("end", stop), ("strides", (1, 1, 1, 1))))]
         # a 2-D output is the ONNX tensor; a 1-D one is reshaped below
         y = cv.output(y_name, sliced, nhwc=True) if not one_d else \
             cv.temp(f"{y_name}_cropped", sliced, np.float32, None, True)
-        end = [b_ + s for b_, s in zip((0, *begin, 0), sliced, strict=True)]
-        ins[2] = cv.const(f"{node.name}_end", np.array(end, np.int32))
         cv.op(OP.STRIDED_SLICE, ins, [y], OPT.StridedSliceOptions,
               schema.StridedSliceOptionsT())
     if one_d:  # (N, 1, L_out, C_out) → (N, L_out, C_out), channels-last
         out3 = cv.output(y_name, cv.tflite_shape(y_name, True), nhwc=True)
+        ropt = schema.ReshapeOptionsT()
+        ropt.newShape = list(out3.shape)
         cv.op(OP.RESHAPE, [y, cv.const(f"{y_name}_shape", np.array(out3.shape, np.int32))],
-              [out3])
+              [out3], OPT.ReshapeOptions, ropt)
