@@ -1,6 +1,6 @@
-"""Op builders for the weighted ops: Conv (2-D, and 1-D via RESHAPE) → CONV_2D /
-DEPTHWISE_CONV_2D, Gemm / MatMul →
-FULLY_CONNECTED, MatMul of two activations → BATCH_MATMUL.
+"""Op builders for the weighted ops: Conv (2-D, and 1-D between RESHAPEs) → CONV_2D /
+DEPTHWISE_CONV_2D, Gemm / MatMul → FULLY_CONNECTED, MatMul of two activations →
+BATCH_MATMUL.
 
 Weights follow the node's tensors: integer node → int8 weights with int32 (int8 kernels) or
 int64 (16x8) bias; float node with ≤ 8-bit integer weights → hybrid (LiteRT quantizes the
