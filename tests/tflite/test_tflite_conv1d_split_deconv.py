@@ -166,6 +166,31 @@ def test_conv1d_geometry_float_and_int8(case, tmp_path):
     assert round(lsb) <= MAX_LSB_VS_ORT, lsb
 
 
+def test_conv1d_branches_concat_channels_last(tmp_path):
+    """Two Conv1d branches concatenated on channels: CONCATENATION on the (N, L, C) tensors
+    (axis 2), no TRANSPOSE but the input's and the output's."""
+    rng = np.random.default_rng(4)
+    inits = [nh.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n)
+             for n, s in (("wa", (5, 4, 3)), ("wb", (3, 4, 1)))]
+    nodes = [h.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1]),
+             h.make_node("Conv", ["x", "wb"], ["b"]),
+             h.make_node("Concat", ["a", "b"], ["y"], axis=1)]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, (1, 4, 9))],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    x = rng.standard_normal((8, 4, 9)).astype(np.float32)
+    ops = _check_float(model, x[:2], tmp_path / "concat.tflite")
+    assert ops["CONCATENATION"] == 1 and ops["TRANSPOSE"] == 2, ops
+    qm = edgequant.quantize(model, "w8a8", calibration={"x": x})
+    res = export_tflite(qm.model, tmp_path / "concat_int8.tflite", mode="int8")
+    assert res.ops["TRANSPOSE"] == 2, res.ops
+    report = verify_tflite(res.path, {"x": x}, per_node=True)
+    assert report.ok() and report.max_lsb == 0, report
+    got = LiteRTRunner(res.path, xnnpack=False).run({"x": x})[0]
+    lsb = float(np.abs(got - _ort(qm.model, x)).max()) / _out_scale(res.path)
+    assert round(lsb) <= MAX_LSB_VS_ORT, lsb
+
+
 # ---- ConvTranspose geometry (ONNX models built directly) -------------------------------------
 
 def _deconv_model(xshape, cin, cout, kernel, **attrs) -> onnx.ModelProto:

@@ -107,13 +107,13 @@ def Concat(cv: Converter, node: Node) -> None:
         raise UnsupportedOpError(f"node {node.name!r}: Concat of a constant is not exported")
     rank = len(cv.shape_of(node.outputs[0]))
     axis = int(node.attrs["axis"]) % rank
-    nhwc = rank == 4 and any(_is_nhwc(cv, n) for n in names)
-    xs = [cv.act(n, "nhwc" if nhwc else "nchw") for n in names]
+    nhwc = rank in (3, 4) and any(_is_nhwc(cv, n) for n in names)  # channels-last storage
+    xs = [cv.act(n, LAST[rank] if nhwc else "nchw") for n in names]
     out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc), nhwc)
     if cv.q:  # TFLite int8/int16 CONCATENATION requires identical qparams everywhere
         xs = [cv.requant(x, out.quant, f"{node.name}_in{k}") for k, x in enumerate(xs)]
     opt = schema.ConcatenationOptionsT()
-    opt.axis = nhwc_axis(axis) if nhwc else axis
+    opt.axis = nhwc_axis(axis, rank) if nhwc else axis
     cv.op(OP.CONCATENATION, xs, [out], OPT.ConcatenationOptions, opt)
 
 
