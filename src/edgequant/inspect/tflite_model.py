@@ -103,7 +103,8 @@ def inspect_tflite(path: str | Path) -> dict[str, Any]:
             if name == "CUSTOM":
                 name = f"CUSTOM:{_text(code.customCode)}"
             ops[name] += 1
-            for ti in [*(op.inputs if op.inputs is not None else []), *(op.outputs or [])]:
+            outs = op.outputs if op.outputs is not None else []  # SPLIT: several
+            for ti in [*(op.inputs if op.inputs is not None else []), *outs]:
                 if (si, int(ti)) in quantized:
                     quantized[(si, int(ti))]["ops"].append(name)
         if si == 0:

@@ -56,7 +56,7 @@ def float_boundaries(model) -> list[int]:
     """Tensor indices written by a QUANTIZE of a float op's result (not of a subgraph input
     or constant): where an engine's float rounding enters the integers."""
     sub = model.subgraphs[0]
-    made = {int(op.outputs[0]) for op in sub.operators}
+    made = {int(i) for op in sub.operators for i in op.outputs}
     found = []
     for op in sub.operators:
         src = int(op.inputs[0]) if len(op.inputs) else -1
@@ -70,7 +70,7 @@ def integer_exits(model) -> list[int]:
     """Non-constant integer tensors read by DEQUANTIZE (where integer layers hand over to
     float ones), in operator order."""
     sub = model.subgraphs[0]
-    made = {int(op.outputs[0]) for op in sub.operators}
+    made = {int(i) for op in sub.operators for i in op.outputs}
     return list(dict.fromkeys(int(op.inputs[0]) for op in sub.operators
                               if _op_name(model, op) == "DEQUANTIZE" and int(op.inputs[0]) in made))
 
@@ -125,8 +125,8 @@ def verify_tflite(path: str | Path, feeds: Mapping[str, np.ndarray], threads: in
     exits = integer_exits(model) if isolate_integer else []
     if per_node:
         cut = set(cuts)
-        exits = [int(op.outputs[0]) for op in model.subgraphs[0].operators
-                 if int(op.outputs[0]) not in cut]
+        exits = [int(i) for op in model.subgraphs[0].operators for i in op.outputs
+                 if int(i) not in cut]  # every output of multi-output ops (SPLIT)
     if not cuts and not exits:
         return _verify(path, path, feeds, threads, batch_size, [], [], found)
     with tempfile.TemporaryDirectory(prefix="edgequant-verify-") as tmp:
@@ -151,8 +151,8 @@ def _verify(path: Path, run_path: Path, feeds, threads, batch_size, cuts: list[i
     node_names = [tensors[i].name for i in exits if tensors[i].name not in names]
     cut_names = [tensors[i].name for i in cuts]
     feeds = match_feeds(first, feeds)
-    producers = {tensors[int(op.outputs[0])].name: _op_name(first.reference.model, op)
-                 for op in first.reference.sub.operators}
+    producers = {tensors[int(i)].name: _op_name(first.reference.model, op)
+                 for op in first.reference.sub.operators for i in op.outputs}
     dq_scales = _dequantized_scales(first)
     parts: dict[tuple[str, str], list[TensorDiff]] = {}
     samples = 0

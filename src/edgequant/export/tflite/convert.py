@@ -17,7 +17,7 @@ from ai_edge_litert import schema_py_generated as schema
 from edgequant.errors import UnsupportedOpError
 from edgequant.export.tflite.builder import Quant, TFLiteBuilder
 from edgequant.export.tflite.ingest import Graph, Node
-from edgequant.export.tflite.layout import TO_NCHW, TO_NHWC, nhwc_shape
+from edgequant.export.tflite.layout import TO_NHWC, nhwc_shape, to_first, to_last
 from edgequant.qparams import QParams
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ ACT = {
     "RELU_N1_TO_1": schema.ActivationFunctionType.RELU_N1_TO_1,
 }
 
+#: ``Converter.act`` layout asking for channels-last storage, by rank.
+LAST = {3: "nlc", 4: "nhwc"}
+
 
 @dataclass
 class TVal:
@@ -44,7 +47,7 @@ class TVal:
     shape: tuple[int, ...]
     dtype: np.dtype
     quant: Quant | None = None
-    nhwc: bool = False  # a 4-D ONNX NCHW tensor stored as NHWC
+    nhwc: bool = False  # stored channels-last: 4-D NCHW as NHWC, 3-D (N, C, L) as (N, L, C)
     flat_perm: np.ndarray | None = None  # NHWC-ordered flatten: feature j is ONNX feature perm[j]
     plain: bool = False  # non-float data (ids, masks, raw int8 rows): never (de)quantized
 
@@ -179,7 +182,8 @@ class Converter:
 
     # ---- reading inputs in the wanted domain and layout -----------------------------------
     def act(self, name: str, layout: str = "any", allow_perm: bool = False) -> TVal:
-        """ONNX activation ``name`` in the current node's domain; layout any / nhwc / nchw.
+        """ONNX activation ``name`` in the current node's domain; layout any / nhwc / nchw
+        (``nhwc``: 4-D channels-last; ``nlc``: 3-D channels-last; ``nchw``: ONNX layout).
 
         ``allow_perm``: the caller (FULLY_CONNECTED) accepts an NHWC-ordered flatten.
         """
@@ -199,8 +203,10 @@ class Converter:
                                      "non fully-connected consumer")
         if layout == "nhwc" and len(tv.shape) == 4 and not tv.nhwc:
             return self._transposed(name, tv, TO_NHWC, True, dom)
+        if layout == "nlc" and len(tv.shape) == 3 and not tv.nhwc:  # 1-D conv: (N, L, C)
+            return self._transposed(name, tv, to_last(3), True, dom)
         if layout == "nchw" and tv.nhwc:
-            return self._transposed(name, tv, TO_NCHW, False, dom)
+            return self._transposed(name, tv, to_first(len(tv.shape)), False, dom)
         return tv
 
     def _convert_domain(self, name: str, src: TVal) -> TVal:
@@ -389,4 +395,4 @@ class Converter:
     def tflite_shape(self, name: str, nhwc: bool) -> tuple[int, ...]:
         """Shape of ``name`` as stored in TFLite."""
         s = self.shape_of(name)
-        return nhwc_shape(s) if nhwc and len(s) == 4 else s
+        return nhwc_shape(s) if nhwc and len(s) in (3, 4) else s

@@ -25,7 +25,9 @@ weights) or dynamic (int8 weights, hybrid kernels). ``ExportResult.mode`` sums t
 (``mixed`` when nodes differ); ``kinds`` gives each node's arithmetic.
 
 Layout: the public inputs/outputs keep the ONNX layout (NCHW); a single TRANSPOSE converts a
-4-D input to NHWC and a 4-D output back; weights are permuted at export time. A symbolic
+4-D input to NHWC and a 4-D output back; weights are permuted at export time. 1-D Conv /
+ConvTranspose / pooling keep their 3-D activations channels-last, (N, L, C), and run as
+height-1 2-D ops between RESHAPEs (``docs/tflite_ops.md``). A symbolic
 leading (batch) dim (and the same symbol on another axis) is fixed to 1, named dims to
 ``fixed_dims``; any other dynamic dim is an error naming that option.
 """
@@ -40,6 +42,7 @@ import onnx
 
 from edgequant.export.tflite import (
     ops_compute,
+    ops_conv_transpose,
     ops_data,
     ops_elementwise,
     ops_gather,
@@ -48,6 +51,7 @@ from edgequant.export.tflite import (
     ops_reduce,
     ops_refused,
     ops_resize,
+    ops_split,
     ops_transformer,
 )
 from edgequant.export.tflite.convert import FLOAT_MODES, Converter
@@ -68,6 +72,8 @@ HANDLERS = {
     **{op: getattr(ops_math, op) for op in (
         "Div", "HardSigmoid", "BatchNormalization", "Sum", "LRN")},
     "Resize": ops_resize.Resize,
+    "Split": ops_split.Split,
+    "ConvTranspose": ops_conv_transpose.ConvTranspose,
     # transformer graphs (mask plumbing, embeddings, LayerNorm, GELU, reductions)
     **{op: getattr(ops_data, op) for op in (
         "Cast", "Where", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And",

@@ -3,6 +3,9 @@
 Inside the exported graph every 4-D activation produced by a spatial op is NHWC; the ONNX
 model's public layout is kept by one TRANSPOSE at a 4-D input and one at a 4-D output.
 Weights are permuted at export time, so no Transpose pairs surround the convolutions.
+1-D convolutions keep their 3-D activations channels-last too: (N, C, L) is stored as
+(N, L, C) (``TVal.nhwc`` means "channels last" at rank 3 and 4), so a Conv1d stack is
+RESHAPE → CONV_2D → RESHAPE with no TRANSPOSE between the layers.
 """
 
 from __future__ import annotations
@@ -15,14 +18,24 @@ TO_NHWC = (0, 2, 3, 1)  # NCHW array → NHWC array
 TO_NCHW = (0, 3, 1, 2)  # NHWC array → NCHW array
 
 
+def to_last(rank: int) -> tuple[int, ...]:
+    """Permutation channels-first → channels-last: (0, 2, …, rank − 1, 1)."""
+    return (0, *range(2, rank), 1)
+
+
+def to_first(rank: int) -> tuple[int, ...]:
+    """Permutation channels-last → channels-first: (0, rank − 1, 1, …, rank − 2)."""
+    return (0, rank - 1, *range(1, rank - 1))
+
+
 def nhwc_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """(N, C, H, W) → (N, H, W, C)."""
-    return tuple(shape[i] for i in TO_NHWC)
+    """(N, C, H, W) → (N, H, W, C); (N, C, L) → (N, L, C)."""
+    return tuple(shape[i] for i in to_last(len(shape)))
 
 
 def nhwc_axis(axis: int, rank: int = 4) -> int:
-    """Where ONNX NCHW axis ``axis`` lives in the NHWC tensor."""
-    return TO_NHWC.index(axis % rank)
+    """Where ONNX channels-first axis ``axis`` lives in the channels-last tensor."""
+    return to_last(rank).index(axis % rank)
 
 
 def conv_weight_ohwi(w: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Op builders for the weighted ops: Conv → CONV_2D / DEPTHWISE_CONV_2D, Gemm / MatMul →
-FULLY_CONNECTED, MatMul of two activations → BATCH_MATMUL.
+"""Op builders for the weighted ops: Conv (2-D, and 1-D between RESHAPEs) → CONV_2D /
+DEPTHWISE_CONV_2D, Gemm / MatMul → FULLY_CONNECTED, MatMul of two activations →
+BATCH_MATMUL.
 
 Weights follow the node's tensors: integer node → int8 weights with int32 (int8 kernels) or
 int64 (16x8) bias; float node with ≤ 8-bit integer weights → hybrid (LiteRT quantizes the
@@ -106,33 +107,54 @@ def pad_nhwc(cv: Converter, x: TVal, pads: tuple[int, ...], name: str) -> TVal:
 
 
 def Conv(cv: Converter, node: Node) -> None:
-    """ONNX Conv (2-D) → CONV_2D, or DEPTHWISE_CONV_2D when group == input channels."""
+    """ONNX Conv → CONV_2D, or DEPTHWISE_CONV_2D when group == input channels.
+
+    1-D Conv (weight rank 3) runs as the TFLite converter writes it: the (N, L, C)
+    channels-last activation is RESHAPEd to (N, 1, L, C), convolved with a 1×k kernel and
+    RESHAPEd back (the output stays channels-last for the next layer).
+    """
     w = _weight(cv, node, node.inputs[1])
     b = _weight(cv, node, _optional(node, 2)) if _optional(node, 2) else None
     wshape = float_weight(w).shape
     xshape = cv.shape_of(node.inputs[0])
-    if len(wshape) != 4:
-        raise UnsupportedOpError(f"node {node.name!r}: only 2-D Conv is exported (weight rank "
-                                 f"{len(wshape)})")
+    if len(wshape) not in (3, 4):
+        raise UnsupportedOpError(f"node {node.name!r}: only 1-D and 2-D Conv are exported "
+                                 f"(weight rank {len(wshape)})")
     group = int(node.attrs.get("group", 1))
     cin = xshape[1]
     depthwise = group > 1 and group == cin and wshape[1] == 1
     if group > 1 and not depthwise:
         raise UnsupportedOpError(f"node {node.name!r}: grouped Conv (group={group}, C_in={cin}) "
                                  "has no TFLite op; only group 1 and depthwise are exported")
-    kernel = wshape[2:]
-    strides = tuple(node.attrs.get("strides", [1, 1]))
-    dil = tuple(node.attrs.get("dilations", [1, 1]))
-    pads = onnx_pads(node.attrs, xshape[2:], kernel, strides, dil)
-    mode = padding_mode(xshape[2:], kernel, strides, dil, pads)
-    x = cv.act(node.inputs[0], "nhwc")
+    one_d = len(wshape) == 3
+    attrs = conv1d_as_2d(node.attrs) if one_d else node.attrs
+    kernel = (1, *wshape[2:]) if one_d else wshape[2:]
+    hw = (1, *xshape[2:]) if one_d else xshape[2:]
+    strides = tuple(attrs.get("strides", [1, 1]))
+    dil = tuple(attrs.get("dilations", [1, 1]))
+    pads = onnx_pads(attrs, hw, kernel, strides, dil)
+    mode = padding_mode(hw, kernel, strides, dil, pads)
+    if one_d:  # (N, L, C) → (N, 1, L, C)
+        x3 = cv.act(node.inputs[0], "nlc")
+        x = reshape_to(cv, x3, (x3.shape[0], 1, *x3.shape[1:]), f"{node.name}_2d")
+        x.nhwc = True
+    else:
+        x = cv.act(node.inputs[0], "nhwc")
     if mode is None:
         x = pad_nhwc(cv, x, pads, node.name)
         mode = "VALID"
     node.attrs["_depthwise"] = depthwise
-    layout = depthwise_weight_1hwc if depthwise else conv_weight_ohwi
+    base = depthwise_weight_1hwc if depthwise else conv_weight_ohwi
+    layout = (lambda a: base(a[:, :, None, :])) if one_d else base  # (O, I, k) → (O, I, 1, k)
     wt, bt = weight_and_bias(cv, node, w, b, 0, x, layout)
-    out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], True), nhwc=True)
+    y_name = node.outputs[0]
+    if one_d:
+        n, c_out, length = cv.shape_of(y_name)
+        quant = cv.act_quant(y_name) if cv.q else None
+        out = cv.temp(f"{y_name}_2d", (n, 1, length, c_out), cv.act_dtype if cv.q else
+                      np.float32, quant, True)  # (N, 1, L_out, C_out)
+    else:
+        out = cv.output(y_name, cv.tflite_shape(y_name, True), nhwc=True)
     act = ACT[node.attrs.get("_act")]
     if depthwise:
         opt = schema.DepthwiseConv2DOptionsT()
@@ -146,6 +168,36 @@ def Conv(cv: Converter, node: Node) -> None:
     opt.dilationHFactor, opt.dilationWFactor = dil
     opt.fusedActivationFunction = act
     cv.op(code, [x, wt, bt], [out], opt_type, opt)
+    if one_d:  # (N, 1, L_out, C_out) → (N, L_out, C_out), channels-last
+        y = cv.output(y_name, cv.tflite_shape(y_name, True), nhwc=True)
+        cv.op(OP.RESHAPE, [out, cv.const(f"{y_name}_shape", np.array(y.shape, np.int32))], [y],
+              OPT.ReshapeOptions, _reshape_options(y.shape))
+
+
+def conv1d_as_2d(attrs: dict) -> dict:
+    """A 1-D Conv's attributes as those of the 2-D Conv with a 1×k kernel (height 1)."""
+    out = dict(attrs)
+    for key in ("strides", "dilations"):
+        if key in attrs:
+            out[key] = [1, *attrs[key]]
+    if "pads" in attrs:
+        begin, end = attrs["pads"]
+        out["pads"] = [0, begin, 0, end]
+    return out
+
+
+def _reshape_options(shape) -> schema.ReshapeOptionsT:
+    opt = schema.ReshapeOptionsT()
+    opt.newShape = [int(d) for d in shape]
+    return opt
+
+
+def reshape_to(cv: Converter, x: TVal, shape: tuple[int, ...], name: str) -> TVal:
+    """A RESHAPE of ``x`` to ``shape`` (same dtype and qparams: integers are only moved)."""
+    out = cv.temp(name, shape, x.dtype, x.quant)
+    cv.op(OP.RESHAPE, [x, cv.const(f"{name}_shape", np.array(shape, np.int32))], [out],
+          OPT.ReshapeOptions, _reshape_options(shape))
+    return out
 
 
 def _fully_connected(cv: Converter, node: Node, w_oi, b, axis: int) -> None:

@@ -13,9 +13,9 @@ from ai_edge_litert import schema_py_generated as schema
 
 from edgequant.errors import UnsupportedOpError
 from edgequant.export.tflite.builder import Quant
-from edgequant.export.tflite.convert import ACT, OP, OPT, Converter, TVal
+from edgequant.export.tflite.convert import ACT, LAST, OP, OPT, Converter, TVal
 from edgequant.export.tflite.ingest import Node, QConst, clip_activation
-from edgequant.export.tflite.layout import TO_NHWC
+from edgequant.export.tflite.layout import to_last
 from edgequant.qparams import choose_qparams
 from edgequant.spec import PerTensor, QType, QuantSpec
 
@@ -34,14 +34,14 @@ def _const_operand(cv: Converter, name: str, rank: int, nhwc: bool) -> TVal:
     if value.ndim < rank:
         value = value.reshape((1,) * (rank - value.ndim) + value.shape)
     if nhwc:
-        value = value.transpose(TO_NHWC)
+        value = value.transpose(to_last(rank))
     if not cv.q:
         return cv.float_const(name, value, name in cv.g.half)
     if isinstance(raw, QConst) and raw.axis is None and raw.values.dtype in (np.int8, np.uint8) \
             and cv.act_dtype == np.int8:
         vals = raw.values.reshape(value.shape) if raw.values.size == value.size else None
         if vals is not None:
-            vals = vals.transpose(TO_NHWC) if nhwc and raw.values.ndim == 4 else vals
+            vals = vals.transpose(to_last(rank)) if nhwc and raw.values.ndim == rank else vals
             shift = 128 if raw.values.dtype == np.uint8 else 0
             vals = (vals.astype(np.int16) - shift).astype(np.int8).reshape(value.shape)
             return cv.const(name, vals, Quant.of(raw.scale, int(raw.zero_point) - shift))
@@ -60,9 +60,10 @@ def _binary(cv: Converter, node: Node, code: int, opt_type: int, opt) -> None:
     if all(consts):
         raise UnsupportedOpError(f"node {node.name!r}: both inputs constant (fold it first)")
     acts = [n for n, c in zip((a, b), consts, strict=True) if not c]
-    # NHWC only when every activation operand is 4-D (numpy broadcasting aligns trailing
-    # axes, so a lower-rank operand would meet W instead of C in NHWC storage)
-    nhwc = out_rank == 4 and all(len(cv.shape_of(n)) == 4 for n in acts) and any(
+    # channels-last (NHWC, or (N, L, C) after a Conv1d) only when every activation operand
+    # has the output's rank (numpy broadcasting aligns trailing axes, so a lower-rank operand
+    # would meet W instead of C in channels-last storage)
+    nhwc = out_rank in (3, 4) and all(len(cv.shape_of(n)) == out_rank for n in acts) and any(
         cv.vals.get((n, "src", False)) is not None and cv.vals[(n, "src", False)].nhwc
         for n in acts)
     ins = []
@@ -70,7 +71,7 @@ def _binary(cv: Converter, node: Node, code: int, opt_type: int, opt) -> None:
         if c:
             ins.append(_const_operand(cv, n, out_rank, nhwc))
         else:
-            ins.append(cv.act(n, "nhwc" if nhwc else "nchw"))
+            ins.append(cv.act(n, LAST[out_rank] if nhwc else "nchw"))
     out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc), nhwc)
     opt.fusedActivationFunction = ACT[node.attrs.get("_act")]
     cv.op(code, ins, [out], opt_type, opt)

@@ -1,6 +1,6 @@
 """Op builders for data-movement and pooling ops: Reshape / Flatten / Squeeze / Unsqueeze →
-RESHAPE, Transpose, Concat, Pad, MaxPool / AveragePool / GlobalAveragePool / GlobalMaxPool,
-ReduceMean → MEAN, Identity / Dropout.
+RESHAPE, Transpose, Concat, Pad, MaxPool / AveragePool / GlobalAveragePool / GlobalMaxPool
+(2-D, and 1-D through a height-1 RESHAPE), ReduceMean → MEAN, Identity / Dropout.
 
 Their integer kernels keep the input's qparams (no requantization inside TFLite), so when
 the ONNX output carries other qparams a QUANTIZE follows (:meth:`Converter.passthrough`).
@@ -12,17 +12,17 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgequant.errors import UnsupportedOpError
-from edgequant.export.tflite.convert import OP, OPT, Converter
+from edgequant.export.tflite.convert import LAST, OP, OPT, Converter
 from edgequant.export.tflite.ingest import Node
 from edgequant.export.tflite.layout import (
-    TO_NCHW,
     TO_NHWC,
     flatten_permutation,
     nhwc_axis,
     onnx_pads,
     padding_mode,
+    to_first,
 )
-from edgequant.export.tflite.ops_compute import PADDING, pad_nhwc
+from edgequant.export.tflite.ops_compute import PADDING, conv1d_as_2d, pad_nhwc, reshape_to
 
 
 def _is_nhwc(cv: Converter, name: str) -> bool:
@@ -93,7 +93,7 @@ def Transpose(cv: Converter, node: Node) -> None:
     perm = list(node.attrs.get("perm", range(rank)[::-1]))
     x = cv.act(node.inputs[0])
     if x.nhwc:
-        perm = [TO_NCHW[p] for p in perm]  # ONNX perm of NCHW data, read from NHWC storage
+        perm = [to_first(rank)[p] for p in perm]  # ONNX perm of NCHW data, NHWC storage
     out_shape = cv.shape_of(node.outputs[0])
     cv.passthrough(OP.TRANSPOSE, [x, cv.const(f"{node.name}_perm", np.array(perm, np.int32))],
                    node.outputs[0], out_shape, False, x.quant, OPT.TransposeOptions,
@@ -107,13 +107,13 @@ def Concat(cv: Converter, node: Node) -> None:
         raise UnsupportedOpError(f"node {node.name!r}: Concat of a constant is not exported")
     rank = len(cv.shape_of(node.outputs[0]))
     axis = int(node.attrs["axis"]) % rank
-    nhwc = rank == 4 and any(_is_nhwc(cv, n) for n in names)
-    xs = [cv.act(n, "nhwc" if nhwc else "nchw") for n in names]
+    nhwc = rank in (3, 4) and any(_is_nhwc(cv, n) for n in names)  # channels-last storage
+    xs = [cv.act(n, LAST[rank] if nhwc else "nchw") for n in names]
     out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc), nhwc)
     if cv.q:  # TFLite int8/int16 CONCATENATION requires identical qparams everywhere
         xs = [cv.requant(x, out.quant, f"{node.name}_in{k}") for k, x in enumerate(xs)]
     opt = schema.ConcatenationOptionsT()
-    opt.axis = nhwc_axis(axis) if nhwc else axis
+    opt.axis = nhwc_axis(axis, rank) if nhwc else axis
     cv.op(OP.CONCATENATION, xs, [out], OPT.ConcatenationOptions, opt)
 
 
@@ -168,18 +168,28 @@ def Pad(cv: Converter, node: Node) -> None:
 
 
 def _pool(cv: Converter, node: Node, code: int, kernel, strides, pads, count_pad=False) -> None:
+    """2-D pooling; 1-D pooling (a 3-D input, kernel / strides / pads already given as
+    height-1 2-D ones) runs on the (N, 1, L, C) RESHAPE of the channels-last input."""
     x_shape = cv.shape_of(node.inputs[0])
+    one_d = len(x_shape) == 3
+    if one_d:
+        x_shape = (x_shape[0], x_shape[1], 1, x_shape[2])
     if len(x_shape) != 4:
-        raise UnsupportedOpError(f"node {node.name!r}: only 2-D pooling is exported")
+        raise UnsupportedOpError(f"node {node.name!r}: only 1-D and 2-D pooling are exported")
     if node.attrs.get("ceil_mode", 0):
         floor_hw = [(x_shape[2 + i] + pads[i] + pads[i + 2] - kernel[i]) // strides[i] + 1
                     for i in range(2)]
-        if list(cv.shape_of(node.outputs[0])[2:]) != floor_hw:
+        if [1] * one_d + list(cv.shape_of(node.outputs[0])[2:]) != floor_hw:
             raise UnsupportedOpError(f"node {node.name!r}: ceil_mode changes the output size")
     if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
         raise UnsupportedOpError(f"node {node.name!r}: dilated pooling is not exported")
     mode = padding_mode(x_shape[2:], kernel, strides, (1, 1), pads)
-    x = cv.act(node.inputs[0], "nhwc")
+    if one_d:  # (N, L, C) → (N, 1, L, C)
+        x3 = cv.act(node.inputs[0], "nlc")
+        x = reshape_to(cv, x3, (x3.shape[0], 1, *x3.shape[1:]), f"{node.name}_2d")
+        x.nhwc = True
+    else:
+        x = cv.act(node.inputs[0], "nhwc")
     if mode is None or (mode == "SAME" and count_pad):
         if code != OP.AVERAGE_POOL_2D or not count_pad:
             raise UnsupportedOpError(f"node {node.name!r}: pads {pads} are neither SAME nor "
@@ -190,14 +200,29 @@ def _pool(cv: Converter, node: Node, code: int, kernel, strides, pads, count_pad
     opt.padding = PADDING[mode]
     opt.strideH, opt.strideW = strides
     opt.filterHeight, opt.filterWidth = kernel
-    cv.passthrough(code, [x], node.outputs[0], cv.tflite_shape(node.outputs[0], True), True,
-                   x.quant, OPT.Pool2DOptions, opt)
+    y_name = node.outputs[0]
+    if not one_d:
+        cv.passthrough(code, [x], y_name, cv.tflite_shape(y_name, True), True, x.quant,
+                       OPT.Pool2DOptions, opt)
+        return
+    n, c, length = cv.shape_of(y_name)
+    pooled = cv.temp(f"{y_name}_2d", (n, 1, length, c), x.dtype, x.quant, True)
+    cv.op(code, [x], [pooled], OPT.Pool2DOptions, opt)  # integer pools keep the qparams
+    shape = (n, length, c)  # back to (N, L_out, C), channels-last
+    ropt = schema.ReshapeOptionsT()
+    ropt.newShape = list(shape)
+    cv.passthrough(OP.RESHAPE, [pooled, cv.const(f"{y_name}_shape", np.array(shape, np.int32))],
+                   y_name, shape, True, pooled.quant, OPT.ReshapeOptions, ropt)
 
 
 def _pool_attrs(cv: Converter, node: Node):
-    kernel = tuple(node.attrs["kernel_shape"])
-    strides = tuple(node.attrs.get("strides", [1, 1]))
-    pads = onnx_pads(node.attrs, cv.shape_of(node.inputs[0])[2:], kernel, strides, (1, 1))
+    attrs = node.attrs
+    size = cv.shape_of(node.inputs[0])[2:]
+    kernel = tuple(attrs["kernel_shape"])
+    if len(kernel) == 1:  # 1-D pooling as height-1 2-D
+        attrs, size, kernel = conv1d_as_2d(attrs), (1, *size), (1, *kernel)
+    strides = tuple(attrs.get("strides", [1, 1]))
+    pads = onnx_pads(attrs, size, kernel, strides, (1, 1))
     return kernel, strides, pads
 
 
@@ -217,12 +242,14 @@ def AveragePool(cv: Converter, node: Node) -> None:
 def GlobalAveragePool(cv: Converter, node: Node) -> None:
     """GlobalAveragePool → AVERAGE_POOL_2D over the whole H×W (exact integer rounding)."""
     hw = tuple(cv.shape_of(node.inputs[0])[2:])
+    hw = (1, *hw) if len(hw) == 1 else hw
     _pool(cv, node, OP.AVERAGE_POOL_2D, hw, (1, 1), (0, 0, 0, 0))
 
 
 def GlobalMaxPool(cv: Converter, node: Node) -> None:
     """GlobalMaxPool → MAX_POOL_2D over the whole H×W."""
     hw = tuple(cv.shape_of(node.inputs[0])[2:])
+    hw = (1, *hw) if len(hw) == 1 else hw
     _pool(cv, node, OP.MAX_POOL_2D, hw, (1, 1), (0, 0, 0, 0))
 
 
@@ -234,9 +261,12 @@ def ReduceMean(cv: Converter, node: Node) -> None:
         axes = cv.g.value(node.inputs[1])
     axes = sorted(int(a) % rank for a in (range(rank) if axes is None else np.ravel(axes)))
     keep = bool(node.attrs.get("keepdims", 1))
-    nhwc = rank == 4 and _is_nhwc(cv, node.inputs[0]) and (keep or axes == [2, 3])
-    x = cv.act(node.inputs[0], "nhwc" if nhwc else "nchw")
-    t_axes = [nhwc_axis(a) for a in axes] if nhwc else axes
+    # channels-last storage (4-D NHWC, 3-D (N, L, C) of a Conv1d) is kept when the result
+    # keeps its rank or drops exactly the spatial axes (x.mean(-1) of a Conv1d stack)
+    nhwc = rank in (3, 4) and _is_nhwc(cv, node.inputs[0]) and (
+        keep or axes == list(range(2, rank)))
+    x = cv.act(node.inputs[0], LAST[rank] if nhwc else "nchw")
+    t_axes = sorted(nhwc_axis(a, rank) for a in axes) if nhwc else axes
     out = cv.output(node.outputs[0], cv.tflite_shape(node.outputs[0], nhwc and keep),
                     nhwc and keep)
     opt = schema.ReducerOptionsT()

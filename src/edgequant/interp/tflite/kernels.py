@@ -317,7 +317,12 @@ def requantize_tensor(x, xq, yq, out_dtype, flavor="builtin"):
     """QUANTIZE integer → integer: (x − zx) · (sx/so) + zo (fixed point).
 
     ``flavor="xnnpack"`` (measured): XNNPACK's Q8 convert, multiplier ``rint(256·sx/so)``,
-    ``((x − zx)·m + (zo << 8) + 128) >> 8``.
+    ``((x − zx)·m + (zo << 8) + 128) >> 8``. Builtin int8 → int8 runs LiteRT's optimized
+    ``Requantize<int8_t, int8_t>``: blocks of 16 values through its vector path, whose x86
+    rounding is :func:`requantize_avx2` (ties up), the remaining ``size % 16`` through the
+    scalar gemmlowp form (ties away from zero). Measured on 300 random scale pairs and sizes
+    1..59: identical; gemmlowp alone missed 88 of them (negative ties, mostly ratios < 0.5).
+    int16 in or out keeps gemmlowp's double rounding (measured, identical).
     """
     if flavor == "xnnpack" and np.dtype(out_dtype) == np.int8 and x.dtype == np.int8:
         ratio = np.float32(np.float32(xq[0][0]) / np.float32(yq[0][0]))
@@ -325,6 +330,12 @@ def requantize_tensor(x, xq, yq, out_dtype, flavor="builtin"):
         y = ((x.astype(np.int64) - int(xq[1][0])) * m + (int(yq[1][0]) << 8) + 0x80) >> 8
     elif float(xq[0][0]) == float(yq[0][0]):  # same scale: pure zero-point shift (uint8 ↔ int8)
         y = x.astype(np.int64) - int(xq[1][0]) + int(yq[1][0])
+    elif x.dtype == np.int8 and np.dtype(out_dtype) == np.int8:
+        m, s = quantize_multiplier(float(xq[0][0]) / float(yq[0][0]))
+        d = x.astype(np.int64).reshape(-1) - int(xq[1][0])
+        k = d.size // 16 * 16  # vector blocks, then the scalar tail
+        y = np.concatenate([requantize_avx2(d[:k], m, s), requantize(d[k:], m, s)])
+        y = y.reshape(x.shape) + int(yq[1][0])
     else:
         m, s = quantize_multiplier(float(xq[0][0]) / float(yq[0][0]))
         y = requantize(x.astype(np.int64) - int(xq[1][0]), m, s) + int(yq[1][0])

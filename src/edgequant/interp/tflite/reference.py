@@ -33,6 +33,8 @@ PAD_NAMES = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
 MAX_REFERENCE_TENSOR_BYTES = 256 * 1024**2
 #: Errors a kernel raises on a model that verified but is inconsistent (wrong operand count,
 #: shapes that do not fit the op): reported as one line naming the operator.
+#: Ops writing several output tensors (their kernels return a list, one array per output).
+MULTI_OUTPUT_OPS = frozenset({"SPLIT", "SPLIT_V"})
 _KERNEL_ERRORS = (IndexError, ValueError, TypeError, KeyError, AttributeError,
                   ZeroDivisionError, OverflowError, MemoryError)
 
@@ -112,9 +114,12 @@ class ReferenceInterpreter:
             if name not in _OPS:  # refused before anything runs (no WHILE loop can hang)
                 raise UnsupportedOpError(f"{label}: reference executor: operator {k} is {name}, "
                                          "which is not implemented")
-            if op.outputs is None or len(op.outputs) != 1 or int(op.outputs[0]) < 0:
+            n_out = 0 if op.outputs is None else len(op.outputs)
+            if n_out == 0 or min(int(i) for i in op.outputs) < 0 or (
+                    n_out != 1 and name not in MULTI_OUTPUT_OPS):
                 raise InvalidModelError(f"{label}: operator {k} ({name}) must have exactly one "
-                                        "output tensor")
+                                        "output tensor" + (" or more" if name in MULTI_OUTPUT_OPS
+                                                           else ""))
             self.op_names.append(name)
         try:
             self.tensors = _tensor_infos(self.model)
@@ -155,7 +160,11 @@ class ReferenceInterpreter:
             try:
                 y = fn(ins, infos, out_info, op.builtinOptions,
                        "builtin" if wide else self.kernels)
-                vals[int(op.outputs[0])] = np.asarray(y).reshape(out_info.shape)
+                ys = y if name in MULTI_OUTPUT_OPS else [y]
+                if len(ys) != len(op.outputs):
+                    raise ValueError(f"{len(ys)} results for {len(op.outputs)} outputs")
+                for i, v in zip(op.outputs, ys, strict=True):
+                    vals[int(i)] = np.asarray(v).reshape(self.tensors[int(i)].shape)
             except _KERNEL_ERRORS as exc:
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise InvalidModelError(
@@ -354,9 +363,9 @@ def _batch_matmul(ins, infos, out, opt, flavor="builtin"):
 
 
 def _register_shape_ops() -> None:
-    from edgequant.interp.tflite import data_ops, math_ops, shape_ops
+    from edgequant.interp.tflite import data_ops, math_ops, shape_ops, split_deconv
 
-    for module in (shape_ops, data_ops, math_ops):
+    for module in (shape_ops, data_ops, math_ops, split_deconv):
         _OPS.update(module.OPS)
 
 
