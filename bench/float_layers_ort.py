@@ -13,6 +13,23 @@ run, the cosine to the float model and top-1 agreement for: the file edgequant w
 the same file with the per-axis DQ undone (what onnxruntime ran before), and onnxruntime with
 graph optimizations disabled (the file as written, an independent run of the same numbers).
 Run: ``.venv/bin/python bench/float_layers_ort.py``.
+
+Measured (lead, 2026-12-02, 2 shared cores under load ~12; cosine to float logits, top-1
+agreement with float on 64 held-apart crops):
+
+| kept float           | now cos | before cos | as written | now top-1 | before top-1 |
+|----------------------|--------:|-----------:|-----------:|----------:|-------------:|
+| none (plain w8a8)    | 0.98417 | 0.98417    | 0.98410    | 87.5      | 87.5         |
+| last 6 layers        | 0.98481 | 0.98403    | 0.98474    | 85.9      | 84.4         |
+| only node_Conv_805   | 0.98504 | 0.98505    | 0.98506    | 87.5      | 84.4         |
+| only node_Conv_822   | 0.98423 | 0.98387    | 0.98429    | 84.4      | 85.9         |
+| only node_Conv_890   | 0.98488 | 0.97030    | 0.98458    | 87.5      | 71.9         |
+| only node_Conv_855   | 0.98453 | 0.98394    | 0.98445    | 87.5      | 85.9         |
+
+"Before" was worse than the plain w8a8 model in 4 of 5 rows: keeping ``node_Conv_890`` float
+*cost* 15.6 top-1 points (onnxruntime re-quantized it per tensor), so the all-but-one
+sensitivity sweep ranked layers by an artefact. Now every float row is at least as close to
+float as plain w8a8, and the optimized session matches the file as written to < 3e-4.
 """
 
 from __future__ import annotations
