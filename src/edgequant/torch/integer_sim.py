@@ -65,6 +65,8 @@ from edgequant.interp.tflite.activations import lut_activation
 from edgequant.interp.tflite.kernels import add_sub_xnnpack, mul, pool, requantize_tensor
 from edgequant.spec import QType
 from edgequant.torch.integer_sim_float import FloatKernels
+from edgequant.torch.integer_sim_litert_norm import xnnpack_quantize
+from edgequant.torch.integer_sim_litert_softmax import SoftmaxKernel
 from edgequant.torch.integer_sim_matmul import MatMulKernels
 from edgequant.torch.onnx_ops import Conv
 
@@ -101,7 +103,7 @@ class Grid:
         return q.astype(self.qtype.numpy_dtype)
 
 
-class IntegerSim(MatMulKernels, FloatKernels):
+class IntegerSim(MatMulKernels, FloatKernels, SoftmaxKernel):
     """Emulates the deployed integer kernels for the nodes of one :class:`GraphQAT`."""
 
     def __init__(self, qat, kernels: str = "onnxruntime") -> None:
@@ -203,6 +205,21 @@ class IntegerSim(MatMulKernels, FloatKernels):
             return exact
         out = node.fn(ins, node.attrs)
         return out + (exact.reshape(out.shape) - out).detach()
+
+    def quantized(self, name: str, raw: torch.Tensor, fq: torch.Tensor) -> torch.Tensor:
+        """Tensor ``name`` on its 8-bit grid as the deployed model rounds it: for ``litert``
+        XNNPACK's QUANTIZE of the float value ``raw`` (``round(x · fl(1/scale))``,
+        :func:`~edgequant.torch.integer_sim_litert_norm.xnnpack_quantize`), else the fake
+        quantization ``fq`` (``round(x / scale)``, onnxruntime's QuantizeLinear). Values
+        already on the grid (an integer kernel's output) come out unchanged."""
+        if self.kernels != "litert" or not raw.is_floating_point() or name not in self.qat._key:
+            return fq
+        g = self._grid_of_key(name)
+        if g is None or g.qtype.bits != 8:
+            return fq
+        exact = g.values(xnnpack_quantize(raw, g.scale, g.zero_point, g.qtype.qmin,
+                                          g.qtype.qmax).numpy().astype(np.int64)).reshape(fq.shape)
+        return exact if not torch.is_grad_enabled() else fq + (exact - fq).detach()
 
     def deployed_operands(self, node, ins: list, raw: dict) -> list:
         """The operands ``node`` reads in the deployed model. On LiteRT a node that runs in

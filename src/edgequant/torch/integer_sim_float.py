@@ -36,13 +36,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgequant.torch.integer_sim_litert_norm import MEAN_BLOCK, layer_norm_decomposed
+
 #: XNNPACK ``f32-vgelu`` rational 12/10 erf approximation: |x| is clamped here (the FMA
 #: kernels' constant), odd numerator α₁ … α₁₁ and even denominator 1, β₂ … β₁₀ (float32).
 GELU_MAX_ABS_X = np.float32(5.1638283730e+00)
 GELU_ALPHA = tuple(np.float32(v) for v in (7.9788452387e-01, 6.6972173750e-02, 9.3065137044e-03,
                                            3.2973114867e-04, 1.2609783880e-05, 4.5835321316e-08))
-#: values per block of XNNPACK's f32 sum (4 accumulators × 8 lanes)
-MEAN_BLOCK = 32
 GELU_BETA = tuple(np.float32(v) for v in (1.0, 2.5060352683e-01, 2.8431978077e-02,
                                           1.8622842617e-03, 7.2267655923e-05, 1.1988805682e-06))
 
@@ -70,37 +70,6 @@ def xnnpack_gelu(x: torch.Tensor) -> torch.Tensor:
     return (x * 0.5) * (erf + 1.0)
 
 
-def xnnpack_mean(x: torch.Tensor) -> torch.Tensor:
-    """float32 mean over the last axis as XNNPACK's ``f32-rsum`` computes it (keepdim): 32
-    running partial sums (4 accumulators × 8 lanes) over blocks of 32 values, combined by
-    halves (16, 8, …, 1), times ``1/n``. The last axis must be a multiple of 32."""
-    n = x.shape[-1]
-    blocks = x.float().reshape(*x.shape[:-1], n // MEAN_BLOCK, MEAN_BLOCK)  # (…, n/32, 32)
-    acc = blocks[..., 0, :]
-    for b in range(1, blocks.shape[-2]):
-        acc = acc + blocks[..., b, :]  # float32, in order
-    while acc.shape[-1] > 1:
-        h = acc.shape[-1] // 2
-        acc = acc[..., :h] + acc[..., h:]
-    return acc * float(np.float32(1) / np.float32(n))  # (…, 1)
-
-
-def layer_norm_decomposed(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
-                          eps: float) -> torch.Tensor:
-    """LayerNorm over the last axis as the ``.tflite`` export writes it
-    (``export/tflite/ops_transformer.py``: MEAN, SUB, MUL, MEAN, ADD ε, RSQRT, MUL, MUL γ,
-    ADD β), each op in float32, the MEANs as XNNPACK sums (:func:`xnnpack_mean`) and RSQRT
-    as ``1 / sqrt`` (XNNPACK refines a hardware estimate by Newton-Raphson instead: one ULP
-    apart on about a third of the rows)."""
-    x = x.float()
-    d = x - xnnpack_mean(x)  # (…, D) centered
-    var = xnnpack_mean(d * d) + float(np.float32(eps))  # (…, 1)
-    y = d * (1.0 / torch.sqrt(var))
-    if gamma is not None:
-        y = y * gamma.float()
-    return y + beta.float() if beta is not None else y
-
-
 def xnnpack_fully_connected(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """float32 ``a @ w + bias`` as XNNPACK's f32 GEMM: each accumulator starts at the bias and
     takes one FMA per k, in order. ``a`` (…, K), ``w`` (K, N), ``bias`` (N,) → (…, N)."""
@@ -114,17 +83,21 @@ def xnnpack_fully_connected(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor
 
 
 class FloatKernels:
-    """LiteRT's float GELU, FULLY_CONNECTED and LayerNorm for :class:`IntegerSim` (mixin)."""
+    """LiteRT's float GELU, FULLY_CONNECTED, LayerNorm and (through
+    :class:`~edgequant.torch.integer_sim_litert_softmax.SoftmaxKernel`) SOFTMAX for
+    :class:`IntegerSim` (mixin)."""
 
     def float_kernel(self, node, ins: list) -> torch.Tensor | None:
         """``node``'s value as LiteRT's float kernel computes it, or None (torch's op then):
         a float GELU, the float MatMul + bias Add the exporter folds into one
-        FULLY_CONNECTED (the MatMul defers to its Add), or a LayerNorm."""
+        FULLY_CONNECTED (the MatMul defers to its Add), a LayerNorm or a float Softmax."""
         if self.kernels != "litert" or any(x is not None and not x.is_floating_point()
                                            for x in ins):
             return None
         if node.op_type == "LayerNormalization":
             return self._layer_norm(node, ins)
+        if node.op_type == "Softmax":  # a float SOFTMAX, whatever grid its output is read on
+            return self.litert_softmax(node, ins)
         if self.output_grid(node.outputs[0]) is not None:
             return None  # an integer kernel's output (or one emulated elsewhere)
         if node.op_type == "Gelu" and node.attrs.get("approximate", "none") == "none" and \
@@ -175,5 +148,4 @@ class FloatKernels:
         return add
 
 
-__all__ = ["FloatKernels", "fma32", "layer_norm_decomposed", "xnnpack_fully_connected",
-           "xnnpack_gelu", "xnnpack_mean"]
+__all__ = ["FloatKernels", "fma32", "xnnpack_fully_connected", "xnnpack_gelu"]
