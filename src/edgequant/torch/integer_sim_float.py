@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgequant.torch.integer_sim_litert_norm import MEAN_BLOCK, layer_norm_decomposed
+from edgequant.torch.integer_sim_litert_norm import layer_norm_decomposed
 
 #: XNNPACK ``f32-vgelu`` rational 12/10 erf approximation: |x| is clamped here (the FMA
 #: kernels' constant), odd numerator α₁ … α₁₁ and even denominator 1, β₂ … β₁₀ (float32).
@@ -113,11 +113,11 @@ class FloatKernels:
         return None
 
     def _layer_norm(self, node, ins: list) -> torch.Tensor | None:
-        """A float LayerNorm over the last axis (a multiple of 32 wide) as the export
-        decomposes it (:func:`layer_norm_decomposed`), else None."""
+        """A float LayerNorm over the last axis as the export decomposes it
+        (:func:`layer_norm_decomposed`), else None."""
         x = ins[0]
         axis = int(node.attrs.get("axis", -1)) % x.ndim
-        if axis != x.ndim - 1 or x.shape[-1] % MEAN_BLOCK or (len(node.outputs) > 1 and \
+        if axis != x.ndim - 1 or (len(node.outputs) > 1 and \
                 any(node.outputs[1:])) or self.input_grid(node.inputs[0], node.label) is not None:
             return None
         gamma = ins[1] if len(ins) > 1 else None

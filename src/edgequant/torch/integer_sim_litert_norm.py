@@ -98,14 +98,26 @@ def xnnpack_rsqrt(x: torch.Tensor) -> torch.Tensor:
 
 
 def xnnpack_mean(x: torch.Tensor) -> torch.Tensor:
-    """float32 mean over the last axis as XNNPACK's ``f32-rsum`` computes it (keepdim): 32
-    running partial sums (4 accumulators × 8 lanes) over blocks of 32 values, combined by
-    halves (16, 8, …, 1), times ``1/n``. The last axis must be a multiple of 32."""
+    """float32 mean over the last axis as XNNPACK's ``f32_rsum_ukernel__avx512f_u32_acc2``
+    computes it (keepdim): 32 running partial sums (two 16-lane accumulators) over the blocks
+    of 32 values, then one more block of 16 into the first accumulator if 16 values are left,
+    the two accumulators added, the last < 16 values added into the first lanes, the 16 lanes
+    summed by halves (8, 4, 2, 1), times ``fl(1/n)``."""
+    x = x.float()
     n = x.shape[-1]
-    blocks = x.float().reshape(*x.shape[:-1], n // MEAN_BLOCK, MEAN_BLOCK)  # (…, n/32, 32)
-    acc = blocks[..., 0, :]
-    for b in range(1, blocks.shape[-2]):
-        acc = acc + blocks[..., b, :]  # float32, in order
+    full = n // MEAN_BLOCK * MEAN_BLOCK
+    acc = torch.zeros(*x.shape[:-1], MEAN_BLOCK, dtype=torch.float32)
+    for b in range(0, full, MEAN_BLOCK):
+        acc = acc + x[..., b:b + MEAN_BLOCK]  # float32, in order
+    half = MEAN_BLOCK // 2
+    low, high = acc[..., :half], acc[..., half:]  # (…, 16) each
+    if n - full >= half:
+        low = low + x[..., full:full + half]
+        full += half
+    acc = low + high
+    if n > full:  # the tail: lanes past it add zero
+        tail = x[..., full:]
+        acc = torch.cat([acc[..., :n - full] + tail, acc[..., n - full:]], -1)
     while acc.shape[-1] > 1:
         h = acc.shape[-1] // 2
         acc = acc[..., :h] + acc[..., h:]
