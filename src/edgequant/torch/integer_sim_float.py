@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgequant.torch.integer_sim_litert_norm import layer_norm_decomposed
+from edgequant.torch.integer_sim_litert_norm import layer_norm_decomposed, xnnpack_reduce_sum
 
 #: XNNPACK ``f32-vgelu`` rational 12/10 erf approximation: |x| is clamped here (the FMA
 #: kernels' constant), odd numerator α₁ … α₁₁ and even denominator 1, β₂ … β₁₀ (float32).
@@ -83,16 +83,18 @@ def xnnpack_fully_connected(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor
 
 
 class FloatKernels:
-    """LiteRT's float GELU, FULLY_CONNECTED, LayerNorm and (through
+    """LiteRT's float GELU, FULLY_CONNECTED, LayerNorm, SUM and (through
     :class:`~edgequant.torch.integer_sim_litert_softmax.SoftmaxKernel`) SOFTMAX for
     :class:`IntegerSim` (mixin)."""
 
     def float_kernel(self, node, ins: list) -> torch.Tensor | None:
         """``node``'s value as LiteRT's float kernel computes it, or None (torch's op then):
         a float GELU, the float MatMul + bias Add the exporter folds into one
-        FULLY_CONNECTED (the MatMul defers to its Add), a LayerNorm or a float Softmax."""
+        FULLY_CONNECTED (the MatMul defers to its Add), a LayerNorm, a float Softmax or a
+        float ReduceSum over one axis."""
+        data = ins[:1] if node.op_type == "ReduceSum" else ins  # its axes: an int64 input
         if self.kernels != "litert" or any(x is not None and not x.is_floating_point()
-                                           for x in ins):
+                                           for x in data):
             return None
         if node.op_type == "LayerNormalization":
             return self._layer_norm(node, ins)
@@ -100,6 +102,8 @@ class FloatKernels:
             return self.litert_softmax(node, ins)
         if self.output_grid(node.outputs[0]) is not None:
             return None  # an integer kernel's output (or one emulated elsewhere)
+        if node.op_type == "ReduceSum":
+            return self._reduce_sum(node, ins)
         if node.op_type == "Gelu" and node.attrs.get("approximate", "none") == "none" and \
                 self.input_grid(node.inputs[0], node.label) is None:
             return xnnpack_gelu(ins[0])
@@ -123,6 +127,17 @@ class FloatKernels:
         gamma = ins[1] if len(ins) > 1 else None
         beta = ins[2] if len(ins) > 2 else None
         return layer_norm_decomposed(x, gamma, beta, float(node.attrs.get("epsilon", 1e-5)))
+
+    def _reduce_sum(self, node, ins: list) -> torch.Tensor | None:
+        """A float ReduceSum over one constant axis (mean pooling's sum over the sequence) in
+        XNNPACK's order (:func:`xnnpack_reduce_sum`), else None."""
+        x = ins[0]
+        axes = node.attrs.get("axes")
+        if axes is None and len(ins) > 1 and ins[1] is not None:
+            axes = [int(a) for a in ins[1].reshape(-1).tolist()]
+        if axes is None or len(axes) != 1:
+            return None
+        return xnnpack_reduce_sum(x, int(axes[0]), bool(node.attrs.get("keepdims", 1)))
 
     def _float_bias_add(self, mm) -> object | None:
         """The Add the TFLite exporter folds into float MatMul ``mm`` (a constant, unquantized

@@ -97,12 +97,12 @@ def xnnpack_rsqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == float("inf"), torch.zeros_like(y), y)
 
 
-def xnnpack_mean(x: torch.Tensor) -> torch.Tensor:
-    """float32 mean over the last axis as XNNPACK's ``f32_rsum_ukernel__avx512f_u32_acc2``
+def xnnpack_rsum(x: torch.Tensor) -> torch.Tensor:
+    """float32 sum over the last axis as XNNPACK's ``f32_rsum_ukernel__avx512f_u32_acc2``
     computes it (keepdim): 32 running partial sums (two 16-lane accumulators) over the blocks
     of 32 values, then one more block of 16 into the first accumulator if 16 values are left,
     the two accumulators added, the last < 16 values added into the first lanes, the 16 lanes
-    summed by halves (8, 4, 2, 1), times ``fl(1/n)``."""
+    summed by halves (8, 4, 2, 1)."""
     x = x.float()
     n = x.shape[-1]
     full = n // MEAN_BLOCK * MEAN_BLOCK
@@ -121,7 +121,28 @@ def xnnpack_mean(x: torch.Tensor) -> torch.Tensor:
     while acc.shape[-1] > 1:
         h = acc.shape[-1] // 2
         acc = acc[..., :h] + acc[..., h:]
-    return acc * float(np.float32(1) / np.float32(n))  # (…, 1)
+    return acc  # (…, 1)
+
+
+def xnnpack_mean(x: torch.Tensor) -> torch.Tensor:
+    """float32 mean over the last axis as XNNPACK's MEAN (keepdim): :func:`xnnpack_rsum`
+    times ``fl(1/n)``."""
+    return xnnpack_rsum(x) * float(np.float32(1) / np.float32(x.shape[-1]))  # (…, 1)
+
+
+def xnnpack_reduce_sum(x: torch.Tensor, axis: int, keepdim: bool) -> torch.Tensor:
+    """float32 SUM over one axis as XNNPACK reduces it: the last axis by
+    :func:`xnnpack_rsum`; any other axis (``f32-rdsum``, e.g. mean pooling over the sequence)
+    by adding its slices in order, starting from zero."""
+    x = x.float()
+    axis %= x.ndim
+    if axis == x.ndim - 1:
+        y = xnnpack_rsum(x)
+    else:
+        y = torch.zeros_like(x.narrow(axis, 0, 1))
+        for i in range(x.shape[axis]):
+            y = y + x.narrow(axis, i, 1)  # float32, in order
+    return y if keepdim else y.squeeze(axis)
 
 
 def layer_norm_decomposed(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
@@ -150,4 +171,5 @@ def xnnpack_quantize(x: torch.Tensor, scale: np.float32, zero_point: int, qmin: 
 
 
 __all__ = ["MEAN_BLOCK", "RSQRT14_C1", "RSQRT14_C2", "RSQRT14_D1", "RSQRT14_D2", "ftz",
-           "layer_norm_decomposed", "rsqrt14", "xnnpack_mean", "xnnpack_quantize", "xnnpack_rsqrt"]
+           "layer_norm_decomposed", "rsqrt14", "xnnpack_mean", "xnnpack_quantize", "xnnpack_reduce_sum",
+           "xnnpack_rsqrt", "xnnpack_rsum"]
