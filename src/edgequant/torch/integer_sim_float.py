@@ -36,7 +36,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgequant.torch.integer_sim_litert_norm import layer_norm_decomposed, xnnpack_reduce_sum
+from edgequant.torch.integer_sim_litert_norm import (
+    layer_norm_decomposed,
+    xnnpack_reduce_l2,
+    xnnpack_reduce_sum,
+)
+from edgequant.torch.xnnpack_float32 import fma32
 
 #: XNNPACK ``f32-vgelu`` rational 12/10 erf approximation: |x| is clamped here (the FMA
 #: kernels' constant), odd numerator α₁ … α₁₁ and even denominator 1, β₂ … β₁₀ (float32).
@@ -45,13 +50,6 @@ GELU_ALPHA = tuple(np.float32(v) for v in (7.9788452387e-01, 6.6972173750e-02, 9
                                            3.2973114867e-04, 1.2609783880e-05, 4.5835321316e-08))
 GELU_BETA = tuple(np.float32(v) for v in (1.0, 2.5060352683e-01, 2.8431978077e-02,
                                           1.8622842617e-03, 7.2267655923e-05, 1.1988805682e-06))
-
-
-def fma32(a: torch.Tensor, b: torch.Tensor | float, c: torch.Tensor | float) -> torch.Tensor:
-    """float32 ``a·b + c`` with one rounding (module docstring: float64, then float32)."""
-    b64 = b.double() if isinstance(b, torch.Tensor) else float(b)
-    c64 = c.double() if isinstance(c, torch.Tensor) else float(c)
-    return (a.double() * b64 + c64).float()
 
 
 def xnnpack_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +81,7 @@ def xnnpack_fully_connected(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor
 
 
 class FloatKernels:
-    """LiteRT's float GELU, FULLY_CONNECTED, LayerNorm, SUM and (through
+    """LiteRT's float GELU, FULLY_CONNECTED, LayerNorm, SUM, L2 norm and (through
     :class:`~edgequant.torch.integer_sim_litert_softmax.SoftmaxKernel`) SOFTMAX for
     :class:`IntegerSim` (mixin)."""
 
@@ -91,8 +89,9 @@ class FloatKernels:
         """``node``'s value as LiteRT's float kernel computes it, or None (torch's op then):
         a float GELU, the float MatMul + bias Add the exporter folds into one
         FULLY_CONNECTED (the MatMul defers to its Add), a LayerNorm, a float Softmax or a
-        float ReduceSum over one axis."""
-        data = ins[:1] if node.op_type == "ReduceSum" else ins  # its axes: an int64 input
+        float ReduceSum / ReduceL2 over one axis."""
+        reduce = node.op_type in ("ReduceSum", "ReduceL2")
+        data = ins[:1] if reduce else ins  # a reduction's axes: an int64 input
         if self.kernels != "litert" or any(x is not None and not x.is_floating_point()
                                            for x in data):
             return None
@@ -102,8 +101,8 @@ class FloatKernels:
             return self.litert_softmax(node, ins)
         if self.output_grid(node.outputs[0]) is not None:
             return None  # an integer kernel's output (or one emulated elsewhere)
-        if node.op_type == "ReduceSum":
-            return self._reduce_sum(node, ins)
+        if reduce:
+            return self._reduce(node, ins)
         if node.op_type == "Gelu" and node.attrs.get("approximate", "none") == "none" and \
                 self.input_grid(node.inputs[0], node.label) is None:
             return xnnpack_gelu(ins[0])
@@ -128,16 +127,18 @@ class FloatKernels:
         beta = ins[2] if len(ins) > 2 else None
         return layer_norm_decomposed(x, gamma, beta, float(node.attrs.get("epsilon", 1e-5)))
 
-    def _reduce_sum(self, node, ins: list) -> torch.Tensor | None:
-        """A float ReduceSum over one constant axis (mean pooling's sum over the sequence) in
-        XNNPACK's order (:func:`xnnpack_reduce_sum`), else None."""
+    def _reduce(self, node, ins: list) -> torch.Tensor | None:
+        """A float ReduceSum / ReduceL2 over one constant axis (mean pooling's sum over the
+        sequence, the embedding's L2 norm) as XNNPACK computes the export's SUM (and MUL,
+        SQRT): :func:`xnnpack_reduce_sum`, :func:`xnnpack_reduce_l2`; else None."""
         x = ins[0]
         axes = node.attrs.get("axes")
         if axes is None and len(ins) > 1 and ins[1] is not None:
             axes = [int(a) for a in ins[1].reshape(-1).tolist()]
         if axes is None or len(axes) != 1:
             return None
-        return xnnpack_reduce_sum(x, int(axes[0]), bool(node.attrs.get("keepdims", 1)))
+        fn = xnnpack_reduce_sum if node.op_type == "ReduceSum" else xnnpack_reduce_l2
+        return fn(x, int(axes[0]), bool(node.attrs.get("keepdims", 1)))
 
     def _float_bias_add(self, mm) -> object | None:
         """The Add the TFLite exporter folds into float MatMul ``mm`` (a constant, unquantized

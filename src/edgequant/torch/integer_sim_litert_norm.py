@@ -32,8 +32,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-#: values per block of XNNPACK's f32 sum (4 accumulators × 8 lanes)
+from edgequant.torch.xnnpack_float32 import fma32, ftz
+
+#: values per block of XNNPACK's f32 sum (two 16-lane accumulators)
 MEAN_BLOCK = 32
+#: float32 lanes of one AVX-512 register
+LANES = 16
 
 #: Intel's ``RSQRT14`` coefficients (reference implementation ``recip14.c``, Intel 2015,
 #: BSD-3-Clause): segment ``i`` of [1, 2) is ``C1[i] − D1[i]·256·(x − y_i)`` (scaled by 2¹⁹),
@@ -80,10 +84,12 @@ def rsqrt14(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def ftz(x: torch.Tensor) -> torch.Tensor:
-    """Flush subnormal float32 values to (signed) zero: XNNPACK runs with flush-to-zero and
-    denormals-are-zero set, so every float32 result below 2⁻¹²⁶ in magnitude becomes 0."""
-    return torch.where(x.abs() < torch.finfo(torch.float32).tiny, x * 0.0, x)
+def _newton_rsqrt(x: torch.Tensor) -> torch.Tensor:
+    """:func:`rsqrt14` of flushed float32 ``x`` refined by XNNPACK's one Newton-Raphson step:
+    ``y − (x·(y·y) − 1) · (0.5·y)``, separate multiplies and subtractions, each flushed."""
+    y = torch.from_numpy(rsqrt14(x.numpy()))  # float32, same shape
+    t2 = ftz(x * ftz(y * y))  # float32
+    return ftz(y - ftz(ftz(t2 - 1.0) * ftz(0.5 * y)))
 
 
 def xnnpack_rsqrt(x: torch.Tensor) -> torch.Tensor:
@@ -91,10 +97,17 @@ def xnnpack_rsqrt(x: torch.Tensor) -> torch.Tensor:
     then one Newton-Raphson step of float32 multiplies and subtractions (each flushed to zero
     when subnormal); +inf → 0."""
     x = ftz(x.detach().float())
-    y = torch.from_numpy(rsqrt14(x.numpy()))  # float32, same shape
-    t2 = ftz(x * ftz(y * y))  # float32
-    y = ftz(y - ftz(ftz(t2 - 1.0) * ftz(0.5 * y)))
+    y = _newton_rsqrt(x)
     return torch.where(x == float("inf"), torch.zeros_like(y), y)
+
+
+def xnnpack_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """float32 SQRT as XNNPACK's ``f32_vsqrt_ukernel__avx512f_rsqrt`` computes it (not
+    correctly rounded): ``x · rsqrt(x)`` with the refined estimate of :func:`xnnpack_rsqrt`,
+    ±0 → 0."""
+    x = ftz(x.detach().float())
+    r = torch.where(x == 0, torch.zeros_like(x), _newton_rsqrt(x))
+    return ftz(x * r)
 
 
 def xnnpack_rsum(x: torch.Tensor) -> torch.Tensor:
@@ -124,10 +137,48 @@ def xnnpack_rsum(x: torch.Tensor) -> torch.Tensor:
     return acc  # (…, 1)
 
 
+def xnnpack_rsum2(x: torch.Tensor) -> torch.Tensor:
+    """float32 sum of squares over the last axis as XNNPACK's
+    ``f32_rsum2_ukernel__avx512f_u64_acc4`` computes it (keepdim). XNNPACK's subgraph rewrite
+    turns the export's ``MUL x·x → SUM / MEAN`` into ``reduce_sum_squared`` /
+    ``reduce_mean_squared``: 64 running partial sums (four 16-lane accumulators), one FMA
+    ``acc + v·v`` per value over the blocks of 64, up to three more blocks of 16 into the
+    first three accumulators, combined as ``(acc0 + acc2) + (acc1 + acc3)``, the last < 16
+    values FMA'd into the first lanes, the 16 lanes summed by halves."""
+    x = x.float()
+    n = x.shape[-1]
+    lanes = 4 * LANES
+    acc = torch.zeros(*x.shape[:-1], lanes, dtype=torch.float32)
+    full = n // lanes * lanes
+    for b in range(0, full, lanes):
+        v = x[..., b:b + lanes]
+        acc = fma32(v, v, acc)  # (…, 64)
+    for j in range(min((n - full) // LANES, 3)):  # blocks of 16 into acc0, acc1, acc2
+        v = x[..., full:full + LANES]
+        part = fma32(v, v, acc[..., j * LANES:(j + 1) * LANES])
+        acc = torch.cat([acc[..., :j * LANES], part, acc[..., (j + 1) * LANES:]], -1)
+        full += LANES
+    a = [acc[..., j * LANES:(j + 1) * LANES] for j in range(4)]
+    acc = (a[0] + a[2]) + (a[1] + a[3])  # (…, 16)
+    if n > full:  # the tail: lanes past it keep their sums
+        v = x[..., full:]
+        acc = torch.cat([fma32(v, v, acc[..., :n - full]), acc[..., n - full:]], -1)
+    while acc.shape[-1] > 1:
+        h = acc.shape[-1] // 2
+        acc = acc[..., :h] + acc[..., h:]
+    return acc  # (…, 1)
+
+
 def xnnpack_mean(x: torch.Tensor) -> torch.Tensor:
     """float32 mean over the last axis as XNNPACK's MEAN (keepdim): :func:`xnnpack_rsum`
     times ``fl(1/n)``."""
     return xnnpack_rsum(x) * float(np.float32(1) / np.float32(x.shape[-1]))  # (…, 1)
+
+
+def xnnpack_mean_squared(x: torch.Tensor) -> torch.Tensor:
+    """float32 mean of squares over the last axis (keepdim) as XNNPACK's
+    ``reduce_mean_squared``: :func:`xnnpack_rsum2` times ``fl(1/n)``."""
+    return xnnpack_rsum2(x) * float(np.float32(1) / np.float32(x.shape[-1]))  # (…, 1)
 
 
 def xnnpack_reduce_sum(x: torch.Tensor, axis: int, keepdim: bool) -> torch.Tensor:
@@ -145,16 +196,30 @@ def xnnpack_reduce_sum(x: torch.Tensor, axis: int, keepdim: bool) -> torch.Tenso
     return y if keepdim else y.squeeze(axis)
 
 
+def xnnpack_reduce_l2(x: torch.Tensor, axis: int, keepdim: bool) -> torch.Tensor:
+    """float32 L2 norm over one axis as the ``.tflite`` export writes it (MUL x·x, SUM, SQRT;
+    ``export/tflite/ops_reduce.py``), each op as XNNPACK computes it."""
+    x = x.float()
+    axis %= x.ndim
+    if axis == x.ndim - 1:  # MUL x·x → SUM, rewritten by XNNPACK to reduce_sum_squared
+        s = xnnpack_rsum2(x)
+        s = s if keepdim else s.squeeze(axis)
+    else:  # not emulated: the rewrite's discontiguous kernel (f32-rdsum2) is not modelled
+        s = xnnpack_reduce_sum(ftz(x * x), axis, keepdim)
+    return xnnpack_sqrt(s)
+
+
 def layer_norm_decomposed(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
                           eps: float) -> torch.Tensor:
     """LayerNorm over the last axis as the ``.tflite`` export writes it
     (``export/tflite/ops_transformer.py``: MEAN, SUB, MUL, MEAN, ADD ε, RSQRT, MUL, MUL γ,
-    ADD β), each op in float32 (subnormal results flushed to zero, :func:`ftz`), the MEANs as
-    XNNPACK sums (:func:`xnnpack_mean`) and RSQRT as XNNPACK's AVX-512 kernel
+    ADD β), each op in float32 (subnormal results flushed to zero, :func:`ftz`), the first
+    MEAN as XNNPACK sums (:func:`xnnpack_mean`), ``MEAN(d·d)`` as the ``mean_squared`` XNNPACK
+    rewrites it to (:func:`xnnpack_mean_squared`) and RSQRT as XNNPACK's AVX-512 kernel
     (:func:`xnnpack_rsqrt`)."""
     x = ftz(x.float())
     d = ftz(x - xnnpack_mean(x))  # (…, D) centered
-    var = ftz(xnnpack_mean(ftz(d * d)) + float(np.float32(eps)))  # (…, 1)
+    var = ftz(xnnpack_mean_squared(d) + float(np.float32(eps)))  # (…, 1)
     y = ftz(d * xnnpack_rsqrt(var))
     if gamma is not None:
         y = ftz(y * gamma.float())
@@ -170,6 +235,7 @@ def xnnpack_quantize(x: torch.Tensor, scale: np.float32, zero_point: int, qmin: 
     return q.clamp(qmin, qmax)
 
 
-__all__ = ["MEAN_BLOCK", "RSQRT14_C1", "RSQRT14_C2", "RSQRT14_D1", "RSQRT14_D2", "ftz",
-           "layer_norm_decomposed", "rsqrt14", "xnnpack_mean", "xnnpack_quantize", "xnnpack_reduce_sum",
-           "xnnpack_rsqrt", "xnnpack_rsum"]
+__all__ = ["LANES", "MEAN_BLOCK", "RSQRT14_C1", "RSQRT14_C2", "RSQRT14_D1", "RSQRT14_D2",
+           "layer_norm_decomposed", "rsqrt14", "xnnpack_mean", "xnnpack_mean_squared",
+           "xnnpack_quantize", "xnnpack_reduce_l2", "xnnpack_reduce_sum", "xnnpack_rsqrt",
+           "xnnpack_rsum", "xnnpack_rsum2", "xnnpack_sqrt"]

@@ -15,7 +15,7 @@ of every stored exponential by it (``vmulc``). On an AVX-512 CPU the exponential
   16 and the masked tail, then the 16 lanes summed by halves (8, 4, 2, 1: ``reduce_add``).
 
 :func:`xnnpack_softmax` computes the same float32 operations in the same order (FMAs as
-:func:`edgequant.torch.integer_sim_float.fma32`: one float64 multiply-add rounded to float32).
+:func:`edgequant.torch.xnnpack_float32.fma32`: one float64 multiply-add rounded to float32).
 Measured equal to LiteRT 2.3's SOFTMAX on an AVX-512 CPU (rows of 8 … 200 values, attention
 masks included); torch's softmax differs from it on most rows by an ULP or a few.
 """
@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgequant.torch.integer_sim_float import fma32
-from edgequant.torch.integer_sim_litert_norm import ftz
+from edgequant.torch.integer_sim_litert_norm import LANES
+from edgequant.torch.xnnpack_float32 import fma32, ftz
 
 LOG2E = np.float32(float.fromhex("0x1.715476p+0"))
 #: 1.5·2²³ + 127: ``x·log₂e + MAGIC_BIAS`` holds ``round(x·log₂e) + 127`` in its low bits
@@ -37,8 +37,6 @@ MINUS_LN2_LO = np.float32(float.fromhex("-0x1.7F7D1Cp-20"))
 EXP_C = tuple(np.float32(float.fromhex(h)) for h in (
     "0x1.FFFFF6p-1", "0x1.FFFDC6p-2", "0x1.555A80p-3", "0x1.573A1Ap-5", "0x1.0F9F9Cp-7"))
 DENORM_CUTOFF = np.float32(float.fromhex("-0x1.5D589Ep6"))
-#: float32 lanes of one AVX-512 register
-LANES = 16
 
 
 def xnnpack_exp_minus_max(x: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
