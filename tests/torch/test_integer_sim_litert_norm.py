@@ -18,12 +18,21 @@ import onnx
 import pytest
 import torch
 from encoder_models import encoder, token_batch
+from onnx import TensorProto, helper, numpy_helper
 
 import edgequant.torch as eqt
+from edgequant.export.tflite.export import export_tflite
 from edgequant.recipes.builtin import get_recipe
 from edgequant.runtime.runners import open_runner
 from edgequant.torch.capture import capture, qat_from_capture
-from edgequant.torch.integer_sim_litert_norm import rsqrt14, xnnpack_quantize, xnnpack_rsqrt
+from edgequant.torch.integer_sim_litert_norm import (
+    layer_norm_decomposed,
+    rsqrt14,
+    xnnpack_quantize,
+    xnnpack_reduce_l2,
+    xnnpack_rsqrt,
+    xnnpack_sqrt,
+)
 from edgequant.torch.integer_sim_litert_softmax import xnnpack_softmax
 
 pytest.importorskip("ai_edge_litert")
@@ -81,6 +90,66 @@ def test_rsqrt_equals_litert_bit_for_bit():
     normal = x > np.finfo(np.float32).tiny
     before = (np.float32(1) / np.sqrt(x[normal])).astype(np.float32)  # the old emulation
     assert np.mean(before != got[normal]) > 0.2
+
+
+def test_sqrt_equals_litert_bit_for_bit():
+    """XNNPACK's SQRT is ``x · rsqrt(x)`` with the refined estimate, not correctly rounded."""
+    m = np.arange(0, 1 << 23, 16, dtype=np.uint32)
+    bits = np.concatenate([(127 << 23) | m, (128 << 23) | m, np.random.default_rng(3).integers(
+        0, 0x7F800000, 1 << 16, dtype=np.uint32), np.array([0], np.uint32)])
+    x = bits.view(np.float32)
+    got = _one_op(OP.SQRT, x)
+    assert np.array_equal(xnnpack_sqrt(torch.from_numpy(x)).numpy().view(np.uint32),
+                          got.view(np.uint32))
+    assert np.mean(np.sqrt(x) != got) > 0.2
+
+
+def _float_model(node: onnx.NodeProto, shape: tuple, out_shape: tuple, inits: list
+                 ) -> onnx.ModelProto:
+    graph = helper.make_graph([node], "m", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, out_shape)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("width", [16, 100, 384])
+def test_layer_norm_equals_litert_bit_for_bit(tmp_path, width):
+    """A float LayerNormalization exported (MEAN, SUB, MUL, MEAN, ADD ε, RSQRT, MUL, MUL γ,
+    ADD β) and run by LiteRT: XNNPACK turns ``MEAN(d·d)`` into a fused mean of squares (FMAs)
+    — above 64 values wide that differs from MEAN of the products — and RSQRT is the
+    refined hardware estimate."""
+    rng = np.random.default_rng(width)
+    shape = (4, 32, width)
+    gamma = rng.uniform(0.5, 1.5, width).astype(np.float32)
+    beta = (rng.standard_normal(width) * 0.1).astype(np.float32)
+    node = helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1,
+                            epsilon=1e-12)
+    path = tmp_path / "ln.tflite"
+    export_tflite(_float_model(node, shape, shape, [numpy_helper.from_array(gamma, "g"),
+                                                    numpy_helper.from_array(beta, "b")]), path)
+    x = (rng.standard_normal(shape) * 2 + 0.3).astype(np.float32)
+    x[..., 3] += 30.0  # an outlier dimension, as in MiniLM's residual stream
+    got = np.asarray(open_runner(path).run({"x": x})[0]).reshape(shape)
+    g, b = torch.from_numpy(gamma), torch.from_numpy(beta)
+    ours = layer_norm_decomposed(torch.from_numpy(x), g, b, 1e-12).numpy()
+    assert np.array_equal(ours, got)
+    x_t = torch.from_numpy(x)
+    assert not np.array_equal(torch.nn.functional.layer_norm(x_t, (width,), g, b, 1e-12)
+                              .numpy(), got)
+
+
+def test_l2_norm_equals_litert_bit_for_bit(tmp_path):
+    """ReduceL2 over the last axis (the sentence embedding's norm): MUL, SUM (rewritten to a
+    fused sum of squares), SQRT."""
+    x = (np.random.default_rng(4).standard_normal((64, 384)) * 0.3).astype(np.float32)
+    node = helper.make_node("ReduceL2", ["x", "axes"], ["y"], keepdims=1)
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    path = tmp_path / "l2.tflite"
+    export_tflite(_float_model(node, x.shape, (64, 1), [axes]), path)
+    got = np.asarray(open_runner(path).run({"x": x})[0]).reshape(64, 1)
+    ours = xnnpack_reduce_l2(torch.from_numpy(x), 1, True).numpy()
+    assert np.array_equal(ours, got)
+    assert not np.array_equal(np.sqrt((x * x).sum(1, keepdims=True)), got)
 
 
 def test_quantize_equals_litert_bit_for_bit():
