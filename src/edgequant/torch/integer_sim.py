@@ -38,8 +38,10 @@ QUANTIZE to the ONNX grid (two roundings), and GlobalAveragePool as the exporter
 (AVERAGE_POOL_2D on the input grid, rounding half away, then a QUANTIZE to the output grid),
 a MatMul + bias Add as one FULLY_CONNECTED, a BATCH_MATMUL's right-hand side at zero point 0,
 and float ops reading float-produced tensors unrounded (:meth:`IntegerSim.deployed_operands`),
-and XNNPACK's float GELU and float FULLY_CONNECTED value for value
-(:mod:`.integer_sim_float`). Other nodes and 16-bit activations keep the float path: the
+XNNPACK's float GELU, FULLY_CONNECTED, LayerNorm, SUM, L2 norm and SOFTMAX value for value
+(:mod:`.integer_sim_float`, :mod:`.integer_sim_litert_norm`, :mod:`.integer_sim_litert_softmax`;
+AVX-512 kernels) and its float → int8 QUANTIZE's rounding, ``round(x · fl(1/s))``
+(:meth:`IntegerSim.quantized`). Other nodes and 16-bit activations keep the float path: the
 runtimes run those as float kernels too, in their own float32 order — the one difference left
 (a value within float32 rounding of a rounding boundary lands one step apart; deep post-LN
 transformers amplify it).

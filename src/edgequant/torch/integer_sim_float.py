@@ -22,13 +22,14 @@ rounded to float32 (the float32 product is exact in float64; the double rounding
 a true FMA only when the float64 sum falls exactly on a float32 tie, ~2⁻²⁹ of the time).
 CPUs without FMA run other XNNPACK micro-kernels (separate multiply and add); not emulated.
 
-LayerNorm is computed as the export decomposes it, with XNNPACK's MEAN summation order
-(bit-exact against LiteRT); its RSQRT is not: XNNPACK refines a hardware estimate
-(``rsqrt14``) by one Newton-Raphson step, one ULP away from ``1/sqrt`` on about a third of
-the rows. LiteRT's float SOFTMAX is not emulated. Cost: the in-order GEMM is a Python loop
-over K (FFN-out: 1536 steps): the ``"litert"`` eval forward of MiniLM on 64 docstrings took
-51 s (28 s without these kernels, 13 s for ``"onnxruntime"``; 2 shared cores, load ~6).
-Training never runs it.
+LayerNorm (:mod:`.integer_sim_litert_norm`: XNNPACK's MEAN order, its fused mean of squares
+for the variance, the AVX-512 RSQRT — the ``rsqrt14`` hardware estimate refined by one
+Newton-Raphson step), float → int8 QUANTIZE (``round(x · fl(1/s))``), mean pooling's SUM and
+the embedding's L2 norm (SUM of squares, SQRT) and the float SOFTMAX
+(:mod:`.integer_sim_litert_softmax`) are emulated bit for bit as well, XNNPACK's
+flush-to-zero included. Cost: the in-order GEMM is a Python loop over K (FFN-out: 1536
+steps): the ``"litert"`` eval forward of MiniLM on 64 docstrings took 51 s (28 s without these
+kernels, 13 s for ``"onnxruntime"``; 2 shared cores, load ~6). Training never runs it.
 """
 
 from __future__ import annotations
