@@ -164,6 +164,19 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   claims) reproduced every figure above: onnxruntime 100 % of 279 (15 LSB, retrieval 99.2 %),
   reference interpreter 100 % of 64 (16 LSB), LiteRT 100 % of 279 (90.68 = 90.68, retrieval
   99.8 %), wide split onnxruntime 99.72 % / LiteRT 99.86 % (78.70 vs 78.56).
+  LiteRT's remaining float kernels (ltfloat helper, 2026-12-02): the AVX-512 RSQRT (Intel's
+  ``rsqrt14`` table + XNNPACK's Newton step), the fused mean of squares XNNPACK substitutes
+  for LayerNorm's ``MEAN(d·d)`` (differs from MEAN's order above 64 values: MiniLM is 384
+  wide), SOFTMAX, float → int8 QUANTIZE (``round(x · fl(1/s))``), the pooling SUM and the
+  L2 norm (SUM of squares, SQRT) are now emulated bit for bit (docs/qat.md items 6–10); the
+  2-layer encoder's embeddings equal LiteRT's exactly. MiniLM with them: NOT MEASURED — the
+  end-to-end run from the cached state (``QAT_MINILM_CACHE=/tmp/minilm_lt``, state copied from
+  /tmp/minilm, fresh ``.tflite``) started 13:56 under load average 10–13 from four other
+  benches had not finished at the helper's deadline (15:40); ``bench/qat_minilm_litert.py``
+  (the LiteRT rows only) is the quicker re-run. The 709-set claim is therefore still open.
+  Cost measured instead: the ``"litert"`` eval forward of MiniLM on 16 docstrings took
+  32.0 CPU-s before and 38.8 after (``"onnxruntime"`` 6.8 / 8.9; load average ~7) — the
+  end-to-end run needs roughly an hour of CPU for its two ``"litert"`` passes (1500 rows).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 from edgequant.export.tflite.export import export_tflite
 from edgequant.runtime.runners import open_runner
-from edgequant.torch.integer_sim_float import xnnpack_mean
+from edgequant.torch.integer_sim_litert_norm import xnnpack_mean
 
 pytest.importorskip("ai_edge_litert")
 

@@ -275,6 +275,8 @@ class GraphQAT(nn.Module):
             for name, y in zip(node.outputs, outs, strict=False):
                 raw[name] = y
                 env[name] = self._quantize(name, y)
+                if sim is not None:  # the deployed runtime's own rounding onto the grid
+                    env[name] = sim.quantized(name, y, env[name])
         result = tuple(env[o] for o in self.output_names)
         return result[0] if len(result) == 1 else result
 

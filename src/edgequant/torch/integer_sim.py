@@ -38,8 +38,10 @@ QUANTIZE to the ONNX grid (two roundings), and GlobalAveragePool as the exporter
 (AVERAGE_POOL_2D on the input grid, rounding half away, then a QUANTIZE to the output grid),
 a MatMul + bias Add as one FULLY_CONNECTED, a BATCH_MATMUL's right-hand side at zero point 0,
 and float ops reading float-produced tensors unrounded (:meth:`IntegerSim.deployed_operands`),
-and XNNPACK's float GELU and float FULLY_CONNECTED value for value
-(:mod:`.integer_sim_float`). Other nodes and 16-bit activations keep the float path: the
+XNNPACK's float GELU, FULLY_CONNECTED, LayerNorm, SUM, L2 norm and SOFTMAX value for value
+(:mod:`.integer_sim_float`, :mod:`.integer_sim_litert_norm`, :mod:`.integer_sim_litert_softmax`;
+AVX-512 kernels) and its float → int8 QUANTIZE's rounding, ``round(x · fl(1/s))``
+(:meth:`IntegerSim.quantized`). Other nodes and 16-bit activations keep the float path: the
 runtimes run those as float kernels too, in their own float32 order — the one difference left
 (a value within float32 rounding of a rounding boundary lands one step apart; deep post-LN
 transformers amplify it).
@@ -65,6 +67,8 @@ from edgequant.interp.tflite.activations import lut_activation
 from edgequant.interp.tflite.kernels import add_sub_xnnpack, mul, pool, requantize_tensor
 from edgequant.spec import QType
 from edgequant.torch.integer_sim_float import FloatKernels
+from edgequant.torch.integer_sim_litert_norm import xnnpack_quantize
+from edgequant.torch.integer_sim_litert_softmax import SoftmaxKernel
 from edgequant.torch.integer_sim_matmul import MatMulKernels
 from edgequant.torch.onnx_ops import Conv
 
@@ -101,7 +105,7 @@ class Grid:
         return q.astype(self.qtype.numpy_dtype)
 
 
-class IntegerSim(MatMulKernels, FloatKernels):
+class IntegerSim(MatMulKernels, FloatKernels, SoftmaxKernel):
     """Emulates the deployed integer kernels for the nodes of one :class:`GraphQAT`."""
 
     def __init__(self, qat, kernels: str = "onnxruntime") -> None:
@@ -203,6 +207,21 @@ class IntegerSim(MatMulKernels, FloatKernels):
             return exact
         out = node.fn(ins, node.attrs)
         return out + (exact.reshape(out.shape) - out).detach()
+
+    def quantized(self, name: str, raw: torch.Tensor, fq: torch.Tensor) -> torch.Tensor:
+        """Tensor ``name`` on its 8-bit grid as the deployed model rounds it: for ``litert``
+        XNNPACK's QUANTIZE of the float value ``raw`` (``round(x · fl(1/scale))``,
+        :func:`~edgequant.torch.integer_sim_litert_norm.xnnpack_quantize`), else the fake
+        quantization ``fq`` (``round(x / scale)``, onnxruntime's QuantizeLinear). Values
+        already on the grid (an integer kernel's output) come out unchanged."""
+        if self.kernels != "litert" or not raw.is_floating_point() or name not in self.qat._key:
+            return fq
+        g = self._grid_of_key(name)
+        if g is None or g.qtype.bits != 8:
+            return fq
+        exact = g.values(xnnpack_quantize(raw, g.scale, g.zero_point, g.qtype.qmin,
+                                          g.qtype.qmax).numpy().astype(np.int64)).reshape(fq.shape)
+        return exact if not torch.is_grad_enabled() else fq + (exact - fq).detach()
 
     def deployed_operands(self, node, ins: list, raw: dict) -> list:
         """The operands ``node`` reads in the deployed model. On LiteRT a node that runs in

@@ -22,12 +22,15 @@ rounded to float32 (the float32 product is exact in float64; the double rounding
 a true FMA only when the float64 sum falls exactly on a float32 tie, ~2⁻²⁹ of the time).
 CPUs without FMA run other XNNPACK micro-kernels (separate multiply and add); not emulated.
 
-LayerNorm is computed as the export decomposes it, with XNNPACK's MEAN summation order
-(bit-exact against LiteRT); its RSQRT is not: XNNPACK refines a hardware estimate
-(``rsqrt14``) by one Newton-Raphson step, one ULP away from ``1/sqrt`` on about a third of
-the rows. LiteRT's float SOFTMAX is not emulated. Cost: the in-order GEMM is a Python loop
-over K (FFN-out: 1536 steps): the ``"litert"`` eval forward of MiniLM on 64 docstrings took
-51 s (28 s without these kernels, 13 s for ``"onnxruntime"``; 2 shared cores, load ~6).
+LayerNorm (:mod:`.integer_sim_litert_norm`: XNNPACK's MEAN order, its fused mean of squares
+for the variance, the AVX-512 RSQRT — the ``rsqrt14`` hardware estimate refined by one
+Newton-Raphson step), float → int8 QUANTIZE (``round(x · fl(1/s))``), mean pooling's SUM and
+the embedding's L2 norm (SUM of squares, SQRT) and the float SOFTMAX
+(:mod:`.integer_sim_litert_softmax`) are emulated bit for bit as well, XNNPACK's
+flush-to-zero included. Cost: the in-order GEMM is a Python loop over K (FFN-out: 1536
+steps): the ``"litert"`` eval forward of MiniLM on 64 docstrings took 51 s (28 s without these
+kernels, 13 s for ``"onnxruntime"``; 2 shared cores, load ~6); the LayerNorm / Softmax /
+QUANTIZE / pooling emulation adds ~20 % (16 docstrings: 32.0 → 38.8 CPU-s, load ~7).
 Training never runs it.
 """
 
@@ -36,22 +39,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgequant.torch.integer_sim_litert_norm import (
+    layer_norm_decomposed,
+    xnnpack_reduce_l2,
+    xnnpack_reduce_sum,
+)
+from edgequant.torch.xnnpack_float32 import fma32
+
 #: XNNPACK ``f32-vgelu`` rational 12/10 erf approximation: |x| is clamped here (the FMA
 #: kernels' constant), odd numerator α₁ … α₁₁ and even denominator 1, β₂ … β₁₀ (float32).
 GELU_MAX_ABS_X = np.float32(5.1638283730e+00)
 GELU_ALPHA = tuple(np.float32(v) for v in (7.9788452387e-01, 6.6972173750e-02, 9.3065137044e-03,
                                            3.2973114867e-04, 1.2609783880e-05, 4.5835321316e-08))
-#: values per block of XNNPACK's f32 sum (4 accumulators × 8 lanes)
-MEAN_BLOCK = 32
 GELU_BETA = tuple(np.float32(v) for v in (1.0, 2.5060352683e-01, 2.8431978077e-02,
                                           1.8622842617e-03, 7.2267655923e-05, 1.1988805682e-06))
-
-
-def fma32(a: torch.Tensor, b: torch.Tensor | float, c: torch.Tensor | float) -> torch.Tensor:
-    """float32 ``a·b + c`` with one rounding (module docstring: float64, then float32)."""
-    b64 = b.double() if isinstance(b, torch.Tensor) else float(b)
-    c64 = c.double() if isinstance(c, torch.Tensor) else float(c)
-    return (a.double() * b64 + c64).float()
 
 
 def xnnpack_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -70,37 +71,6 @@ def xnnpack_gelu(x: torch.Tensor) -> torch.Tensor:
     return (x * 0.5) * (erf + 1.0)
 
 
-def xnnpack_mean(x: torch.Tensor) -> torch.Tensor:
-    """float32 mean over the last axis as XNNPACK's ``f32-rsum`` computes it (keepdim): 32
-    running partial sums (4 accumulators × 8 lanes) over blocks of 32 values, combined by
-    halves (16, 8, …, 1), times ``1/n``. The last axis must be a multiple of 32."""
-    n = x.shape[-1]
-    blocks = x.float().reshape(*x.shape[:-1], n // MEAN_BLOCK, MEAN_BLOCK)  # (…, n/32, 32)
-    acc = blocks[..., 0, :]
-    for b in range(1, blocks.shape[-2]):
-        acc = acc + blocks[..., b, :]  # float32, in order
-    while acc.shape[-1] > 1:
-        h = acc.shape[-1] // 2
-        acc = acc[..., :h] + acc[..., h:]
-    return acc * float(np.float32(1) / np.float32(n))  # (…, 1)
-
-
-def layer_norm_decomposed(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
-                          eps: float) -> torch.Tensor:
-    """LayerNorm over the last axis as the ``.tflite`` export writes it
-    (``export/tflite/ops_transformer.py``: MEAN, SUB, MUL, MEAN, ADD ε, RSQRT, MUL, MUL γ,
-    ADD β), each op in float32, the MEANs as XNNPACK sums (:func:`xnnpack_mean`) and RSQRT
-    as ``1 / sqrt`` (XNNPACK refines a hardware estimate by Newton-Raphson instead: one ULP
-    apart on about a third of the rows)."""
-    x = x.float()
-    d = x - xnnpack_mean(x)  # (…, D) centered
-    var = xnnpack_mean(d * d) + float(np.float32(eps))  # (…, 1)
-    y = d * (1.0 / torch.sqrt(var))
-    if gamma is not None:
-        y = y * gamma.float()
-    return y + beta.float() if beta is not None else y
-
-
 def xnnpack_fully_connected(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """float32 ``a @ w + bias`` as XNNPACK's f32 GEMM: each accumulator starts at the bias and
     takes one FMA per k, in order. ``a`` (…, K), ``w`` (K, N), ``bias`` (N,) → (…, N)."""
@@ -114,19 +84,28 @@ def xnnpack_fully_connected(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor
 
 
 class FloatKernels:
-    """LiteRT's float GELU, FULLY_CONNECTED and LayerNorm for :class:`IntegerSim` (mixin)."""
+    """LiteRT's float GELU, FULLY_CONNECTED, LayerNorm, SUM, L2 norm and (through
+    :class:`~edgequant.torch.integer_sim_litert_softmax.SoftmaxKernel`) SOFTMAX for
+    :class:`IntegerSim` (mixin)."""
 
     def float_kernel(self, node, ins: list) -> torch.Tensor | None:
         """``node``'s value as LiteRT's float kernel computes it, or None (torch's op then):
         a float GELU, the float MatMul + bias Add the exporter folds into one
-        FULLY_CONNECTED (the MatMul defers to its Add), or a LayerNorm."""
+        FULLY_CONNECTED (the MatMul defers to its Add), a LayerNorm, a float Softmax or a
+        float ReduceSum / ReduceL2 over one axis."""
+        reduce = node.op_type in ("ReduceSum", "ReduceL2")
+        data = ins[:1] if reduce else ins  # a reduction's axes: an int64 input
         if self.kernels != "litert" or any(x is not None and not x.is_floating_point()
-                                           for x in ins):
+                                           for x in data):
             return None
         if node.op_type == "LayerNormalization":
             return self._layer_norm(node, ins)
+        if node.op_type == "Softmax":  # a float SOFTMAX, whatever grid its output is read on
+            return self.litert_softmax(node, ins)
         if self.output_grid(node.outputs[0]) is not None:
             return None  # an integer kernel's output (or one emulated elsewhere)
+        if reduce:
+            return self._reduce(node, ins)
         if node.op_type == "Gelu" and node.attrs.get("approximate", "none") == "none" and \
                 self.input_grid(node.inputs[0], node.label) is None:
             return xnnpack_gelu(ins[0])
@@ -140,16 +119,29 @@ class FloatKernels:
         return None
 
     def _layer_norm(self, node, ins: list) -> torch.Tensor | None:
-        """A float LayerNorm over the last axis (a multiple of 32 wide) as the export
-        decomposes it (:func:`layer_norm_decomposed`), else None."""
+        """A float LayerNorm over the last axis as the export decomposes it
+        (:func:`layer_norm_decomposed`), else None."""
         x = ins[0]
         axis = int(node.attrs.get("axis", -1)) % x.ndim
-        if axis != x.ndim - 1 or x.shape[-1] % MEAN_BLOCK or (len(node.outputs) > 1 and \
+        if axis != x.ndim - 1 or (len(node.outputs) > 1 and \
                 any(node.outputs[1:])) or self.input_grid(node.inputs[0], node.label) is not None:
             return None
         gamma = ins[1] if len(ins) > 1 else None
         beta = ins[2] if len(ins) > 2 else None
         return layer_norm_decomposed(x, gamma, beta, float(node.attrs.get("epsilon", 1e-5)))
+
+    def _reduce(self, node, ins: list) -> torch.Tensor | None:
+        """A float ReduceSum / ReduceL2 over one constant axis (mean pooling's sum over the
+        sequence, the embedding's L2 norm) as XNNPACK computes the export's SUM (and MUL,
+        SQRT): :func:`xnnpack_reduce_sum`, :func:`xnnpack_reduce_l2`; else None."""
+        x = ins[0]
+        axes = node.attrs.get("axes")
+        if axes is None and len(ins) > 1 and ins[1] is not None:
+            axes = [int(a) for a in ins[1].reshape(-1).tolist()]
+        if axes is None or len(axes) != 1:
+            return None
+        fn = xnnpack_reduce_sum if node.op_type == "ReduceSum" else xnnpack_reduce_l2
+        return fn(x, int(axes[0]), bool(node.attrs.get("keepdims", 1)))
 
     def _float_bias_add(self, mm) -> object | None:
         """The Add the TFLite exporter folds into float MatMul ``mm`` (a constant, unquantized
@@ -175,5 +167,4 @@ class FloatKernels:
         return add
 
 
-__all__ = ["FloatKernels", "fma32", "layer_norm_decomposed", "xnnpack_fully_connected",
-           "xnnpack_gelu", "xnnpack_mean"]
+__all__ = ["FloatKernels", "fma32", "xnnpack_fully_connected", "xnnpack_gelu"]
