@@ -6,6 +6,7 @@ Each JSON object is one run (:mod:`edgequant.torch.learned_rounding`): ``name``,
 (``"adaround"``: PTQ's sequential AdaRound, cached by ``bench/qat_adaround.py`` under
 ``$QAT_ADAROUND_CACHE`` — computed on the first run; ``"nearest"``: the default PTQ start,
 weight clip search + bias correction), ``margin`` (0.1; null: AdaRound's float start),
+``straight_through`` (false: soft training forward; true: hardened, STE),
 ``steps`` (100), ``batch`` (4), ``seed`` (11), the rest passed to ``fit_qat`` over the
 defaults ``rounding_lr=1e-2, rounding_reg=0.01, lr=1e-5`` (biases, constants),
 ``scale_lr=1e-6`` (LSQ), ``schedule="cosine"``, ``T=1``. Activation ranges stay PTQ's.
@@ -71,9 +72,10 @@ def main() -> None:
         cfg = dict(cfg)
         name, which = cfg.pop("name"), cfg.pop("start", "adaround")
         steps, batch, seed = cfg.pop("steps", 100), cfg.pop("batch", 4), cfg.pop("seed", 11)
-        margin = cfg.pop("margin", 0.1)
+        margin, ste = cfg.pop("margin", 0.1), cfg.pop("straight_through", False)
         qat = copy.deepcopy(starts[which])
-        learn_rounding(qat, reference=floats if which == "adaround" else None, margin=margin)
+        learn_rounding(qat, reference=floats if which == "adaround" else None, margin=margin,
+                       straight_through=ste)
         first = [q.integers().clone() for q in rounding_quantizers(qat)]
         kw = {"rounding_lr": 1e-2, "rounding_reg": 0.01, "lr": 1e-5, "scale_lr": 1e-6,
               "schedule": "cosine", "T": 1.0, **cfg}
@@ -90,7 +92,7 @@ def main() -> None:
         print(f"RESULT {name}: eval agree {ev[0]:.1f} KL {ev[1]:.3f} | train-photo holdout "
               f"{ho[0]:.1f} KL {ho[1]:.3f} | undecided {st['undecided']:.4f} changed "
               f"{changed / st['weights']:.4f} | {time.time() - t1:.0f}s | start={which} "
-              f"steps={steps} batch={batch} margin={margin} {kw}", flush=True)
+              f"steps={steps} batch={batch} margin={margin} ste={ste} {kw}", flush=True)
 
 
 if __name__ == "__main__":

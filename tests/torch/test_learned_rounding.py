@@ -161,3 +161,24 @@ def test_learn_rounding_refuses_bad_arguments(cap):
     with pytest.raises(ValueError, match="rounding_reg"):
         eqt.fit_qat(qat, [X[:4]], teacher=lite_net(), labels=False, rounding_reg=-1.0,
                     show_progress=False)
+
+
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_straight_through_trains_on_the_hardened_integers(cap, straight_through):
+    """``straight_through=True``: the training forward computes exactly the eval (hardened)
+    forward, and gradients still reach every rounding variable; the soft forward differs."""
+    from edgequant.torch.prepare import freeze_observers
+
+    qat = qat_from_capture(cap, get_recipe("w4a8"), calibration=X[:32].numpy())
+    learn_rounding(qat, margin=0.2, straight_through=straight_through)
+    freeze_observers(qat)
+    qat.kernels = None  # plain fake quantization in eval too: the same float path as training
+    qat.train()
+    y_train = qat(X[:8])  # (8, 10)
+    y_train.square().sum().backward()
+    qs = [m for m in qat.modules() if isinstance(m, LearnedRoundingQuantizer)]
+    assert all(q.v.grad is not None and bool(q.v.grad.abs().sum() > 0) for q in qs)
+    qat.eval()
+    with torch.no_grad():
+        y_eval = qat(X[:8])
+    assert torch.equal(y_train.detach(), y_eval) == straight_through

@@ -15,7 +15,8 @@ fitting them (moving int4 weights freely overfits six photos: docs/qat.md, "4-bi
 for a :class:`LearnedRoundingQuantizer` that keeps the same qparams:
 
 - training mode: the soft weight ``s · (clip(⌊w_ref/s⌋ + h(V) + z) − z)``; gradients reach
-  ``V`` and, with LSQ, the scale (``d/ds = q − z``, LSQ's gradient scaling);
+  ``V`` and, with LSQ, the scale (``d/ds = q − z``, LSQ's gradient scaling); with
+  ``straight_through=True`` the hardened weight, with the soft weight's gradients;
 - eval mode: the hardened integers (``h ≥ ½``), exactly what ``convert`` ships;
 - every forward writes the hardened weight's grid points ``s · (q − z)`` into the weight
   parameter itself, so ``GraphQAT.value(name)`` always rounds to nearest back to the hardened
@@ -64,12 +65,15 @@ class LearnedRoundingQuantizer(WeightQuantizer):
     ``v`` the rounding variables. The weight the forward receives only gives the grid points
     of the hardened integers back (see the module docstring)."""
 
-    def __init__(self, source: WeightQuantizer, base: torch.Tensor, v0: torch.Tensor) -> None:
+    def __init__(self, source: WeightQuantizer, base: torch.Tensor, v0: torch.Tensor,
+                 straight_through: bool = False) -> None:
         channels = source.scale.numel() if source.axis is not None else 1
         super().__init__(source.spec, channels, source.learn_scale)
         self.load_state_dict(source.state_dict())
         self.register_buffer("base", base.to(torch.float32).clone())
         self.v = nn.Parameter(v0.to(torch.float32).clone())
+        #: training forward on the hardened integers, gradients through ``h`` (STE)
+        self.straight_through = straight_through
 
     def soft(self) -> torch.Tensor:
         """``h(V)`` in [0, 1] per weight."""
@@ -103,7 +107,13 @@ class LearnedRoundingQuantizer(WeightQuantizer):
         with torch.no_grad():
             w.copy_(self.grid_weight())
         z = _broadcast(self.zero_point, self.axis, self.base.ndim)
-        h = self.soft() if self.training else self.hard()
+        if not self.training:
+            h = self.hard()
+        elif self.straight_through:  # the hardened value, the soft value's gradient
+            soft = self.soft()
+            h = self.hard() + (soft - soft.detach())
+        else:
+            h = self.soft()
         q = torch.clamp(self.base + h + z, self.spec.qtype.qmin, self.spec.qtype.qmax)
         if self.learn_scale:
             n = self.base.numel() // max(1, self.scale.numel())  # weights per scale
@@ -149,7 +159,8 @@ def rounding_stats(module: nn.Module) -> dict[str, float]:
 
 @torch.no_grad()
 def learn_rounding(qat: nn.Module, reference: dict[str, np.ndarray] | None = None,
-                   margin: float | None = DEFAULT_MARGIN) -> list[str]:
+                   margin: float | None = DEFAULT_MARGIN, straight_through: bool = False
+                   ) -> list[str]:
     """Give every quantized weight of the whole-graph QAT model ``qat`` a learned rounding,
     in place; returns the weights' names.
 
@@ -162,6 +173,9 @@ def learn_rounding(qat: nn.Module, reference: dict[str, np.ndarray] | None = Non
     ``margin=None`` at the reference's fractional part ``w/s − ⌊w/s⌋`` (AdaRound's own start:
     the soft weight equals the float weight). The qparams are those the next forward would
     compute (the int32-bias fit included) and stay fixed from now on (LSQ scales still train).
+    ``straight_through=True``: the training forward uses the hardened integers too (the
+    loss sees the deployed rounding; gradients reach ``V`` through ``h`` unchanged, a
+    straight-through estimator), so a weight flips when its ``h`` crosses ½.
     """
     from edgequant.torch.graph_qat import GraphQAT
 
@@ -196,7 +210,7 @@ def learn_rounding(qat: nn.Module, reference: dict[str, np.ndarray] | None = Non
             h0 = torch.where(up, torch.tensor(1 - margin), torch.tensor(margin))
         v0 = torch.from_numpy(rectified_logit(h0.numpy()).astype(np.float32))
         k = qat._key[name]
-        qat.weight_quant[k] = LearnedRoundingQuantizer(q, base, v0)
+        qat.weight_quant[k] = LearnedRoundingQuantizer(q, base, v0, straight_through)
         qat.weight_quant[k](w)  # the weight parameter on the hardened grid points
         names.append(name)
     log.info("learned rounding: %d weight(s), %d rounding variables", len(names),
