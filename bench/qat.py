@@ -304,7 +304,9 @@ def run_effnet_adaround(recipes: list[str], rounding: str = "nearest") -> bool:
         st = r["rounding"]
         learned = ("" if st is None else
                    f"learned rounding: rounding lr {c.rounding_lr:g}, regulariser "
-                   f"{c.rounding_reg:g}, margin {c.margin}, {st['undecided']:.2%} undecided; "
+                   f"{c.rounding_reg:g}, margin {c.margin}"
+                   f"{', straight-through' if c.straight_through else ''}, "
+                   f"{st['undecided']:.2%} undecided; "
                    f"needs ≥ PTQ + {EFFNET_MARGIN['w4a8']:g}; ")
         _arch_table(f"EfficientNet-Lite0 {recipe} from AdaRound ({a['mode']}, "
                     f"{a['wall_seconds']:.0f} s{', cached' if a.get('cached') else ''}): top-1 "

@@ -97,7 +97,8 @@ def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: 
     stats = None
     if rounding == "learned":  # the two integers come from the float weights AdaRound rounded
         floats = {t.name: numpy_helper.to_array(t) for t in cap.graph.graph.initializer}
-        learn_rounding(qat, reference=floats, margin=cfg.margin)
+        learn_rounding(qat, reference=floats, margin=cfg.margin,
+                       straight_through=cfg.straight_through)
     train_s = qa.effnet_train(qat, teacher, cfg)
     if rounding == "learned":
         stats = rounding_stats(qat)

@@ -208,8 +208,9 @@ class EffnetQAT:
     T: float = 1.0                  # distillation temperature
     rounding: str = "nearest"       # "learned": learn_rounding (floor / ceil bit per weight)
     rounding_lr: float = 1e-2       # learned rounding: Adam lr of the rounding variables
-    rounding_reg: float = 0.01      # learned rounding: weight of AdaRound's regulariser
+    rounding_reg: float = 100.0     # learned rounding: weight of AdaRound's regulariser
     margin: float | None = 0.1      # learned rounding: initial h's distance from the start
+    straight_through: bool = False  # learned rounding: train on the hardened integers (STE)
 
 
 #: int8 weights need only a nudge. int4 weights (w4a8): six calibration photos cannot teach
@@ -236,7 +237,7 @@ EFFNET_QAT = {
 EFFNET_ROUNDING = {
     "w4a8": EffnetQAT(steps=100, size=224, batch=4, lr=1e-5, learn_scales=True, scale_lr=1e-6,
                       schedule="cosine", freeze_observers=True, augment=True,
-                      rounding="learned", rounding_lr=3e-2, rounding_reg=0.01, margin=0.1),
+                      rounding="learned", rounding_lr=3e-2, rounding_reg=100.0, margin=0.1),
 }
 
 
@@ -306,7 +307,7 @@ def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int =
             ptq_ada = 100 * float(np.mean(_run(open_runner(ada.model), qat.input_names, (x_ev,),
                                                32).argmax(1) == ref))
         if cfg.rounding == "learned":
-            learn_rounding(qat, margin=cfg.margin)
+            learn_rounding(qat, margin=cfg.margin, straight_through=cfg.straight_through)
         train_s = effnet_train(qat, teacher, cfg)
         result = eqt.convert(qat)
         fq = fq_per_engine(qat, (x_ev,), batch=32)
