@@ -237,7 +237,8 @@ EFFNET_QAT = {
 EFFNET_ROUNDING = {
     "w4a8": EffnetQAT(steps=100, size=224, batch=4, lr=1e-5, learn_scales=True, scale_lr=1e-6,
                       schedule="cosine", freeze_observers=True, augment=True,
-                      rounding="learned", rounding_lr=3e-2, rounding_reg=100.0, margin=0.1),
+                      rounding="learned", rounding_lr=5e-2, rounding_reg=100.0, margin=0.1,
+                      straight_through=True),
 }
 
 

@@ -133,7 +133,7 @@ def test_regulariser_is_adarounds():
     assert torch.equal(h.float(), raw.clamp(0, 1))
     for beta in (20.0, 7.5, 2.0):
         want = float(torch.mean(1 - torch.abs(2 * h - 1) ** beta))
-        assert float(rounding_loss(qat, beta)) == pytest.approx(want, rel=1e-5)
+        assert float(rounding_loss(qat, beta).detach()) == pytest.approx(want, rel=1e-5)
     with torch.no_grad():
         for q in qs:
             q.v.fill_(0.0)  # h = ½ everywhere

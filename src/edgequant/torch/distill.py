@@ -75,7 +75,7 @@ def fit_qat(
     features_local: bool = False,
     step_lr: float | None = None,
     rounding_lr: float = 1e-2,
-    rounding_reg: float = 0.01,
+    rounding_reg: float = 100.0,
 ) -> list[float]:
     """Train ``module`` in place with Adam; returns the mean loss per epoch.
 
@@ -111,6 +111,9 @@ def fit_qat(
     ``λ · mean(1 − |2h(V) − 1|^β)`` added to the loss, β annealed from 20 to 2 over the steps
     after the first 20 % (which drives every ``h`` to 0 or 1: check
     ``learned_rounding.rounding_stats``). Eval mode and ``convert`` use the hardened ``h``.
+    The regulariser is a mean over all rounding variables, so λ must match the size of the
+    loss's gradient per variable: 100 (default) on EfficientNet-Lite0 w4a8 with KL
+    distillation (0.01 left 98.5 % of ``h`` undecided after 100 steps; docs/qat.md).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is not allowed: use 0 <= alpha <= 1")
