@@ -109,6 +109,19 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   (``--arch effnet --recipes w4a8 --adaround``, started 11:56 under load average ~6) had not
   finished at the deadline (12:40): no 128-crop figure for it yet. Nothing found reaches
   +20 points; the AdaRound reference (57.8 %) is PTQ's, not QAT's.
+
+  Third round, learned rounding (w4soft helper, 2026-12-02; ``--rounding learned``,
+  ``edgequant.torch.learned_rounding``: each int4 weight may only be ⌊w/s⌋ or ⌊w/s⌋ + 1 of
+  its float value, a rounding variable per weight trained end to end plus AdaRound's
+  regulariser; settings ``qat_architectures.EFFNET_ROUNDING``; 2 shared cores, load average
+  10–14 from other helpers' jobs). Screen (``bench/qat_rounding_screen.py``, 64 crops, 100
+  updates from the cached AdaRound start at 57.8 %; table in docs/qat.md "Learned
+  rounding"): AdaRound's soft forward keeps the start (57.8 %) or, once weights flip, falls
+  (37.5 %; float start 6–9 %); trained straight-through on the hardened integers 60.9 %
+  (KL 0.399 → 0.377; two crops). 128-crop bench (``QAT_ADAROUND_CACHE=/tmp/w4ada_soft
+  bench/qat.py --arch effnet --start adaround --recipes w4a8 --rounding learned``): not
+  measured — the run was stopped unfinished at the deadline (step 43 of 100 after 29 min under
+  load). The +20-point claim is not shown (the start is 54.7 % of 128 crops).
 - minilm (helper run on the qatsim branch, load average ~11: 902 s of training, 2889 s in
   all; exit 1: the LiteRT class claim fails by 2 docstrings): mean cosine to float on the
   held-out docstrings PTQ 0.9907 → QAT + distillation 0.9920 in onnxruntime (fake quant
