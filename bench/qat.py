@@ -120,8 +120,8 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   (37.5 %; float start 6–9 %); trained straight-through on the hardened integers 60.9 %
   (KL 0.399 → 0.377; two crops). 128-crop bench (``QAT_ADAROUND_CACHE=/tmp/w4ada_soft
   bench/qat.py --arch effnet --start adaround --recipes w4a8 --rounding learned``): not
-  measured — the run was stopped unfinished at the deadline (step 43 of 100 after 29 min under
-  load). The +20-point claim is not shown (the start is 54.7 % of 128 crops).
+  measured — two runs were stopped unfinished at the deadline (at training step 43 and 42 of
+  100, after 29 and 16 min under load). The +20-point claim is not shown (the start is 54.7 % of 128 crops).
 - minilm (helper run on the qatsim branch, load average ~11: 902 s of training, 2889 s in
   all; exit 1: the LiteRT class claim fails by 2 docstrings): mean cosine to float on the
   held-out docstrings PTQ 0.9907 → QAT + distillation 0.9920 in onnxruntime (fake quant
