@@ -15,28 +15,37 @@ One process, the same photos as ``qat_architectures.efficientnet()`` (64 calibra
 
 AdaRound takes ~15 min on EfficientNet (longer on a loaded machine): the prepared start
 (the QAT model's state: grid-point weights, corrected biases, clip ratios, PTQ's qparams) is
-cached under ``cache`` and reloaded into a model captured with the same plan (reloading
-reproduces the converted model exactly; delete the files after changing the code, recipe or
-photos: the cache is not keyed on them).
+cached under ``cache`` (default ``$QAT_ADAROUND_CACHE``, else ``/tmp/w4ada``) and reloaded
+into a model captured with the same plan (reloading reproduces the converted model exactly;
+delete the files after changing the code, recipe or photos: the cache is not keyed on them).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from onnx import numpy_helper
 
 import edgequant
 import edgequant.torch as eqt
 from edgequant.recipes.builtin import get_recipe
 from edgequant.runtime.runners import open_runner
 from edgequant.torch.capture import qat_from_capture
+from edgequant.torch.learned_rounding import learn_rounding, rounding_stats
 
 CACHE = Path("/tmp/w4ada")
+CACHE_ENV = "QAT_ADAROUND_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where the AdaRound start is cached: ``$QAT_ADAROUND_CACHE``, else :data:`CACHE`."""
+    return Path(os.environ.get(CACHE_ENV) or CACHE)
 
 
 def _agree(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -67,21 +76,32 @@ def adaround_start(cap, recipe: str, x_cal: np.ndarray, learn_scales: bool, cach
 
 
 def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: int = 32,
-                          cache: Path = CACHE) -> dict:
-    """PTQ default vs PTQ + AdaRound vs QAT from the AdaRound start on EfficientNet-Lite0."""
+                          cache: Path | None = None, rounding: str = "nearest") -> dict:
+    """PTQ default vs PTQ + AdaRound vs QAT from the AdaRound start on EfficientNet-Lite0.
+
+    ``rounding="learned"``: QAT with learned rounding (``qat_architectures.EFFNET_ROUNDING``;
+    each weight keeps ⌊w/s⌋ or ⌊w/s⌋ + 1 of the float weight, starting at AdaRound's choice);
+    ``"nearest"``: ``EFFNET_QAT``'s settings (the weights move freely)."""
     import qat_architectures as qa
 
-    cfg = qa.EFFNET_QAT["w4a8"]
+    cfg = (qa.EFFNET_ROUNDING if rounding == "learned" else qa.EFFNET_QAT)["w4a8"]
     teacher, cap, x_cal, x_ev, ref = qa.effnet_setup(eval_n)
     t0 = time.perf_counter()
-    qat, ada = adaround_start(cap, recipe, x_cal, cfg.learn_scales, cache)
+    qat, ada = adaround_start(cap, recipe, x_cal, cfg.learn_scales, cache or cache_dir())
     names = qat.input_names
     ptq = edgequant.quantize(cap.graph, recipe, calibration={names[0]: x_cal})
     ptq_agree = _agree(qa._run(open_runner(ptq.model), names, (x_ev,), 32).argmax(1), ref)
     start = eqt.convert(qat)  # = PTQ + AdaRound (tested bit for bit on a small CNN)
     ada_agree = _agree(qa._run(open_runner(start.model), names, (x_ev,), 32).argmax(1), ref)
     start_fq = _agree(qa.fq_outputs(qat, (x_ev,), 32).argmax(1), ref)
+    stats = None
+    if rounding == "learned":  # the two integers come from the float weights AdaRound rounded
+        floats = {t.name: numpy_helper.to_array(t) for t in cap.graph.graph.initializer}
+        learn_rounding(qat, reference=floats, margin=cfg.margin,
+                       straight_through=cfg.straight_through)
     train_s = qa.effnet_train(qat, teacher, cfg)
+    if rounding == "learned":
+        stats = rounding_stats(qat)
     result = eqt.convert(qat)
     fq = qa.fq_per_engine(qat, (x_ev,), batch=32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,4 +112,4 @@ def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: 
             "qat_agree": _agree(outs["onnxruntime"].argmax(1), ref),
             "qat_fq_agree": _agree(fq["onnxruntime"].argmax(1), ref), "rows": rows,
             "holds": qa.holds(rows, acc=True), "train_seconds": train_s,
-            "seconds": time.perf_counter() - t0}
+            "rounding": stats, "seconds": time.perf_counter() - t0}

@@ -206,6 +206,11 @@ class EffnetQAT:
     mix: str | None = None          # augmented_crops(mix=...): "mixup" / "cutmix" blends
     extra_photos: bool = False      # + EXTRA_TRAINING_PHOTOS in the training pool
     T: float = 1.0                  # distillation temperature
+    rounding: str = "nearest"       # "learned": learn_rounding (floor / ceil bit per weight)
+    rounding_lr: float = 1e-2       # learned rounding: Adam lr of the rounding variables
+    rounding_reg: float = 100.0     # learned rounding: weight of AdaRound's regulariser
+    margin: float | None = 0.1      # learned rounding: initial h's distance from the start
+    straight_through: bool = False  # learned rounding: train on the hardened integers (STE)
 
 
 #: int8 weights need only a nudge. int4 weights (w4a8): six calibration photos cannot teach
@@ -221,6 +226,19 @@ EFFNET_QAT = {
     "w8a8": EffnetQAT(steps=60, size=160, lr=1e-5),
     "w4a8": EffnetQAT(steps=300, size=224, batch=4, lr=1e-4, step_lr=1e-3, learn_scales=True,
                       schedule="cosine", freeze_observers=True, augment=True),
+}
+
+
+#: Learned rounding (``bench/qat.py --arch effnet [--start adaround] --rounding learned``,
+#: :mod:`edgequant.torch.learned_rounding`): each int4 weight keeps ⌊w/s⌋ or ⌊w/s⌋ + 1 of its
+#: float value, one rounding variable per weight trained end to end by the distillation loss
+#: plus AdaRound's annealed regulariser; biases at a low lr, LSQ scales at a tiny one.
+#: Settings from the screen in docs/qat.md ("Learned rounding").
+EFFNET_ROUNDING = {
+    "w4a8": EffnetQAT(steps=100, size=224, batch=4, lr=1e-5, learn_scales=True, scale_lr=1e-6,
+                      schedule="cosine", freeze_observers=True, augment=True,
+                      rounding="learned", rounding_lr=5e-2, rounding_reg=100.0, margin=0.1,
+                      straight_through=True),
 }
 
 
@@ -259,20 +277,25 @@ def effnet_train(qat, teacher, cfg: EffnetQAT) -> float:
     eqt.fit_qat(qat, loader, teacher=teacher, labels=False, lr=cfg.lr, T=cfg.T,
                 scale_lr=cfg.scale_lr, schedule=cfg.schedule, show_progress=False,
                 freeze_observers_step=0 if cfg.freeze_observers else cfg.steps // 2,
-                step_lr=cfg.step_lr, features=cfg.features, features_local=cfg.features_local)
+                step_lr=cfg.step_lr, features=cfg.features, features_local=cfg.features_local,
+                rounding_lr=cfg.rounding_lr, rounding_reg=cfg.rounding_reg)
     return time.perf_counter() - t1
 
 
 def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int = 32,
-                 adaround: bool = False) -> dict:
+                 adaround: bool = False, rounding: str = "nearest") -> dict:
     """Top-1 agreement with the float model on held-apart photos: PTQ vs QAT + distillation.
 
     ``adaround``: also PTQ with sequential AdaRound (``recipe.with_options(adaround=True)``,
-    same calibration crops) as a reference row (``ptq_adaround_agree``)."""
+    same calibration crops) as a reference row (``ptq_adaround_agree``). ``rounding="learned"``:
+    :data:`EFFNET_ROUNDING`'s settings, each weight ⌊w/s⌋ or ⌊w/s⌋ + 1 of its float value,
+    starting at round-to-nearest."""
+    from edgequant.torch.learned_rounding import learn_rounding
+
     teacher, cap, x_cal, x_ev, ref = effnet_setup(eval_n)
     results: dict = {}
     for recipe in recipes:
-        cfg = EFFNET_QAT[recipe]
+        cfg = (EFFNET_ROUNDING if rounding == "learned" else EFFNET_QAT)[recipe]
         t0 = time.perf_counter()
         qat = qat_from_capture(cap, get_recipe(recipe), calibration=x_cal,
                                learn_scales=cfg.learn_scales)
@@ -284,6 +307,8 @@ def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int =
                                      calibration={qat.input_names[0]: x_cal})
             ptq_ada = 100 * float(np.mean(_run(open_runner(ada.model), qat.input_names, (x_ev,),
                                                32).argmax(1) == ref))
+        if cfg.rounding == "learned":
+            learn_rounding(qat, margin=cfg.margin, straight_through=cfg.straight_through)
         train_s = effnet_train(qat, teacher, cfg)
         result = eqt.convert(qat)
         fq = fq_per_engine(qat, (x_ev,), batch=32)

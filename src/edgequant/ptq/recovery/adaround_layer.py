@@ -10,7 +10,6 @@ warm-up, which drives every ``h`` to 0 or 1. The result rounds each weight to ``
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -18,15 +17,19 @@ import numpy as np
 
 from edgequant.errors import EdgequantError
 from edgequant.primitives import broadcast_param, quantize
+from edgequant.ptq.recovery.adaround_relax import (
+    WARM_UP,
+    annealed_beta,
+    rectified_logit,
+    rectified_sigmoid,
+    rounding_regularizer,
+)
 from edgequant.ptq.recovery.layer_rows import Layer
 from edgequant.qparams import QParams
 
-ZETA, GAMMA = 1.1, -0.1          # rectified sigmoid stretch (paper's values)
 # λ: the paper's 0.01 left 15–58 % of h(V) undecided after 1000 steps on EfficientNet-Lite0
 # (our loss sums over outputs); 0.1 decides all but ~2 % and halves the 4-bit layer error
 REG_WEIGHT = 0.1
-BETA_START, BETA_END = 20.0, 2.0
-WARM_UP = 0.2                    # fraction of the run with the regulariser off
 LEARNING_RATE = 1e-2
 MINIBATCH = 256                  # rows per Adam step
 
@@ -118,7 +121,7 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
     gen = torch.Generator().manual_seed(seed)
     t_floor, t_scale = torch.from_numpy(floor), torch.from_numpy(np.broadcast_to(scale, w.shape).copy())
     t_zp = torch.from_numpy(np.broadcast_to(zp, w.shape).copy())
-    v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)  # h(v0) = rest
+    v0 = rectified_logit(rest)  # h(v0) = rest
     v = torch.nn.Parameter(torch.from_numpy(v0.astype(np.float32)))
     xq, xf = torch.from_numpy(np.array(x_quant)), torch.from_numpy(np.array(x_float))
     w_gok = layer.to_gok(torch.from_numpy(w.copy()))
@@ -132,8 +135,7 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
     with torch.no_grad():
         target = out(rows_times(xf, w_gok))  # (r, G, O) float layer output
 
-    def h(vv):
-        return torch.clamp(torch.sigmoid(vv) * (ZETA - GAMMA) + GAMMA, 0, 1)
+    h = rectified_sigmoid
 
     def dequant(rounding):
         q = torch.clamp(t_floor + rounding + t_zp, qmin, qmax)
@@ -176,10 +178,9 @@ def adaround_layer(layer: Layer, weight: np.ndarray, qp: QParams, x_quant: np.nd
                 break
             frac = max(frac, used)
         loss = step_loss(layer.to_gok(dequant(h(v))))
-        if frac >= WARM_UP:
-            rel = (frac - WARM_UP) / (1 - WARM_UP)
-            beta = BETA_END + 0.5 * (BETA_START - BETA_END) * (1 + math.cos(rel * math.pi))
-            loss = loss + REG_WEIGHT * (1 - (2 * h(v) - 1).abs().pow(beta)).sum()
+        beta = annealed_beta(frac, WARM_UP)
+        if beta is not None:
+            loss = loss + REG_WEIGHT * rounding_regularizer(h(v), beta).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
