@@ -39,7 +39,9 @@ QUANTIZE to the ONNX grid (two roundings), and GlobalAveragePool as the exporter
 a MatMul + bias Add as one FULLY_CONNECTED, a BATCH_MATMUL's right-hand side at zero point 0,
 and float ops reading float-produced tensors unrounded (:meth:`IntegerSim.deployed_operands`),
 and XNNPACK's float GELU and float FULLY_CONNECTED value for value
-(:mod:`.integer_sim_float`). Other nodes and 16-bit activations keep the float path: the
+(:mod:`.integer_sim_float`). For ``"onnxruntime"``, its float LayerNorm, GELU, constant-weight
+MatMul (MLAS SGEMM) and Softmax are emulated value for value (:mod:`.integer_sim_ort_float`).
+Other nodes and 16-bit activations keep the float path: the
 runtimes run those as float kernels too, in their own float32 order — the one difference left
 (a value within float32 rounding of a rounding boundary lands one step apart; deep post-LN
 transformers amplify it).
@@ -66,6 +68,7 @@ from edgequant.interp.tflite.kernels import add_sub_xnnpack, mul, pool, requanti
 from edgequant.spec import QType
 from edgequant.torch.integer_sim_float import FloatKernels
 from edgequant.torch.integer_sim_matmul import MatMulKernels
+from edgequant.torch.integer_sim_ort_float import OrtFloatKernels
 from edgequant.torch.onnx_ops import Conv
 
 #: Ops emulated as the integer kernel the deployed model runs.
@@ -101,7 +104,7 @@ class Grid:
         return q.astype(self.qtype.numpy_dtype)
 
 
-class IntegerSim(MatMulKernels, FloatKernels):
+class IntegerSim(MatMulKernels, FloatKernels, OrtFloatKernels):
     """Emulates the deployed integer kernels for the nodes of one :class:`GraphQAT`."""
 
     def __init__(self, qat, kernels: str = "onnxruntime") -> None:
@@ -197,6 +200,8 @@ class IntegerSim(MatMulKernels, FloatKernels):
         exact = self.exact(node, ins)
         if exact is None:
             exact = self.float_kernel(node, ins)
+        if exact is None:
+            exact = self.ort_float_kernel(node, ins)
         if exact is None:
             return node.fn(ins, node.attrs)
         if not torch.is_grad_enabled():
