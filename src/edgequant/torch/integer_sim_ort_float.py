@@ -110,7 +110,7 @@ def fma32(a: torch.Tensor | float, b: torch.Tensor | float, c: torch.Tensor | fl
     if bool(tie.any()):
         bb = s - p
         err = (p - (s - bb)) + (c64 - bb)  # p + c == s + err exactly
-        s = torch.where(tie & (err != 0), torch.nextafter(s, s + err), s)
+        s = torch.where(tie & (err != 0), _toward(s, err), s)
     return s.float()
 
 
@@ -123,8 +123,13 @@ def _fma_chain_step(acc64: torch.Tensor, a64: torch.Tensor, b64: torch.Tensor) -
         p = (a64 * b64).expand_as(s)
         bb = s - p
         err = (p - (s - bb)) + (acc64 - bb)
-        s = torch.where(tie & (err != 0), torch.nextafter(s, s + err), s)
+        s = torch.where(tie & (err != 0), _toward(s, err), s)
     return s.float().double()
+
+
+def _toward(s: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+    """``s`` moved one float64 ULP in the direction of ``err``'s sign."""
+    return torch.nextafter(s, torch.where(err > 0, torch.inf, -torch.inf).to(s.dtype))
 
 
 def mlas_erf(x: torch.Tensor) -> torch.Tensor:
