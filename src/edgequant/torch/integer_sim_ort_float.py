@@ -77,12 +77,11 @@ LN2_LO = np.float32(-1.42860677e-6)
 ROUNDING_BIAS = np.float32(12582912.0)
 
 #: ``MlasExpConstants`` (onnxruntime/core/mlas/lib/compute.cpp) for the softmax exp.
-SOFTMAX_EXP_LOWER = np.float32(-88.3762626647949)
+#: (the AVX-512F kernel clamps at ``LowerRange``, not the C kernel's ``LowerRangeSumExp``)
+SOFTMAX_EXP_LOWER = np.float32(-103.9720840454)
 SOFTMAX_POLY = tuple(np.float32(float.fromhex(h)) for h in (
     "0x1.694000p-10", "0x1.125edcp-7", "0x1.555b5ap-5", "0x1.555450p-3", "0x1.fffff6p-2",
     "0x1.000000p+0"))
-#: smallest normal float32
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 #: lanes of the AVX-512F sum-of-exp accumulator
 SOFTMAX_LANES = 16
 
@@ -155,7 +154,7 @@ def mlas_erf(x: torch.Tensor) -> torch.Tensor:
     y = _f32(ERF_EXP[0]).expand_as(a)
     for c in ERF_EXP[1:]:
         y = fma32(y, f, c)
-    y = 1.0 - torch.ldexp(y, m.to(torch.int32)).float()  # 1 − exp(e), 2^m exact
+    y = 1.0 - _scale2(y, m)  # 1 − exp(e)
     out = torch.where(big_lane, y, small)
     return torch.where(sign, -out, out)
 
@@ -164,7 +163,21 @@ def ort_gelu(v: torch.Tensor) -> torch.Tensor:
     """Exact GELU as onnxruntime's ``Gelu`` / ``BiasGelu`` kernels compute it from the
     (bias-added) float32 input ``v``: ``(0.5·v) · (erf(v · float(1/√2)) + 1)``."""
     v = v.float()
+    return torch.where(v == 0, v, on_distinct(_gelu, v))  # GELU(±0) = ±0
+
+
+def _gelu(v: torch.Tensor) -> torch.Tensor:
     return (v * 0.5) * (mlas_erf(v * _f32(SQRT1_2)) + 1.0)
+
+
+def on_distinct(fn, x: torch.Tensor) -> torch.Tensor:
+    """Element-wise ``fn(x)`` evaluated once per distinct value of ``x`` (exact: the same
+    function of the same float32). The float ops here read few distinct values — a GELU's
+    input is a dequantized int8 code plus a per-channel bias (≤ 256 · channels values), a
+    softmax's ``x − max`` a difference of two such scores — so this cuts the emulation's
+    cost several times. −0.0 and 0.0 are one value here."""
+    values, index = torch.unique(x.reshape(-1), return_inverse=True)
+    return fn(values)[index].reshape(x.shape)
 
 
 def ort_layer_norm(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None,
@@ -255,15 +268,7 @@ def mlas_softmax(x: torch.Tensor) -> torch.Tensor:
     """float32 softmax over the last axis as MLAS (AVX-512F kernels) computes it."""
     x = x.float()
     neg_max = -x.max(dim=-1, keepdim=True).values  # (…, 1)
-    v = torch.maximum(x + neg_max, _f32(SOFTMAX_EXP_LOWER))
-    biased = fma32(v, LOG2E, ROUNDING_BIAS)
-    m = biased - _f32(ROUNDING_BIAS)  # (…, D) integers
-    v = fma32(m, LN2_HI, v)
-    v = fma32(m, LN2_LO, v)
-    p = _f32(SOFTMAX_POLY[0]).expand_as(v)
-    for c in SOFTMAX_POLY[1:] + SOFTMAX_POLY[-1:]:
-        p = fma32(p, v, c)
-    e = _flush(torch.ldexp(p, m.to(torch.int32)).float())  # vscalefps: p · 2^m
+    e = on_distinct(_softmax_exp, x + neg_max)  # (…, D)
     d = x.shape[-1]
     pad = (-d) % SOFTMAX_LANES
     lanes = torch.nn.functional.pad(e, (0, pad)).reshape(*e.shape[:-1], -1, SOFTMAX_LANES)
@@ -273,13 +278,25 @@ def mlas_softmax(x: torch.Tensor) -> torch.Tensor:
     a8 = acc[..., 8:] + acc[..., :8]  # vextractf64x4 + vaddps
     h1 = a8[..., 0::2] + a8[..., 1::2]  # vhaddps: (a0+a1, a2+a3 | a4+a5, a6+a7)
     total = (h1[..., 0] + h1[..., 1]) + (h1[..., 2] + h1[..., 3])  # vhaddps, vaddss
-    return _flush(e * (1.0 / total)[..., None])
+    return e * (1.0 / total)[..., None]
 
 
-def _flush(x: torch.Tensor) -> torch.Tensor:
-    """Subnormal float32 results as zero: onnxruntime's softmax returns 0 where exp(x − max)
-    is below float32's smallest normal (measured; the kernel itself would keep subnormals)."""
-    return torch.where(x.abs() < FLOAT32_TINY, torch.zeros_like(x), x)
+def _softmax_exp(v: torch.Tensor) -> torch.Tensor:
+    """exp(v) for v ≤ 0 as ``MlasComputeSumExpF32KernelAvx512F`` computes each lane."""
+    v = torch.maximum(v, _f32(SOFTMAX_EXP_LOWER))
+    m = fma32(v, LOG2E, ROUNDING_BIAS) - _f32(ROUNDING_BIAS)  # round(v / ln 2)
+    v = fma32(m, LN2_HI, v)
+    v = fma32(m, LN2_LO, v)
+    p = _f32(SOFTMAX_POLY[0]).expand_as(v)
+    for c in SOFTMAX_POLY[1:] + SOFTMAX_POLY[-1:]:
+        p = fma32(p, v, c)
+    return _scale2(p, m)  # vscalefps: p · 2^m
+
+
+def _scale2(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """float32 ``p · 2^m`` for integer-valued ``m``, rounded once (subnormal results too, as
+    ``vscalefps`` and the exponent-add of MLAS do): exact in float64, then float32."""
+    return (p.double() * torch.pow(2.0, m.double())).float()
 
 
 class OrtFloatKernels:
