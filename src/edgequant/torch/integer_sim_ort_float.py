@@ -3,41 +3,55 @@
 A quantized transformer still runs some ops in float32 (the plan leaves them float): on
 all-MiniLM-L6-v2 w8a8 the FFN-in bias Add, GELU, the FFN-out projection, the residual Adds,
 LayerNorm, the attention scale / mask and Softmax. onnxruntime (CPU execution provider,
-``ORT_ENABLE_ALL``, as :func:`edgequant.runtime.sessions.ort_session` opens it; measured on
-onnxruntime 1.31.1) runs them, after its graph optimizations, as
+``ORT_ENABLE_ALL``, as :func:`edgequant.runtime.sessions.ort_session` opens it) runs them,
+after its graph optimizations, as (onnxruntime 1.31.1 on x86-64 with AVX-512F, read from the
+optimized MiniLM / test-encoder graphs and the kernel sources, checked value by value):
 
-| float op (QDQ graph)          | kernel that runs                       | same as torch?        |
-|-------------------------------|----------------------------------------|-----------------------|
-| Add, Sub, Mul, Div, Where     | element-wise, one IEEE rounding        | yes                   |
-| bias Add → Gelu               | ``com.microsoft.BiasGelu`` (fused)     | no: MLAS erf          |
-| MatMul (constant weight)      | MLAS SGEMM, B pre-packed               | no: K-blocked FMAs    |
-| LayerNormalization            | ``LayerNormImpl`` scalar ``ComputeJob``| no: E[x²]−mean², ÷σ   |
-| Softmax (last axis)           | MLAS softmax (AVX-512F kernels)        | no: polynomial exp    |
+| float op (QDQ graph)          | kernel that runs                          | same as torch?      |
+|-------------------------------|-------------------------------------------|---------------------|
+| Add, Sub, Mul, Div, Where     | element-wise, one IEEE rounding           | yes                 |
+| bias Add → Gelu               | ``com.microsoft.BiasGelu`` (fused)        | no: MLAS erf        |
+| MatMul (constant weight), Add | MLAS SGEMM (B pre-packed), then the Add   | no: K-blocked FMAs  |
+| LayerNormalization            | ``MlasLayerNormKernelAvx2``               | no: see below       |
+| Softmax (last axis)           | MLAS softmax, AVX-512F kernels            | no: polynomial exp  |
 
-(no SkipLayerNormalization / Gemm / FusedMatMul fusion happens on these QDQ graphs: the
-residual Add and the 3-D MatMul stay separate nodes). The four kernels that differ are
-emulated here value for value:
+No SkipLayerNormalization, Gemm or FusedMatMul fusion happens on these graphs (the residual
+Add and the 3-D MatMul + Add with a dynamic batch stay separate nodes; with static 3-D shapes
+onnxruntime rewrites MatMul + Add to Reshape → Gemm → Reshape, whose values differ from this
+emulation — not covered).
+The four kernels that differ are emulated here value for value:
 
-* **LayerNormalization**: one float32 pass summing ``x`` and ``x·x`` in index order,
-  ``mean = Σx / n``, ``σ = sqrt(Σx² / n − mean² + ε)``, then ``(x − mean) / σ · γ + β``
-  (a division per element; torch multiplies by ``rsqrt`` of a two-pass variance);
-* **GELU** (``BiasGelu`` / ``Gelu``): ``0.5·v · (erf(v · float(1/√2)) + 1)`` with MLAS's
-  ``MlasErfKernelFma3``: a degree-5 polynomial in ``x²`` below |x| = 0.921875, above it
-  ``1 − exp(−p(|x|))`` with a degree-6 polynomial exp and an exponent built from the
-  rounded multiple of ln 2, every step one fused multiply-add;
-* **MatMul** with a constant 2-D weight: MLAS's AVX-512F SGEMM kernel, each output an
-  in-order chain of FMAs over one K block (:data:`SGEMM_STRIDE_K` values of K for the
-  pre-packed weight) that then is added to the running output;
-* **Softmax** over the last axis: ``MlasComputeSumExpF32KernelAvx512F``
-  (``exp(x − max)`` as an FMA polynomial scaled by ``2^m``, summed in 16 lanes, reduced
-  8 + 8, pairwise, then 2 + 2), times ``1 / sum``.
+* **LayerNormalization** (``MlasLayerNormKernelAvx2``, rows of 8 or more, a multiple of 8):
+  the mean from a float64 sum in 4 lanes divided in float64, rounded to float32; the variance
+  ``Σ(x − mean)²`` as FMAs into 8 float32 lanes reduced 4 + 4, 2 + 2, 1 + 1;
+  ``inv = 1 / sqrt(var / n + ε)``; ``y = fma((x − mean) · inv, γ, β)``. (The disassembly of
+  this onnxruntime build shows exactly these instructions.) torch's ``sqrt`` on float32 is not
+  correctly rounded on this CPU (~0.6 % of values one ULP off), so the square root goes
+  through float64;
+* **GELU** (``BiasGelu`` and ``Gelu`` alike): ``(0.5·v) · (erf(v · float(1/√2)) + 1)`` with
+  MLAS's ``MlasErfKernelFma3``: |x| clamped at 3.925, a degree-5 polynomial in x² up to
+  |x| = 0.921875, above it ``1 − exp(−p(|x|))`` with a degree-6 polynomial exp scaled by
+  ``2^round(x/ln 2)``, every step one fused multiply-add;
+* **MatMul** with a constant 2-D weight: MLAS's AVX-512F SGEMM kernel: per K block of
+  :data:`SGEMM_STRIDE_K` (the pre-packed stride), each output an in-order chain of FMAs
+  from 0, added to the running output (one float32 addition per block); the bias Add follows
+  as its own node. Each block is computed with torch's float32 GEMM, which on this CPU is the
+  same in-order FMA chain for K ≤ 256 — checked on every call on a few rows against the exact
+  chain (:func:`fast_fma_chain`; the exact, slow chain is used if they ever differ);
+* **Softmax** over the last axis: ``MlasComputeSumExpF32KernelAvx512F`` (``exp(x − max)``
+  with x − max clamped at −103.97, a degree-6 FMA polynomial scaled by ``2^m`` with
+  subnormal results kept, summed in 16 lanes (element i into lane i mod 16), reduced 8 + 8,
+  pairwise, then (0+1 + 2+3) + (4+5 + 6+7)), times ``1 / sum``.
 
-Fused multiply-adds are emulated exactly (:func:`fma32`: float64 product and sum, with the
-double-rounding case corrected). All of it is what runs on this machine (x86-64, AVX-512F +
-FMA); MLAS dispatches by CPU: an AVX2-only CPU runs other SGEMM / softmax kernels (8 lanes),
-ARM runs NEON / KleidiAI kernels, and onnxruntime versions change kernels (newer sources add
-an MLAS LayerNorm kernel). Not emulated: ReduceSum / ReduceMean (pooling at the end: float
-output, no int8 code downstream) and float MatMuls of two activations.
+Fused multiply-adds are emulated exactly (:func:`fma32`: float64 product and sum, the
+double-rounding case corrected). GELU's and the softmax exp's polynomials are evaluated once
+per distinct input value (:func:`on_distinct`): their inputs come from int8 codes.
+
+What runs elsewhere differs: MLAS dispatches by CPU (an AVX2-only CPU runs 8-lane softmax /
+SGEMM kernels, ARM runs NEON or KleidiAI kernels, a CPU without AVX2 the scalar LayerNorm) and
+onnxruntime versions change kernels (the AVX2 LayerNorm kernel is recent). Not emulated:
+ReduceSum / ReduceL2 / Div (the pooling head: float output, no int8 code downstream), float
+MatMuls of two activations, LayerNorm rows narrower than 8 or not a multiple of 8.
 """
 
 from __future__ import annotations
