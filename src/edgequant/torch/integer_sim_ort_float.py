@@ -332,8 +332,10 @@ class OrtFloatKernels:
             return ort_gelu(ins[0])
         if op == "Softmax" and int(node.attrs.get("axis", -1)) % ins[0].ndim == ins[0].ndim - 1:
             return mlas_softmax(ins[0])
-        if op == "MatMul" and self._ort_float_weight(node) is not None:
-            return mlas_sgemm(ins[0], ins[1])
+        if op == "MatMul" and self._ort_float_weight(node) is not None and not (
+                ins[0].ndim < 3 and any(u.op_type == "Add"
+                                        for u in self._consumers.get(node.outputs[0], []))):
+            return mlas_sgemm(ins[0], ins[1])  # (2-D input + Add: fused into Gemm, not covered)
         return None
 
     def _ort_layer_norm(self, node, ins: list) -> torch.Tensor | None:
