@@ -177,6 +177,19 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   claims) reproduced every figure above: onnxruntime 100 % of 279 (15 LSB, retrieval 99.2 %),
   reference interpreter 100 % of 64 (16 LSB), LiteRT 100 % of 279 (90.68 = 90.68, retrieval
   99.8 %), wide split onnxruntime 99.72 % / LiteRT 99.86 % (78.70 vs 78.56).
+  onnxruntime's float kernels (ortfloat helper, 2026-12-02, same cached state): the eval
+  forward now computes MLAS's LayerNorm, GELU (BiasGelu), FFN-out SGEMM and Softmax value for
+  value (``torch/integer_sim_ort_float.py``). On 64 class docstrings every float tensor a
+  QuantizeLinear reads (12 LayerNorm, 6 Softmax, 18 bias-Add outputs, 786 432 values each)
+  equals onnxruntime's bit for bit (0 differing values; 7 455 212 differed with torch's
+  kernels); eval forward 108 s vs 77 s for those 64 (load average ~12, 2 cores).
+  Full ``QAT_MINILM_CACHE=/tmp/minilm bench/qat.py --arch minilm`` with them (5207 s beside
+  two other MiniLM runs and an EfficientNet run, load average 11–14): onnxruntime 100 % of 279
+  (accuracy 89.96 = 89.96), 0 LSB at the last int8 MatMul (was 15), max |Δ| 4.5e-8 (float
+  rounding of the pooling head), retrieval 100 % of 512 (was 99.2 %); wide split 100 % of 709
+  (78.28 = 78.28; was 99.72 %). Interpreter 100 % of 64 (16 LSB), LiteRT 100 % of 279 and
+  99.86 % of 709 (78.70 vs 78.56), unchanged (that run had the ortfloat branch only, i.e. the
+  LiteRT emulation before the ltfloat kernels below).
   LiteRT's remaining float kernels (ltfloat helper, 2026-12-02): the AVX-512 RSQRT (Intel's
   ``rsqrt14`` table + XNNPACK's Newton step), the fused mean of squares XNNPACK substitutes
   for LayerNorm's ``MEAN(d·d)`` (differs from MEAN's order above 64 values: MiniLM is 384

@@ -41,7 +41,9 @@ and float ops reading float-produced tensors unrounded (:meth:`IntegerSim.deploy
 XNNPACK's float GELU, FULLY_CONNECTED, LayerNorm, SUM, L2 norm and SOFTMAX value for value
 (:mod:`.integer_sim_float`, :mod:`.integer_sim_litert_norm`, :mod:`.integer_sim_litert_softmax`;
 AVX-512 kernels) and its float → int8 QUANTIZE's rounding, ``round(x · fl(1/s))``
-(:meth:`IntegerSim.quantized`). Other nodes and 16-bit activations keep the float path: the
+(:meth:`IntegerSim.quantized`). For ``"onnxruntime"``, its float LayerNorm, GELU,
+constant-weight MatMul (MLAS SGEMM) and Softmax are emulated value for value
+(:mod:`.integer_sim_ort_float`). Other nodes and 16-bit activations keep the float path: the
 runtimes run those as float kernels too, in their own float32 order — the one difference left
 (a value within float32 rounding of a rounding boundary lands one step apart; deep post-LN
 transformers amplify it).
@@ -70,6 +72,7 @@ from edgequant.torch.integer_sim_float import FloatKernels
 from edgequant.torch.integer_sim_litert_norm import xnnpack_quantize
 from edgequant.torch.integer_sim_litert_softmax import SoftmaxKernel
 from edgequant.torch.integer_sim_matmul import MatMulKernels
+from edgequant.torch.integer_sim_ort_float import OrtFloatKernels
 from edgequant.torch.onnx_ops import Conv
 
 #: Ops emulated as the integer kernel the deployed model runs.
@@ -105,7 +108,7 @@ class Grid:
         return q.astype(self.qtype.numpy_dtype)
 
 
-class IntegerSim(MatMulKernels, FloatKernels, SoftmaxKernel):
+class IntegerSim(MatMulKernels, FloatKernels, SoftmaxKernel, OrtFloatKernels):
     """Emulates the deployed integer kernels for the nodes of one :class:`GraphQAT`."""
 
     def __init__(self, qat, kernels: str = "onnxruntime") -> None:
@@ -201,6 +204,8 @@ class IntegerSim(MatMulKernels, FloatKernels, SoftmaxKernel):
         exact = self.exact(node, ins)
         if exact is None:
             exact = self.float_kernel(node, ins)
+        if exact is None:
+            exact = self.ort_float_kernel(node, ins)
         if exact is None:
             return node.fn(ins, node.attrs)
         if not torch.is_grad_enabled():
