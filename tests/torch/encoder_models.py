@@ -93,3 +93,18 @@ def token_batch(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     mask = (torch.arange(SEQ)[None, :] < lengths[:, None]).to(torch.int64)  # (N, S)
     ids = torch.randint(1, VOCAB, (n, SEQ), generator=g) * mask  # (N, S) int64
     return ids, mask
+
+
+def trained_encoder(ids: torch.Tensor, mask: torch.Tensor):
+    """The encoder captured, w8a8 QAT-trained a few steps on 48 rows of ``ids`` / ``mask``
+    (weights off PTQ's grid) and converted: ``(qat, QuantizedModel)``."""
+    import edgequant.torch as eqt
+    from edgequant.recipes.builtin import get_recipe
+    from edgequant.torch.capture import capture, qat_from_capture
+
+    cap = capture(encoder(), (ids[:2], mask[:2]))
+    qat = qat_from_capture(cap, get_recipe("w8a8"), calibration=[(ids[:32], mask[:32])])
+    batches = [(ids[s:s + 8], mask[s:s + 8]) for s in range(0, 48, 8)]
+    eqt.fit_qat(qat, batches, teacher=encoder(), labels=False, distill="mse", lr=1e-3,
+                show_progress=False, freeze_observers_step=3)
+    return qat, eqt.convert(qat)

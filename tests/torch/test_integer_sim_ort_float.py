@@ -18,14 +18,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from encoder_models import encoder, token_batch
+from encoder_models import token_batch, trained_encoder
 from onnx import TensorProto, helper, numpy_helper
 
-import edgequant.torch as eqt
-from edgequant.recipes.builtin import get_recipe
 from edgequant.runtime.runners import open_runner
 from edgequant.runtime.sessions import ort_session
-from edgequant.torch.capture import capture, qat_from_capture
 from edgequant.torch.integer_sim_ort_float import (
     fma32,
     mlas_sgemm,
@@ -134,12 +131,7 @@ IDS, MASK = token_batch(48)
 
 @pytest.fixture(scope="module")
 def trained():
-    cap = capture(encoder(), (IDS[:2], MASK[:2]))
-    qat = qat_from_capture(cap, get_recipe("w8a8"), calibration=[(IDS[:32], MASK[:32])])
-    batches = [(IDS[s:s + 8], MASK[s:s + 8]) for s in range(0, 48, 8)]
-    eqt.fit_qat(qat, batches, teacher=encoder(), labels=False, distill="mse", lr=1e-3,
-                show_progress=False, freeze_observers_step=3)
-    return qat, eqt.convert(qat)
+    return trained_encoder(IDS, MASK)
 
 
 def test_encoder_float_tensors_before_quantize_equal_onnxruntime(trained):

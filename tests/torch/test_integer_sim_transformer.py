@@ -17,12 +17,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from encoder_models import encoder, token_batch
+from encoder_models import token_batch, trained_encoder
 
-import edgequant.torch as eqt
-from edgequant.recipes.builtin import get_recipe
 from edgequant.runtime.runners import open_runner
-from edgequant.torch.capture import capture, qat_from_capture
 
 IDS, MASK = token_batch(48)
 #: float32 rounding of the float ops (LayerNorm, Softmax, GELU, pooling) between two engines;
@@ -33,12 +30,7 @@ FLOAT_TOL = 1e-5
 @pytest.fixture(scope="module")
 def trained():
     """The encoder captured, QAT-trained a few steps (weights off PTQ's grid) and converted."""
-    cap = capture(encoder(), (IDS[:2], MASK[:2]))
-    qat = qat_from_capture(cap, get_recipe("w8a8"), calibration=[(IDS[:32], MASK[:32])])
-    batches = [(IDS[s:s + 8], MASK[s:s + 8]) for s in range(0, 48, 8)]
-    eqt.fit_qat(qat, batches, teacher=encoder(), labels=False, distill="mse", lr=1e-3,
-                show_progress=False, freeze_observers_step=3)
-    return qat, eqt.convert(qat)
+    return trained_encoder(IDS, MASK)
 
 
 def _feeds(qat) -> dict[str, np.ndarray]:

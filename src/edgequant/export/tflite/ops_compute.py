@@ -134,12 +134,7 @@ def Conv(cv: Converter, node: Node) -> None:
     dil = tuple(attrs.get("dilations", [1, 1]))
     pads = onnx_pads(attrs, hw, kernel, strides, dil)
     mode = padding_mode(hw, kernel, strides, dil, pads)
-    if one_d:  # (N, L, C) → (N, 1, L, C)
-        x3 = cv.act(node.inputs[0], "nlc")
-        x = reshape_to(cv, x3, (x3.shape[0], 1, *x3.shape[1:]), f"{node.name}_2d")
-        x.nhwc = True
-    else:
-        x = cv.act(node.inputs[0], "nhwc")
+    x = nhwc_input(cv, node, one_d)
     if mode is None:
         x = pad_nhwc(cv, x, pads, node.name)
         mode = "VALID"
@@ -190,6 +185,17 @@ def _reshape_options(shape) -> schema.ReshapeOptionsT:
     opt = schema.ReshapeOptionsT()
     opt.newShape = [int(d) for d in shape]
     return opt
+
+
+def nhwc_input(cv: Converter, node: Node, one_d: bool) -> TVal:
+    """Input 0 of a Conv / pooling node channels-last (N, H, W, C); a 1-D op's (N, L, C) input
+    is reshaped to (N, 1, L, C), as the TFLite converter runs 1-D ops as 2-D ones."""
+    if not one_d:
+        return cv.act(node.inputs[0], "nhwc")
+    x3 = cv.act(node.inputs[0], "nlc")
+    x = reshape_to(cv, x3, (x3.shape[0], 1, *x3.shape[1:]), f"{node.name}_2d")
+    x.nhwc = True
+    return x
 
 
 def reshape_to(cv: Converter, x: TVal, shape: tuple[int, ...], name: str) -> TVal:

@@ -22,7 +22,12 @@ from edgequant.export.tflite.layout import (
     padding_mode,
     to_first,
 )
-from edgequant.export.tflite.ops_compute import PADDING, conv1d_as_2d, pad_nhwc, reshape_to
+from edgequant.export.tflite.ops_compute import (
+    PADDING,
+    conv1d_as_2d,
+    nhwc_input,
+    pad_nhwc,
+)
 
 
 def _is_nhwc(cv: Converter, name: str) -> bool:
@@ -184,12 +189,7 @@ def _pool(cv: Converter, node: Node, code: int, kernel, strides, pads, count_pad
     if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
         raise UnsupportedOpError(f"node {node.name!r}: dilated pooling is not exported")
     mode = padding_mode(x_shape[2:], kernel, strides, (1, 1), pads)
-    if one_d:  # (N, L, C) → (N, 1, L, C)
-        x3 = cv.act(node.inputs[0], "nlc")
-        x = reshape_to(cv, x3, (x3.shape[0], 1, *x3.shape[1:]), f"{node.name}_2d")
-        x.nhwc = True
-    else:
-        x = cv.act(node.inputs[0], "nhwc")
+    x = nhwc_input(cv, node, one_d)
     if mode is None or (mode == "SAME" and count_pad):
         if code != OP.AVERAGE_POOL_2D or not count_pad:
             raise UnsupportedOpError(f"node {node.name!r}: pads {pads} are neither SAME nor "
