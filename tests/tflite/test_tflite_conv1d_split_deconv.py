@@ -86,6 +86,19 @@ def _check_float(model: onnx.ModelProto, x: np.ndarray, path) -> dict[str, int]:
     return res.ops
 
 
+def _check_int8(model: onnx.ModelProto, x: np.ndarray, path):
+    """w8a8 PTQ of ``model`` (input ``x``) exported int8: the reference equals LiteRT per node,
+    LiteRT (builtin kernels) is within MAX_LSB_VS_ORT of onnxruntime; returns the export."""
+    qm = edgequant.quantize(model, "w8a8", calibration={"x": x})
+    res = export_tflite(qm.model, path, mode="int8")
+    report = verify_tflite(res.path, {"x": x}, per_node=True)
+    assert report.ok() and report.max_lsb == 0, report
+    got = LiteRTRunner(res.path, xnnpack=False).run({"x": x})[0]
+    lsb = float(np.abs(got - _ort(qm.model, x)).max()) / _out_scale(res.path)
+    assert round(lsb) <= MAX_LSB_VS_ORT, lsb
+    return res
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_float_export_matches_onnxruntime(name, tmp_path):
     model, x = build(name)
@@ -157,13 +170,7 @@ def test_conv1d_geometry_float_and_int8(case, tmp_path):
     ops = _check_float(model, x[:2], tmp_path / f"{case}.tflite")
     assert ops[op] == 1 and ops["TRANSPOSE"] == 2, ops  # in and out of (N, L, C) only
     assert ("PAD" in ops) == (case == "asymmetric_pads_s2"), ops
-    qm = edgequant.quantize(model, "w8a8", calibration={"x": x})
-    res = export_tflite(qm.model, tmp_path / f"{case}_int8.tflite", mode="int8")
-    report = verify_tflite(res.path, {"x": x}, per_node=True)
-    assert report.ok() and report.max_lsb == 0, report
-    got = LiteRTRunner(res.path, xnnpack=False).run({"x": x})[0]
-    lsb = float(np.abs(got - _ort(qm.model, x)).max()) / _out_scale(res.path)
-    assert round(lsb) <= MAX_LSB_VS_ORT, lsb
+    _check_int8(model, x, tmp_path / f"{case}_int8.tflite")
 
 
 def test_conv1d_branches_concat_channels_last(tmp_path):
@@ -181,14 +188,8 @@ def test_conv1d_branches_concat_channels_last(tmp_path):
     x = rng.standard_normal((8, 4, 9)).astype(np.float32)
     ops = _check_float(model, x[:2], tmp_path / "concat.tflite")
     assert ops["CONCATENATION"] == 1 and ops["TRANSPOSE"] == 2, ops
-    qm = edgequant.quantize(model, "w8a8", calibration={"x": x})
-    res = export_tflite(qm.model, tmp_path / "concat_int8.tflite", mode="int8")
+    res = _check_int8(model, x, tmp_path / "concat_int8.tflite")
     assert res.ops["TRANSPOSE"] == 2, res.ops
-    report = verify_tflite(res.path, {"x": x}, per_node=True)
-    assert report.ok() and report.max_lsb == 0, report
-    got = LiteRTRunner(res.path, xnnpack=False).run({"x": x})[0]
-    lsb = float(np.abs(got - _ort(qm.model, x)).max()) / _out_scale(res.path)
-    assert round(lsb) <= MAX_LSB_VS_ORT, lsb
 
 
 # ---- ConvTranspose geometry (ONNX models built directly) -------------------------------------
@@ -307,13 +308,7 @@ def test_split_forms_float_and_int8(case, tmp_path):
     equal = sizes is None and xshape[axis] % split["num_outputs"] == 0
     assert ("SPLIT" if equal else "SPLIT_V") in ops and "TRANSPOSE" not in {
         k for k, v in ops.items() if v > 2}, ops
-    qm = edgequant.quantize(model, "w8a8", calibration={"x": x})
-    res = export_tflite(qm.model, tmp_path / f"{case}_int8.tflite", mode="int8")
-    report = verify_tflite(res.path, {"x": x}, per_node=True)
-    assert report.ok() and report.max_lsb == 0, report
-    got = LiteRTRunner(res.path, xnnpack=False).run({"x": x})[0]
-    lsb = float(np.abs(got - _ort(qm.model, x)).max()) / _out_scale(res.path)
-    assert round(lsb) <= MAX_LSB_VS_ORT, lsb
+    _check_int8(model, x, tmp_path / f"{case}_int8.tflite")
 
 
 # ---- keyword-spotting style model on real data ------------------------------------------------
