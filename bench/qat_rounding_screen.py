@@ -7,7 +7,9 @@ Each JSON object is one run (:mod:`edgequant.torch.learned_rounding`): ``name``,
 ``$QAT_ADAROUND_CACHE`` — computed on the first run; ``"nearest"``: the default PTQ start,
 weight clip search + bias correction), ``margin`` (0.1; null: AdaRound's float start),
 ``straight_through`` (false: soft training forward; true: hardened, STE),
-``steps`` (100), ``batch`` (4), ``seed`` (11), the rest passed to ``fit_qat`` over the
+``steps`` (100), ``batch`` (4), ``seed`` (11), ``extra`` (false: + ``EXTRA_TRAINING_PHOTOS``
+in the training pool), ``synthetic`` (0: fraction of procedural training images,
+:mod:`edgequant_zoo.synthetic_images`), the rest passed to ``fit_qat`` over the
 defaults ``rounding_lr=1e-2, rounding_reg=0.01, lr=1e-5`` (biases, constants),
 ``scale_lr=1e-6`` (LSQ), ``schedule="cosine"``, ``T=1``. Activation ranges stay PTQ's.
 
@@ -46,7 +48,12 @@ def main() -> None:
     """Run the JSON list of settings in ``sys.argv[1]``; print one RESULT line each."""
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     torch.manual_seed(0)
-    from edgequant_zoo.photos import CALIBRATION_PHOTOS, augmented_crops, calibration_crops
+    from edgequant_zoo.photos import (
+        CALIBRATION_PHOTOS,
+        EXTRA_TRAINING_PHOTOS,
+        augmented_crops,
+        calibration_crops,
+    )
 
     configs = json.loads(sys.argv[1])
     teacher, cap, x_cal, x_ev, _ = qa.effnet_setup(EVAL_N)
@@ -73,13 +80,15 @@ def main() -> None:
         name, which = cfg.pop("name"), cfg.pop("start", "adaround")
         steps, batch, seed = cfg.pop("steps", 100), cfg.pop("batch", 4), cfg.pop("seed", 11)
         margin, ste = cfg.pop("margin", 0.1), cfg.pop("straight_through", False)
+        extra, synthetic = cfg.pop("extra", False), cfg.pop("synthetic", 0.0)
         qat = copy.deepcopy(starts[which])
         learn_rounding(qat, reference=floats if which == "adaround" else None, margin=margin,
                        straight_through=ste)
         first = [q.integers().clone() for q in rounding_quantizers(qat)]
         kw = {"rounding_lr": 1e-2, "rounding_reg": 0.01, "lr": 1e-5, "scale_lr": 1e-6,
               "schedule": "cosine", "T": 1.0, **cfg}
-        train = augmented_crops(steps * batch, 224, seed=seed, names=CALIBRATION_PHOTOS)
+        names = CALIBRATION_PHOTOS + (EXTRA_TRAINING_PHOTOS if extra else ())
+        train = augmented_crops(steps * batch, 224, seed=seed, names=names, synthetic=synthetic)
         loader = _Loud([torch.from_numpy(train[s:s + batch]) for s in range(0, len(train), batch)],
                        name)
         t1 = time.time()
@@ -92,7 +101,8 @@ def main() -> None:
         print(f"RESULT {name}: eval agree {ev[0]:.1f} KL {ev[1]:.3f} | train-photo holdout "
               f"{ho[0]:.1f} KL {ho[1]:.3f} | undecided {st['undecided']:.4f} changed "
               f"{changed / st['weights']:.4f} | {time.time() - t1:.0f}s | start={which} "
-              f"steps={steps} batch={batch} margin={margin} ste={ste} {kw}", flush=True)
+              f"steps={steps} batch={batch} margin={margin} ste={ste} extra={extra} "
+              f"synthetic={synthetic} {kw}", flush=True)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def _mix(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, mode: str) -> n
 
 def augmented_crops(n: int, size: int = 224, seed: int = 0,
                     names: tuple[str, ...] = CALIBRATION_PHOTOS, grey: float = 0.3,
-                    mix: str | None = None) -> np.ndarray:
+                    mix: str | None = None, synthetic: float = 0.0) -> np.ndarray:
     """``n`` augmented training crops of ``names`` (default: the calibration photos, never the
     evaluation ones): (n, 3, size, size) float32, ImageNet-normalised.
 
@@ -145,6 +145,9 @@ def augmented_crops(n: int, size: int = 224, seed: int = 0,
     ``mix``: ``"mixup"`` or ``"cutmix"`` blends every crop with a second augmented crop (of
     any photo of ``names``) — "function matching" (Beyer et al. 2022): the teacher labels
     each blend, so the student sees images off the photos' manifold; None (default): no blend.
+    ``synthetic``: the fraction of crops replaced by procedural images (dead leaves, 1/f colour
+    noise, blends: :mod:`edgequant_zoo.synthetic_images`), textures and edges at every scale
+    that a few object photos lack; 0 (default): photos only.
     """
     if any(nm in EVALUATION_PHOTOS for nm in names):
         raise ValueError(f"augmented_crops: {sorted(set(names) & set(EVALUATION_PHOTOS))} are "
@@ -155,11 +158,19 @@ def augmented_crops(n: int, size: int = 224, seed: int = 0,
     if mix is not None and mix not in MIX_MODES:
         raise ValueError(f"augmented_crops: mix={mix!r} is not allowed: use one of {MIX_MODES} "
                          "or None")
+    if not 0.0 <= synthetic <= 1.0:
+        raise ValueError(f"augmented_crops: synthetic={synthetic!r} is not allowed: use a "
+                         "fraction in [0, 1]")
+    from edgequant_zoo.synthetic_images import synthetic_image
+
     rng = np.random.default_rng(seed)
     photos = [load_photo(nm) for nm in names]
     out = np.empty((n, 3, size, size), np.float32)
     for i in range(n):
-        a = _augmented(rng, photos, size, grey)                          # (size, size, 3)
+        if synthetic and rng.random() < synthetic:  # no draw at 0: photo crops stay as before
+            a = synthetic_image(rng, size)                               # (size, size, 3)
+        else:
+            a = _augmented(rng, photos, size, grey)                      # (size, size, 3)
         if mix is not None:
             a = _mix(rng, a, _augmented(rng, photos, size, grey), mix)
         out[i] = ((a - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)  # (3, size, size)
