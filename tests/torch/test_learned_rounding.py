@@ -77,10 +77,12 @@ def test_trained_rounding_converts_to_the_hardened_integers(cap, net, learn_scal
         k = trained[n] - q.zero_point.reshape(s.shape).numpy().astype(np.int64)
         clipped = (trained[n] == q.spec.qtype.qmin) | (trained[n] == q.spec.qtype.qmax)
         assert np.all(((k == lo) | (k == lo + 1)) | clipped), n
+    # convert straight after the last optimizer step (no forward since): the step's flips and
+    # scale moves must reach the file, not the grid points the last training forward wrote
+    converted = convert_graph(qat).model
     qat.eval()
     with torch.no_grad():
         fq = qat(X).numpy()  # (48, 10), hardened integers, onnxruntime's kernels emulated
-    converted = convert_graph(qat).model
     stored = _stored_ints(converted, names)
     assert all(np.array_equal(stored[n], trained[n]) for n in names)
     assert np.array_equal(run_ort(converted, X.numpy()), fq)

@@ -53,10 +53,19 @@ def trained_graph(qat: GraphQAT) -> onnx.ModelProto:
 @torch.no_grad()
 def _refresh_weights(qat: GraphQAT) -> None:
     """Weight / constant qparams of the *current* values (an optimizer step may have moved
-    the weights since the last forward; learned LSQ scales are kept as trained)."""
+    the weights since the last forward; learned LSQ scales are kept as trained). A learned
+    rounding's weight parameter is rewritten to the grid points of its *current* hardened
+    integers at the (possibly bias-raised) scale: the last optimizer step may have flipped
+    roundings or moved the scale since the forward that last wrote it."""
+    from edgequant.torch.learned_rounding import LearnedRoundingQuantizer
+
     for key in qat.weight_qparams():
         q = qat.quantizer(key)
-        if qat.fit_weight_qparams(key):  # int32-bias fit, exactly as the forward does
+        fitted = qat.fit_weight_qparams(key)  # int32-bias fit, exactly as the forward does
+        if isinstance(q, LearnedRoundingQuantizer):
+            q(qat.value(key))  # writes s · (q − z) of the hardened integers into the weight
+            continue
+        if fitted:
             continue
         if not q.learn_scale or not bool(q.initialized):
             q(qat.value(key))
