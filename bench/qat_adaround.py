@@ -105,7 +105,8 @@ def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: 
     result = eqt.convert(qat)
     fq = qa.fq_per_engine(qat, (x_ev,), batch=32)
     with tempfile.TemporaryDirectory() as tmp:
-        outs = qa.deployed_outputs(result, names, (x_ev,), Path(tmp), reference_n=reference_n)
+        outs = qa.deployed_outputs(result, names, (x_ev,), Path(tmp), reference_n=reference_n,
+                                    ort_qop=True)
     rows = qa.compare(fq, outs, qa.output_scale(qat), ref)
     return {"recipe": recipe, "cfg": cfg, "adaround": ada, "ptq_agree": ptq_agree,
             "ada_agree": ada_agree, "start_fq_agree": start_fq,

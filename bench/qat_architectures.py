@@ -54,7 +54,7 @@ def fq_per_engine(qat, inputs: tuple[np.ndarray, ...], batch: int = 64) -> dict[
     """Fake-quant outputs to compare each engine with: onnxruntime's kernels for onnxruntime and
     the reference interpreter, LiteRT's (XNNPACK) for LiteRT."""
     ort = fq_outputs(qat, inputs, batch, "onnxruntime")
-    return {"onnxruntime": ort, "reference": ort,
+    return {"onnxruntime": ort, "ort qop": ort, "reference": ort,
             "litert": fq_outputs(qat, inputs, batch, "litert")}
 
 
@@ -67,14 +67,20 @@ def _run(runner, names: list[str], inputs: tuple[np.ndarray, ...], batch: int) -
 
 
 def deployed_outputs(result, names: list[str], inputs: tuple[np.ndarray, ...], workdir: Path,
-                     reference_n: int | None = None, tflite: bool = True
-                     ) -> dict[str, np.ndarray | str]:
-    """Outputs of the converted model per engine (a string: why that engine could not run)."""
+                     reference_n: int | None = None, tflite: bool = True,
+                     ort_qop: bool = False) -> dict[str, np.ndarray | str]:
+    """Outputs of the converted model per engine (a string: why that engine could not run).
+
+    ``ort_qop``: also onnxruntime on the ``--format qop`` file (row ``ort qop``) — for
+    int4 weights, which onnxruntime runs from the QDQ file as DQ → float Conv (not integer
+    exact) but from the qop file as QLinearConv on the same integers widened to int8."""
     out: dict[str, np.ndarray | str] = {}
     out["onnxruntime"] = _run(open_runner(result.model), names, inputs, 64)
     n = reference_n or len(inputs[0])
     try:  # the interpreter runs the integer-only (QOperator) lowering, as onnxruntime fuses
         qop = result.save(workdir / "model_qop.onnx", format="qop")
+        if ort_qop:
+            out["ort qop"] = _run(open_runner(qop), names, inputs, 64)
         out["reference"] = _run(open_runner(qop, "reference"), names,
                                 tuple(a[:n] for a in inputs), 16)
     except Exception as exc:  # the table shows why
@@ -178,7 +184,8 @@ def mobilenet_style(recipes=("w8a8", "w4a8"), train_n: int = 8000, test_n: int =
         result = eqt.convert(qat)
         fq = fq_per_engine(qat, (x_te,))
         with tempfile.TemporaryDirectory() as tmp:
-            outs = deployed_outputs(result, qat.input_names, (x_te,), Path(tmp), reference_n=500)
+            outs = deployed_outputs(result, qat.input_names, (x_te,), Path(tmp), reference_n=500,
+                                    ort_qop=True)
         rows = compare(fq, outs, output_scale(qat), y_te)
         results[recipe] = {"ptq": ptq_acc, "qat_fq": rows[0]["acc_fq"], "rows": rows,
                            "holds": holds(rows, acc=True),
@@ -314,7 +321,7 @@ def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int =
         fq = fq_per_engine(qat, (x_ev,), batch=32)
         with tempfile.TemporaryDirectory() as tmp:
             outs = deployed_outputs(result, qat.input_names, (x_ev,), Path(tmp),
-                                    reference_n=reference_n)
+                                    reference_n=reference_n, ort_qop=True)
         rows = compare(fq, outs, output_scale(qat), ref)
         ort = outs["onnxruntime"]
         results[recipe] = {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,8 @@ import qat_adaround
 import qat_architectures as qa
 from qat_effnet_screen import _Loud, evaluate
 
-EVAL_N = 64
+#: held-apart evaluation crops (``$QAT_SCREEN_EVAL_N``; the full bench reads 128)
+EVAL_N = int(os.environ.get("QAT_SCREEN_EVAL_N", "64"))
 
 
 def main() -> None:
