@@ -19,8 +19,10 @@ for a :class:`LearnedRoundingQuantizer` that keeps the same qparams:
   ``straight_through=True`` the hardened weight, with the soft weight's gradients;
 - eval mode: the hardened integers (``h ≥ ½``), exactly what ``convert`` ships;
 - every forward writes the hardened weight's grid points ``s · (q − z)`` into the weight
-  parameter itself, so ``GraphQAT.value(name)`` always rounds to nearest back to the hardened
-  integers: ``convert``, the integer-kernel emulation and ``state_dict`` need no special case.
+  parameter itself, so after a forward ``GraphQAT.value(name)`` rounds to nearest back to the
+  hardened integers: the integer-kernel emulation and ``state_dict`` need no special case.
+  An optimizer step after the last forward may flip roundings or move a scale, so ``convert``
+  rewrites the grid points first (``graph_convert._refresh_weights``).
 
 The qparams stay fixed (a plain quantizer recomputes them from the weight's range at every
 step; here the weight is the integers): only a learned (LSQ) scale moves, by gradient, and the
