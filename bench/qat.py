@@ -130,6 +130,17 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   integers from before the last optimizer step — fixed in ``graph_convert._refresh_weights``.)
   Screens on 128 crops with steadier updates (400 × 8 crops, rounding lr 0.02) reach 55.5 %
   from that start; the +20-point claim (≥ 59.8 %) fails.
+
+  Fourth round (2026-12-03, docs/qat.md "The AdaRound start"): the AdaRound start is now
+  deterministic (``qat_adaround.ADAROUND_OPTIONS``: no wall-time budget, 2000 iterations,
+  16384 rows: 53.9 %) and calibrated on the 64 crops + 64 procedural images
+  (``ADAROUND_SYNTHETIC``: 59.4 %; seed 6: 57.0 %; 128 images: 54.7 %; + 192 augmented crops of
+  the same photos instead: 50.8 %). Full bench from it: PTQ 39.8 % (37.5 % calibrated like the
+  start), PTQ + AdaRound 59.4 %, QAT with learned rounding 57.8 % in onnxruntime (fake quant
+  56.2 %); fake quant vs deployed: onnxruntime QDQ 96.88 %, 4 LSB; qop 100 %, 0 LSB;
+  reference 100 % of 32, 0 LSB; LiteRT 100 %, 0 LSB; 846 s. Best screen from that start
+  (400 × 4, rounding lr 0.02, a quarter procedural training crops): 60.2 % plain fake quant,
+  unconfirmed by the bench; the claim stays open at +18.0.
 - minilm (helper run on the qatsim branch, load average ~11: 902 s of training, 2889 s in
   all; exit 1: the LiteRT class claim fails by 2 docstrings): mean cosine to float on the
   held-out docstrings PTQ 0.9907 → QAT + distillation 0.9920 in onnxruntime (fake quant
@@ -357,7 +368,8 @@ def run_effnet_adaround(recipes: list[str], rounding: str = "nearest") -> bool:
                    f"needs ≥ PTQ + {EFFNET_MARGIN['w4a8']:g}; ")
         _arch_table(f"EfficientNet-Lite0 {recipe} from AdaRound ({a['mode']}, "
                     f"{a['wall_seconds']:.0f} s{', cached' if a.get('cached') else ''}): top-1 "
-                    f"agreement with float on held-apart photos: PTQ {r['ptq_agree']:.1f} %, "
+                    f"agreement with float on held-apart photos: PTQ {r['ptq_agree']:.1f} % "
+                    f"({r['ptq_start_calibration_agree']:.1f} % calibrated like the start), "
                     f"PTQ + AdaRound {r['ada_agree']:.1f} % (its fake quant "
                     f"{r['start_fq_agree']:.1f} %), QAT from it {r['qat_agree']:.1f} % (fake quant "
                     f"{r['qat_fq_agree']:.1f} %; {c.steps} steps × {c.batch} "
@@ -367,7 +379,8 @@ def run_effnet_adaround(recipes: list[str], rounding: str = "nearest") -> bool:
                     f"{r['train_seconds']:.0f} s training, {r['seconds']:.0f} s in all)", r["rows"])
         ok &= r["holds"] and r["qat_agree"] >= r["ada_agree"]
         if st is not None:
-            ok &= r["qat_agree"] >= r["ptq_agree"] + EFFNET_MARGIN["w4a8"]
+            best_ptq = max(r["ptq_agree"], r["ptq_start_calibration_agree"])
+            ok &= r["qat_agree"] >= best_ptq + EFFNET_MARGIN["w4a8"]
     return ok
 
 
