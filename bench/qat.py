@@ -350,16 +350,29 @@ def _arch_table(title: str, rows: list[dict]) -> None:
     Console().print(table)
 
 
-def run_effnet_adaround(recipes: list[str], rounding: str = "nearest") -> bool:
-    """``--arch effnet --start adaround [--recipes w4a8 w4a8_mixed] [--rounding learned]``: QAT
+def _confirm_line(cf: dict) -> str:
+    """One sentence on ``qat_architectures.confirm``'s result (the confirmation draw)."""
+    return (f"Confirmation draw ({cf['n']} fresh crops of the held-apart photos, seed "
+            f"{cf['seed']}, not used to choose any setting), onnxruntime: "
+            + ", ".join(f"{k} {a:.1f} %" for k, a in cf["agree"].items())
+            + "; QAT margin " + ", ".join(f"over {k} {m:+.1f} ± {se:.1f}"
+                                          for k, (m, se) in cf["margin"].items())
+            + "; KL(float ‖ model) " + ", ".join(f"{k} {v:.3f}" for k, v in cf["kl"].items()))
+
+
+def run_effnet_adaround(recipes: list[str], rounding: str = "nearest",
+                        train_seed: int | None = None) -> bool:
+    """``--arch effnet --start adaround [--recipes w4a8 w4a8_mixed] [--rounding learned]
+    [--train-seed N]``: QAT
     from PTQ's AdaRound (``bench/qat_adaround.py``); True if fake quant = deployed on every
     engine and QAT from AdaRound does not fall below PTQ + AdaRound (learned rounding: and
-    QAT beats default PTQ by ``EFFNET_MARGIN``)."""
+    QAT beats default PTQ by ``EFFNET_MARGIN``) — accuracy judged on the confirmation draw
+    (``qat_adaround.CONFIRM``: 512 fresh crops of the held-apart photos)."""
     import qat_adaround
 
     ok = True
     for recipe in recipes:
-        r = qat_adaround.efficientnet_adaround(recipe, rounding=rounding)
+        r = qat_adaround.efficientnet_adaround(recipe, rounding=rounding, train_seed=train_seed)
         c, a = r["cfg"], r["adaround"]
         st = r["rounding"]
         learned = ("" if st is None else
@@ -367,7 +380,7 @@ def run_effnet_adaround(recipes: list[str], rounding: str = "nearest") -> bool:
                    f"{c.rounding_reg:g}, margin {c.margin}"
                    f"{', straight-through' if c.straight_through else ''}, "
                    f"{st['undecided']:.2%} undecided; "
-                   f"needs ≥ PTQ + {EFFNET_MARGIN['w4a8']:g}; ")
+                   f"needs ≥ PTQ + {EFFNET_MARGIN['w4a8']:g} on the confirmation draw; ")
         _arch_table(f"EfficientNet-Lite0 {recipe} from AdaRound ({a['mode']}, "
                     f"{a['wall_seconds']:.0f} s{', cached' if a.get('cached') else ''}): top-1 "
                     f"agreement with float on held-apart photos: PTQ {r['ptq_agree']:.1f} % "
@@ -379,10 +392,17 @@ def run_effnet_adaround(recipes: list[str], rounding: str = "nearest") -> bool:
                     f"{f', step_lr {c.step_lr:g}' if c.step_lr else ''}"
                     f"{', LSQ' if c.learn_scales else ''}, {c.schedule}; {learned}"
                     f"{r['train_seconds']:.0f} s training, {r['seconds']:.0f} s in all)", r["rows"])
-        ok &= r["holds"] and r["qat_agree"] >= r["ada_agree"]
-        if st is not None:
-            best_ptq = max(r["ptq_agree"], r["ptq_start_calibration_agree"])
-            ok &= r["qat_agree"] >= best_ptq + EFFNET_MARGIN["w4a8"]
+        cf = r["confirm"]
+        Console().print(f"margin over PTQ on the {r['eval_n']} crops: "
+                        + ", ".join(f"{k} {m:+.1f} ± {se:.1f}" for k, (m, se) in r["margin"].items())
+                        + " points (paired SE). " + _confirm_line(cf))
+        # accuracy claims on the confirmation draw: 4× the crops of the table's 128 (paired SE
+        # ~2.5 points, not ~5) and never used to choose a setting; fake quant = deployed on the
+        # table's crops (all engines)
+        ok &= r["holds"] and cf["agree"]["qat"] >= cf["agree"]["adaround"]
+        if st is not None:  # the margin is over the better of the two PTQ baselines
+            best_cf = max(cf["agree"]["ptq"], cf["agree"]["ptq_start_calibration"])
+            ok &= cf["agree"]["qat"] >= best_cf + EFFNET_MARGIN["w4a8"]
     return ok
 
 
@@ -410,12 +430,14 @@ def run_architectures(which: list[str], recipes: tuple[str, ...] = ("w8a8", "w4a
         for recipe in recipes:
             r, c = res[recipe], res[recipe]["cfg"]
             margin = EFFNET_MARGIN[recipe]
-            better = r["qat_agree"] >= r["ptq_agree"] + margin
+            cf = r["confirm"]  # judged on the confirmation draw (512 crops, never selected on)
+            better = cf["agree"]["qat"] >= cf["agree"]["ptq"] + margin
             ada = ("" if r["ptq_adaround_agree"] is None
                    else f"PTQ + sequential AdaRound {r['ptq_adaround_agree']:.1f} %; ")
             _arch_table(f"EfficientNet-Lite0 {recipe}: top-1 agreement with float on held-apart "
                         f"photos: PTQ {r['ptq_agree']:.1f} %, QAT+distillation "
-                        f"{r['qat_agree']:.1f} % (needs ≥ PTQ + {margin:g}; {c.steps} steps × "
+                        f"{r['qat_agree']:.1f} % (needs ≥ PTQ + {margin:g} on the confirmation "
+                        f"draw; {c.steps} steps × "
                         f"{c.batch} {'augmented ' if c.augment else ''}crops at {c.size}², "
                         f"lr {c.lr:g}{f', step_lr {c.step_lr:g}' if c.step_lr else ''}"
                         f"{f', features {c.features:g}' if c.features else ''}"
@@ -425,6 +447,7 @@ def run_architectures(which: list[str], recipes: tuple[str, ...] = ("w8a8", "w4a
                         f"{', LSQ' if c.learn_scales else ''}, {c.schedule}; "
                         f"{'learned rounding; ' if c.rounding == 'learned' else ''}{ada}"
                         f"{r['train_seconds']:.0f} s training)", r["rows"])
+            Console().print(_confirm_line(cf))
             ok &= r["holds"] and better
     if "minilm" in which:
         import qat_minilm
@@ -463,7 +486,8 @@ def main() -> int:
     ``--arch mobilenet effnet minilm`` runs (only) the whole-graph QAT architecture claims;
     ``--arch effnet --recipes w4a8`` only that EfficientNet recipe, ``--adaround`` adds PTQ +
     sequential AdaRound as a reference figure.
-    ``--arch effnet --start adaround [--recipes w4a8 w4a8_mixed]`` EfficientNet from AdaRound.
+    ``--arch effnet --start adaround [--recipes w4a8 w4a8_mixed]`` EfficientNet from AdaRound
+    (``--train-seed N``: another draw of its training crops, for training noise).
     ``--rounding learned`` (EfficientNet w4a8, either start): QAT with learned rounding
     (``qat_architectures.EFFNET_ROUNDING``, :mod:`edgequant.torch.learned_rounding`).
     """
@@ -482,7 +506,11 @@ def main() -> int:
             if start != "adaround" or which != ["effnet"]:
                 raise SystemExit(f"--start {start!r} is not allowed: use --arch effnet --start "
                                  "adaround [--recipes w4a8 w4a8_mixed]")
-            return 0 if run_effnet_adaround(_recipes(args, ["w4a8"]), rounding) else 1
+            seed = args[args.index("--train-seed") + 1] if "--train-seed" in args else None
+            if seed is not None and not seed.isdigit():
+                raise SystemExit(f"--train-seed {seed!r} is not allowed: use a whole number")
+            return 0 if run_effnet_adaround(_recipes(args, ["w4a8"]), rounding,
+                                            None if seed is None else int(seed)) else 1
         recipes = tuple(_recipes(args, ["w4a8"] if rounding == "learned" else ["w8a8", "w4a8"]))
         bad = [r for r in recipes if r not in EFFNET_MARGIN
                or (rounding == "learned" and r != "w4a8")]

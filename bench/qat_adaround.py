@@ -23,6 +23,7 @@ changing the code, recipe or photos: the cache is not keyed on them).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -108,28 +109,31 @@ def adaround_start(cap, recipe: str, x_cal: np.ndarray, learn_scales: bool, cach
 
 
 def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: int = 32,
-                          cache: Path | None = None, rounding: str = "nearest") -> dict:
+                          cache: Path | None = None, rounding: str = "nearest",
+                          train_seed: int | None = None) -> dict:
     """PTQ default vs PTQ + AdaRound vs QAT from the AdaRound start on EfficientNet-Lite0.
 
     ``rounding="learned"``: QAT with learned rounding (``qat_architectures.EFFNET_ROUNDING``;
     each weight keeps ⌊w/s⌋ or ⌊w/s⌋ + 1 of the float weight, starting at AdaRound's choice);
-    ``"nearest"``: ``EFFNET_QAT``'s settings (the weights move freely)."""
+    ``"nearest"``: ``EFFNET_QAT``'s settings (the weights move freely). ``train_seed``: another
+    draw of the training crops than the settings' (training noise)."""
     import qat_architectures as qa
 
     cfg = (qa.EFFNET_ROUNDING if rounding == "learned" else qa.EFFNET_QAT)["w4a8"]
+    if train_seed is not None:
+        cfg = dataclasses.replace(cfg, seed=train_seed)
     teacher, cap, x_cal, x_ev, ref = qa.effnet_setup(eval_n)
     t0 = time.perf_counter()
     qat, ada = adaround_start(cap, recipe, x_cal, cfg.learn_scales, cache or cache_dir())
     names = qat.input_names
     ptq = edgequant.quantize(cap.graph, recipe, calibration={names[0]: x_cal})
-    ptq_agree = _agree(qa._run(open_runner(ptq.model), names, (x_ev,), 32).argmax(1), ref)
+    ptq_pred = qa._run(open_runner(ptq.model), names, (x_ev,), 32).argmax(1)  # (eval_n,)
     # default PTQ on the start's calibration set too (procedural images included), so the
     # margin is measured against the better of the two PTQ baselines
     cal = adaround_calibration(x_cal)
     ptq_same = (edgequant.quantize(cap.graph, recipe, calibration={names[0]: cal})
                 if len(cal) != len(x_cal) else ptq)
-    ptq_same_agree = _agree(qa._run(open_runner(ptq_same.model), names, (x_ev,), 32).argmax(1),
-                            ref)
+    same_pred = qa._run(open_runner(ptq_same.model), names, (x_ev,), 32).argmax(1)  # (eval_n,)
     start = eqt.convert(qat)  # = PTQ + AdaRound (tested bit for bit on a small CNN)
     ada_agree = _agree(qa._run(open_runner(start.model), names, (x_ev,), 32).argmax(1), ref)
     start_fq = _agree(qa.fq_outputs(qat, (x_ev,), 32).argmax(1), ref)
@@ -147,10 +151,17 @@ def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: 
         outs = qa.deployed_outputs(result, names, (x_ev,), Path(tmp), reference_n=reference_n,
                                     ort_qop=True)
     rows = qa.compare(fq, outs, qa.output_scale(qat), ref)
-    return {"recipe": recipe, "cfg": cfg, "adaround": ada, "ptq_agree": ptq_agree,
-            "ptq_start_calibration_agree": ptq_same_agree,
+    fresh = qa.confirm(teacher, names, {"ptq": ptq, "ptq_start_calibration": ptq_same,
+                                     "adaround": start, "qat": result})
+    qat_pred = outs["onnxruntime"].argmax(1)  # (eval_n,)
+    return {"recipe": recipe, "eval_n": eval_n, "cfg": cfg, "adaround": ada,
+            "ptq_agree": _agree(ptq_pred, ref),
+            "ptq_start_calibration_agree": _agree(same_pred, ref),
+            "margin": {"ptq": qa.paired_margin(qat_pred, ptq_pred, ref),
+                       "ptq_start_calibration": qa.paired_margin(qat_pred, same_pred, ref)},
+            "confirm": fresh,
             "ada_agree": ada_agree, "start_fq_agree": start_fq,
-            "qat_agree": _agree(outs["onnxruntime"].argmax(1), ref),
+            "qat_agree": _agree(qat_pred, ref),
             "qat_fq_agree": _agree(fq["onnxruntime"].argmax(1), ref), "rows": rows,
             "holds": qa.holds(rows, acc=True), "train_seconds": train_s,
             "rounding": stats, "seconds": time.perf_counter() - t0}

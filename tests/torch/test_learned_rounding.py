@@ -122,6 +122,34 @@ def test_adaround_start_keeps_adaround_choice_between_floor_and_ceil_of_the_floa
         assert np.array_equal(k, ours[n]), n  # zero point 0 (symmetric int4)
 
 
+def test_adaround_start_reference_defaults_to_the_floats_adaround_rounded(cap):
+    """``learn_rounding(qat)`` without ``reference`` on PTQ's AdaRound start uses the float
+    weights AdaRound rounded (``qat.rounding_reference``), not the grid points the QAT weights
+    hold: the same floor integers and start as passing the float model's weights."""
+    cal = X[:32].numpy()
+    rec = get_recipe("w4a8").with_options(**FAST_ADAROUND)
+    a, b = (qat_from_capture(cap, rec, calibration=cal) for _ in range(2))
+    floats = {t.name: numpy_helper.to_array(t) for t in cap.graph.graph.initializer}
+    assert sorted(a.rounding_reference) == sorted(n for n in a.initializer_names()
+                                                  if a.plan.tensors[n].role == "weight"
+                                                  and a.quantizer(n) is not None)
+    names = learn_rounding(a)
+    learn_rounding(b, reference={n: floats[n] for n in b.initializer_names()})
+    for n in names:
+        qa, qb = a.quantizer(n), b.quantizer(n)
+        assert np.array_equal(qa.base.numpy(), qb.base.numpy()), n
+        assert np.array_equal(qa.hard().numpy(), qb.hard().numpy()), n
+    # without it (the grid points as reference) the floor is AdaRound's integer itself, so
+    # every weight AdaRound rounded up could only move further up
+    plain = qat_from_capture(cap, rec, calibration=cal)
+    plain.rounding_reference = {}
+    learn_rounding(plain)
+    assert any(not np.array_equal(plain.quantizer(n).base.numpy(), a.quantizer(n).base.numpy())
+               for n in names)
+    nearest = qat_from_capture(cap, get_recipe("w4a8"), calibration=cal)
+    assert nearest.rounding_reference == {}
+
+
 def test_regulariser_is_adarounds():
     """mean(1 − |2h − 1|^β): 1 at h = ½, 0 at h ∈ {0, 1}, the formula in between."""
     from edgequant.ptq.recovery.adaround_relax import GAMMA, ZETA, annealed_beta

@@ -237,10 +237,14 @@ def qat_from_capture(cap: Capture, recipe: Recipe, *, calibration=None,
             act.update(search_ranges(graph, plan, feeds, recovered.weight_qparams, "float",
                                      DEFAULT_BATCH, None, ptq_report))
         if adaround:  # PTQ's AdaRound stage: weights on its integers, biases corrected
+            recovered_floats = graph
             graph, grid, more = adaround_start(graph, plan, act, recovered.weight_qparams,
                                                feeds, DEFAULT_BATCH)
             ptq_report.update(more)
     qat = GraphQAT(graph, plan, learn_scales, momentum, cap.modules)
+    if grid:  # learned rounding's two integers come from the floats AdaRound rounded
+        qat.rounding_reference = {t.name: numpy_helper.to_array(t).copy()
+                                  for t in recovered_floats.graph.initializer if t.name in grid}
     qat.float_graph = float_graph
     #: what PTQ's start did (``recovery``, ``adaround``), as in ``edgequant.quantize``'s report
     qat.ptq_report = ptq_report

@@ -153,6 +153,10 @@ class GraphQAT(nn.Module):
         self.fake_quant = True
         #: runtime whose integer kernels the eval forward emulates: "onnxruntime", "litert", None
         self.kernels: str | None = "onnxruntime"
+        #: float weights (by initializer name) whose ⌊w/s⌋ / ⌊w/s⌋ + 1 learned rounding chooses
+        #: between by default: PTQ's recovered float weights when QAT starts from AdaRound (the
+        #: parameters then hold AdaRound's grid points); empty otherwise (the weights themselves)
+        self.rounding_reference: dict[str, np.ndarray] = {}
 
     # -- values -------------------------------------------------------------------------------
     def value(self, name: str) -> torch.Tensor:

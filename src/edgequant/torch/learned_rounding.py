@@ -167,9 +167,10 @@ def learn_rounding(qat: nn.Module, reference: dict[str, np.ndarray] | None = Non
     in place; returns the weights' names.
 
     ``reference``: the float weights (by initializer name) whose ``⌊w/s⌋`` / ``⌊w/s⌋ + 1``
-    are the two allowed integers — e.g. the float model's weights when ``qat`` starts from
-    PTQ's AdaRound (its weights are then AdaRound's grid points); a weight missing there uses
-    its current value (round-to-nearest start). Each weight starts at the integer its current
+    are the two allowed integers; a weight missing there uses its current value
+    (round-to-nearest start). None: ``qat.rounding_reference`` — from PTQ's AdaRound start
+    (``prepare_qat`` with ``adaround=True``), the recovered float weights AdaRound rounded (the
+    QAT weights are then its grid points), else nothing. Each weight starts at the integer its current
     value rounds to (AdaRound's or nearest's choice), moved to the nearer allowed one if it is
     neither; ``h`` starts ``margin`` away from that choice (0 < margin < ½), or with
     ``margin=None`` at the reference's fractional part ``w/s − ⌊w/s⌋`` (AdaRound's own start:
@@ -187,7 +188,7 @@ def learn_rounding(qat: nn.Module, reference: dict[str, np.ndarray] | None = Non
     if margin is not None and not 0.0 < margin < 0.5:
         raise ValueError(f"margin={margin!r} is not allowed: use 0 < margin < 0.5, or None "
                          "(start h at the float weight's fractional part)")
-    reference = dict(reference or {})
+    reference = dict(qat.rounding_reference if reference is None else reference)
     names = []
     for name in qat.initializer_names():
         q = qat.quantizer(name)
