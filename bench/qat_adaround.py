@@ -150,7 +150,7 @@ def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: 
     with tempfile.TemporaryDirectory() as tmp:
         outs = qa.deployed_outputs(result, names, (x_ev,), Path(tmp), reference_n=reference_n,
                                     ort_qop=True)
-    rows = qa.compare(fq, outs, qa.output_scale(qat), ref)
+    rows = qa.judge_int4_on_qop(qa.compare(fq, outs, qa.output_scale(qat), ref), result)
     fresh = qa.confirm(teacher, names, {"ptq": ptq, "ptq_start_calibration": ptq_same,
                                      "adaround": start, "qat": result})
     qat_pred = outs["onnxruntime"].argmax(1)  # (eval_n,)

@@ -183,6 +183,9 @@ def quantize(model, recipe: str | Recipe = "w8a8", calibration: Calibration | No
         qm, more = _dynamic(qm, plan, overrides, set(used), report)
         used.update(more)
 
+    conv4 = int4_conv_note(qm)
+    if conv4:
+        report["notes"].append(conv4)
     props = {p.key: p.value for p in qm.metadata_props}
     props.update({META_RECIPE: rec.name, META_FORMAT: "qdq"})
     onnx.helper.set_model_props(qm, props)
@@ -247,6 +250,24 @@ def _weight_only(qm: onnx.ModelProto, plan: QuantPlan, overrides, report
             "default computes with int8 activations (session option "
             "session.qdq_matmulnbits_accuracy_level=4); set it to 0 for float activations")
     return qm, more
+
+
+def int4_conv_note(model: onnx.ModelProto) -> str | None:
+    """A report note when ``model`` (QDQ) has convolutions with int4 weights, which onnxruntime
+    (no int4 convolution kernel) runs as DequantizeLinear → float Conv; None if it has none."""
+    int4 = {t.name for t in model.graph.initializer
+            if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)}
+    dq4 = {n.output[0] for n in model.graph.node
+           if n.op_type == "DequantizeLinear" and n.input[0] in int4}
+    convs = [n.name or n.output[0] for n in model.graph.node
+             if n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 1 and n.input[1] in dq4]
+    if not convs:
+        return None
+    return (f"{len(convs)} convolution(s) with int4 weights (first: {convs[0]}): onnxruntime has "
+            "no int4 convolution kernel and runs them from this QDQ model as DequantizeLinear → "
+            "float Conv → QuantizeLinear (float sums: not bit-exact with the integer reference); "
+            "format='qop' (--format qop) writes them as QLinearConv on the same integers "
+            "widened to int8: integer kernels, bit-exact")
 
 
 def _weight_only_names(plan: QuantPlan) -> list[str]:

@@ -15,8 +15,10 @@
 The grammar generalises: ``w{4|8}a{8|16}`` (static), ``w{4|8}_dynamic``, ``w{4|8}a16_g{N}``.
 Weights use narrow range ([-127, 127] for int8) so the same integers serve TFLite.
 Activations default to uint8 because x86 onnxruntime's fast int8 GEMM is uint8 × int8.
-``w4a8`` stores int4 weights in the QDQ model (onnxruntime computes them through its int8
-kernels); the .tflite exporter writes them as int8 values in [-7, 7]. Its default
+``w4a8`` stores int4 weights in the QDQ model (onnxruntime has no int4 convolution kernel and
+runs those convs as DequantizeLinear → float Conv; the ``qop`` format writes them as
+QLinearConv on the same integers widened to int8); the .tflite exporter writes them as int8
+values in [-7, 7]. Its default
 ``bias_correction="auto"`` corrects the rounding shift (docs/ptq_recovery.md).
 ``w4a8_mixed`` is ``w4a8`` with ``w4_keep_int8="sensitivity"``: the layers whose int4 weights
 hurt the output most per byte, measured on the calibration data, keep int8 weights until

@@ -23,7 +23,7 @@ from edgequant.errors import EdgequantError
 from edgequant.graph.contract import META_FORMAT, META_RECIPE
 from edgequant.graph.passes.gather_weights import TABLE_MODES, quantize_gathers
 from edgequant.graph.passes.insert_qdq import insert_qdq
-from edgequant.ptq.quantizer import QuantizedModel
+from edgequant.ptq.quantizer import QuantizedModel, int4_conv_note
 from edgequant.qparams import QParams
 from edgequant.torch.export import save_atomic
 from edgequant.torch.graph_qat import GraphQAT
@@ -102,6 +102,9 @@ def convert_graph(qat: GraphQAT, path: str | os.PathLike | None = None) -> Quant
     if sorted(qat.bias_float) != float_bias:
         log.warning("convert: biases kept float differ from training's: converted %s, "
                     "trained %s", float_bias, sorted(qat.bias_float))
+    conv4 = int4_conv_note(model)
+    if conv4:
+        notes.append(conv4)
     for note in notes:
         log.info("convert: %s", note)
     props = {p.key: p.value for p in model.metadata_props}
