@@ -130,8 +130,8 @@ def judge_int4_on_qop(rows: list[dict], result) -> list[dict]:
     if not int4_conv_note(result.model) or not any(r["engine"] == "ort qop" and "agree" in r
                                                     for r in rows):
         return rows
-    return [{**r, "context": True, "note": "int4 convs as DQ → float Conv: context; the qop "
-             "file is onnxruntime's integer model"} if r["engine"] == "onnxruntime" else r
+    note = "context: int4 convs in float (see qop)"
+    return [{**r, "context": True, "note": note} if r["engine"] == "onnxruntime" else r
             for r in rows]
 
 
