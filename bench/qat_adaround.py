@@ -151,8 +151,11 @@ def efficientnet_adaround(recipe: str = "w4a8", eval_n: int = 128, reference_n: 
         outs = qa.deployed_outputs(result, names, (x_ev,), Path(tmp), reference_n=reference_n,
                                     ort_qop=True)
     rows = qa.judge_int4_on_qop(qa.compare(fq, outs, qa.output_scale(qat), ref), result)
-    fresh = qa.confirm(teacher, names, {"ptq": ptq, "ptq_start_calibration": ptq_same,
-                                     "adaround": start, "qat": result})
+    with tempfile.TemporaryDirectory() as tmp:  # onnxruntime's quantizer, same 64 crops
+        fresh = qa.confirm(teacher, names, {"ort_static": qa.ort_peer(cap, x_cal, recipe,
+                                                                      Path(tmp)),
+                                            "ptq": ptq, "ptq_start_calibration": ptq_same,
+                                            "adaround": start, "qat": result})
     qat_pred = outs["onnxruntime"].argmax(1)  # (eval_n,)
     return {"recipe": recipe, "eval_n": eval_n, "cfg": cfg, "adaround": ada,
             "ptq_agree": _agree(ptq_pred, ref),

@@ -292,9 +292,10 @@ def paired_margin(a: np.ndarray, b: np.ndarray, ref: np.ndarray) -> tuple[float,
 
 def confirm(teacher, names: list[str], models: dict, n: int = CONFIRM["n"],
             seed: int = CONFIRM["seed"]) -> dict:
-    """Top-1 agreement with ``teacher`` of each converted model in ``models`` (name → result,
-    run in onnxruntime) on ``n`` fresh crops of the held-apart photos (``seed``), and the
-    paired margin of ``"qat"`` over each other model, and KL(float ‖ model):
+    """Top-1 agreement with ``teacher`` of each model in ``models`` (name → a quantize /
+    convert result, or an ONNX path: run in onnxruntime) on ``n`` fresh crops of the
+    held-apart photos (``seed``), the paired margin of ``"qat"`` over each other model, and
+    KL(float ‖ model):
     ``{"n", "seed", "agree", "kl", "margin"}``."""
     from edgequant_zoo.photos import evaluation_crops
 
@@ -303,7 +304,8 @@ def confirm(teacher, names: list[str], models: dict, n: int = CONFIRM["n"],
         t_logits = np.concatenate([teacher(torch.from_numpy(x[s:s + 32])).numpy()
                                    for s in range(0, n, 32)])  # (n, 1000)
     ref = t_logits.argmax(1)  # (n,)
-    logits = {k: _run(open_runner(m.model), names, (x,), 32) for k, m in models.items()}
+    logits = {k: _run(open_runner(getattr(m, "model", m)), names, (x,), 32)
+              for k, m in models.items()}
     pred = {k: y.argmax(1) for k, y in logits.items()}  # (n,) each
     return {"n": n, "seed": seed,
             "agree": {k: 100 * float(np.mean(p == ref)) for k, p in pred.items()},
@@ -312,6 +314,20 @@ def confirm(teacher, names: list[str], models: dict, n: int = CONFIRM["n"],
                    for k, y in logits.items()},  # KL(float ‖ model), nats per crop
             "margin": {k: paired_margin(pred["qat"], p, ref) for k, p in pred.items()
                        if k != "qat"}}
+
+
+def ort_peer(cap, x_cal: np.ndarray, recipe: str, workdir: Path) -> Path:
+    """onnxruntime's ``quantize_static`` (after ``quant_pre_process``, ``bench/peers.py``) of
+    the captured float graph on the same calibration crops, with the recipe's weight bits."""
+    import onnx
+    from peers import ort_quantize_static
+
+    src = workdir / "float.onnx"
+    onnx.save(cap.graph, src)
+    name = next(i.name for i in cap.graph.graph.input
+                if i.name not in {t.name for t in cap.graph.graph.initializer})
+    return ort_quantize_static(src, workdir / "ort_static.onnx", {name: x_cal},
+                               weight_bits=get_recipe(recipe).weights.qtype.bits)
 
 
 def effnet_setup(eval_n: int = 128):
@@ -392,9 +408,11 @@ def efficientnet(recipes=("w8a8", "w4a8"), eval_n: int = 128, reference_n: int =
                                     reference_n=reference_n, ort_qop=True)
         rows = judge_int4_on_qop(compare(fq, outs, output_scale(qat), ref), result)
         ort = outs["onnxruntime"]
-        fresh = confirm(teacher, qat.input_names,
-                        {"ptq": ptq, **({"ptq_adaround": ada} if adaround else {}),
-                         "qat": result})
+        with tempfile.TemporaryDirectory() as tmp:
+            peer = ort_peer(cap, x_cal, recipe, Path(tmp))
+            fresh = confirm(teacher, qat.input_names,
+                            {"ort_static": peer, "ptq": ptq,
+                             **({"ptq_adaround": ada} if adaround else {}), "qat": result})
         results[recipe] = {"confirm": fresh,
             "cfg": cfg, "ptq_agree": 100 * float(np.mean(ptq_pred == ref)),
             "ptq_adaround_agree": ptq_ada,
