@@ -384,11 +384,11 @@ def _confirm_line(cf: dict) -> str:
 def run_effnet_adaround(recipes: list[str], rounding: str = "nearest",
                         train_seed: int | None = None) -> bool:
     """``--arch effnet --start adaround [--recipes w4a8 w4a8_mixed] [--rounding learned]
-    [--train-seed N]``: QAT
-    from PTQ's AdaRound (``bench/qat_adaround.py``); True if fake quant = deployed on every
-    engine and QAT from AdaRound does not fall below PTQ + AdaRound (learned rounding: and
-    QAT beats default PTQ by ``EFFNET_MARGIN``) — accuracy judged on the confirmation draw
-    (``qat_adaround.CONFIRM``: 512 fresh crops of the held-apart photos)."""
+    [--train-seed N]``: QAT from PTQ's AdaRound (``bench/qat_adaround.py``); True if fake
+    quant = deployed on every engine and QAT from AdaRound does not fall below PTQ + AdaRound
+    (learned rounding: and QAT beats default PTQ by ``EFFNET_MARGIN``) — accuracy judged on
+    the confirmation draw (``qat_architectures.CONFIRM``: 512 fresh crops of the held-apart
+    photos)."""
     import qat_adaround
 
     ok = True
@@ -509,7 +509,7 @@ def main() -> int:
     ``--arch mobilenet effnet minilm`` runs (only) the whole-graph QAT architecture claims;
     ``--arch effnet --recipes w4a8`` only that EfficientNet recipe, ``--adaround`` adds PTQ +
     sequential AdaRound as a reference figure.
-    ``--arch effnet --start adaround [--recipes w4a8 w4a8_mixed]`` EfficientNet from AdaRound
+    ``--arch effnet --start adaround [--recipes w4a8 w4a8_mixed]`` EfficientNet from AdaRound.
     ``--train-seed N`` (EfficientNet): another draw of the training crops, for training noise.
     ``--rounding learned`` (EfficientNet w4a8, either start): QAT with learned rounding
     (``qat_architectures.EFFNET_ROUNDING``, :mod:`edgequant.torch.learned_rounding`).

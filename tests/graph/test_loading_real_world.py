@@ -219,25 +219,3 @@ def test_ir_version_kept_for_types_it_cannot_tell():
         "extra", onnx.TensorProto.FLOAT4E2M1, [1]))
     assert lower_ir_version(m4) and m4.ir_version == 11  # FLOAT4E2M1 needs IR 11
 
-
-def _ort_top_level_ops(path, tmp_path) -> list[str]:
-    """Op types of the main graph onnxruntime optimizes and runs for ``path`` (CPU)."""
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.optimized_model_filepath = str(tmp_path / "ort_optimized.onnx")
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_int4_conv_note_counts_what_onnxruntime_runs_in_float(tmp_path, name):
-    """w4a8 on each export shape: the report's int4-convolution note counts exactly the Conv
-    nodes onnxruntime leaves float in the QDQ file, and the qop file runs that many as
-    QLinearConv (oracle: onnxruntime's own optimized graph)."""
-    qm = quantize(MODELS[name](), "w4a8", calibration=data_for(name))
-    notes = [n for n in qm.report["notes"] if "with int4 weights" in n]
-    noted = int(notes[0].split()[0]) if notes else 0
-    qdq = _ort_top_level_ops(qm.save(tmp_path / "w4.onnx"), tmp_path)
-    assert noted == qdq.count("Conv") and "QLinearConv" not in qdq
-    qop = _ort_top_level_ops(qm.save(tmp_path / "w4_qop.onnx", format="qop"), tmp_path)
-    assert qop.count("QLinearConv") == noted and "Conv" not in qop

@@ -5,6 +5,9 @@ are ``QLinearConv`` — exactly what the note tells the user."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import onnx
 import onnxruntime as ort
 import pytest
@@ -13,9 +16,12 @@ from small_nets import conv_chain, images
 import edgequant as eq
 from edgequant.ptq.quantizer import int4_conv_note
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "graph"))
+from test_loading_real_world import MODELS, data_for
+
 
 def _ort_ops(path, tmp_path) -> list[str]:
-    """Op types of the graph onnxruntime runs for ``path`` (all optimizations, CPU)."""
+    """Op types of the main graph onnxruntime optimizes and runs for ``path`` (CPU)."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(tmp_path / "ort_optimized.onnx")
@@ -42,3 +48,17 @@ def test_no_note_without_int4_convolutions(recipe):
     qm = eq.quantize(conv_chain(), recipe, calibration={"x": images(16, 0)})
     assert not any("int4 weights" in n for n in qm.report["notes"])
     assert int4_conv_note(qm.model) is None
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_note_counts_what_onnxruntime_runs_in_float_on_real_export_shapes(tmp_path, name):
+    """w4a8 on each export shape (IR 3, -1 batch, Constant weights, If / Loop / Scan, ...): the
+    note counts exactly the Conv nodes onnxruntime leaves float in the QDQ file, and the qop
+    file runs that many as QLinearConv."""
+    qm = eq.quantize(MODELS[name](), "w4a8", calibration=data_for(name))
+    notes = [n for n in qm.report["notes"] if "with int4 weights" in n]
+    noted = int(notes[0].split()[0]) if notes else 0
+    qdq = _ort_ops(qm.save(tmp_path / "w4.onnx"), tmp_path)
+    assert noted == qdq.count("Conv") and "QLinearConv" not in qdq
+    qop = _ort_ops(qm.save(tmp_path / "w4_qop.onnx", format="qop"), tmp_path)
+    assert qop.count("QLinearConv") == noted and "Conv" not in qop
